@@ -1,0 +1,60 @@
+# mend — the two commands a fresh machine needs are `make demo` and `make test`.
+# Everything they need is installed on first use (Tansu, PostgreSQL, a Python
+# virtual environment under .mend/) and reused afterwards.
+
+SHELL := /bin/bash
+TOOLS ?= $(HOME)/.cache/mend
+# Build outside the checkout so a fresh clone reuses the compiled dependencies.
+export CARGO_TARGET_DIR ?= $(TOOLS)/target
+VENV := .mend/venv
+
+.PHONY: all build test unit-test integration-test demo infra-up infra-down venv bench fmt lint clean
+
+all: build
+
+build:
+	cargo build --workspace
+
+## infra-up: start the broker, PostgreSQL and the schema registry (idempotent)
+infra-up:
+	infra/up.sh
+
+## infra-down: stop them
+infra-down:
+	infra/down.sh
+
+## venv: the Python clients tests drive mend with (confluent-kafka, …)
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/python/requirements.txt
+	@mkdir -p .mend
+	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+	@touch $@
+
+## test: unit tests, then integration tests against the real broker, registry
+## and PostgreSQL (started here when not running, and stopped again after)
+test: venv
+	infra/test.sh
+
+unit-test:
+	cargo test --workspace --lib --bins
+
+## demo: the main job on the embedded defaults
+demo:
+	infra/up.sh
+	infra/demo.sh
+
+## bench: registry and codec throughput (release build)
+bench:
+	infra/up.sh
+	cargo bench -p mend-tests --bench foundation
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean: infra-down
+	rm -rf .mend

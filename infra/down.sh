@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Stops the local infrastructure: every service, or only those named
+# (registry, broker, postgres). Idempotent; waits until each has exited.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+services=("$@")
+[ ${#services[@]} -eq 0 ] && services=(registry broker postgres)
+
+gone() { ! kill -0 "$1" 2>/dev/null; }
+stop_pid() {
+  local name=$1 pidfile=$STATE/$2
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping the $name (pid $pid)"
+    kill -TERM "$pid"
+    wait_for "the $name to exit" 30 gone "$pid" || { kill -KILL "$pid" 2>/dev/null || true; }
+  fi
+  rm -f "$pidfile"
+}
+
+for service in "${services[@]}"; do
+  case $service in
+    registry) stop_pid "schema registry" registry.pid ;;
+    broker) stop_pid broker tansu.pid ;;
+    postgres)
+      PGBIN=$(pg_bin)
+      if [ -n "$PGBIN" ] && [ -f "$STATE/postgres/data/postmaster.pid" ]; then
+        log "stopping PostgreSQL"
+        as_postgres "$PGBIN/pg_ctl" -D "$STATE/postgres/data" -m fast -w stop >/dev/null || true
+      fi ;;
+    *) log "unknown service $service (known: registry broker postgres)"; exit 2 ;;
+  esac
+done

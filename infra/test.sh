@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make test`: fastest first. Unit tests need nothing running; integration
+# tests need the broker, the registry and PostgreSQL, which are started here
+# when not already running and stopped again at the end (only those started
+# here). Fails on the first failing stage.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+log "unit tests"
+cargo test --workspace --lib --bins -q
+
+log "building the integration tests"
+cargo test -p mend-tests --no-run -q
+
+STARTED=$(mktemp)
+cleanup() {
+  mapfile -t mine <"$STARTED"
+  if [ ${#mine[@]} -gt 0 ]; then infra/down.sh "${mine[@]}"; fi
+  rm -f "$STARTED"
+}
+trap cleanup EXIT
+MEND_STARTED_FILE=$STARTED infra/up.sh
+
+export MEND_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export MEND_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
+export MEND_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/warehouse
+export MEND_REGISTRY_BIN=$CARGO_TARGET_DIR/debug/mend-registry
+
+log "integration tests (Rust)"
+cargo test -p mend-tests -q -- --test-threads 2
+
+log "integration tests (Python clients)"
+.mend/venv/bin/python -m pytest -q tests/python
+
+log "persistence across infra-down and infra-up"
+MEND_STARTED_FILE=$STARTED tests/persistence.sh
+
+log "all tests passed"

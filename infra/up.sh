@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Starts the local broker (Tansu), PostgreSQL and the schema registry, each
+# only when it is not already running, and waits until each is ready.
+# Installs what is missing (Tansu, PostgreSQL). Idempotent.
+# With MEND_STARTED_FILE set, appends the names of the services it started.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+mkdir -p "$STATE"
+started() { [ -n "${MEND_STARTED_FILE:-}" ] && echo "$1" >>"$MEND_STARTED_FILE"; return 0; }
+
+# ---- broker ---------------------------------------------------------------
+if [ ! -x "$TANSU" ]; then
+  log "installing Tansu $TANSU_VERSION into $(dirname "$(dirname "$TANSU")") (once per machine; about 13 minutes on 2 cores)"
+  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$(dirname "$(dirname "$TANSU")")"
+fi
+if port_open "$KAFKA_PORT"; then
+  log "broker already listening on 127.0.0.1:$KAFKA_PORT"
+else
+  log "starting the broker (durable sqlite storage in $STATE/tansu.db)"
+  # The sqlite path is relative to the broker's working directory.
+  (cd "$STATE" && exec setsid "$TANSU" broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine "sqlite://tansu.db") </dev/null >"$STATE/tansu.log" 2>&1 &
+  echo $! >"$STATE/tansu.pid"
+  wait_for "the broker on port $KAFKA_PORT (see $STATE/tansu.log)" 60 port_open "$KAFKA_PORT"
+  started broker
+fi
+
+# ---- PostgreSQL -----------------------------------------------------------
+PGBIN=$(pg_bin)
+if [ -z "$PGBIN" ]; then
+  log "installing PostgreSQL from Debian's packages"
+  apt-get install -y -q postgresql >/dev/null
+  PGBIN=$(pg_bin)
+fi
+PGDIR=$STATE/postgres
+if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
+  log "initialising PostgreSQL in $PGDIR/data"
+  mkdir -p "$PGDIR/data"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PGDIR"
+  as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 >"$STATE/initdb.log"
+fi
+if "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+  log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+else
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null
+  started postgres
+fi
+if ! "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "select 1 from pg_database where datname='warehouse'" | grep -q 1; then
+  "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres warehouse
+fi
+
+# ---- schema registry ------------------------------------------------------
+registry_ready() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/subjects" >/dev/null; }
+if registry_ready; then
+  log "schema registry already answering on 127.0.0.1:$REGISTRY_PORT"
+else
+  log "building the schema registry"
+  (cd "$ROOT" && cargo build -q -p mend-registry)
+  log "starting the schema registry on 127.0.0.1:$REGISTRY_PORT"
+  MEND_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" MEND_REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT" \
+    setsid "$CARGO_TARGET_DIR/debug/mend-registry" </dev/null >"$STATE/registry.log" 2>&1 &
+  echo $! >"$STATE/registry.pid"
+  wait_for "the schema registry (see $STATE/registry.log)" 60 registry_ready
+  started registry
+fi
+log "infrastructure ready: broker 127.0.0.1:$KAFKA_PORT, registry http://127.0.0.1:$REGISTRY_PORT, postgres://postgres@127.0.0.1:$PG_PORT/warehouse"

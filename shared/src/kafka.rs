@@ -1,0 +1,101 @@
+//! Kafka clients configured the way mend relies on them, and topic creation.
+//! Nothing here depends on a particular broker: only the Kafka protocol.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Base configuration shared by every client.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("socket.keepalive.enable", "true").set("log_level", "4");
+    config
+}
+
+/// An idempotent, acks=all producer: a delivered record is durable and a
+/// retried send does not duplicate it.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+/// A group consumer that commits automatically only the offsets the
+/// application stored: an offset is stored after the record's outputs are
+/// delivered, so a crash re-delivers instead of skipping.
+pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// A topic to create at start-up.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// Extra topic configs such as `cleanup.policy=compact`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    pub fn new(name: &str, partitions: i32) -> Self {
+        Self { name: name.to_owned(), partitions, configs: Vec::new() }
+    }
+
+    pub fn compacted(mut self) -> Self {
+        self.configs.push(("cleanup.policy".into(), "compact".into()));
+        self
+    }
+}
+
+/// Why topics could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create topic {topic}: {reason}")]
+pub struct TopicError {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// Creates the topics that do not exist yet. Brokers may not auto-create
+/// topics, so every service creates what it needs; an existing topic is fine.
+pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(|e| TopicError { topic: "*".into(), reason: e.to_string() })?;
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            spec.configs
+                .iter()
+                .fold(NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1)), |topic, (k, v)| {
+                    topic.set(k, v)
+                })
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(|e| TopicError { topic: "*".into(), reason: e.to_string() })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError { topic, reason: code.to_string() }),
+        }
+    }
+    Ok(())
+}

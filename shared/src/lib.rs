@@ -1,0 +1,17 @@
+//! mend's shared library: typed events and their Avro contracts, the
+//! Confluent wire-format codec, the Kafka runner every service uses,
+//! configuration, telemetry and graceful shutdown. Services depend on this
+//! crate and never on each other.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod kafka;
+pub mod runner;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topics;
+
+pub use codec::Codec;
+pub use error::HandleError;

@@ -1,0 +1,379 @@
+//! The one consumer loop every service runs:
+//! consume a batch → handle it → produce the outputs → wait until every
+//! output is delivered → store the batch's offsets (committed automatically).
+//!
+//! Guarantee: at least once. An offset is stored only after everything its
+//! record caused is durable on the broker, so a crash anywhere re-delivers the
+//! batch rather than skipping it; handlers make that harmless by being
+//! idempotent. A record the handler cannot use is not an error: it is
+//! published to `mend.quarantine` with its original bytes and the reason, and
+//! only then is its offset stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Codec, schema_id};
+use crate::error::HandleError;
+use crate::events::{Envelope, Event, IncidentId, Quarantined};
+use crate::kafka;
+use crate::topics;
+
+/// A consumed record, detached from the consumer.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Inbound {
+    fn from_message(message: &OwnedMessage) -> Self {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What became of one inbound record.
+#[derive(Debug, Clone)]
+pub enum Disposition {
+    /// Handled; these records are its outputs (possibly none).
+    Emit(Vec<Outbound>),
+    /// Bad input: publish it to `mend.quarantine` with this reason.
+    Quarantine(QuarantineReason),
+}
+
+/// Why a record goes to quarantine, and for which dataset.
+#[derive(Debug, Clone)]
+pub struct QuarantineReason {
+    /// The dataset the record belongs to, when known (it keys the event).
+    pub dataset: Option<String>,
+    /// A short machine-readable class: `undecodable`, `schema_mismatch`, …
+    pub kind: String,
+    /// The explanation a person reads.
+    pub reason: String,
+}
+
+/// A service's logic. The runner owns the loop; handlers only decide.
+pub trait Handler: Send + Sync {
+    /// Handles a batch; returns one disposition per record, in order. May be
+    /// called again with the same batch after a retryable error or a crash,
+    /// so its effects must be idempotent.
+    fn handle(
+        &self,
+        batch: &[Inbound],
+    ) -> impl std::future::Future<Output = Result<Vec<Disposition>, HandleError>> + Send;
+}
+
+/// How a runner consumes.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The producing service's name, in quarantine events and logs.
+    pub service: String,
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// Largest batch handed to the handler.
+    pub max_batch: usize,
+    /// How long to wait for more records once a batch has its first one.
+    pub linger: Duration,
+}
+
+impl RunnerConfig {
+    pub fn new(service: &str, brokers: &str, group_id: &str, topics: Vec<String>) -> Self {
+        Self {
+            service: service.to_owned(),
+            brokers: brokers.to_owned(),
+            group_id: group_id.to_owned(),
+            topics,
+            max_batch: 500,
+            linger: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why a runner stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("handler: {0}")]
+    Handler(HandleError),
+}
+
+/// Counters a runner keeps; read by health and metrics endpoints.
+#[derive(Debug, Default)]
+pub struct RunnerStatus {
+    /// Set once the consumer has partitions assigned or has fetched a record.
+    pub consuming: AtomicBool,
+    pub records: std::sync::atomic::AtomicU64,
+    pub quarantined: std::sync::atomic::AtomicU64,
+}
+
+/// Runs one consumer loop.
+pub struct Runner<H> {
+    config: RunnerConfig,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    codec: Arc<Codec>,
+    handler: H,
+    status: Arc<RunnerStatus>,
+}
+
+impl<H: Handler> Runner<H> {
+    /// Creates the clients and subscribes. Outputs go through `producer`
+    /// (shared by every runner of a process).
+    pub fn new(
+        config: RunnerConfig,
+        producer: FutureProducer,
+        codec: Arc<Codec>,
+        handler: H,
+    ) -> Result<Self, RunnerError> {
+        let consumer: StreamConsumer = kafka::consumer_config(&config.brokers, &config.group_id).create()?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self { config, consumer, producer, codec, handler, status: Arc::default() })
+    }
+
+    /// The runner's counters.
+    pub fn status(&self) -> Arc<RunnerStatus> {
+        self.status.clone()
+    }
+
+    /// Consumes until `shutdown` is cancelled, then finishes the batch in
+    /// hand, stores its offsets and commits them before returning.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        let result = self.consume(&shutdown).await;
+        // Commit what was stored, also after a fatal error: those offsets
+        // belong to batches whose outputs were delivered.
+        if let Err(error) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            // Nothing stored since the last commit is not a failure.
+            if !matches!(error, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))
+            {
+                tracing::warn!(service = %self.config.service, %error, "final offset commit failed; the last batches will be re-delivered");
+            }
+        }
+        result
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                message = self.consumer.recv() => message?.detach(),
+            };
+            self.status.consuming.store(true, Ordering::Relaxed);
+            let mut batch = vec![Inbound::from_message(&first)];
+            let deadline = tokio::time::Instant::now() + self.config.linger;
+            while batch.len() < self.config.max_batch {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(message) => batch.push(Inbound::from_message(&message?.detach())),
+                    Err(_elapsed) => break,
+                }
+            }
+            if !self.process(&batch, shutdown).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles, delivers and stores one batch. Returns false when shutdown
+    /// interrupted a retry (the batch's offsets are then not stored).
+    async fn process(&self, batch: &[Inbound], shutdown: &CancellationToken) -> Result<bool, RunnerError> {
+        let mut backoff = retry_backoff();
+        let dispositions = loop {
+            match self.handler.handle(batch).await {
+                Ok(dispositions) if dispositions.len() == batch.len() => break dispositions,
+                Ok(dispositions) => {
+                    return Err(RunnerError::Handler(HandleError::Fatal(format!(
+                        "handler returned {} dispositions for {} records",
+                        dispositions.len(),
+                        batch.len()
+                    ))));
+                }
+                Err(HandleError::Retry(reason)) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(service = %self.config.service, %reason, ?delay, "batch failed; retrying");
+                    if !sleep_unless_cancelled(delay, shutdown).await {
+                        return Ok(false);
+                    }
+                }
+                Err(fatal) => return Err(RunnerError::Handler(fatal)),
+            }
+        };
+
+        let mut outputs = Vec::new();
+        for (record, disposition) in batch.iter().zip(dispositions) {
+            match disposition {
+                Disposition::Emit(records) => outputs.extend(records),
+                Disposition::Quarantine(reason) => {
+                    outputs.push(self.quarantine_record(record, reason).await?);
+                    self.status.quarantined.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !self.deliver(outputs, shutdown).await {
+            return Ok(false);
+        }
+        self.store_offsets(batch)?;
+        self.status.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    async fn quarantine_record(&self, record: &Inbound, reason: QuarantineReason) -> Result<Outbound, RunnerError> {
+        let dataset = reason.dataset.unwrap_or_else(|| record.topic.clone());
+        let writer = record.payload.as_deref().and_then(schema_id);
+        let mut event = Quarantined {
+            envelope: Envelope::new(
+                &self.config.service,
+                &dataset,
+                IncidentId::for_drift(&dataset, writer.unwrap_or(0)),
+            ),
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key.clone(),
+            value: record.payload.clone(),
+            writer_schema_id: writer.and_then(|id| i32::try_from(id).ok()),
+            reason_kind: reason.kind,
+            reason: reason.reason,
+        };
+        event.seal();
+        tracing::info!(
+            service = %self.config.service, topic = %record.topic, partition = record.partition,
+            offset = record.offset, reason = %event.reason, "record quarantined"
+        );
+        let payload = self.encode_with_retry(&event).await?;
+        Ok(Outbound {
+            topic: topics::QUARANTINE.to_owned(),
+            key: dataset.into_bytes(),
+            payload,
+            headers: record.headers.clone(),
+        })
+    }
+
+    async fn encode_with_retry<E: Event>(&self, event: &E) -> Result<Vec<u8>, RunnerError> {
+        let mut backoff = retry_backoff();
+        loop {
+            match self.codec.encode_event(event).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(crate::codec::CodecError::Unavailable(reason)) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(%reason, ?delay, "registry unavailable; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(invalid) => return Err(RunnerError::Handler(HandleError::fatal("encoding an event", invalid))),
+            }
+        }
+    }
+
+    /// Produces every output and waits for each delivery report; resends the
+    /// failed ones with backoff. Returns false when shutdown interrupted it.
+    async fn deliver(&self, outputs: Vec<Outbound>, shutdown: &CancellationToken) -> bool {
+        let mut pending = outputs;
+        let mut backoff = retry_backoff();
+        while !pending.is_empty() {
+            let sends = pending.iter().map(|out| {
+                let headers = out.headers.iter().fold(OwnedHeaders::new(), |headers, (key, value)| {
+                    headers.insert(Header { key, value: Some(value) })
+                });
+                let record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.payload).headers(headers);
+                self.producer.send(record, Duration::from_secs(30))
+            });
+            let results = futures::future::join_all(sends).await;
+            let failed: Vec<Outbound> = pending
+                .into_iter()
+                .zip(results)
+                .filter_map(|(out, result)| match result {
+                    Ok(_) => None,
+                    Err((error, _)) => {
+                        tracing::warn!(topic = %out.topic, %error, "delivery failed; resending");
+                        Some(out)
+                    }
+                })
+                .collect();
+            pending = failed;
+            if !pending.is_empty() {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                if !sleep_unless_cancelled(delay, shutdown).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn store_offsets(&self, batch: &[Inbound]) -> Result<(), RunnerError> {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for record in batch {
+            let entry = next.entry((record.topic.as_str(), record.partition)).or_insert(0);
+            *entry = (*entry).max(record.offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        match self.consumer.store_offsets(&list) {
+            Ok(()) => Ok(()),
+            // The partition was revoked while the batch was in flight: its new
+            // owner re-reads from the last commit, which is at-least-once.
+            Err(error) => {
+                tracing::info!(%error, "offsets not stored (partition revoked); the batch will be re-delivered");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn sleep_unless_cancelled(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// The shared producer of a process.
+pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    kafka::producer_config(brokers).create()
+}

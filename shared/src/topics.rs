@@ -1,0 +1,18 @@
+//! Topic names, in one place.
+
+pub const DETECTIONS: &str = "mend.detections";
+pub const DIAGNOSES: &str = "mend.diagnoses";
+pub const PROPOSALS: &str = "mend.proposals";
+pub const DECISIONS: &str = "mend.decisions";
+pub const APPLICATIONS: &str = "mend.applications";
+pub const QUARANTINE: &str = "mend.quarantine";
+/// The schema registry's compacted log.
+pub const SCHEMAS: &str = "_schemas";
+
+/// mend's own event topics, created at start-up.
+pub const EVENT_TOPICS: [&str; 6] = [DETECTIONS, DIAGNOSES, PROPOSALS, DECISIONS, APPLICATIONS, QUARANTINE];
+
+/// The registry subject of a topic's values (Confluent's TopicNameStrategy).
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}

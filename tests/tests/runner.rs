@@ -1,0 +1,252 @@
+//! The shared runner against the real broker: offsets move only after
+//! outputs are delivered (a consumer killed mid-batch skips nothing), bad
+//! input is quarantined with its bytes and reason, and retryable failures are
+//! retried without loss or duplicate outputs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mend_shared::codec::{Codec, CodecError};
+use mend_shared::events::Quarantined;
+use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerConfig};
+use mend_shared::{HandleError, kafka, topics};
+use mend_tests::{brokers, committed_offset, consume_keyed, create_topic, eventually, produce, registry_url, unique};
+use rdkafka::message::Message;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Emits one output per input: the input's offset, keyed like the input.
+struct Echo {
+    output: String,
+    /// When set, the batch containing this offset never completes (a crash
+    /// in the middle of handling it).
+    hang_at: Option<i64>,
+    reached: Arc<Notify>,
+    failures_left: AtomicUsize,
+}
+
+impl Echo {
+    fn new(output: &str) -> Self {
+        Self {
+            output: output.into(),
+            hang_at: None,
+            reached: Arc::new(Notify::new()),
+            failures_left: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Handler for Echo {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        if let Some(hang) = self.hang_at
+            && batch.iter().any(|r| r.offset >= hang)
+        {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(HandleError::Retry("database unavailable (simulated)".into()));
+        }
+        Ok(batch
+            .iter()
+            .map(|record| {
+                Disposition::Emit(vec![Outbound {
+                    topic: self.output.clone(),
+                    key: record.key.clone().unwrap_or_default(),
+                    payload: record.offset.to_string().into_bytes(),
+                    headers: vec![],
+                }])
+            })
+            .collect())
+    }
+}
+
+fn config(group: &str, input: &str) -> RunnerConfig {
+    let mut config = RunnerConfig::new("test", &brokers(), group, vec![input.to_owned()]);
+    config.max_batch = 10;
+    config
+}
+
+async fn setup(records: usize) -> anyhow::Result<(String, String, String)> {
+    let (input, output, key) = (unique("runner-in"), unique("runner-out"), unique("k"));
+    create_topic(&input, 1).await?;
+    create_topic(&output, 1).await?;
+    let producer = mend_tests::producer()?;
+    for i in 0..records {
+        produce(&producer, &input, key.as_bytes(), format!("record {i}").as_bytes()).await?;
+    }
+    Ok((input, output, key))
+}
+
+fn offsets_in(messages: &[rdkafka::message::OwnedMessage]) -> BTreeSet<i64> {
+    messages
+        .iter()
+        .filter_map(|m| m.payload().and_then(|p| std::str::from_utf8(p).ok()).and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_batch_skips_nothing() -> anyhow::Result<()> {
+    let (input, output, key) = setup(50).await?;
+    let group = unique("runner-group");
+    let codec = Codec::new(&registry_url())?;
+
+    // First consumer: handles batches until the one holding offset 25, then
+    // hangs in the middle of it and is killed.
+    let mut hanging = Echo::new(&output);
+    hanging.hang_at = Some(25);
+    let reached = hanging.reached.clone();
+    let runner =
+        Runner::new(config(&group, &input), mend_shared::runner::producer(&brokers())?, codec.clone(), hanging)?;
+    let task = tokio::spawn(runner.run(CancellationToken::new()));
+    reached.notified().await;
+    task.abort();
+    let _ = task.await;
+
+    let committed = committed_offset(&group, &input)?.unwrap_or(0);
+    assert!(committed <= 25, "nothing past the hanging batch may be committed (committed {committed})");
+
+    // Second consumer in the same group resumes from the committed offset.
+    let runner =
+        Runner::new(config(&group, &input), mend_shared::runner::producer(&brokers())?, codec, Echo::new(&output))?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let outputs =
+        mend_tests::consume_until(&output, |m| m.key() == Some(key.as_bytes()), |seen| offsets_in(seen).len() >= 50)
+            .await?;
+    assert_eq!(offsets_in(&outputs), (0..50).collect::<BTreeSet<i64>>(), "every input has its output");
+
+    shutdown.cancel();
+    task.await??;
+    assert_eq!(committed_offset(&group, &input)?, Some(50), "a clean stop commits everything handled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_without_loss() -> anyhow::Result<()> {
+    let (input, output, key) = setup(15).await?;
+    let group = unique("runner-retry");
+    let echo = Echo::new(&output);
+    echo.failures_left.store(3, Ordering::SeqCst);
+    let runner = Runner::new(
+        config(&group, &input),
+        mend_shared::runner::producer(&brokers())?,
+        Codec::new(&registry_url())?,
+        echo,
+    )?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let outputs = consume_keyed(&output, &key, 15).await?;
+    assert_eq!(offsets_in(&outputs), (0..15).collect::<BTreeSet<i64>>());
+    eventually("offset 15 to be committed", || async {
+        Ok((committed_offset(&group, &input)? == Some(15)).then_some(()))
+    })
+    .await?;
+    shutdown.cancel();
+    task.await??;
+    Ok(())
+}
+
+/// Decodes each record through the registry; what does not decode is bad
+/// input and goes to quarantine.
+struct Decoder {
+    codec: Arc<Codec>,
+    dataset: String,
+    output: String,
+}
+
+impl Handler for Decoder {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut out = Vec::new();
+        for record in batch {
+            let payload = record.payload.as_deref().unwrap_or_default();
+            out.push(match self.codec.decode(payload).await {
+                Ok(value) => Disposition::Emit(vec![Outbound {
+                    topic: self.output.clone(),
+                    key: self.dataset.clone().into_bytes(),
+                    payload: format!("{value:?}").into_bytes(),
+                    headers: vec![],
+                }]),
+                Err(CodecError::Invalid(reason)) => Disposition::Quarantine(QuarantineReason {
+                    dataset: Some(self.dataset.clone()),
+                    kind: "undecodable".into(),
+                    reason,
+                }),
+                Err(unavailable) => return Err(HandleError::retry("decoding", unavailable)),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test]
+async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()> {
+    kafka::ensure_topics(&brokers(), &topics::EVENT_TOPICS.map(|t| kafka::TopicSpec::new(t, 1))).await?;
+    let (input, output, dataset) = (unique("decode-in"), unique("decode-out"), unique("ds"));
+    create_topic(&input, 1).await?;
+    create_topic(&output, 1).await?;
+
+    // Two good records between three bad ones: no magic byte, an unknown
+    // schema id, and bytes that do not match their schema.
+    let schema = r#"{"type":"record","name":"Good","fields":[{"name":"n","type":"long"}]}"#;
+    let subject = format!("{input}-value");
+    let http = reqwest::Client::new();
+    let registered: serde_json::Value = http
+        .post(format!("{}/subjects/{subject}/versions", registry_url()))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(serde_json::json!({"schema": schema}).to_string())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = u32::try_from(registered["id"].as_u64().ok_or_else(|| anyhow::anyhow!("{registered}"))?)?;
+    let wire = |datum: &[u8]| [&[0u8][..], &id.to_be_bytes()[..], datum].concat();
+    let records: Vec<(Vec<u8>, bool)> = vec![
+        (b"{\"n\": 1}".to_vec(), false),
+        (wire(&[2]), true), // n = 1 (zig-zag)
+        ([&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &[2]].concat(), false),
+        (wire(&[4]), true),
+        (wire(&[]), false), // truncated datum
+    ];
+    let producer = mend_tests::producer()?;
+    for (payload, _) in &records {
+        produce(&producer, &input, b"k", payload).await?;
+    }
+
+    let codec = Codec::new(&registry_url())?;
+    let handler = Decoder { codec: codec.clone(), dataset: dataset.clone(), output: output.clone() };
+    let runner = Runner::new(
+        config(&unique("decode-group"), &input),
+        mend_shared::runner::producer(&brokers())?,
+        codec.clone(),
+        handler,
+    )?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+
+    let quarantined = consume_keyed(topics::QUARANTINE, &dataset, 3).await?;
+    let good = consume_keyed(&output, &dataset, 2).await?;
+    assert_eq!(good.len(), 2);
+    let mut events = Vec::new();
+    for message in &quarantined {
+        let event: Quarantined = codec.decode_event(message.payload().unwrap_or_default()).await?;
+        events.push(event);
+    }
+    events.sort_by_key(|e| e.offset);
+    let bad: Vec<(i64, &Vec<u8>)> =
+        records.iter().enumerate().filter(|(_, (_, ok))| !ok).map(|(i, (p, _))| (i as i64, p)).collect();
+    assert_eq!(events.len(), bad.len());
+    for (event, (offset, payload)) in events.iter().zip(bad) {
+        assert_eq!(event.offset, offset);
+        assert_eq!(event.topic, input);
+        assert_eq!(event.value.as_ref(), Some(payload), "original bytes kept");
+        assert_eq!(event.reason_kind, "undecodable");
+        assert!(!event.reason.is_empty());
+        assert_eq!(event.envelope.dataset, dataset);
+    }
+    shutdown.cancel();
+    task.await??;
+    Ok(())
+}
