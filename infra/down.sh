@@ -25,9 +25,10 @@ for service in "${services[@]}"; do
     broker) stop_pid broker tansu.pid ;;
     postgres)
       PGBIN=$(pg_bin)
-      if [ -n "$PGBIN" ] && [ -f "$STATE/postgres/data/postmaster.pid" ]; then
+      PGDIR=$(pg_dir)
+      if [ -n "$PGBIN" ] && [ -f "$PGDIR/data/postmaster.pid" ]; then
         log "stopping PostgreSQL"
-        as_postgres "$PGBIN/pg_ctl" -D "$STATE/postgres/data" -m fast -w stop >/dev/null || true
+        as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null || true
       fi ;;
     *) log "unknown service $service (known: registry broker postgres)"; exit 2 ;;
   esac

@@ -27,6 +27,9 @@ wait_for() {
   done
 }
 
+# The cluster's directory: .mend/postgres (possibly a link, see up.sh).
+pg_dir() { if [ -L "$STATE/postgres" ]; then readlink "$STATE/postgres"; else echo "$STATE/postgres"; fi; }
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 # as_postgres CMD...: PostgreSQL refuses to run as root.

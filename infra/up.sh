@@ -34,11 +34,21 @@ if [ -z "$PGBIN" ]; then
   apt-get install -y -q postgresql >/dev/null
   PGBIN=$(pg_bin)
 fi
-PGDIR=$STATE/postgres
+PGDIR=$(pg_dir)
 if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
-  log "initialising PostgreSQL in $PGDIR/data"
   mkdir -p "$PGDIR/data"
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PGDIR"
+  if ! as_postgres test -w "$PGDIR/data"; then
+    # The checkout is not reachable by the postgres user (say, under a
+    # private home directory): keep the cluster in a directory of its own
+    # and point .mend/postgres at it.
+    rm -rf "$PGDIR"
+    PGDIR=/var/tmp/mend-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
+    mkdir -p "$PGDIR/data"
+    chown -R postgres:postgres "$PGDIR"
+    ln -sfn "$PGDIR" "$STATE/postgres"
+  fi
+  log "initialising PostgreSQL in $PGDIR/data"
   as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 >"$STATE/initdb.log"
 fi
 if "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
