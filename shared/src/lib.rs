@@ -5,13 +5,16 @@
 
 pub mod codec;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod events;
 pub mod kafka;
+pub mod mapping;
 pub mod runner;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
+pub mod warehouse;
 
 pub use codec::Codec;
 pub use error::HandleError;

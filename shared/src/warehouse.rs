@@ -1,0 +1,795 @@
+//! The warehouse: PostgreSQL or SQLite through sqlx.
+//!
+//! Besides the destination tables, mend keeps its own state here, so that it
+//! changes in the same transaction as the data it describes:
+//! - `mend_offsets`: the next source offset per dataset and partition, written
+//!   with the rows of each batch (exactly-once loading);
+//! - `mend_quarantined`: source offsets the loader sent to quarantine, so a
+//!   batch re-delivered after a crash quarantines them again instead of
+//!   skipping them;
+//! - `mend_contracts`: each dataset's contract snapshot (schema id and the
+//!   field → column mapping), moved by the applier with its DDL;
+//! - `mend_applied`: proposals applied, recorded with their DDL.
+//!
+//! Every destination table carries `_mend_partition` and `_mend_offset`, the
+//! source position of its row: replays are idempotent (a unique index for
+//! append-only tables) and ordered (a keyed row is only replaced by a record
+//! from a later offset).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use crate::error::HandleError;
+
+/// Which SQL the warehouse speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A failure talking to the warehouse.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("unsupported warehouse URL {0:?}: use postgres://… or sqlite://…")]
+    Url(String),
+    #[error("warehouse: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("warehouse: {0}")]
+    Invalid(String),
+}
+
+impl WarehouseError {
+    /// Connection-level failures are worth retrying; a refused statement is not.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Sql(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_)
+            )
+        ) || matches!(self, Self::Sql(sqlx::Error::Database(e)) if e.message().contains("locked"))
+    }
+}
+
+impl From<WarehouseError> for HandleError {
+    fn from(error: WarehouseError) -> Self {
+        // A database that refuses a statement now may accept it after an
+        // operator fixes it; retrying never loses a record, stopping would
+        // stall every dataset. Both are retried, with backoff.
+        HandleError::Retry(error.to_string())
+    }
+}
+
+/// A SQL value, typed by the column it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    /// JSON text (nested records, arrays, maps).
+    Json(String),
+    /// UTC timestamp, ISO 8601 text.
+    Timestamp(String),
+    /// Calendar date, `YYYY-MM-DD`.
+    Date(String),
+    /// Exact decimal as text.
+    Decimal(String),
+}
+
+/// A column of a destination table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// SQL type in the warehouse's dialect.
+    pub sql_type: String,
+    pub nullable: bool,
+}
+
+/// A dataset's contract snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contract {
+    pub dataset: String,
+    pub schema_id: u32,
+    /// Contract field name → column name (identity unless renamed).
+    pub mapping: BTreeMap<String, String>,
+}
+
+/// The source position of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A row to write: its values in column order, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub position: Position,
+    pub values: Vec<SqlValue>,
+}
+
+/// How rows reach the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The loader's path: offsets guarantee no row is written twice.
+    Load,
+    /// Replays: a row already present (same position, or a newer version of
+    /// its key) is left alone.
+    Replay,
+}
+
+/// A connection pool to the warehouse.
+#[derive(Debug, Clone)]
+pub enum Warehouse {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+const POSITION_COLUMNS: [&str; 2] = ["_mend_partition", "_mend_offset"];
+
+impl Warehouse {
+    /// Connects and creates mend's own tables when missing.
+    pub async fn connect(url: &str) -> Result<Self, WarehouseError> {
+        let warehouse = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool =
+                PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            Self::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            if let Some(path) = url.strip_prefix("sqlite://").and_then(|p| std::path::Path::new(p).parent())
+                && !path.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(path)
+                    .map_err(|e| WarehouseError::Invalid(format!("cannot create {}: {e}", path.display())))?;
+            }
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            Self::Sqlite(pool)
+        } else {
+            return Err(WarehouseError::Url(url.to_owned()));
+        };
+        warehouse.create_state_tables().await?;
+        Ok(warehouse)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Self::Postgres(_) => Dialect::Postgres,
+            Self::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    async fn create_state_tables(&self) -> Result<(), WarehouseError> {
+        let statements = [
+            "CREATE TABLE IF NOT EXISTS mend_offsets (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
+             partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (dataset, topic, partition_id))",
+            "CREATE TABLE IF NOT EXISTS mend_quarantined (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
+             partition_id INTEGER NOT NULL, source_offset BIGINT NOT NULL, PRIMARY KEY (dataset, topic, partition_id, source_offset))",
+            "CREATE TABLE IF NOT EXISTS mend_contracts (dataset TEXT PRIMARY KEY, schema_id BIGINT NOT NULL, \
+             mapping TEXT NOT NULL, updated_by TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS mend_applied (proposal_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, \
+             dataset TEXT NOT NULL, statements INTEGER NOT NULL)",
+        ];
+        for statement in statements {
+            self.execute(statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
+        match self {
+            Self::Postgres(pool) => {
+                // Concurrent CREATE TABLE IF NOT EXISTS can race on PostgreSQL's catalog.
+                match sqlx::query(dynamic(statement)).execute(pool).await {
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query(dynamic(statement)).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The contract of `dataset`, if it has one.
+    pub async fn contract(&self, dataset: &str) -> Result<Option<Contract>, WarehouseError> {
+        let sql = "SELECT schema_id, mapping FROM mend_contracts WHERE dataset = $1";
+        let row = match self {
+            Self::Postgres(pool) => sqlx::query(dynamic(sql)).bind(dataset).fetch_optional(pool).await?.map(|r| {
+                let id: i64 = r.get(0);
+                let mapping: String = r.get(1);
+                (id, mapping)
+            }),
+            Self::Sqlite(pool) => sqlx::query(dynamic(sql)).bind(dataset).fetch_optional(pool).await?.map(|r| {
+                let id: i64 = r.get(0);
+                let mapping: String = r.get(1);
+                (id, mapping)
+            }),
+        };
+        row.map(|(id, mapping)| {
+            Ok(Contract {
+                dataset: dataset.to_owned(),
+                schema_id: u32::try_from(id).map_err(|e| WarehouseError::Invalid(e.to_string()))?,
+                mapping: serde_json::from_str(&mapping).map_err(|e| WarehouseError::Invalid(e.to_string()))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The columns of `table` from the database catalog, in table order
+    /// (mend's position columns excluded). Empty when the table is missing.
+    pub async fn columns(&self, table: &str) -> Result<Vec<Column>, WarehouseError> {
+        let columns = match self {
+            Self::Postgres(pool) => sqlx::query(
+                "SELECT column_name::text, data_type::text, is_nullable::text = 'YES' FROM information_schema.columns \
+                     WHERE table_name = $1 AND table_schema = current_schema() ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| Column { name: r.get(0), sql_type: r.get(1), nullable: r.get(2) })
+            .collect::<Vec<_>>(),
+            Self::Sqlite(pool) => sqlx::query("SELECT name, type, \"notnull\" FROM pragma_table_info($1) ORDER BY cid")
+                .bind(table)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let not_null: i64 = r.get(2);
+                    Column { name: r.get(0), sql_type: r.get(1), nullable: not_null == 0 }
+                })
+                .collect(),
+        };
+        Ok(columns.into_iter().filter(|c| !POSITION_COLUMNS.contains(&c.name.as_str())).collect())
+    }
+
+    /// Creates the destination table and the dataset's first contract, in one
+    /// transaction, unless the dataset already has a contract. Returns the
+    /// contract in force.
+    pub async fn establish(
+        &self,
+        dataset: &str,
+        table: &str,
+        key: &[String],
+        columns: &[Column],
+        contract: &Contract,
+    ) -> Result<Contract, WarehouseError> {
+        let create = create_table_sql(self.dialect(), table, key, columns);
+        let index = (key.is_empty()).then(|| {
+            format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (_mend_partition, _mend_offset)",
+                quote(&format!("{table}__mend_position")),
+                quote(table)
+            )
+        });
+        let mapping = serde_json::to_string(&contract.mapping).map_err(|e| WarehouseError::Invalid(e.to_string()))?;
+        let insert = "INSERT INTO mend_contracts (dataset, schema_id, mapping, updated_by) VALUES ($1, $2, $3, 'loader') \
+                      ON CONFLICT (dataset) DO NOTHING";
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(dataset).execute(&mut *tx).await?;
+                sqlx::query(dynamic(&create)).execute(&mut *tx).await?;
+                if let Some(index) = &index {
+                    sqlx::query(dynamic(index)).execute(&mut *tx).await?;
+                }
+                sqlx::query(dynamic(insert))
+                    .bind(dataset)
+                    .bind(i64::from(contract.schema_id))
+                    .bind(&mapping)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(dynamic(&create)).execute(&mut *tx).await?;
+                if let Some(index) = &index {
+                    sqlx::query(dynamic(index)).execute(&mut *tx).await?;
+                }
+                sqlx::query(dynamic(insert))
+                    .bind(dataset)
+                    .bind(i64::from(contract.schema_id))
+                    .bind(&mapping)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+        }
+        self.contract(dataset).await?.ok_or_else(|| WarehouseError::Invalid(format!("contract of {dataset} vanished")))
+    }
+
+    /// Next offsets stored for `dataset` (topic, partition) → next offset.
+    pub async fn offsets(&self, dataset: &str) -> Result<HashMap<(String, i32), i64>, WarehouseError> {
+        let sql = "SELECT topic, partition_id, next_offset FROM mend_offsets WHERE dataset = $1";
+        let rows: Vec<(String, i32, i64)> = match self {
+            Self::Postgres(pool) => sqlx::query_as(dynamic(sql)).bind(dataset).fetch_all(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_as(dynamic(sql)).bind(dataset).fetch_all(pool).await?,
+        };
+        Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    }
+
+    /// Offsets of `topic` the loader quarantined, among `offsets`.
+    pub async fn quarantined(
+        &self,
+        dataset: &str,
+        topic: &str,
+        partition: i32,
+        below: i64,
+    ) -> Result<HashSet<i64>, WarehouseError> {
+        let sql = "SELECT source_offset FROM mend_quarantined WHERE dataset = $1 AND topic = $2 AND partition_id = $3 \
+                   AND source_offset < $4";
+        let rows: Vec<(i64,)> = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(dynamic(sql))
+                    .bind(dataset)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(below)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as(dynamic(sql))
+                    .bind(dataset)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(below)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(rows.into_iter().map(|(o,)| o).collect())
+    }
+
+    /// Writes a loader batch in one transaction: the rows, the offsets of
+    /// quarantined records, and the next offsets of every partition.
+    pub async fn load_batch(&self, batch: &Batch<'_>) -> Result<(), WarehouseError> {
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                pg_write(&mut tx, batch.table, batch.key, batch.columns, batch.rows, WriteMode::Load).await?;
+                pg_bookkeeping(&mut tx, batch).await?;
+                tx.commit().await?;
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlite_write(&mut tx, batch.table, batch.key, batch.columns, batch.rows, WriteMode::Load).await?;
+                sqlite_bookkeeping(&mut tx, batch).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes replayed rows (idempotent, ordered by position).
+    pub async fn replay_rows(
+        &self,
+        table: &str,
+        key: &[String],
+        columns: &[String],
+        rows: &[Row],
+    ) -> Result<(), WarehouseError> {
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                pg_write(&mut tx, table, key, columns, rows, WriteMode::Replay).await?;
+                tx.commit().await?;
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlite_write(&mut tx, table, key, columns, rows, WriteMode::Replay).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a proposal has been applied already.
+    pub async fn applied(&self, proposal_id: &str) -> Result<bool, WarehouseError> {
+        let sql = "SELECT 1 FROM mend_applied WHERE proposal_id = $1";
+        Ok(match self {
+            Self::Postgres(pool) => sqlx::query(dynamic(sql)).bind(proposal_id).fetch_optional(pool).await?.is_some(),
+            Self::Sqlite(pool) => sqlx::query(dynamic(sql)).bind(proposal_id).fetch_optional(pool).await?.is_some(),
+        })
+    }
+
+    /// Applies a plan exactly once: its statements, the contract move and the
+    /// record of the proposal, in one transaction. Returns false when the
+    /// proposal was already applied (nothing is done again).
+    pub async fn apply(&self, application: &Apply<'_>) -> Result<bool, WarehouseError> {
+        let mapping =
+            serde_json::to_string(&application.contract.mapping).map_err(|e| WarehouseError::Invalid(e.to_string()))?;
+        let record = "INSERT INTO mend_applied (proposal_id, decision_id, dataset, statements) VALUES ($1, $2, $3, $4) \
+                      ON CONFLICT (proposal_id) DO NOTHING";
+        let contract = "INSERT INTO mend_contracts (dataset, schema_id, mapping, updated_by) VALUES ($1, $2, $3, $4) \
+                        ON CONFLICT (dataset) DO UPDATE SET schema_id = excluded.schema_id, mapping = excluded.mapping, \
+                        updated_by = excluded.updated_by";
+        let statements = i32::try_from(application.statements.len()).unwrap_or(i32::MAX);
+        macro_rules! run {
+            ($pool:expr, $lock:expr) => {{
+                let mut tx = $pool.begin().await?;
+                if let Some(lock) = $lock {
+                    sqlx::query(dynamic(lock)).bind(application.contract.dataset.as_str()).execute(&mut *tx).await?;
+                }
+                let recorded = sqlx::query(dynamic(record))
+                    .bind(application.proposal_id)
+                    .bind(application.decision_id)
+                    .bind(application.contract.dataset.as_str())
+                    .bind(statements)
+                    .execute(&mut *tx)
+                    .await?;
+                if recorded.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for statement in application.statements {
+                    sqlx::query(dynamic(statement)).execute(&mut *tx).await?;
+                }
+                sqlx::query(dynamic(contract))
+                    .bind(application.contract.dataset.as_str())
+                    .bind(i64::from(application.contract.schema_id))
+                    .bind(&mapping)
+                    .bind(application.decision_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }};
+        }
+        match self {
+            Self::Postgres(pool) => run!(pool, Some("SELECT pg_advisory_xact_lock(hashtext($1))")),
+            Self::Sqlite(pool) => run!(pool, None::<&str>),
+        }
+    }
+
+    /// Counts the rows of a table (for reports and tests).
+    pub async fn count(&self, table: &str) -> Result<i64, WarehouseError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", quote(table));
+        Ok(match self {
+            Self::Postgres(pool) => sqlx::query_scalar(dynamic(&sql)).fetch_one(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_scalar(dynamic(&sql)).fetch_one(pool).await?,
+        })
+    }
+}
+
+/// A loader batch for one dataset.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub dataset: &'a str,
+    pub topic: &'a str,
+    pub table: &'a str,
+    pub key: &'a [String],
+    pub columns: &'a [String],
+    pub rows: &'a [Row],
+    /// Source offsets sent to quarantine in this batch.
+    pub quarantined: &'a [Position],
+    /// Next offset per partition after this batch.
+    pub next_offsets: &'a [(i32, i64)],
+}
+
+/// An approved plan, ready to apply.
+#[derive(Debug)]
+pub struct Apply<'a> {
+    pub proposal_id: &'a str,
+    pub decision_id: &'a str,
+    pub statements: &'a [String],
+    pub contract: &'a Contract,
+}
+
+/// SQL built at run time from quoted identifiers and mend's own templates
+/// (never from record values, which are always bound or COPY-escaped).
+fn dynamic(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_owned())
+}
+
+/// Quotes an identifier for either dialect.
+pub fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+fn create_table_sql(dialect: Dialect, table: &str, key: &[String], columns: &[Column]) -> String {
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let null = if c.nullable && !key.contains(&c.name) { "" } else { " NOT NULL" };
+            format!("{} {}{null}", quote(&c.name), c.sql_type)
+        })
+        .collect();
+    let (int, big) = match dialect {
+        Dialect::Postgres => ("INTEGER", "BIGINT"),
+        Dialect::Sqlite => ("INTEGER", "INTEGER"),
+    };
+    parts.push(format!("_mend_partition {int} NOT NULL"));
+    parts.push(format!("_mend_offset {big} NOT NULL"));
+    if !key.is_empty() {
+        parts.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
+    }
+    format!("CREATE TABLE IF NOT EXISTS {} ({})", quote(table), parts.join(", "))
+}
+
+fn all_columns(columns: &[String]) -> Vec<String> {
+    columns.iter().map(|c| quote(c)).chain(POSITION_COLUMNS.iter().map(|c| (*c).to_owned())).collect()
+}
+
+/// `ON CONFLICT` clause: keyed rows are replaced only by later positions;
+/// append-only replays skip rows already present.
+fn conflict_clause(table: &str, key: &[String], columns: &[String], mode: WriteMode) -> String {
+    if key.is_empty() {
+        return match mode {
+            WriteMode::Load => String::new(),
+            WriteMode::Replay => " ON CONFLICT (_mend_partition, _mend_offset) DO NOTHING".into(),
+        };
+    }
+    let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let set = all_columns(columns)
+        .into_iter()
+        .filter(|c| !key.iter().any(|k| quote(k) == *c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let t = quote(table);
+    format!(
+        " ON CONFLICT ({keys}) DO UPDATE SET {set} WHERE {t}._mend_partition <> excluded._mend_partition \
+         OR {t}._mend_offset <= excluded._mend_offset"
+    )
+}
+
+async fn pg_write(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    key: &[String],
+    columns: &[String],
+    rows: &[Row],
+    mode: WriteMode,
+) -> Result<(), WarehouseError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names = all_columns(columns).join(", ");
+    let data = copy_text(rows);
+    if key.is_empty() && mode == WriteMode::Load {
+        // Append-only: COPY straight into the table.
+        let mut copy = tx.copy_in_raw(&format!("COPY {} ({names}) FROM STDIN", quote(table))).await?;
+        copy.send(data).await?;
+        copy.finish().await?;
+        return Ok(());
+    }
+    // Keyed, or a replay: COPY into a staging table, then one statement.
+    sqlx::query("DROP TABLE IF EXISTS pg_temp._mend_stage").execute(&mut **tx).await?;
+    sqlx::query(dynamic(&format!(
+        "CREATE TEMP TABLE _mend_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA",
+        quote(table)
+    )))
+    .execute(&mut **tx)
+    .await?;
+    let mut copy = tx.copy_in_raw(&format!("COPY _mend_stage ({names}) FROM STDIN")).await?;
+    copy.send(data).await?;
+    copy.finish().await?;
+    // Within a batch, the latest record of a key wins.
+    let select = if key.is_empty() {
+        format!("SELECT {names} FROM _mend_stage")
+    } else {
+        let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        format!(
+            "SELECT DISTINCT ON ({keys}) {names} FROM _mend_stage ORDER BY {keys}, _mend_partition, _mend_offset DESC"
+        )
+    };
+    let statement =
+        format!("INSERT INTO {} ({names}) {select}{}", quote(table), conflict_clause(table, key, columns, mode));
+    sqlx::query(dynamic(&statement)).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn pg_bookkeeping(tx: &mut Transaction<'_, Postgres>, batch: &Batch<'_>) -> Result<(), WarehouseError> {
+    for position in batch.quarantined {
+        sqlx::query(
+            "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(batch.dataset)
+        .bind(batch.topic)
+        .bind(position.partition)
+        .bind(position.offset)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (partition, next) in batch.next_offsets {
+        sqlx::query(
+            "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = GREATEST(mend_offsets.next_offset, excluded.next_offset)",
+        )
+        .bind(batch.dataset)
+        .bind(batch.topic)
+        .bind(*partition)
+        .bind(*next)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn sqlite_write(
+    tx: &mut Transaction<'_, Sqlite>,
+    table: &str,
+    key: &[String],
+    columns: &[String],
+    rows: &[Row],
+    mode: WriteMode,
+) -> Result<(), WarehouseError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names = all_columns(columns);
+    let width = names.len();
+    let placeholders = format!("({})", vec!["?"; width].join(", "));
+    let conflict = conflict_clause(table, key, columns, mode);
+    // Within a batch, the latest record of a key wins: write in position
+    // order and let the conflict clause keep the later one.
+    let mut ordered: Vec<&Row> = rows.iter().collect();
+    ordered.sort_by_key(|r| (r.position.partition, r.position.offset));
+    // SQLite caps bound parameters (32766); stay well below.
+    let per_statement = (30_000 / width).max(1);
+    for chunk in ordered.chunks(per_statement) {
+        let values = vec![placeholders.as_str(); chunk.len()].join(", ");
+        let sql = format!("INSERT INTO {} ({}) VALUES {values}{conflict}", quote(table), names.join(", "));
+        let mut query = sqlx::query(dynamic(&sql));
+        for row in chunk {
+            for value in &row.values {
+                query = match value {
+                    SqlValue::Null => query.bind(None::<String>),
+                    SqlValue::Bool(b) => query.bind(*b),
+                    SqlValue::Int(i) => query.bind(*i),
+                    SqlValue::Float(f) => query.bind(*f),
+                    SqlValue::Bytes(b) => query.bind(b.clone()),
+                    SqlValue::Text(s)
+                    | SqlValue::Json(s)
+                    | SqlValue::Timestamp(s)
+                    | SqlValue::Date(s)
+                    | SqlValue::Decimal(s) => query.bind(s.clone()),
+                };
+            }
+            query = query.bind(row.position.partition).bind(row.position.offset);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn sqlite_bookkeeping(tx: &mut Transaction<'_, Sqlite>, batch: &Batch<'_>) -> Result<(), WarehouseError> {
+    for position in batch.quarantined {
+        sqlx::query(
+            "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(batch.dataset)
+        .bind(batch.topic)
+        .bind(position.partition)
+        .bind(position.offset)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (partition, next) in batch.next_offsets {
+        sqlx::query(
+            "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = MAX(mend_offsets.next_offset, excluded.next_offset)",
+        )
+        .bind(batch.dataset)
+        .bind(batch.topic)
+        .bind(*partition)
+        .bind(*next)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL COPY text format: tab-separated, `\N` for NULL, backslash escapes.
+fn copy_text(rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 64);
+    for row in rows {
+        for value in &row.values {
+            match value {
+                SqlValue::Null => out.extend_from_slice(b"\\N"),
+                SqlValue::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+                SqlValue::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+                SqlValue::Float(f) => out.extend_from_slice(float_text(*f).as_bytes()),
+                SqlValue::Bytes(b) => {
+                    out.extend_from_slice(b"\\\\x");
+                    out.extend_from_slice(hex::encode(b).as_bytes());
+                }
+                SqlValue::Text(s)
+                | SqlValue::Json(s)
+                | SqlValue::Timestamp(s)
+                | SqlValue::Date(s)
+                | SqlValue::Decimal(s) => escape_copy(s, &mut out),
+            }
+            out.push(b'\t');
+        }
+        out.extend_from_slice(row.position.partition.to_string().as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(row.position.offset.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    } else {
+        format!("{f:?}")
+    }
+}
+
+fn escape_copy(text: &str, out: &mut Vec<u8>) {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => {} // PostgreSQL text cannot hold NUL
+            other => out.push(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_interprets() {
+        let rows = [Row {
+            position: Position { partition: 1, offset: 9 },
+            values: vec![
+                SqlValue::Text("a\tb\\c\nd".into()),
+                SqlValue::Null,
+                SqlValue::Bool(true),
+                SqlValue::Float(1.5),
+                SqlValue::Bytes(vec![0xde, 0xad]),
+            ],
+        }];
+        assert_eq!(String::from_utf8_lossy(&copy_text(&rows)), "a\\tb\\\\c\\nd\t\\N\tt\t1.5\t\\\\xdead\t1\t9\n");
+    }
+
+    #[test]
+    fn keyed_conflicts_keep_the_latest_position() {
+        let clause = conflict_clause("orders", &["id".into()], &["id".into(), "email".into()], WriteMode::Load);
+        assert!(clause.contains("ON CONFLICT (\"id\") DO UPDATE SET \"email\" = excluded.\"email\""));
+        assert!(clause.contains("\"orders\"._mend_offset <= excluded._mend_offset"));
+        assert_eq!(conflict_clause("t", &[], &["a".into()], WriteMode::Load), "");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote("we\"ird"), "\"we\"\"ird\"");
+    }
+}
