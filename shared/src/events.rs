@@ -178,6 +178,10 @@ pub struct Decision {
     pub envelope: Envelope,
     pub proposal_id: String,
     pub plan_hash: String,
+    /// The schema the contract moves to when the plan is applied.
+    pub writer_schema_id: Option<i32>,
+    /// The plan approved (its hash must equal `plan_hash`).
+    pub steps: Vec<PlanStep>,
     pub outcome: String,
     pub by: String,
     pub channel: String,
@@ -367,6 +371,8 @@ mod tests {
             envelope: envelope(),
             proposal_id: "p".into(),
             plan_hash: "h".into(),
+            writer_schema_id: Some(3),
+            steps: vec![],
             outcome: "approved".into(),
             by: "alice".into(),
             channel: "cli".into(),
@@ -410,6 +416,8 @@ mod tests {
             envelope: envelope(),
             proposal_id: "p".into(),
             plan_hash: "h".into(),
+            writer_schema_id: None,
+            steps: vec![],
             outcome: "approved".into(),
             by: "alice".into(),
             channel: "cli".into(),

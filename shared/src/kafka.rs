@@ -39,7 +39,9 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Notice topics created after start-up (datasets, event topics).
+        .set("topic.metadata.refresh.interval.ms", "5000");
     config
 }
 
@@ -98,4 +100,63 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
         }
     }
     Ok(())
+}
+
+/// Reads every record of `topic` written before the call (all partitions,
+/// from the beginning to the current end), without a consumer group.
+/// For read models and replays; not for hot paths.
+pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(failed)?;
+    let consumer = std::sync::Arc::new(consumer);
+    let (name, probe) = (topic.to_owned(), consumer.clone());
+    // Metadata and watermarks are blocking calls.
+    let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
+        let metadata = probe.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+        let partitions: Vec<i32> =
+            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        partitions
+            .into_iter()
+            .map(|p| probe.fetch_watermarks(&name, p, Duration::from_secs(10)).map(|(low, high)| (p, low, high)))
+            .collect()
+    })
+    .await
+    .map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?
+    .map_err(failed)?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for (partition, low, high) in ends {
+        if high > low {
+            assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low)).map_err(failed)?;
+            remaining.insert(partition, high);
+        }
+    }
+    let mut records = Vec::new();
+    if remaining.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment).map_err(failed)?;
+    while !remaining.is_empty() {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .map_err(|_| TopicError { topic: topic.to_owned(), reason: "timed out reading to the end".into() })?
+            .map_err(failed)?;
+        let (partition, offset) = (message.partition(), message.offset());
+        if let Some(end) = remaining.get(&partition).copied() {
+            if offset < end {
+                records.push(message.detach());
+            }
+            if offset + 1 >= end {
+                remaining.remove(&partition);
+            }
+        }
+    }
+    Ok(records)
 }

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod drift;
 pub mod error;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod mapping;
 pub mod runner;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tools;
 pub mod topics;
 pub mod warehouse;
 

@@ -189,9 +189,16 @@ impl<H: Handler> Runner<H> {
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+        let mut assignment_check = tokio::time::interval(Duration::from_millis(200));
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = assignment_check.tick(), if !self.status.consuming.load(Ordering::Relaxed) => {
+                    // Healthy once the group has given this consumer partitions.
+                    let assigned = self.consumer.assignment().is_ok_and(|a| a.count() > 0);
+                    self.status.consuming.store(assigned, Ordering::Relaxed);
+                    continue;
+                }
                 message = self.consumer.recv() => message?.detach(),
             };
             self.status.consuming.store(true, Ordering::Relaxed);

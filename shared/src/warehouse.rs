@@ -467,6 +467,35 @@ impl Warehouse {
         }
     }
 
+    /// Every row of `table` as text (NULL as None), `columns` in order: for
+    /// verification in reports and tests, not for data paths.
+    pub async fn rows_as_text(
+        &self,
+        table: &str,
+        columns: &[&str],
+    ) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+        let cast = |c: &&str| match self {
+            Self::Postgres(_) => format!("{}::text", quote(c)),
+            Self::Sqlite(_) => format!("CAST({} AS TEXT)", quote(c)),
+        };
+        let sql = format!("SELECT {} FROM {}", columns.iter().map(cast).collect::<Vec<_>>().join(", "), quote(table));
+        let width = columns.len();
+        Ok(match self {
+            Self::Postgres(pool) => sqlx::query(dynamic(&sql))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
+                .collect(),
+            Self::Sqlite(pool) => sqlx::query(dynamic(&sql))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
+                .collect(),
+        })
+    }
+
     /// Counts the rows of a table (for reports and tests).
     pub async fn count(&self, table: &str) -> Result<i64, WarehouseError> {
         let sql = format!("SELECT COUNT(*) FROM {}", quote(table));
@@ -516,7 +545,11 @@ fn create_table_sql(dialect: Dialect, table: &str, key: &[String], columns: &[Co
     let mut parts: Vec<String> = columns
         .iter()
         .map(|c| {
-            let null = if c.nullable && !key.contains(&c.name) { "" } else { " NOT NULL" };
+            // SQLite cannot relax NOT NULL later without rebuilding the table
+            // (a removed field would then stall the loader), so there only
+            // key columns are NOT NULL; the contract still types the values.
+            let required = key.contains(&c.name) || (dialect == Dialect::Postgres && !c.nullable);
+            let null = if required { " NOT NULL" } else { "" };
             format!("{} {}{null}", quote(&c.name), c.sql_type)
         })
         .collect();

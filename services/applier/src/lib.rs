@@ -1,1 +1,277 @@
+//! applier — applies decided plans exactly once, then replays the incident's
+//! quarantined records.
+//!
+//! - input topics: `mend.decisions` (plans to apply) and `mend.quarantine`
+//!   (records quarantined after their incident was healed: replayed at once);
+//! - output topic: `mend.applications`;
+//! - key: the dataset name, so one dataset's decisions are applied in order;
+//! - delivery: exactly once in effect. The plan's statements, the contract
+//!   move and the proposal id are committed in one transaction, so a
+//!   re-delivered decision changes nothing; the replay after it is idempotent
+//!   (rows are written by source position), so a crash anywhere between the
+//!   decision and the end of the replay is finished by the re-delivery.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mend_shared::codec::{CodecError, schema_id};
+use mend_shared::config::Dataset;
+use mend_shared::context::Context;
+use mend_shared::events::{Application, Decision, Envelope, Event, IncidentId, Proposal, Quarantined};
+use mend_shared::mapping::LoadPlan;
+use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerStatus};
+use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
+use mend_shared::{HandleError, kafka, topics};
+
+pub const GROUP: &str = "mend-applier";
+const SERVICE: &str = "applier";
+
+/// Counts of one replay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub replayed: i64,
+    pub loaded: i64,
+    pub still_quarantined: i64,
+}
+
+pub struct Applier {
+    context: Arc<Context>,
+}
+
+impl Applier {
+    pub fn new(context: Arc<Context>) -> Self {
+        Self { context }
+    }
+
+    fn dataset(&self, name: &str) -> Result<&Dataset, HandleError> {
+        self.context.dataset(name).ok_or_else(|| HandleError::Fatal(format!("decision for unknown dataset {name}")))
+    }
+
+    /// Applies an approved decision and replays; returns the application event.
+    pub async fn apply(&self, decision: &Decision) -> Result<Application, HandleError> {
+        let dataset = self.dataset(&decision.envelope.dataset)?;
+        let warehouse = self.context.warehouse(dataset).await?;
+        let mut application = Application {
+            envelope: Envelope::answering(SERVICE, &decision.envelope),
+            proposal_id: decision.proposal_id.clone(),
+            decision_id: decision.envelope.event_id.clone(),
+            outcome: "applied".into(),
+            contract_schema_id: decision.writer_schema_id,
+            statements: 0,
+            replayed: 0,
+            loaded: 0,
+            still_quarantined: 0,
+            error: None,
+        };
+        // Only the plan that was approved, unchanged.
+        if Proposal::hash_steps(&decision.steps) != decision.plan_hash {
+            application.outcome = "failed".into();
+            application.error = Some("the plan does not match its approved hash; nothing applied".into());
+            return Ok(application);
+        }
+        let Some(writer) = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok()) else {
+            application.outcome = "failed".into();
+            application.error = Some("the decision names no schema to move the contract to".into());
+            return Ok(application);
+        };
+        let current = warehouse.contract(&dataset.name).await?;
+        let mut mapping = current.map(|c| c.mapping).unwrap_or_default();
+        for step in decision.steps.iter().filter(|s| s.kind == "mapping") {
+            if let (Some(field), Some(column)) = (&step.field, &step.column) {
+                mapping.insert(field.clone(), column.clone());
+            }
+        }
+        let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
+        let statements: Vec<String> =
+            decision.steps.iter().filter(|s| s.kind == "ddl").filter_map(|s| s.sql.clone()).collect();
+        application.statements = i32::try_from(statements.len()).unwrap_or(i32::MAX);
+        let apply = Apply {
+            proposal_id: &decision.proposal_id,
+            decision_id: &decision.envelope.event_id,
+            statements: &statements,
+            contract: &contract,
+        };
+        match warehouse.apply(&apply).await {
+            Ok(true) => tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied"),
+            Ok(false) => tracing::info!(proposal = %decision.proposal_id, "plan applied before; finishing its replay"),
+            Err(error) if !error.is_transient() => {
+                // The database refused the plan: nothing was committed.
+                application.outcome = "failed".into();
+                application.statements = 0;
+                application.error = Some(error.to_string());
+                return Ok(application);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let replay = self.replay(dataset, &warehouse, &decision.envelope.incident_id).await?;
+        application.replayed = replay.replayed;
+        application.loaded = replay.loaded;
+        application.still_quarantined = replay.still_quarantined;
+        Ok(application)
+    }
+
+    /// Replays every quarantined record of `incident`, in source order.
+    pub async fn replay(
+        &self,
+        dataset: &Dataset,
+        warehouse: &Warehouse,
+        incident: &IncidentId,
+    ) -> Result<Replay, HandleError> {
+        let records = kafka::read_to_end(&self.context.connections.brokers, topics::QUARANTINE)
+            .await
+            .map_err(|e| HandleError::retry("reading mend.quarantine", e))?;
+        let mut events = Vec::new();
+        for message in records {
+            use rdkafka::message::Message;
+            if message.key() != Some(dataset.name.as_bytes()) {
+                continue;
+            }
+            let event: Quarantined = match self.context.codec.decode_event(message.payload().unwrap_or_default()).await
+            {
+                Ok(event) => event,
+                Err(CodecError::Invalid(_)) => continue,
+                Err(unavailable) => return Err(unavailable.into()),
+            };
+            if event.envelope.incident_id == *incident && event.topic == dataset.topic {
+                events.push(event);
+            }
+        }
+        self.load(dataset, warehouse, events).await
+    }
+
+    /// Loads quarantined records under the current contract (idempotent).
+    async fn load(
+        &self,
+        dataset: &Dataset,
+        warehouse: &Warehouse,
+        events: Vec<Quarantined>,
+    ) -> Result<Replay, HandleError> {
+        // A record quarantined twice (a re-delivery) counts once.
+        let mut by_position: BTreeMap<(i32, i64), Quarantined> = BTreeMap::new();
+        for event in events {
+            by_position.entry((event.partition, event.offset)).or_insert(event);
+        }
+        let mut counts = Replay { replayed: by_position.len() as i64, ..Replay::default() };
+        let Some(contract) = warehouse.contract(&dataset.name).await? else {
+            counts.still_quarantined = counts.replayed;
+            return Ok(counts);
+        };
+        let contract_schema = self.context.codec.schema(contract.schema_id).await.map_err(HandleError::from)?;
+        let mut plans: BTreeMap<u32, Option<Arc<LoadPlan>>> = BTreeMap::new();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut columns = Vec::new();
+        for ((partition, offset), event) in by_position {
+            let Some(payload) = event.value.as_deref() else {
+                counts.still_quarantined += 1;
+                continue;
+            };
+            let Some(writer) = schema_id(payload) else {
+                counts.still_quarantined += 1;
+                continue;
+            };
+            if !plans.contains_key(&writer) {
+                let plan = match self.context.codec.schema(writer).await {
+                    Ok(schema) => {
+                        LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping).ok().map(Arc::new)
+                    }
+                    Err(CodecError::Invalid(_)) => None,
+                    Err(unavailable) => return Err(unavailable.into()),
+                };
+                plans.insert(writer, plan);
+            }
+            let Some(Some(plan)) = plans.get(&writer) else {
+                counts.still_quarantined += 1;
+                continue;
+            };
+            let value = match self.context.codec.decode(payload).await {
+                Ok(value) => value,
+                Err(CodecError::Invalid(_)) => {
+                    counts.still_quarantined += 1;
+                    continue;
+                }
+                Err(unavailable) => return Err(unavailable.into()),
+            };
+            match plan.row(value) {
+                Ok(values) => {
+                    if columns.is_empty() {
+                        columns.clone_from(&plan.columns);
+                    }
+                    rows.push(Row { position: Position { partition, offset }, values });
+                }
+                Err(_) => counts.still_quarantined += 1,
+            }
+        }
+        for chunk in rows.chunks(1000) {
+            warehouse.replay_rows(&dataset.table, &dataset.key, &columns, chunk).await?;
+        }
+        counts.loaded = rows.len() as i64;
+        Ok(counts)
+    }
+
+    /// A record quarantined now: if the contract already fits it (its
+    /// incident was healed meanwhile), load it at once.
+    async fn straggler(&self, event: Quarantined) -> Result<(), HandleError> {
+        let Some(dataset) = self.context.dataset(&event.envelope.dataset) else { return Ok(()) };
+        if event.topic != dataset.topic {
+            return Ok(());
+        }
+        let warehouse = self.context.warehouse(dataset).await?;
+        let replay = self.load(dataset, &warehouse, vec![event]).await?;
+        if replay.loaded > 0 {
+            tracing::info!(dataset = %dataset.name, "loaded a record quarantined after its incident was healed");
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Applier {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for record in batch {
+            let payload = record.payload.as_deref().unwrap_or_default();
+            if record.topic == topics::QUARANTINE {
+                match self.context.codec.decode_event::<Quarantined>(payload).await {
+                    Ok(event) => self.straggler(event).await?,
+                    Err(CodecError::Invalid(reason)) => tracing::warn!(%reason, "unreadable quarantine event"),
+                    Err(unavailable) => return Err(unavailable.into()),
+                }
+                out.push(Disposition::Emit(Vec::new()));
+                continue;
+            }
+            let decision: Decision = match self.context.codec.decode_event(payload).await {
+                Ok(decision) => decision,
+                Err(CodecError::Invalid(reason)) => {
+                    out.push(Disposition::Quarantine(QuarantineReason {
+                        dataset: None,
+                        kind: "undecodable".into(),
+                        reason: format!("not a decision: {reason}"),
+                    }));
+                    continue;
+                }
+                Err(unavailable) => return Err(unavailable.into()),
+            };
+            if decision.outcome != "approved" {
+                out.push(Disposition::Emit(Vec::new()));
+                continue;
+            }
+            let mut application = self.apply(&decision).await?;
+            application.seal();
+            tracing::info!(
+                incident = %application.envelope.incident_id, outcome = %application.outcome, replayed = application.replayed,
+                loaded = application.loaded, still_quarantined = application.still_quarantined, "application"
+            );
+            out.push(Disposition::Emit(vec![Outbound {
+                topic: Application::TOPIC.to_owned(),
+                key: application.envelope.dataset.clone().into_bytes(),
+                payload: self.context.codec.encode_event(&application).await.map_err(HandleError::from)?,
+                headers: record.headers.clone(),
+            }]));
+        }
+        Ok(out)
+    }
+}
+
+pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<RunnerStatus>)> {
+    let topics = vec![topics::DECISIONS.to_owned(), topics::QUARANTINE.to_owned()];
+    Ok(context.runner(SERVICE, GROUP, topics, Applier::new(context.clone()))?)
+}

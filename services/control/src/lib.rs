@@ -1,1 +1,397 @@
+//! control — the HTTP API over mend's audit log.
+//!
+//! - input topics: `mend.detections`, `mend.diagnoses`, `mend.proposals`,
+//!   `mend.decisions`, `mend.applications`, `mend.quarantine`, read from the
+//!   beginning at every start (a fresh consumer group) into the read model;
+//! - output topic: `mend.decisions` (approvals and rejections via the API);
+//! - key: the dataset name;
+//! - delivery: a decision is acknowledged to the caller only after the broker
+//!   has it (acks=all); approving a decided proposal again does nothing.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mend_shared::context::Context;
+use mend_shared::events::{
+    Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, Proposal, Quarantined,
+};
+use mend_shared::runner::{Disposition, Handler, Inbound, Runner, RunnerStatus};
+use mend_shared::{HandleError, topics};
+use rdkafka::producer::FutureRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const SERVICE: &str = "control";
+
+/// One incident as the API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Incident {
+    pub id: String,
+    pub dataset: String,
+    /// open, awaiting_approval, healed, blocked, failed
+    pub status: String,
+    pub writer_schema_id: Option<i32>,
+    pub contract_schema_id: Option<i32>,
+    pub detected_at: i64,
+    pub healed_at: Option<i64>,
+    pub changes: Vec<FieldChange>,
+    pub evidence: BTreeMap<String, String>,
+    pub proposal_id: Option<String>,
+    pub policy: Option<String>,
+    pub rules: Vec<String>,
+    pub steps: Vec<mend_shared::events::PlanStep>,
+    pub decision: Option<DecisionView>,
+    pub application: Option<ApplicationView>,
+    pub quarantined: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub id: String,
+    pub outcome: String,
+    pub by: String,
+    pub channel: String,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplicationView {
+    pub outcome: String,
+    pub statements: i32,
+    pub replayed: i64,
+    pub loaded: i64,
+    pub still_quarantined: i64,
+    pub error: Option<String>,
+}
+
+/// The read model: incidents and the proposals that can be decided.
+#[derive(Debug, Default)]
+pub struct ReadModel {
+    incidents: BTreeMap<String, Incident>,
+    proposals: BTreeMap<String, Proposal>,
+}
+
+impl ReadModel {
+    fn incident(&mut self, envelope: &Envelope) -> &mut Incident {
+        let incident = self.incidents.entry(envelope.incident_id.0.clone()).or_default();
+        if incident.id.is_empty() {
+            incident.id = envelope.incident_id.0.clone();
+            incident.dataset = envelope.dataset.clone();
+            incident.status = "open".into();
+            incident.detected_at = envelope.time;
+        }
+        incident
+    }
+
+    fn detection(&mut self, event: Detection) {
+        let incident = self.incident(&event.envelope);
+        incident.writer_schema_id = event.writer_schema_id;
+        incident.contract_schema_id = event.contract_schema_id;
+        if incident.changes.is_empty() {
+            incident.changes = event.changes;
+        }
+    }
+
+    fn diagnosis(&mut self, event: Diagnosis) {
+        let incident = self.incident(&event.envelope);
+        incident.changes = event.changes;
+        incident.evidence = event.evidence;
+    }
+
+    fn proposal(&mut self, event: Proposal) {
+        let incident = self.incident(&event.envelope);
+        incident.proposal_id = Some(event.proposal_id.clone());
+        incident.policy = Some(event.policy.clone());
+        incident.rules.clone_from(&event.rules);
+        incident.steps.clone_from(&event.steps);
+        if incident.decision.is_none() && incident.application.is_none() {
+            incident.status = match event.policy.as_str() {
+                "approve" => "awaiting_approval",
+                "block" => "blocked",
+                _ => "open",
+            }
+            .into();
+        }
+        self.proposals.insert(event.proposal_id.clone(), event);
+    }
+
+    fn decision(&mut self, event: Decision) {
+        let incident = self.incident(&event.envelope);
+        if incident.decision.is_some() {
+            return; // the first decision stands
+        }
+        if event.outcome == "rejected" {
+            incident.status = "blocked".into();
+        } else if incident.application.is_none() {
+            incident.status = "open".into();
+        }
+        incident.decision = Some(DecisionView {
+            id: event.envelope.event_id.clone(),
+            outcome: event.outcome,
+            by: event.by,
+            channel: event.channel,
+            reason: event.reason,
+            at: event.envelope.time,
+        });
+    }
+
+    fn application(&mut self, event: Application) {
+        let incident = self.incident(&event.envelope);
+        incident.status = if event.outcome == "applied" { "healed" } else { "failed" }.into();
+        if event.outcome == "applied" && incident.healed_at.is_none() {
+            incident.healed_at = Some(event.envelope.time);
+        }
+        incident.application = Some(ApplicationView {
+            outcome: event.outcome,
+            statements: event.statements,
+            replayed: event.replayed,
+            loaded: event.loaded,
+            still_quarantined: event.still_quarantined,
+            error: event.error,
+        });
+    }
+
+    fn quarantined(&mut self, event: &Quarantined) {
+        if let Some(incident) = self.incidents.get_mut(&event.envelope.incident_id.0) {
+            incident.quarantined += 1;
+        } else {
+            // Quarantine can precede the detection: count it once the incident exists.
+            let incident = self.incident(&event.envelope);
+            incident.quarantined += 1;
+            incident.status = "open".into();
+            incident.writer_schema_id = event.writer_schema_id;
+        }
+    }
+
+    pub fn incidents(&self) -> Vec<Incident> {
+        let mut all: Vec<Incident> =
+            self.incidents.values().filter(|i| i.writer_schema_id.is_some()).cloned().collect();
+        all.sort_by_key(|i| i.detected_at);
+        all
+    }
+}
+
+/// Keeps the read model current.
+pub struct Projector {
+    context: Arc<Context>,
+    model: Arc<Mutex<ReadModel>>,
+}
+
+/// A decoded audit event.
+enum AuditEvent {
+    Detection(Detection),
+    Diagnosis(Diagnosis),
+    Proposal(Proposal),
+    Decision(Decision),
+    Application(Application),
+    Quarantined(Quarantined),
+}
+
+impl Projector {
+    async fn decode(&self, record: &Inbound) -> Result<Option<AuditEvent>, HandleError> {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let codec = &self.context.codec;
+        let decoded = match record.topic.as_str() {
+            topics::DETECTIONS => codec.decode_event(payload).await.map(AuditEvent::Detection),
+            topics::DIAGNOSES => codec.decode_event(payload).await.map(AuditEvent::Diagnosis),
+            topics::PROPOSALS => codec.decode_event(payload).await.map(AuditEvent::Proposal),
+            topics::DECISIONS => codec.decode_event(payload).await.map(AuditEvent::Decision),
+            topics::APPLICATIONS => codec.decode_event(payload).await.map(AuditEvent::Application),
+            topics::QUARANTINE => codec.decode_event(payload).await.map(AuditEvent::Quarantined),
+            _ => return Ok(None),
+        };
+        match decoded {
+            Ok(event) => Ok(Some(event)),
+            Err(mend_shared::codec::CodecError::Invalid(reason)) => {
+                tracing::warn!(topic = %record.topic, %reason, "unreadable audit event skipped");
+                Ok(None)
+            }
+            Err(unavailable) => Err(unavailable.into()),
+        }
+    }
+}
+
+impl Handler for Projector {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut events = Vec::with_capacity(batch.len());
+        for record in batch {
+            events.extend(self.decode(record).await?);
+        }
+        let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for event in events {
+            match event {
+                AuditEvent::Detection(e) => model.detection(e),
+                AuditEvent::Diagnosis(e) => model.diagnosis(e),
+                AuditEvent::Proposal(e) => model.proposal(e),
+                AuditEvent::Decision(e) => model.decision(e),
+                AuditEvent::Application(e) => model.application(e),
+                AuditEvent::Quarantined(e) => model.quarantined(&e),
+            }
+        }
+        Ok(vec![Disposition::Emit(Vec::new()); batch.len()])
+    }
+}
+
+/// What the HTTP handlers share.
+pub struct Api {
+    context: Arc<Context>,
+    model: Arc<Mutex<ReadModel>>,
+    /// Every runner of the process: healthy once all are consuming.
+    health: Vec<(String, Arc<RunnerStatus>)>,
+}
+
+impl Api {
+    fn model(&self) -> std::sync::MutexGuard<'_, ReadModel> {
+        self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The projector's runner (a fresh group: the model is rebuilt from the start).
+pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel>>)> {
+    let model = Arc::new(Mutex::new(ReadModel::default()));
+    let topics = [
+        topics::DETECTIONS,
+        topics::DIAGNOSES,
+        topics::PROPOSALS,
+        topics::DECISIONS,
+        topics::APPLICATIONS,
+        topics::QUARANTINE,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let group = format!("mend-control-{}", uuid::Uuid::now_v7());
+    let projector = Projector { context: context.clone(), model: model.clone() };
+    let (runner, status) = context.runner(SERVICE, &group, topics, projector)?;
+    Ok((runner, status, model))
+}
+
+/// The HTTP routes.
+pub fn router(context: Arc<Context>, model: Arc<Mutex<ReadModel>>, health: Vec<(String, Arc<RunnerStatus>)>) -> Router {
+    let api = Arc::new(Api { context, model, health });
+    Router::new()
+        .route("/health", get(health_check))
+        .route("/incidents", get(list_incidents))
+        .route("/incidents/{id}", get(show_incident))
+        .route("/proposals/{id}", get(show_proposal))
+        .route("/proposals/{id}/approve", post(approve))
+        .route("/proposals/{id}/reject", post(reject))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn health_check(State(api): State<Arc<Api>>) -> Response {
+    use std::sync::atomic::Ordering;
+    let services: BTreeMap<String, bool> =
+        api.health.iter().map(|(name, status)| (name.clone(), status.consuming.load(Ordering::Relaxed))).collect();
+    let healthy = services.values().all(|c| *c);
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"healthy": healthy, "consuming": services}))).into_response()
+}
+
+async fn list_incidents(State(api): State<Arc<Api>>) -> Response {
+    Json(api.model().incidents()).into_response()
+}
+
+async fn show_incident(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.model().incidents.get(&id).filter(|i| i.writer_schema_id.is_some()) {
+        Some(incident) => Json(incident.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+    }
+}
+
+async fn show_proposal(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.model().proposals.get(&id) {
+        Some(proposal) => Json(proposal.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no proposal {id}")),
+    }
+}
+
+/// Body of approve and reject.
+#[derive(Debug, Default, Deserialize)]
+pub struct DecisionRequest {
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    pub channel: Option<String>,
+}
+
+async fn approve(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Option<Json<DecisionRequest>>) -> Response {
+    decide(&api, &id, "approved", body.map(|b| b.0).unwrap_or_default()).await
+}
+
+async fn reject(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Option<Json<DecisionRequest>>) -> Response {
+    decide(&api, &id, "rejected", body.map(|b| b.0).unwrap_or_default()).await
+}
+
+async fn decide(api: &Api, proposal_id: &str, outcome: &str, request: DecisionRequest) -> Response {
+    let Some(by) = request.by.filter(|b| !b.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "say who decides: {\"by\": \"name\"}");
+    };
+    let decision = {
+        let mut model = api.model();
+        let Some(proposal) = model.proposals.get(proposal_id).cloned() else {
+            return error(StatusCode::NOT_FOUND, format!("no proposal {proposal_id}"));
+        };
+        let incident = model.incident(&proposal.envelope);
+        if let Some(decided) = &incident.decision {
+            return error(
+                StatusCode::CONFLICT,
+                format!("proposal {proposal_id} was already {} by {}; nothing applied", decided.outcome, decided.by),
+            );
+        }
+        if proposal.policy == "block" && outcome == "approved" {
+            return error(
+                StatusCode::CONFLICT,
+                format!("proposal {proposal_id} is blocked by policy: {}", proposal.rules.join("; ")),
+            );
+        }
+        let mut decision = Decision {
+            envelope: Envelope::answering(SERVICE, &proposal.envelope),
+            proposal_id: proposal.proposal_id.clone(),
+            plan_hash: proposal.plan_hash.clone(),
+            writer_schema_id: proposal.writer_schema_id,
+            steps: proposal.steps.clone(),
+            outcome: outcome.into(),
+            by,
+            channel: request.channel.unwrap_or_else(|| "api".into()),
+            reason: request.reason,
+        };
+        decision.seal();
+        // Hold the proposal as decided now, so a second call is refused
+        // even before the event comes back through the topic.
+        model.decision(decision.clone());
+        decision
+    };
+    let payload = match api.context.codec.encode_event(&decision).await {
+        Ok(payload) => payload,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the decision: {e}")),
+    };
+    let key = decision.envelope.dataset.clone();
+    let record = FutureRecord::to(Decision::TOPIC).key(&key).payload(&payload);
+    match api.context.producer.send(record, Duration::from_secs(30)).await {
+        Ok(_) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id, "outcome": decision.outcome})),
+        )
+            .into_response(),
+        Err((e, _)) => {
+            // Not recorded: let the proposal be decided again.
+            let mut model = api.model();
+            if let Some(incident) = model.incidents.get_mut(&decision.envelope.incident_id.0) {
+                incident.decision = None;
+                incident.status = "awaiting_approval".into();
+            }
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("the decision was not recorded: {e}"))
+        }
+    }
+}

@@ -1,1 +1,168 @@
+//! detector — notices drift from the first record.
+//!
+//! - input topics: every dataset's source topic (its own consumer group);
+//! - output topic: `mend.detections`;
+//! - key: the dataset name;
+//! - delivery: at least once; one incident per (dataset, writer schema), not
+//!   one per record: the incident id is derived from the pair, incidents
+//!   already on `mend.detections` are read back at start, and later ones are
+//!   remembered in memory.
+//!
+//! Cost per record: reading the 5-byte wire-format header and a map lookup.
+//! Only a writer schema not seen before costs more (one registry lookup, a
+//! structural diff against the contract), once.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use mend_shared::codec::schema_id;
+use mend_shared::config::Dataset;
+use mend_shared::context::Context;
+use mend_shared::drift::classify;
+use mend_shared::events::{Detection, Envelope, Event, IncidentId};
+use mend_shared::mapping::LoadPlan;
+use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus};
+use mend_shared::{HandleError, kafka, topics};
+
+/// Consumer group of the detector.
+pub const GROUP: &str = "mend-detector";
+const SERVICE: &str = "detector";
+
+/// Per dataset: the contract's schema id, and for each writer schema seen,
+/// whether it fits the contract (or was already reported).
+#[derive(Default)]
+struct Known {
+    contract: Option<u32>,
+    fits: HashMap<u32, bool>,
+    reported: HashSet<u32>,
+}
+
+/// The detector's handler.
+pub struct Detector {
+    context: Arc<Context>,
+    known: Mutex<HashMap<String, Known>>,
+}
+
+impl Detector {
+    /// A detector that already knows the incidents on `mend.detections`.
+    pub async fn new(context: Arc<Context>) -> anyhow::Result<Self> {
+        let mut known: HashMap<String, Known> = HashMap::new();
+        for message in kafka::read_to_end(&context.connections.brokers, topics::DETECTIONS).await? {
+            use rdkafka::message::Message;
+            let Some(payload) = message.payload() else { continue };
+            match context.codec.decode_event::<Detection>(payload).await {
+                Ok(detection) => {
+                    if let Some(id) = detection.writer_schema_id.and_then(|id| u32::try_from(id).ok()) {
+                        known.entry(detection.envelope.dataset).or_default().reported.insert(id);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "skipping an unreadable detection"),
+            }
+        }
+        Ok(Self { context, known: Mutex::new(known) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `writer` needs a detection now (the fast path is a map lookup).
+    fn needs_look(&self, dataset: &str, writer: u32) -> bool {
+        let known = self.lock();
+        match known.get(dataset) {
+            Some(k) => {
+                !(k.contract == Some(writer) || k.reported.contains(&writer) || k.fits.get(&writer) == Some(&true))
+            }
+            None => true,
+        }
+    }
+
+    /// Looks at a writer schema not seen before; returns a detection when it
+    /// does not fit the contract.
+    async fn look(&self, dataset: &Dataset, record: &Inbound, writer: u32) -> Result<Option<Detection>, HandleError> {
+        let warehouse = self.context.warehouse(dataset).await?;
+        let Some(contract) = warehouse.contract(&dataset.name).await? else {
+            // No baseline yet: the loader establishes it from this record.
+            return Ok(None);
+        };
+        {
+            let mut known = self.lock();
+            let state = known.entry(dataset.name.clone()).or_default();
+            if state.contract != Some(contract.schema_id) {
+                state.contract = Some(contract.schema_id);
+                state.fits.clear();
+            }
+            if contract.schema_id == writer || state.reported.contains(&writer) {
+                return Ok(None);
+            }
+        }
+        let writer_schema = self.context.codec.schema(writer).await;
+        let contract_schema = self.context.codec.schema(contract.schema_id).await.map_err(HandleError::from)?;
+        let (fits, changes) = match &writer_schema {
+            Ok(schema) => (
+                LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping).is_ok(),
+                classify(&contract_schema.parsed, &schema.parsed),
+            ),
+            // An id the registry does not know: the loader quarantines those
+            // records; the detection says so with no changes.
+            Err(mend_shared::codec::CodecError::Invalid(_)) => (false, Vec::new()),
+            Err(unavailable) => return Err(HandleError::retry("fetching a writer schema", unavailable)),
+        };
+        let mut known = self.lock();
+        let state = known.entry(dataset.name.clone()).or_default();
+        state.fits.insert(writer, fits);
+        if fits || !state.reported.insert(writer) {
+            return Ok(None);
+        }
+        drop(known);
+        let mut detection = Detection {
+            envelope: Envelope::new(SERVICE, &dataset.name, IncidentId::for_drift(&dataset.name, writer)),
+            source: "schema_id".into(),
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            subject: dataset.subject(),
+            writer_schema_id: i32::try_from(writer).ok(),
+            contract_schema_id: i32::try_from(contract.schema_id).ok(),
+            changes,
+        };
+        detection.seal();
+        tracing::info!(
+            dataset = %dataset.name, writer, contract = contract.schema_id, incident = %detection.envelope.incident_id,
+            changes = detection.changes.len(), "drift detected"
+        );
+        Ok(Some(detection))
+    }
+}
+
+impl Handler for Detector {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for record in batch {
+            let mut outputs = Vec::new();
+            let dataset = self.context.dataset_of_topic(&record.topic);
+            let writer = record.payload.as_deref().and_then(schema_id);
+            if let (Some(dataset), Some(writer)) = (dataset, writer)
+                && self.needs_look(&dataset.name, writer)
+                && let Some(detection) = self.look(dataset, record, writer).await?
+            {
+                let mut headers = record.headers.clone();
+                mend_shared::telemetry::inject_context(&mut headers);
+                outputs.push(Outbound {
+                    topic: Detection::TOPIC.to_owned(),
+                    key: dataset.name.clone().into_bytes(),
+                    payload: self.context.codec.encode_event(&detection).await.map_err(HandleError::from)?,
+                    headers,
+                });
+            }
+            out.push(Disposition::Emit(outputs));
+        }
+        Ok(out)
+    }
+}
+
+/// The detector's runner on every dataset topic.
+pub async fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Detector>, Arc<RunnerStatus>)> {
+    let detector = Detector::new(context.clone()).await?;
+    Ok(context.runner(SERVICE, GROUP, context.dataset_topics(), detector)?)
+}

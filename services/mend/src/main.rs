@@ -1,1 +1,145 @@
-fn main() {}
+//! `mend`: wiring only (arguments → telemetry → clients → run → exit code).
+
+mod client;
+mod demo;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mend_shared::config::{Connections, FileConfig};
+use mend_shared::context::{Context, DEFAULT_WAREHOUSE};
+
+/// mend keeps streaming ingestion healthy: it notices Avro schema drift on
+/// Kafka from the first record, diagnoses it, drafts the fix, asks where
+/// policy says so, applies it and replays every record that could not be
+/// loaded. Every step is an event on a Kafka topic (the audit log).
+#[derive(Debug, Parser)]
+#[command(name = "mend", version)]
+struct Cli {
+    #[command(flatten)]
+    connections: Connections,
+
+    /// Datasets and policy. When the file is missing, the embedded default
+    /// (an `orders` dataset on topic `shop.orders`) is used.
+    #[arg(long, env = "MEND_CONFIG", default_value = "mend.toml", global = true)]
+    config: PathBuf,
+
+    /// Warehouse of datasets that do not name their own (sqlite://… or postgres://…).
+    #[arg(long, env = "MEND_WAREHOUSE_URL", default_value = DEFAULT_WAREHOUSE, global = true)]
+    warehouse: String,
+
+    /// Address of the control API (HTTP), served by `mend up` and used by the
+    /// other commands.
+    #[arg(long, env = "MEND_API_ADDR", default_value = "127.0.0.1:18080", global = true)]
+    api_addr: SocketAddr,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every pipeline service in this process (loader, detector,
+    /// diagnoser, proposer, applier, control). SIGTERM stops it cleanly.
+    Up,
+    /// Run one service (scale a stage by running more of it).
+    Run {
+        #[arg(value_enum)]
+        service: up::Service,
+    },
+    /// List incidents and their status.
+    Incidents {
+        /// Print JSON (an array of incidents) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident: changes, evidence, plan, decision, application.
+    Show { incident: String },
+    /// Approve a proposal: its plan is applied and its records replayed.
+    Approve {
+        proposal: String,
+        /// Who approves (recorded in the audit log).
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a proposal: nothing is applied; its records stay quarantined.
+    Reject {
+        proposal: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Run the drift demo against a running `mend up`: produce an orders
+    /// stream whose schema drifts, approve the rename, and report.
+    Demo(demo::Args),
+}
+
+fn load_config(path: &PathBuf) -> anyhow::Result<FileConfig> {
+    if path.exists() {
+        return Ok(FileConfig::load(path, true)?);
+    }
+    tracing::info!(path = %path.display(), "no configuration file; using the embedded default (dataset orders on shop.orders)");
+    Ok(FileConfig::parse(std::path::Path::new("<embedded default>"), include_str!("default.toml"))?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = client::Client::new(&cli.api_addr.to_string());
+    match cli.command {
+        Command::Up | Command::Run { .. } => {
+            let services = match cli.command {
+                Command::Run { service } => vec![service],
+                _ => up::Service::ALL.to_vec(),
+            };
+            let config = load_config(&cli.config)?;
+            let context = Context::new(cli.connections, config, cli.warehouse)?;
+            let shutdown = mend_shared::shutdown::on_signal();
+            up::run(context, &services, cli.api_addr, shutdown).await
+        }
+        Command::Incidents { json } => {
+            let incidents = api.incidents().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&incidents)?);
+            } else {
+                client::print_incidents(&incidents);
+            }
+            Ok(())
+        }
+        Command::Show { incident } => {
+            println!("{}", serde_json::to_string_pretty(&api.incident(&incident).await?)?);
+            Ok(())
+        }
+        Command::Approve { proposal, by, reason } => {
+            let answer = api.decide(&proposal, "approve", &by, reason.as_deref()).await?;
+            println!("approved {proposal} (decision {})", answer["decision_id"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Reject { proposal, by, reason } => {
+            let answer = api.decide(&proposal, "reject", &by, Some(&reason)).await?;
+            println!("rejected {proposal} (decision {})", answer["decision_id"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let config = load_config(&cli.config)?;
+            demo::run(args, &cli.connections, &config, &cli.warehouse, &api).await
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _telemetry = mend_shared::telemetry::init("mend");
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mend: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

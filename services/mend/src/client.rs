@@ -1,0 +1,87 @@
+//! Commands that talk to a running `mend up` through the control API.
+
+use serde_json::{Value, json};
+
+/// A client of the control API.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(api_addr: &str) -> Self {
+        let base = if api_addr.starts_with("http") { api_addr.to_owned() } else { format!("http://{api_addr}") };
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the control API at {} ({e}); is `mend up` running? (MEND_API_ADDR)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+            anyhow::bail!("{status}: {message}");
+        }
+        Ok(body)
+    }
+
+    pub async fn incidents(&self) -> anyhow::Result<Value> {
+        self.call(self.http.get(format!("{}/incidents", self.base))).await
+    }
+
+    pub async fn incident(&self, id: &str) -> anyhow::Result<Value> {
+        self.call(self.http.get(format!("{}/incidents/{id}", self.base))).await
+    }
+
+    pub async fn decide(&self, proposal: &str, verb: &str, by: &str, reason: Option<&str>) -> anyhow::Result<Value> {
+        let body = json!({"by": by, "reason": reason, "channel": "cli"});
+        self.call(self.http.post(format!("{}/proposals/{proposal}/{verb}", self.base)).json(&body)).await
+    }
+}
+
+/// One line per change: `kind field (details)`.
+pub fn describe_changes(changes: &Value) -> String {
+    changes
+        .as_array()
+        .map(|changes| {
+            changes
+                .iter()
+                .map(|c| {
+                    let kind = c["kind"].as_str().unwrap_or("?");
+                    let field = c["field"].as_str().unwrap_or("?");
+                    match (c["from"].as_str(), c["old_type"].as_str(), c["new_type"].as_str()) {
+                        (Some(from), _, _) => format!("{kind} {from}->{field}"),
+                        (None, Some(old), Some(new)) if kind != "field_added" => format!("{kind} {field} {old}->{new}"),
+                        _ => format!("{kind} {field}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// The incidents as a table for people.
+pub fn print_incidents(incidents: &Value) {
+    let Some(list) = incidents.as_array() else { return };
+    if list.is_empty() {
+        println!("no incidents");
+        return;
+    }
+    println!("{:<36}  {:<12} {:<18} {:<36}  changes", "incident", "dataset", "status", "proposal");
+    for incident in list {
+        println!(
+            "{:<36}  {:<12} {:<18} {:<36}  {}",
+            incident["id"].as_str().unwrap_or(""),
+            incident["dataset"].as_str().unwrap_or(""),
+            incident["status"].as_str().unwrap_or(""),
+            incident["proposal_id"].as_str().unwrap_or("-"),
+            describe_changes(&incident["changes"]),
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! `mend up` and `mend run <service>`: the pipeline services in this process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mend_shared::context::Context;
+use mend_shared::kafka::{self, TopicSpec};
+use mend_shared::runner::{Handler, Runner, RunnerStatus};
+use mend_shared::topics;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A pipeline service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    Loader,
+    Detector,
+    Diagnoser,
+    Proposer,
+    Applier,
+    Control,
+}
+
+impl Service {
+    pub const ALL: [Service; 6] =
+        [Self::Loader, Self::Detector, Self::Diagnoser, Self::Proposer, Self::Applier, Self::Control];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Loader => "loader",
+            Self::Detector => "detector",
+            Self::Diagnoser => "diagnoser",
+            Self::Proposer => "proposer",
+            Self::Applier => "applier",
+            Self::Control => "control",
+        }
+    }
+}
+
+/// Partitions of mend's event topics: a dataset's events stay in one.
+const EVENT_PARTITIONS: i32 = 3;
+
+/// Creates the topics mend needs and registers its event schemas.
+pub async fn prepare(context: &Context) -> anyhow::Result<()> {
+    let mut specs: Vec<TopicSpec> = topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, EVENT_PARTITIONS)).collect();
+    // Source topics normally exist; creating a missing one lets the pipeline
+    // start before its producers do.
+    specs.extend(context.dataset_topics().iter().map(|t| TopicSpec::new(t, 1)));
+    kafka::ensure_topics(&context.connections.brokers, &specs).await?;
+    context.codec.register_event_schemas().await?;
+    Ok(())
+}
+
+fn spawn<H: Handler + 'static>(
+    tasks: &mut JoinSet<(String, anyhow::Result<()>)>,
+    name: &str,
+    runner: Runner<H>,
+    shutdown: &CancellationToken,
+) {
+    let (name, shutdown) = (name.to_owned(), shutdown.clone());
+    tasks.spawn(async move { (name, runner.run(shutdown).await.map_err(anyhow::Error::from)) });
+}
+
+/// Runs `services` until `shutdown` (or until one of them fails, which stops
+/// the others). Returns an error naming the failed service.
+pub async fn run(
+    context: Arc<Context>,
+    services: &[Service],
+    api_addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    prepare(&context).await?;
+    let mut tasks = JoinSet::new();
+    let mut health: Vec<(String, Arc<RunnerStatus>)> = Vec::new();
+    for service in services {
+        let name = service.name();
+        let status = match service {
+            Service::Loader => {
+                let (runner, status) = mend_loader::runner(&context)?;
+                spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Detector => {
+                let (runner, status) = mend_detector::runner(&context).await?;
+                spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Diagnoser => {
+                let (runner, status) = mend_diagnoser::runner(&context)?;
+                spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Proposer => {
+                let (runner, status) = mend_proposer::runner(&context)?;
+                spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Applier => {
+                let (runner, status) = mend_applier::runner(&context)?;
+                spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Control => continue,
+        };
+        health.push((name.to_owned(), status));
+    }
+    if services.contains(&Service::Control) {
+        let (runner, status, model) = mend_control::runner(&context)?;
+        spawn(&mut tasks, "control", runner, &shutdown);
+        health.push(("control".into(), status));
+        let listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {api_addr} (MEND_API_ADDR): {e}"))?;
+        let router = mend_control::router(context.clone(), model, health.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let served =
+                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            ("control api".to_owned(), served.map_err(anyhow::Error::from))
+        });
+        tracing::info!(%api_addr, "control API listening");
+    }
+    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+    tracing::info!(services = ?names, "mend running");
+
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(error))) => {
+                tracing::error!(service = %name, "{error:#}");
+                failure.get_or_insert_with(|| anyhow::anyhow!("{name} stopped: {error:#}"));
+                shutdown.cancel();
+            }
+            Err(join) => {
+                failure.get_or_insert_with(|| anyhow::anyhow!("a service panicked: {join}"));
+                shutdown.cancel();
+            }
+        }
+        if shutdown.is_cancelled() {
+            // Everyone else finishes in-flight work within the grace period.
+            let deadline = tokio::time::sleep(mend_shared::shutdown::DEFAULT_GRACE);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => {
+                        tracing::warn!("services did not stop within {:?}; exiting", mend_shared::shutdown::DEFAULT_GRACE);
+                        tasks.abort_all();
+                        break;
+                    }
+                    next = tasks.join_next() => match next {
+                        None => break,
+                        Some(Ok((name, Err(error)))) => {
+                            failure.get_or_insert_with(|| anyhow::anyhow!("{name} stopped: {error:#}"));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            break;
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}

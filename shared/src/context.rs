@@ -1,0 +1,104 @@
+//! What every service of a process shares: connection settings, the dataset
+//! configuration, one producer, one codec (one schema cache) and one pool per
+//! warehouse. Built once in `main` and passed down; no globals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rdkafka::producer::FutureProducer;
+use tokio::sync::Mutex;
+
+use crate::codec::Codec;
+use crate::config::{Connections, Dataset, FileConfig};
+use crate::runner::{Handler, Runner, RunnerConfig, RunnerError, RunnerStatus};
+use crate::warehouse::{Dialect, Warehouse, WarehouseError};
+
+/// The default warehouse: an embedded SQLite file under `.mend/`.
+pub const DEFAULT_WAREHOUSE: &str = "sqlite://.mend/warehouse.db";
+
+/// Shared clients of one process.
+pub struct Context {
+    pub connections: Connections,
+    pub config: FileConfig,
+    /// Warehouse of datasets that do not name their own.
+    pub warehouse_url: String,
+    pub producer: FutureProducer,
+    pub codec: Arc<Codec>,
+    warehouses: Mutex<HashMap<String, Warehouse>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("connections", &self.connections).finish_non_exhaustive()
+    }
+}
+
+/// Why a context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+}
+
+impl Context {
+    pub fn new(connections: Connections, config: FileConfig, warehouse_url: String) -> Result<Arc<Self>, ContextError> {
+        let producer = crate::runner::producer(&connections.brokers)?;
+        let codec = Codec::new(&connections.registry_url)?;
+        Ok(Arc::new(Self { connections, config, warehouse_url, producer, codec, warehouses: Mutex::default() }))
+    }
+
+    /// The warehouse URL of a dataset.
+    pub fn warehouse_url_of(&self, dataset: &Dataset) -> String {
+        dataset.warehouse.clone().unwrap_or_else(|| self.warehouse_url.clone())
+    }
+
+    /// The dialect of a dataset's warehouse, from its URL (no connection).
+    pub fn dialect_of(&self, dataset: &Dataset) -> Dialect {
+        if self.warehouse_url_of(dataset).starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres }
+    }
+
+    /// A dataset's warehouse pool (connected once per URL).
+    pub async fn warehouse(&self, dataset: &Dataset) -> Result<Warehouse, WarehouseError> {
+        let url = self.warehouse_url_of(dataset);
+        let mut pools = self.warehouses.lock().await;
+        if let Some(pool) = pools.get(&url) {
+            return Ok(pool.clone());
+        }
+        let pool = Warehouse::connect(&url).await?;
+        pools.insert(url, pool.clone());
+        Ok(pool)
+    }
+
+    /// The dataset a source topic belongs to.
+    pub fn dataset_of_topic(&self, topic: &str) -> Option<&Dataset> {
+        self.config.datasets.iter().find(|d| d.topic == topic)
+    }
+
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.config.dataset(name)
+    }
+
+    /// The source topics of every dataset.
+    pub fn dataset_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.config.datasets.iter().map(|d| d.topic.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// A runner for `handler` in consumer group `group` on `topics`.
+    pub fn runner<H: Handler>(
+        &self,
+        service: &str,
+        group: &str,
+        topics: Vec<String>,
+        handler: H,
+    ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
+        let config = RunnerConfig::new(service, &self.connections.brokers, group, topics);
+        let runner = Runner::new(config, self.producer.clone(), self.codec.clone(), handler)?;
+        let status = runner.status();
+        Ok((runner, status))
+    }
+}
