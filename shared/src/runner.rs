@@ -278,7 +278,7 @@ impl<H: Handler> Runner<H> {
             reason: reason.reason,
         };
         event.seal();
-        tracing::info!(
+        tracing::debug!(
             service = %self.config.service, topic = %record.topic, partition = record.partition,
             offset = record.offset, reason = %event.reason, "record quarantined"
         );

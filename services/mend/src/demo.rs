@@ -86,6 +86,7 @@ fn record(version: u8, id: i64, expected: &Expected) -> Avro {
 
 struct Driver<'a> {
     api: &'a Client,
+    dataset: String,
     http: reqwest::Client,
     registry: String,
     subject: String,
@@ -128,7 +129,8 @@ impl Driver<'_> {
                 .as_array()?
                 .iter()
                 .find(|i| {
-                    i["writer_schema_id"].as_u64() == Some(u64::from(writer))
+                    i["dataset"].as_str() == Some(self.dataset.as_str())
+                        && i["writer_schema_id"].as_u64() == Some(u64::from(writer))
                         && statuses.contains(&i["status"].as_str().unwrap_or(""))
                 })
                 .cloned()
@@ -163,6 +165,7 @@ pub async fn run(
     let warehouse = Warehouse::connect(&dataset.warehouse.clone().unwrap_or_else(|| warehouse_url.to_owned())).await?;
     let driver = Driver {
         api,
+        dataset: dataset.name.clone(),
         http: reqwest::Client::new(),
         registry: connections.registry_url.trim_end_matches('/').to_owned(),
         subject: dataset.subject(),
@@ -273,7 +276,8 @@ pub async fn run(
                             .as_array()?
                             .iter()
                             .find(|i| {
-                                i["writer_schema_id"].as_u64() == Some(u64::from(id))
+                                i["dataset"].as_str() == Some(dataset.name.as_str())
+                                    && i["writer_schema_id"].as_u64() == Some(u64::from(id))
                                     && i["quarantined"].as_u64() >= Some(want)
                             })
                             .map(|_| ())

@@ -55,6 +55,9 @@ enum Command {
         /// Print JSON (an array of incidents) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this dataset's incidents.
+        #[arg(long)]
+        dataset: Option<String>,
     },
     /// Show one incident: changes, evidence, plan, decision, application.
     Show { incident: String },
@@ -101,8 +104,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = mend_shared::shutdown::on_signal();
             up::run(context, &services, cli.api_addr, shutdown).await
         }
-        Command::Incidents { json } => {
-            let incidents = api.incidents().await?;
+        Command::Incidents { json, dataset } => {
+            let mut incidents = api.incidents().await?;
+            if let (Some(dataset), Some(list)) = (dataset, incidents.as_array_mut()) {
+                list.retain(|i| i["dataset"].as_str() == Some(dataset.as_str()));
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&incidents)?);
             } else {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make demo`: runs the main job (`mend up`) on the embedded defaults (SQLite
+# warehouse under .mend/, local broker and registry) and drives a drifting
+# orders stream through it: an added field heals on its own, a rename waits
+# for approval and is approved, an incompatible type change is quarantined
+# and blocked. Each run uses a dataset of its own (orders_<run>), so the story
+# starts from a clean baseline every time without deleting anything.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+RECORDS=${MEND_DEMO_RECORDS:-500}
+API=${MEND_API_ADDR:-127.0.0.1:18080}
+
+log "building mend"
+cargo build -q -p mend
+MEND=$CARGO_TARGET_DIR/debug/mend
+
+RUN=$(date +%Y%m%d%H%M%S)
+DIR=$STATE/demo/$RUN
+mkdir -p "$DIR"
+cat >"$DIR/mend.toml" <<TOML
+[[dataset]]
+name = "orders_$RUN"
+topic = "shop.orders.$RUN"
+table = "orders_$RUN"
+key = ["id"]
+TOML
+export MEND_CONFIG=$DIR/mend.toml MEND_API_ADDR=$API
+export MEND_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT MEND_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
+
+if curl -sf "http://$API/health" >/dev/null 2>&1; then
+  log "something already answers on $API: stop it (or set MEND_API_ADDR) and run make demo again"
+  exit 1
+fi
+log "starting mend up (log: $DIR/up.log)"
+"$MEND" up >"$DIR/up.log" 2>&1 &
+UP=$!
+stop_up() {
+  if kill -0 "$UP" 2>/dev/null; then
+    kill -TERM "$UP"
+    wait "$UP" || { log "mend up exited with $? (see $DIR/up.log)"; return 1; }
+  fi
+}
+trap 'stop_up || true' EXIT
+up_healthy() { curl -sf "http://$API/health" >/dev/null; }
+wait_for "mend up to be healthy (see $DIR/up.log)" 120 up_healthy
+
+"$MEND" demo --records "$RECORDS" --report "$DIR/report.json"
+echo
+"$MEND" incidents --dataset "orders_$RUN"
+trap - EXIT
+stop_up
+log "mend up stopped cleanly; the warehouse is .mend/warehouse.db, the report $DIR/report.json"
