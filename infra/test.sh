@@ -10,7 +10,8 @@ cd "$ROOT"
 log "unit tests"
 cargo test --workspace --lib --bins -q
 
-log "building the integration tests"
+log "building mend and the integration tests"
+cargo build -q -p mend
 cargo test -p mend-tests --no-run -q
 
 STARTED=$(mktemp)
@@ -25,7 +26,7 @@ MEND_STARTED_FILE=$STARTED infra/up.sh
 export MEND_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export MEND_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export MEND_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/warehouse
-export MEND_REGISTRY_BIN=$CARGO_TARGET_DIR/debug/mend-registry
+export MEND_BIN=$CARGO_TARGET_DIR/debug/mend
 
 log "integration tests (Rust)"
 cargo test -p mend-tests -q -- --test-threads 2

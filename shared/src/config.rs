@@ -15,6 +15,11 @@ pub struct Connections {
     /// URL of a Confluent-compatible schema registry.
     #[arg(long, env = "MEND_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
     pub registry_url: String,
+
+    /// Prefix of mend's consumer groups. Deployments sharing a Kafka cluster
+    /// need different prefixes, or they split each other's partitions.
+    #[arg(long, env = "MEND_GROUP_PREFIX", default_value = "mend")]
+    pub group_prefix: String,
 }
 
 /// Why the configuration cannot be used. Always fatal: fix and restart.

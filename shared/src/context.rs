@@ -88,6 +88,17 @@ impl Context {
         topics
     }
 
+    /// The consumer group of a stage (`<prefix>-<stage>`).
+    pub fn group(&self, stage: &str) -> String {
+        format!("{}-{stage}", self.connections.group_prefix)
+    }
+
+    /// Whether this deployment manages `dataset`. Audit topics are shared by
+    /// every deployment on a cluster; events of other datasets are skipped.
+    pub fn manages(&self, dataset: &str) -> bool {
+        self.config.dataset(dataset).is_some()
+    }
+
     /// A runner for `handler` in consumer group `group` on `topics`.
     pub fn runner<H: Handler>(
         &self,

@@ -38,7 +38,11 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", "6000")
+        // Also the rebalance timeout: how long a rebalance waits for a member
+        // that died without leaving (a crash) before going on without it.
+        // A batch retrying longer than this rejoins when it is done.
+        .set("max.poll.interval.ms", "30000")
         .set("enable.partition.eof", "false")
         // Notice topics created after start-up (datasets, event topics).
         .set("topic.metadata.refresh.interval.ms", "5000");

@@ -142,10 +142,27 @@ pub struct RunnerStatus {
     pub quarantined: std::sync::atomic::AtomicU64,
 }
 
+/// Marks the runner as consuming once the group has answered with an
+/// assignment (possibly empty: more members than partitions is a valid,
+/// idle scale-out).
+pub struct RunnerContext {
+    status: Arc<RunnerStatus>,
+}
+
+impl rdkafka::ClientContext for RunnerContext {}
+
+impl rdkafka::consumer::ConsumerContext for RunnerContext {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            self.status.consuming.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs one consumer loop.
 pub struct Runner<H> {
     config: RunnerConfig,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<RunnerContext>,
     producer: FutureProducer,
     codec: Arc<Codec>,
     handler: H,
@@ -161,10 +178,12 @@ impl<H: Handler> Runner<H> {
         codec: Arc<Codec>,
         handler: H,
     ) -> Result<Self, RunnerError> {
-        let consumer: StreamConsumer = kafka::consumer_config(&config.brokers, &config.group_id).create()?;
+        let status = Arc::<RunnerStatus>::default();
+        let consumer: StreamConsumer<RunnerContext> = kafka::consumer_config(&config.brokers, &config.group_id)
+            .create_with_context(RunnerContext { status: status.clone() })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { config, consumer, producer, codec, handler, status: Arc::default() })
+        Ok(Self { config, consumer, producer, codec, handler, status })
     }
 
     /// The runner's counters.
@@ -189,19 +208,11 @@ impl<H: Handler> Runner<H> {
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
-        let mut assignment_check = tokio::time::interval(Duration::from_millis(200));
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = assignment_check.tick(), if !self.status.consuming.load(Ordering::Relaxed) => {
-                    // Healthy once the group has given this consumer partitions.
-                    let assigned = self.consumer.assignment().is_ok_and(|a| a.count() > 0);
-                    self.status.consuming.store(assigned, Ordering::Relaxed);
-                    continue;
-                }
                 message = self.consumer.recv() => message?.detach(),
             };
-            self.status.consuming.store(true, Ordering::Relaxed);
             let mut batch = vec![Inbound::from_message(&first)];
             let deadline = tokio::time::Instant::now() + self.config.linger;
             while batch.len() < self.config.max_batch {

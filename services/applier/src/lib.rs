@@ -23,7 +23,6 @@ use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineRea
 use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
 use mend_shared::{HandleError, kafka, topics};
 
-pub const GROUP: &str = "mend-applier";
 const SERVICE: &str = "applier";
 
 /// Counts of one replay.
@@ -250,7 +249,7 @@ impl Handler for Applier {
                 }
                 Err(unavailable) => return Err(unavailable.into()),
             };
-            if decision.outcome != "approved" {
+            if decision.outcome != "approved" || !self.context.manages(&decision.envelope.dataset) {
                 out.push(Disposition::Emit(Vec::new()));
                 continue;
             }
@@ -273,5 +272,5 @@ impl Handler for Applier {
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<RunnerStatus>)> {
     let topics = vec![topics::DECISIONS.to_owned(), topics::QUARANTINE.to_owned()];
-    Ok(context.runner(SERVICE, GROUP, topics, Applier::new(context.clone()))?)
+    Ok(context.runner(SERVICE, &context.group("applier"), topics, Applier::new(context.clone()))?)
 }

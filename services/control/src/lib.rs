@@ -225,6 +225,15 @@ impl Handler for Projector {
         for record in batch {
             events.extend(self.decode(record).await?);
         }
+        let managed = |envelope: &Envelope| self.context.manages(&envelope.dataset);
+        events.retain(|event| match event {
+            AuditEvent::Detection(e) => managed(&e.envelope),
+            AuditEvent::Diagnosis(e) => managed(&e.envelope),
+            AuditEvent::Proposal(e) => managed(&e.envelope),
+            AuditEvent::Decision(e) => managed(&e.envelope),
+            AuditEvent::Application(e) => managed(&e.envelope),
+            AuditEvent::Quarantined(e) => managed(&e.envelope),
+        });
         let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events {
             match event {
@@ -267,7 +276,7 @@ pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Projector>, Arc<
     ]
     .map(str::to_owned)
     .to_vec();
-    let group = format!("mend-control-{}", uuid::Uuid::now_v7());
+    let group = context.group(&format!("control-{}", uuid::Uuid::now_v7()));
     let projector = Projector { context: context.clone(), model: model.clone() };
     let (runner, status) = context.runner(SERVICE, &group, topics, projector)?;
     Ok((runner, status, model))

@@ -24,8 +24,6 @@ use mend_shared::mapping::LoadPlan;
 use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus};
 use mend_shared::{HandleError, kafka, topics};
 
-/// Consumer group of the detector.
-pub const GROUP: &str = "mend-detector";
 const SERVICE: &str = "detector";
 
 /// Per dataset: the contract's schema id, and for each writer schema seen,
@@ -164,5 +162,5 @@ impl Handler for Detector {
 /// The detector's runner on every dataset topic.
 pub async fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Detector>, Arc<RunnerStatus>)> {
     let detector = Detector::new(context.clone()).await?;
-    Ok(context.runner(SERVICE, GROUP, context.dataset_topics(), detector)?)
+    Ok(context.runner(SERVICE, &context.group("detector"), context.dataset_topics(), detector)?)
 }

@@ -18,7 +18,6 @@ use mend_shared::events::{Detection, Diagnosis, Envelope, Event};
 use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerStatus};
 use mend_shared::{HandleError, tools, topics};
 
-pub const GROUP: &str = "mend-diagnoser";
 const SERVICE: &str = "diagnoser";
 
 pub struct Diagnoser {
@@ -104,6 +103,10 @@ impl Handler for Diagnoser {
                 }
                 Err(unavailable) => return Err(unavailable.into()),
             };
+            if !self.context.manages(&detection.envelope.dataset) {
+                out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
+                continue;
+            }
             let diagnosis = self.diagnose(&detection).await?;
             tracing::info!(incident = %diagnosis.envelope.incident_id, changes = diagnosis.changes.len(), "diagnosed");
             out.push(Disposition::Emit(vec![Outbound {
@@ -118,5 +121,10 @@ impl Handler for Diagnoser {
 }
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Diagnoser>, Arc<RunnerStatus>)> {
-    Ok(context.runner(SERVICE, GROUP, vec![topics::DETECTIONS.to_owned()], Diagnoser::new(context.clone()))?)
+    Ok(context.runner(
+        SERVICE,
+        &context.group("diagnoser"),
+        vec![topics::DETECTIONS.to_owned()],
+        Diagnoser::new(context.clone()),
+    )?)
 }

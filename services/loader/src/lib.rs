@@ -27,9 +27,6 @@ use mend_shared::mapping::{LoadPlan, columns_for};
 use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerStatus};
 use mend_shared::warehouse::{Batch, Contract, Position, Row, Warehouse};
 
-/// Consumer group of the loader.
-pub const GROUP: &str = "mend-loader";
-
 /// The loader's handler.
 pub struct Loader {
     context: Arc<Context>,
@@ -260,5 +257,5 @@ impl Handler for Loader {
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Loader>, Arc<RunnerStatus>)> {
     let topics = context.dataset_topics();
     anyhow::ensure!(!topics.is_empty(), "no datasets configured: add [[dataset]] tables to mend.toml");
-    Ok(context.runner("loader", GROUP, topics, Loader::new(context.clone()))?)
+    Ok(context.runner("loader", &context.group("loader"), topics, Loader::new(context.clone()))?)
 }

@@ -21,7 +21,6 @@ use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineRea
 use mend_shared::warehouse::{Column, Dialect, quote};
 use mend_shared::{HandleError, topics};
 
-pub const GROUP: &str = "mend-proposer";
 const SERVICE: &str = "proposer";
 const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656e64_70726f70_6f73_616c_0000_0001);
 
@@ -287,6 +286,10 @@ impl Handler for Proposer {
                 }
                 Err(unavailable) => return Err(unavailable.into()),
             };
+            if !self.context.manages(&diagnosis.envelope.dataset) {
+                out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
+                continue;
+            }
             let (proposal, decision) = self.propose(&diagnosis).await?;
             tracing::info!(
                 incident = %proposal.envelope.incident_id, proposal = %proposal.proposal_id, policy = %proposal.policy,
@@ -314,7 +317,12 @@ impl Handler for Proposer {
 }
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Proposer>, Arc<RunnerStatus>)> {
-    Ok(context.runner(SERVICE, GROUP, vec![topics::DIAGNOSES.to_owned()], Proposer::new(context.clone()))?)
+    Ok(context.runner(
+        SERVICE,
+        &context.group("proposer"),
+        vec![topics::DIAGNOSES.to_owned()],
+        Proposer::new(context.clone()),
+    )?)
 }
 
 #[cfg(test)]
