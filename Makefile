@@ -44,10 +44,11 @@ demo:
 	infra/up.sh
 	infra/demo.sh
 
-## bench: registry and codec throughput (release build)
+## bench: registry, codec and pipeline throughput (release build)
 bench:
 	infra/up.sh
 	cargo bench -p mend-tests --bench foundation
+	cargo bench -p mend-tests --bench pipeline
 
 fmt:
 	cargo fmt --all

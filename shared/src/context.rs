@@ -107,7 +107,20 @@ impl Context {
         topics: Vec<String>,
         handler: H,
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
-        let config = RunnerConfig::new(service, &self.connections.brokers, group, topics);
+        self.runner_batched(service, group, topics, RunnerConfig::DEFAULT_BATCH, handler)
+    }
+
+    /// Like [`Context::runner`], with batches of up to `max_batch` records.
+    pub fn runner_batched<H: Handler>(
+        &self,
+        service: &str,
+        group: &str,
+        topics: Vec<String>,
+        max_batch: usize,
+        handler: H,
+    ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
+        let mut config = RunnerConfig::new(service, &self.connections.brokers, group, topics);
+        config.max_batch = max_batch;
         let runner = Runner::new(config, self.producer.clone(), self.codec.clone(), handler)?;
         let status = runner.status();
         Ok((runner, status))

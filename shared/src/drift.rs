@@ -52,7 +52,7 @@ fn diff_fields(old: &[RecordField], new: &[RecordField], prefix: &str, changes: 
     let mut removals = Vec::new();
     for field in new {
         let by_name = old.iter().position(|o| o.name == field.name);
-        let by_alias = by_name.or_else(|| old.iter().position(|o| field.aliases.iter().any(|a| *a == o.name)));
+        let by_alias = by_name.or_else(|| old.iter().position(|o| field.aliases.contains(&o.name)));
         match by_alias {
             Some(index) => {
                 matched[index] = true;

@@ -47,7 +47,7 @@ pub fn sql_type(schema: &Schema, dialect: Dialect) -> String {
         Schema::Boolean => if pg { "BOOLEAN" } else { "INTEGER" }.into(),
         Schema::Int => "INTEGER".into(),
         Schema::Long => if pg { "BIGINT" } else { "INTEGER" }.into(),
-        Schema::Float => if pg { "REAL" } else { "REAL" }.into(),
+        Schema::Float => "REAL".into(),
         Schema::Double => if pg { "DOUBLE PRECISION" } else { "REAL" }.into(),
         Schema::Bytes | Schema::Fixed(_) => if pg { "BYTEA" } else { "BLOB" }.into(),
         Schema::String | Schema::Enum(_) | Schema::Uuid(_) => "TEXT".into(),
@@ -113,10 +113,8 @@ impl LoadPlan {
         let mut sources = Vec::new();
         for field in &contract_record.fields {
             let column = mapping.get(&field.name).cloned().unwrap_or_else(|| column_name(&field.name));
-            let found = writer_record
-                .fields
-                .iter()
-                .position(|w| w.name == field.name || field.aliases.iter().any(|a| *a == w.name));
+            let found =
+                writer_record.fields.iter().position(|w| w.name == field.name || field.aliases.contains(&w.name));
             let source = match found {
                 Some(index) => {
                     let written = &writer_record.fields[index];

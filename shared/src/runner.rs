@@ -112,13 +112,16 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
+    /// Records per batch unless a service asks for more.
+    pub const DEFAULT_BATCH: usize = 500;
+
     pub fn new(service: &str, brokers: &str, group_id: &str, topics: Vec<String>) -> Self {
         Self {
             service: service.to_owned(),
             brokers: brokers.to_owned(),
             group_id: group_id.to_owned(),
             topics,
-            max_batch: 500,
+            max_batch: Self::DEFAULT_BATCH,
             linger: Duration::from_millis(50),
         }
     }

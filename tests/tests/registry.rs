@@ -437,7 +437,7 @@ async fn two_instances_agree() -> anyhow::Result<()> {
     };
     let from_a = listing(Http::new(&registry_url())).await?;
     let from_b = eventually("the second instance to list all six versions", || {
-        let (listing, url) = (listing.clone(), second_url.clone());
+        let (listing, url) = (listing, second_url.clone());
         async move { Ok(listing(Http::new(&url)).await.ok()) }
     })
     .await?;

@@ -168,15 +168,14 @@ impl Applier {
                 counts.still_quarantined += 1;
                 continue;
             };
-            if !plans.contains_key(&writer) {
-                let plan = match self.context.codec.schema(writer).await {
+            if let std::collections::btree_map::Entry::Vacant(entry) = plans.entry(writer) {
+                entry.insert(match self.context.codec.schema(writer).await {
                     Ok(schema) => {
                         LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping).ok().map(Arc::new)
                     }
                     Err(CodecError::Invalid(_)) => None,
                     Err(unavailable) => return Err(unavailable.into()),
-                };
-                plans.insert(writer, plan);
+                });
             }
             let Some(Some(plan)) = plans.get(&writer) else {
                 counts.still_quarantined += 1;

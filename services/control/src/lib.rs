@@ -264,7 +264,10 @@ impl Api {
 }
 
 /// The projector's runner (a fresh group: the model is rebuilt from the start).
-pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel>>)> {
+/// The projector, its status, and the read model it keeps.
+pub type Projection = (Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel>>);
+
+pub fn runner(context: &Arc<Context>) -> anyhow::Result<Projection> {
     let model = Arc::new(Mutex::new(ReadModel::default()));
     let topics = [
         topics::DETECTIONS,

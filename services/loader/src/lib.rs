@@ -27,6 +27,9 @@ use mend_shared::mapping::{LoadPlan, columns_for};
 use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerStatus};
 use mend_shared::warehouse::{Batch, Contract, Position, Row, Warehouse};
 
+/// Records per loader batch (one warehouse transaction each).
+pub const BATCH: usize = 5000;
+
 /// The loader's handler.
 pub struct Loader {
     context: Arc<Context>,
@@ -172,9 +175,8 @@ impl Loader {
             let verdict = if record.offset < next {
                 // Written by an earlier delivery: skip, unless it was sent to
                 // quarantine then (that output may not have been delivered).
-                if !requarantine.contains_key(&record.partition) {
-                    let offsets = warehouse.quarantined(&dataset.name, &record.topic, record.partition, next).await?;
-                    requarantine.insert(record.partition, offsets);
+                if let std::collections::hash_map::Entry::Vacant(entry) = requarantine.entry(record.partition) {
+                    entry.insert(warehouse.quarantined(&dataset.name, &record.topic, record.partition, next).await?);
                 }
                 if requarantine.get(&record.partition).is_some_and(|q| q.contains(&record.offset)) {
                     self.judge(dataset, record).await?
@@ -257,5 +259,6 @@ impl Handler for Loader {
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Loader>, Arc<RunnerStatus>)> {
     let topics = context.dataset_topics();
     anyhow::ensure!(!topics.is_empty(), "no datasets configured: add [[dataset]] tables to mend.toml");
-    Ok(context.runner("loader", &context.group("loader"), topics, Loader::new(context.clone()))?)
+    // Large batches: one transaction (one COPY) per batch is the loader's cost.
+    Ok(context.runner_batched("loader", &context.group("loader"), topics, BATCH, Loader::new(context.clone()))?)
 }

@@ -83,7 +83,7 @@ enum Command {
     Demo(demo::Args),
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<FileConfig> {
+fn load_config(path: &std::path::Path) -> anyhow::Result<FileConfig> {
     if path.exists() {
         return Ok(FileConfig::load(path, true)?);
     }

@@ -22,7 +22,7 @@ use mend_shared::warehouse::{Column, Dialect, quote};
 use mend_shared::{HandleError, topics};
 
 const SERVICE: &str = "proposer";
-const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656e64_70726f70_6f73_616c_0000_0001);
+const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_7072_6f70_6f73_616c_0000_0001);
 
 /// What policy decides for a change, most permissive first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -152,7 +152,7 @@ fn candidate(store: &Store, body: &SchemaBody) -> Result<Candidate, ApiError> {
     }
     let json: Value = serde_json::from_str(&body.schema).map_err(|e| ApiError::invalid_schema(e.to_string()))?;
     let stored = StoredSchema { schema: json.to_string(), schema_type, references: body.references.clone() };
-    let parsed = parse_stored(store, &stored).map_err(|e| ApiError::invalid_schema(e))?;
+    let parsed = parse_stored(store, &stored).map_err(ApiError::invalid_schema)?;
     Ok(Candidate { stored, parsed })
 }
 
@@ -352,14 +352,24 @@ async fn lookup(
     let id = store.id_of(&candidate.stored).ok_or_else(|| ApiError::schema_not_found("not found"))?;
     let (version, _) = versions
         .iter()
-        .filter(|(_, e)| e.id == id && (deleted || !e.deleted))
-        .next_back()
+        .rfind(|(_, e)| e.id == id && (deleted || !e.deleted))
         .ok_or_else(|| ApiError::schema_not_found("not found"))?;
     ok(version_json(&store, &subject, *version, id)?)
 }
 
 async fn register(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
+    // Fast path: a schema this instance already holds for the subject is
+    // durable in the log; answering needs no write and no catch-up.
+    {
+        let store = r.read();
+        let known = candidate(&store, &body)?;
+        if let Some(id) = store.id_of(&known.stored)
+            && store.live_versions(&subject).iter().any(|(_, v)| *v == id)
+        {
+            return ok(json!({"id": id}));
+        }
+    }
     let _writer = r.write_lock.lock().await;
     for _ in 0..WRITE_ATTEMPTS {
         r.log.catch_up().await?;
