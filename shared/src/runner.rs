@@ -97,6 +97,21 @@ pub trait Handler: Send + Sync {
     ) -> impl std::future::Future<Output = Result<Vec<Disposition>, HandleError>> + Send;
 }
 
+/// Decodes one of mend's own events from a consumed record. `Ok(Err(_))` is
+/// bad input, already turned into its quarantine disposition; `Err` is a
+/// registry outage (retry).
+pub async fn decode_event<E: Event>(codec: &Codec, record: &Inbound) -> Result<Result<E, Disposition>, HandleError> {
+    match codec.decode_event(record.payload.as_deref().unwrap_or_default()).await {
+        Ok(event) => Ok(Ok(event)),
+        Err(crate::codec::CodecError::Invalid(reason)) => Ok(Err(Disposition::Quarantine(QuarantineReason {
+            dataset: None,
+            kind: "undecodable".into(),
+            reason: format!("not a valid {} event: {reason}", E::TOPIC),
+        }))),
+        Err(unavailable) => Err(unavailable.into()),
+    }
+}
+
 /// How a runner consumes.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {

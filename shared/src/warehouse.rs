@@ -145,6 +145,41 @@ pub enum Warehouse {
 
 const POSITION_COLUMNS: [&str; 2] = ["_mend_partition", "_mend_offset"];
 
+/// Records a loader batch's quarantined offsets and next offsets in the
+/// batch's transaction. The SQL is the same on both dialects but for the name
+/// of the two-argument maximum (`$max`).
+macro_rules! bookkeeping {
+    ($tx:expr, $batch:expr, $max:literal) => {{
+        let batch: &Batch<'_> = $batch;
+        for position in batch.quarantined {
+            sqlx::query(
+                "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(batch.dataset)
+            .bind(batch.topic)
+            .bind(position.partition)
+            .bind(position.offset)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for (partition, next) in batch.next_offsets {
+            sqlx::query(concat!(
+                "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) ",
+                "ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = ",
+                $max,
+                "(mend_offsets.next_offset, excluded.next_offset)"
+            ))
+            .bind(batch.dataset)
+            .bind(batch.topic)
+            .bind(*partition)
+            .bind(*next)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
 impl Warehouse {
     /// Connects and creates mend's own tables when missing.
     pub async fn connect(url: &str) -> Result<Self, WarehouseError> {
@@ -289,36 +324,29 @@ impl Warehouse {
         let mapping = serde_json::to_string(&contract.mapping).map_err(|e| WarehouseError::Invalid(e.to_string()))?;
         let insert = "INSERT INTO mend_contracts (dataset, schema_id, mapping, updated_by) VALUES ($1, $2, $3, 'loader') \
                       ON CONFLICT (dataset) DO NOTHING";
+        macro_rules! run {
+            ($pool:expr, $lock:expr) => {{
+                let mut tx = $pool.begin().await?;
+                if let Some(lock) = $lock {
+                    // Serialises concurrent loaders establishing one dataset.
+                    sqlx::query(dynamic(lock)).bind(dataset).execute(&mut *tx).await?;
+                }
+                sqlx::query(dynamic(&create)).execute(&mut *tx).await?;
+                if let Some(index) = &index {
+                    sqlx::query(dynamic(index)).execute(&mut *tx).await?;
+                }
+                sqlx::query(dynamic(insert))
+                    .bind(dataset)
+                    .bind(i64::from(contract.schema_id))
+                    .bind(&mapping)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }};
+        }
         match self {
-            Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(dataset).execute(&mut *tx).await?;
-                sqlx::query(dynamic(&create)).execute(&mut *tx).await?;
-                if let Some(index) = &index {
-                    sqlx::query(dynamic(index)).execute(&mut *tx).await?;
-                }
-                sqlx::query(dynamic(insert))
-                    .bind(dataset)
-                    .bind(i64::from(contract.schema_id))
-                    .bind(&mapping)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
-            Self::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(dynamic(&create)).execute(&mut *tx).await?;
-                if let Some(index) = &index {
-                    sqlx::query(dynamic(index)).execute(&mut *tx).await?;
-                }
-                sqlx::query(dynamic(insert))
-                    .bind(dataset)
-                    .bind(i64::from(contract.schema_id))
-                    .bind(&mapping)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
+            Self::Postgres(pool) => run!(pool, Some("SELECT pg_advisory_xact_lock(hashtext($1))")),
+            Self::Sqlite(pool) => run!(pool, None::<&str>),
         }
         self.contract(dataset).await?.ok_or_else(|| WarehouseError::Invalid(format!("contract of {dataset} vanished")))
     }
@@ -373,13 +401,13 @@ impl Warehouse {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 pg_write(&mut tx, batch.table, batch.key, batch.columns, batch.rows, WriteMode::Load).await?;
-                pg_bookkeeping(&mut tx, batch).await?;
+                bookkeeping!(tx, batch, "GREATEST");
                 tx.commit().await?;
             }
             Self::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 sqlite_write(&mut tx, batch.table, batch.key, batch.columns, batch.rows, WriteMode::Load).await?;
-                sqlite_bookkeeping(&mut tx, batch).await?;
+                bookkeeping!(tx, batch, "MAX");
                 tx.commit().await?;
             }
         }
@@ -638,34 +666,6 @@ async fn pg_write(
     Ok(())
 }
 
-async fn pg_bookkeeping(tx: &mut Transaction<'_, Postgres>, batch: &Batch<'_>) -> Result<(), WarehouseError> {
-    for position in batch.quarantined {
-        sqlx::query(
-            "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(batch.dataset)
-        .bind(batch.topic)
-        .bind(position.partition)
-        .bind(position.offset)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (partition, next) in batch.next_offsets {
-        sqlx::query(
-            "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = GREATEST(mend_offsets.next_offset, excluded.next_offset)",
-        )
-        .bind(batch.dataset)
-        .bind(batch.topic)
-        .bind(*partition)
-        .bind(*next)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
 async fn sqlite_write(
     tx: &mut Transaction<'_, Sqlite>,
     table: &str,
@@ -709,34 +709,6 @@ async fn sqlite_write(
             query = query.bind(row.position.partition).bind(row.position.offset);
         }
         query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-async fn sqlite_bookkeeping(tx: &mut Transaction<'_, Sqlite>, batch: &Batch<'_>) -> Result<(), WarehouseError> {
-    for position in batch.quarantined {
-        sqlx::query(
-            "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(batch.dataset)
-        .bind(batch.topic)
-        .bind(position.partition)
-        .bind(position.offset)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (partition, next) in batch.next_offsets {
-        sqlx::query(
-            "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = MAX(mend_offsets.next_offset, excluded.next_offset)",
-        )
-        .bind(batch.dataset)
-        .bind(batch.topic)
-        .bind(*partition)
-        .bind(*next)
-        .execute(&mut **tx)
-        .await?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use mend_shared::config::Dataset;
 use mend_shared::context::Context;
 use mend_shared::events::{Application, Decision, Envelope, Event, IncidentId, Proposal, Quarantined};
 use mend_shared::mapping::LoadPlan;
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerStatus};
+use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
 use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
 use mend_shared::{HandleError, kafka, topics};
 
@@ -226,8 +226,8 @@ impl Handler for Applier {
     async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
         let mut out = Vec::with_capacity(batch.len());
         for record in batch {
-            let payload = record.payload.as_deref().unwrap_or_default();
             if record.topic == topics::QUARANTINE {
+                let payload = record.payload.as_deref().unwrap_or_default();
                 match self.context.codec.decode_event::<Quarantined>(payload).await {
                     Ok(event) => self.straggler(event).await?,
                     Err(CodecError::Invalid(reason)) => tracing::warn!(%reason, "unreadable quarantine event"),
@@ -236,17 +236,12 @@ impl Handler for Applier {
                 out.push(Disposition::Emit(Vec::new()));
                 continue;
             }
-            let decision: Decision = match self.context.codec.decode_event(payload).await {
-                Ok(decision) => decision,
-                Err(CodecError::Invalid(reason)) => {
-                    out.push(Disposition::Quarantine(QuarantineReason {
-                        dataset: None,
-                        kind: "undecodable".into(),
-                        reason: format!("not a decision: {reason}"),
-                    }));
+            let decision: Decision = match decode_event(&self.context.codec, record).await? {
+                Ok(event) => event,
+                Err(bad) => {
+                    out.push(bad);
                     continue;
                 }
-                Err(unavailable) => return Err(unavailable.into()),
             };
             if decision.outcome != "approved" || !self.context.manages(&decision.envelope.dataset) {
                 out.push(Disposition::Emit(Vec::new()));

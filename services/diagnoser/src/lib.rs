@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mend_shared::context::Context;
 use mend_shared::drift::classify;
 use mend_shared::events::{Detection, Diagnosis, Envelope, Event};
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerStatus};
+use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
 use mend_shared::{HandleError, tools, topics};
 
 const SERVICE: &str = "diagnoser";
@@ -90,18 +90,12 @@ impl Handler for Diagnoser {
     async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
         let mut out = Vec::with_capacity(batch.len());
         for record in batch {
-            let payload = record.payload.as_deref().unwrap_or_default();
-            let detection: Detection = match self.context.codec.decode_event(payload).await {
-                Ok(detection) => detection,
-                Err(mend_shared::codec::CodecError::Invalid(reason)) => {
-                    out.push(Disposition::Quarantine(QuarantineReason {
-                        dataset: None,
-                        kind: "undecodable".into(),
-                        reason: format!("not a detection: {reason}"),
-                    }));
+            let detection: Detection = match decode_event(&self.context.codec, record).await? {
+                Ok(event) => event,
+                Err(bad) => {
+                    out.push(bad);
                     continue;
                 }
-                Err(unavailable) => return Err(unavailable.into()),
             };
             if !self.context.manages(&detection.envelope.dataset) {
                 out.push(Disposition::Emit(Vec::new())); // another deployment's dataset

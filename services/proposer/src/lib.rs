@@ -17,7 +17,7 @@ use mend_shared::context::Context;
 use mend_shared::drift::kind;
 use mend_shared::events::{Decision, Diagnosis, Envelope, Event, FieldChange, PlanStep, Proposal};
 use mend_shared::mapping::{column_name, record_of, sql_type};
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerStatus};
+use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
 use mend_shared::warehouse::{Column, Dialect, quote};
 use mend_shared::{HandleError, topics};
 
@@ -273,18 +273,12 @@ impl Handler for Proposer {
     async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
         let mut out = Vec::with_capacity(batch.len());
         for record in batch {
-            let payload = record.payload.as_deref().unwrap_or_default();
-            let diagnosis: Diagnosis = match self.context.codec.decode_event(payload).await {
-                Ok(diagnosis) => diagnosis,
-                Err(mend_shared::codec::CodecError::Invalid(reason)) => {
-                    out.push(Disposition::Quarantine(QuarantineReason {
-                        dataset: None,
-                        kind: "undecodable".into(),
-                        reason: format!("not a diagnosis: {reason}"),
-                    }));
+            let diagnosis: Diagnosis = match decode_event(&self.context.codec, record).await? {
+                Ok(event) => event,
+                Err(bad) => {
+                    out.push(bad);
                     continue;
                 }
-                Err(unavailable) => return Err(unavailable.into()),
             };
             if !self.context.manages(&diagnosis.envelope.dataset) {
                 out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
