@@ -98,12 +98,13 @@ impl Loader {
 
     /// The plan for records of `writer` under the current contract (cached).
     async fn plan(&self, dataset: &Dataset, writer: u32) -> Result<Result<Arc<LoadPlan>, String>, HandleError> {
-        let Some((contract, contract_schema)) = self.cached_contract(&dataset.name) else {
-            return Ok(Err("the dataset has no contract yet".into()));
-        };
+        // Hot path: one lookup per record, nothing cloned but an Arc.
         if let Some(plan) = self.lock().get(&dataset.name).and_then(|c| c.plans.get(&writer).cloned()) {
             return Ok(plan);
         }
+        let Some((contract, contract_schema)) = self.cached_contract(&dataset.name) else {
+            return Ok(Err("the dataset has no contract yet".into()));
+        };
         let plan = match self.context.codec.schema(writer).await {
             Ok(schema) => {
                 LoadPlan::new(&schema.parsed, &contract_schema, &contract.mapping).map(Arc::new).map_err(|reason| {
@@ -166,12 +167,19 @@ impl Loader {
                 self.refresh_contract(dataset, &warehouse).await?;
             }
         }
-        let stored = warehouse.offsets(&dataset.name).await?;
+        // Next offset per partition of the dataset's topic.
+        let stored: HashMap<i32, i64> = warehouse
+            .offsets(&dataset.name)
+            .await?
+            .into_iter()
+            .filter(|((topic, _), _)| *topic == dataset.topic)
+            .map(|((_, partition), next)| (partition, next))
+            .collect();
         let mut requarantine: HashMap<i32, HashSet<i64>> = HashMap::new();
         let mut verdicts = Vec::with_capacity(indices.len());
         for &index in indices {
             let record = &batch[index];
-            let next = stored.get(&(record.topic.clone(), record.partition)).copied().unwrap_or(0);
+            let next = stored.get(&record.partition).copied().unwrap_or(0);
             let verdict = if record.offset < next {
                 // Written by an earlier delivery: skip, unless it was sent to
                 // quarantine then (that output may not have been delivered).
