@@ -122,6 +122,10 @@ async fn registration_is_idempotent_and_ids_are_global() -> anyhow::Result<()> {
     assert_eq!(minus_one, latest);
     let (_, subjects) = http.get("/subjects").await?;
     assert!(subjects.as_array().context("array")?.iter().any(|s| s == &json!(a)));
+    let (_, listed) = http.get(&format!("/schemas?subjectPrefix={b}")).await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "both versions of {b}: {listed}");
+    let (_, latest_only) = http.get(&format!("/schemas?subjectPrefix={b}&latestOnly=true")).await?;
+    assert_eq!(latest_only[0]["version"], json!(2));
     let (_, usages) = http.get(&format!("/schemas/ids/{first}/versions")).await?;
     let usages = usages.as_array().context("array")?;
     assert!(usages.contains(&json!({"subject": a, "version": 1})), "{usages:?}");
@@ -177,6 +181,13 @@ async fn errors_carry_confluent_codes() -> anyhow::Result<()> {
             42201,
         ),
         (reqwest::Method::PUT, format!("/config/{subject}"), Some(json!({"compatibility": "SIDEWAYS"})), 422, 42203),
+        (
+            reqwest::Method::POST,
+            format!("/subjects/{subject}-defaults/versions"),
+            Some(json!({"schema": record("D", r#"{"name":"a","type":["null","int"],"default":5}"#)})),
+            422,
+            42201,
+        ),
         (
             reqwest::Method::POST,
             format!("/subjects/{subject}/versions"),

@@ -109,6 +109,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
         .route("/schemas/ids/{id}/subjects", get(subjects_of_id))
+        .route("/schemas", get(list_schemas))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route("/subjects/{subject}/versions", get(list_versions).post(register))
@@ -153,7 +154,47 @@ fn candidate(store: &Store, body: &SchemaBody) -> Result<Candidate, ApiError> {
     let json: Value = serde_json::from_str(&body.schema).map_err(|e| ApiError::invalid_schema(e.to_string()))?;
     let stored = StoredSchema { schema: json.to_string(), schema_type, references: body.references.clone() };
     let parsed = parse_stored(store, &stored).map_err(ApiError::invalid_schema)?;
+    check_union_defaults(&parsed).map_err(ApiError::invalid_schema)?;
     Ok(Candidate { stored, parsed })
+}
+
+/// The Avro specification (and Java's parser, hence Confluent) requires a
+/// union field's default to match the union's first branch; apache-avro
+/// accepts any branch, so check it here.
+fn check_union_defaults(schema: &Schema) -> Result<(), String> {
+    fn walk(schema: &Schema, seen: &mut Vec<String>) -> Result<(), String> {
+        match schema {
+            Schema::Record(record) => {
+                if seen.contains(&record.name.fullname(None)) {
+                    return Ok(());
+                }
+                seen.push(record.name.fullname(None));
+                for field in &record.fields {
+                    if let (Schema::Union(union), Some(default)) = (&field.schema, &field.default)
+                        && let Some(first) = union.variants().first()
+                    {
+                        let fits = apache_avro::types::Value::try_from(default.clone())
+                            .ok()
+                            .and_then(|value| value.resolve(first).ok())
+                            .is_some();
+                        if !fits {
+                            return Err(format!(
+                                "the default of field {} ({default}) does not match the first branch of its union",
+                                field.name
+                            ));
+                        }
+                    }
+                    walk(&field.schema, seen)?;
+                }
+                Ok(())
+            }
+            Schema::Union(union) => union.variants().iter().try_for_each(|v| walk(v, seen)),
+            Schema::Array(array) => walk(&array.items, seen),
+            Schema::Map(map) => walk(&map.types, seen),
+            _ => Ok(()),
+        }
+    }
+    walk(schema, &mut Vec::new())
 }
 
 /// Parses a stored schema, inlining its references (transitively).
@@ -246,6 +287,24 @@ async fn subjects_of_id(State(r): Shared, Path(id): Path<String>, Query(params):
     let mut subjects: Vec<String> = store.usages(id, flag(&params, "deleted")).into_iter().map(|(s, _)| s).collect();
     subjects.dedup();
     ok(json!(subjects))
+}
+
+/// `GET /schemas`: every version (or the latest per subject with
+/// `latestOnly=true`), optionally under a subject prefix.
+async fn list_schemas(State(r): Shared, Query(params): Params) -> Result<Response, ApiError> {
+    let store = r.read();
+    let prefix = params.get("subjectPrefix").cloned().unwrap_or_default();
+    let deleted = flag(&params, "deleted");
+    let mut out = Vec::new();
+    for subject in store.subjects(deleted).into_iter().filter(|s| s.starts_with(&prefix)) {
+        let Some(versions) = store.versions(&subject) else { continue };
+        let chosen: Vec<(&u32, &crate::store::VersionEntry)> = versions.iter().filter(|(_, e)| deleted || !e.deleted).collect();
+        let chosen = if flag(&params, "latestOnly") { chosen.into_iter().last().into_iter().collect() } else { chosen };
+        for (version, entry) in chosen {
+            out.push(version_json(&store, &subject, *version, entry.id)?);
+        }
+    }
+    ok(Value::Array(out))
 }
 
 // ---- /subjects -----------------------------------------------------------
