@@ -41,13 +41,15 @@ if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
   if ! as_postgres test -w "$PGDIR/data"; then
     # The checkout is not reachable by the postgres user (say, under a
     # private home directory): keep the cluster in a directory of its own
-    # and point .mend/postgres at it.
+    # (reused by later clones at the same path) and point .mend/postgres at it.
     rm -rf "$PGDIR"
     PGDIR=/var/tmp/mend-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
     mkdir -p "$PGDIR/data"
     chown -R postgres:postgres "$PGDIR"
     ln -sfn "$PGDIR" "$STATE/postgres"
   fi
+fi
+if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
   log "initialising PostgreSQL in $PGDIR/data"
   as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 >"$STATE/initdb.log"
 fi
