@@ -193,8 +193,10 @@ async fn drift_story_on_sqlite() -> anyhow::Result<()> {
     drift_story("sqlite").await
 }
 
-/// SIGKILL `mend up` once drift is detected, start it again: the story still
-/// ends with nothing lost, no row twice and no plan applied twice.
+/// SIGKILL `mend up` in the middle of the story (the rename detected and
+/// awaiting approval, its records in quarantine; the decision, apply and
+/// replay still to come), start it again: the story still ends with nothing
+/// lost, no row twice and no plan applied twice.
 #[tokio::test]
 async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let records = 100;
@@ -202,13 +204,15 @@ async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let mut up = deployment.up("up-1.log").await?;
     let mut demo = deployment.demo(records)?;
     let incidents = format!("http://{}/incidents", deployment.api);
-    eventually("the first drift to be detected", || {
+    eventually("the rename to await approval", || {
         let (incidents, dataset) = (incidents.clone(), deployment.dataset.clone());
         async move {
             let Ok(response) = reqwest::get(&incidents).await else { return Ok(None) };
             let list: serde_json::Value = response.json().await.unwrap_or_default();
-            let ours = list.as_array().into_iter().flatten().any(|i| i["dataset"].as_str() == Some(dataset.as_str()));
-            Ok(ours.then_some(()))
+            let waiting = list.as_array().into_iter().flatten().any(|i| {
+                i["dataset"].as_str() == Some(dataset.as_str()) && i["status"].as_str() == Some("awaiting_approval")
+            });
+            Ok(waiting.then_some(()))
         }
     })
     .await?;

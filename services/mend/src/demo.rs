@@ -123,6 +123,23 @@ impl Driver<'_> {
         }
     }
 
+    /// Approves, retrying while the API is away (a restart); a proposal
+    /// found already approved (our earlier attempt got through) is fine.
+    async fn approve(&self, proposal: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.api.decide(proposal, "approve", "demo", Some("the alias proves the rename")).await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.to_string().contains("already approved") => return Ok(()),
+                Err(error) if error.to_string().starts_with("409") => return Err(error),
+                Err(error) => {
+                    anyhow::ensure!(Instant::now() < deadline, "could not approve {proposal}: {error}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
     async fn incident_of(&self, what: &str, writer: u32, statuses: &[&str]) -> anyhow::Result<Value> {
         self.wait(what, |incidents| {
             incidents
@@ -252,7 +269,7 @@ pub async fn run(
                 if incident["status"] == "awaiting_approval" {
                     let proposal = incident["proposal_id"].as_str().unwrap_or_default();
                     println!("  awaiting approval: mend approve {proposal} --by demo");
-                    api.decide(proposal, "approve", "demo", Some("alias proves the rename")).await?;
+                    driver.approve(proposal).await?;
                     println!("  approved by demo");
                 }
                 driver.incident_of("the rename to heal", id, &["healed"]).await?;

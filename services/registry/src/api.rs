@@ -298,7 +298,8 @@ async fn list_schemas(State(r): Shared, Query(params): Params) -> Result<Respons
     let mut out = Vec::new();
     for subject in store.subjects(deleted).into_iter().filter(|s| s.starts_with(&prefix)) {
         let Some(versions) = store.versions(&subject) else { continue };
-        let chosen: Vec<(&u32, &crate::store::VersionEntry)> = versions.iter().filter(|(_, e)| deleted || !e.deleted).collect();
+        let chosen: Vec<(&u32, &crate::store::VersionEntry)> =
+            versions.iter().filter(|(_, e)| deleted || !e.deleted).collect();
         let chosen = if flag(&params, "latestOnly") { chosen.into_iter().last().into_iter().collect() } else { chosen };
         for (version, entry) in chosen {
             out.push(version_json(&store, &subject, *version, entry.id)?);
