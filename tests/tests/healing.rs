@@ -193,9 +193,9 @@ async fn drift_story_on_sqlite() -> anyhow::Result<()> {
     drift_story("sqlite").await
 }
 
-/// SIGKILL `mend up` in the middle of the story (the rename detected and
-/// awaiting approval, its records in quarantine; the decision, apply and
-/// replay still to come), start it again: the story still ends with nothing
+/// SIGKILL `mend up` in the middle of the story (once the rename is
+/// detected: its approval, apply and replay may still be ahead, the type
+/// change is), start it again: the story still ends with nothing
 /// lost, no row twice and no plan applied twice.
 #[tokio::test]
 async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
@@ -204,15 +204,19 @@ async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let mut up = deployment.up("up-1.log").await?;
     let mut demo = deployment.demo(records)?;
     let incidents = format!("http://{}/incidents", deployment.api);
-    eventually("the rename to await approval", || {
+    // The rename's incident exists (awaiting approval, or already approved
+    // and healing): the type change, and maybe the rename's approval, apply
+    // and replay, are still ahead.
+    eventually("the rename to be detected", || {
         let (incidents, dataset) = (incidents.clone(), deployment.dataset.clone());
         async move {
             let Ok(response) = reqwest::get(&incidents).await else { return Ok(None) };
             let list: serde_json::Value = response.json().await.unwrap_or_default();
-            let waiting = list.as_array().into_iter().flatten().any(|i| {
-                i["dataset"].as_str() == Some(dataset.as_str()) && i["status"].as_str() == Some("awaiting_approval")
+            let renamed = list.as_array().into_iter().flatten().any(|i| {
+                i["dataset"].as_str() == Some(dataset.as_str())
+                    && i["changes"].as_array().into_iter().flatten().any(|c| c["kind"] == "field_renamed")
             });
-            Ok(waiting.then_some(()))
+            Ok(renamed.then_some(()))
         }
     })
     .await?;
