@@ -36,6 +36,14 @@ struct Cli {
     #[arg(long, env = "MEND_API_ADDR", default_value = "127.0.0.1:18080", global = true)]
     api_addr: SocketAddr,
 
+    /// Partitions of mend's event topics when `mend up` creates them. One
+    /// dataset's events always share a partition (the dataset is the key);
+    /// more partitions let more instances of a stage share the work. Keep 1
+    /// on Tansu 0.6: there, a consumer group over a multi-partition topic
+    /// does not recover from a crashed member (measured).
+    #[arg(long, env = "MEND_EVENT_PARTITIONS", default_value_t = 1, global = true)]
+    event_partitions: i32,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -102,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             let context = Context::new(cli.connections, config, cli.warehouse)?;
             let shutdown = mend_shared::shutdown::on_signal();
-            up::run(context, &services, cli.api_addr, shutdown).await
+            up::run(context, &services, cli.api_addr, cli.event_partitions, shutdown).await
         }
         Command::Incidents { json, dataset } => {
             let mut incidents = api.incidents().await?;

@@ -37,12 +37,10 @@ impl Service {
     }
 }
 
-/// Partitions of mend's event topics: a dataset's events stay in one.
-const EVENT_PARTITIONS: i32 = 3;
-
-/// Creates the topics mend needs and registers its event schemas.
-pub async fn prepare(context: &Context) -> anyhow::Result<()> {
-    let mut specs: Vec<TopicSpec> = topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, EVENT_PARTITIONS)).collect();
+/// Creates the topics mend needs (event topics with `partitions` each, when
+/// missing) and registers its event schemas.
+pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
+    let mut specs: Vec<TopicSpec> = topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions)).collect();
     // Source topics normally exist; creating a missing one lets the pipeline
     // start before its producers do.
     specs.extend(context.dataset_topics().iter().map(|t| TopicSpec::new(t, 1)));
@@ -67,9 +65,10 @@ pub async fn run(
     context: Arc<Context>,
     services: &[Service],
     api_addr: SocketAddr,
+    event_partitions: i32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    prepare(&context).await?;
+    prepare(&context, event_partitions).await?;
     let mut tasks = JoinSet::new();
     let mut health: Vec<(String, Arc<RunnerStatus>)> = Vec::new();
     for service in services {
