@@ -206,17 +206,19 @@ impl Applier {
         Ok(counts)
     }
 
-    /// A record quarantined now: if the contract already fits it (its
-    /// incident was healed meanwhile), load it at once.
-    async fn straggler(&self, event: Quarantined) -> Result<(), HandleError> {
-        let Some(dataset) = self.context.dataset(&event.envelope.dataset) else { return Ok(()) };
-        if event.topic != dataset.topic {
+    /// Records quarantined now, per dataset: those the contract already
+    /// fits (their incident was healed meanwhile) are loaded at once. One
+    /// contract read and one plan per writer schema per batch, not per record.
+    async fn stragglers(&self, dataset: &str, events: Vec<Quarantined>) -> Result<(), HandleError> {
+        let Some(dataset) = self.context.dataset(dataset) else { return Ok(()) };
+        let events: Vec<Quarantined> = events.into_iter().filter(|e| e.topic == dataset.topic).collect();
+        if events.is_empty() {
             return Ok(());
         }
         let warehouse = self.context.warehouse(dataset).await?;
-        let replay = self.load(dataset, &warehouse, vec![event]).await?;
+        let replay = self.load(dataset, &warehouse, events).await?;
         if replay.loaded > 0 {
-            tracing::info!(dataset = %dataset.name, "loaded a record quarantined after its incident was healed");
+            tracing::info!(dataset = %dataset.name, loaded = replay.loaded, "loaded records quarantined after their incident was healed");
         }
         Ok(())
     }
@@ -225,11 +227,12 @@ impl Applier {
 impl Handler for Applier {
     async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
         let mut out = Vec::with_capacity(batch.len());
+        let mut stragglers: BTreeMap<String, Vec<Quarantined>> = BTreeMap::new();
         for record in batch {
             if record.topic == topics::QUARANTINE {
                 let payload = record.payload.as_deref().unwrap_or_default();
                 match self.context.codec.decode_event::<Quarantined>(payload).await {
-                    Ok(event) => self.straggler(event).await?,
+                    Ok(event) => stragglers.entry(event.envelope.dataset.clone()).or_default().push(event),
                     Err(CodecError::Invalid(reason)) => tracing::warn!(%reason, "unreadable quarantine event"),
                     Err(unavailable) => return Err(unavailable.into()),
                 }
@@ -259,6 +262,10 @@ impl Handler for Applier {
                 payload: self.context.codec.encode_event(&application).await.map_err(HandleError::from)?,
                 headers: record.headers.clone(),
             }]));
+        }
+        // After this batch's decisions: the contract may just have moved.
+        for (dataset, events) in stragglers {
+            self.stragglers(&dataset, events).await?;
         }
         Ok(out)
     }
