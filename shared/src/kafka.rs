@@ -164,3 +164,39 @@ pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::mess
     }
     Ok(records)
 }
+
+/// Reads `topic` from the beginning, record by record, until `done` returns
+/// true or `timeout` passes (then it returns what it read). Unlike
+/// [`read_to_end`] it does not trust the high watermark: for readers that
+/// know exactly what they must find.
+pub async fn read_until(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&rdkafka::message::OwnedMessage) -> bool,
+) -> Result<(Vec<rdkafka::message::OwnedMessage>, bool), TopicError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(failed)?;
+    consumer.subscribe(&[topic]).map_err(failed)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut records = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => {
+                let message = message.map_err(failed)?.detach();
+                let finished = done(&message);
+                records.push(message);
+                if finished {
+                    return Ok((records, true));
+                }
+            }
+            Err(_elapsed) => return Ok((records, false)),
+        }
+    }
+}

@@ -27,6 +27,11 @@ use crate::events::{Envelope, Event, IncidentId, Quarantined};
 use crate::kafka;
 use crate::topics;
 
+/// Header of a quarantine record naming its incident.
+pub const INCIDENT_HEADER: &str = "mend-incident";
+/// Header of a quarantine record naming its source `partition:offset`.
+pub const SOURCE_HEADER: &str = "mend-source";
+
 /// A consumed record, detached from the consumer.
 #[derive(Debug, Clone)]
 pub struct Inbound {
@@ -312,12 +317,11 @@ impl<H: Handler> Runner<H> {
             offset = record.offset, reason = %event.reason, "record quarantined"
         );
         let payload = self.encode_with_retry(&event).await?;
-        Ok(Outbound {
-            topic: topics::QUARANTINE.to_owned(),
-            key: dataset.into_bytes(),
-            payload,
-            headers: record.headers.clone(),
-        })
+        // Readable without decoding: lets a replay know what it has found.
+        let mut headers = record.headers.clone();
+        headers.push((INCIDENT_HEADER.to_owned(), event.envelope.incident_id.0.clone().into_bytes()));
+        headers.push((SOURCE_HEADER.to_owned(), format!("{}:{}", record.partition, record.offset).into_bytes()));
+        Ok(Outbound { topic: topics::QUARANTINE.to_owned(), key: dataset.into_bytes(), payload, headers })
     }
 
     async fn encode_with_retry<E: Event>(&self, event: &E) -> Result<Vec<u8>, RunnerError> {

@@ -16,7 +16,7 @@
 //! append-only tables) and ordered (a keyed row is only replaced by a record
 //! from a later offset).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -151,15 +151,16 @@ const POSITION_COLUMNS: [&str; 2] = ["_mend_partition", "_mend_offset"];
 macro_rules! bookkeeping {
     ($tx:expr, $batch:expr, $max:literal) => {{
         let batch: &Batch<'_> = $batch;
-        for position in batch.quarantined {
+        for (position, writer) in batch.quarantined {
             sqlx::query(
-                "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset, writer_schema_id) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
             .bind(batch.dataset)
             .bind(batch.topic)
             .bind(position.partition)
             .bind(position.offset)
+            .bind(writer.map(i64::from))
             .execute(&mut *$tx)
             .await?;
         }
@@ -219,7 +220,8 @@ impl Warehouse {
             "CREATE TABLE IF NOT EXISTS mend_offsets (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
              partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (dataset, topic, partition_id))",
             "CREATE TABLE IF NOT EXISTS mend_quarantined (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
-             partition_id INTEGER NOT NULL, source_offset BIGINT NOT NULL, PRIMARY KEY (dataset, topic, partition_id, source_offset))",
+             partition_id INTEGER NOT NULL, source_offset BIGINT NOT NULL, writer_schema_id BIGINT, \
+             PRIMARY KEY (dataset, topic, partition_id, source_offset))",
             "CREATE TABLE IF NOT EXISTS mend_contracts (dataset TEXT PRIMARY KEY, schema_id BIGINT NOT NULL, \
              mapping TEXT NOT NULL, updated_by TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS mend_applied (proposal_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, \
@@ -227,6 +229,22 @@ impl Warehouse {
         ];
         for statement in statements {
             self.execute(statement).await?;
+        }
+        // Warehouses created before mend_quarantined recorded writer schemas.
+        let has_writer = "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'mend_quarantined' \
+                          AND column_name = 'writer_schema_id'";
+        let present: i64 = match self {
+            Self::Postgres(pool) => sqlx::query_scalar(has_writer).fetch_one(pool).await?,
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pragma_table_info('mend_quarantined') WHERE name = 'writer_schema_id'",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        if present == 0 {
+            self.execute("ALTER TABLE mend_quarantined ADD COLUMN writer_schema_id BIGINT").await?;
         }
         Ok(())
     }
@@ -359,6 +377,22 @@ impl Warehouse {
             Self::Sqlite(pool) => sqlx::query_as(dynamic(sql)).bind(dataset).fetch_all(pool).await?,
         };
         Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    }
+
+    /// Every source position of `dataset` the loader quarantined with writer
+    /// schema `writer`: what the replay of that incident must find.
+    pub async fn quarantined_positions(
+        &self,
+        dataset: &str,
+        writer: u32,
+    ) -> Result<BTreeSet<(i32, i64)>, WarehouseError> {
+        let sql =
+            "SELECT partition_id, source_offset FROM mend_quarantined WHERE dataset = $1 AND writer_schema_id = $2";
+        let rows: Vec<(i32, i64)> = match self {
+            Self::Postgres(pool) => sqlx::query_as(sql).bind(dataset).bind(i64::from(writer)).fetch_all(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_as(sql).bind(dataset).bind(i64::from(writer)).fetch_all(pool).await?,
+        };
+        Ok(rows.into_iter().collect())
     }
 
     /// Offsets of `topic` the loader quarantined, among `offsets`.
@@ -543,8 +577,9 @@ pub struct Batch<'a> {
     pub key: &'a [String],
     pub columns: &'a [String],
     pub rows: &'a [Row],
-    /// Source offsets sent to quarantine in this batch.
-    pub quarantined: &'a [Position],
+    /// Source positions sent to quarantine in this batch, with the writer
+    /// schema of each (when the record had one).
+    pub quarantined: &'a [(Position, Option<u32>)],
     /// Next offset per partition after this batch.
     pub next_offsets: &'a [(i32, i64)],
 }

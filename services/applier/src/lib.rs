@@ -19,11 +19,15 @@ use mend_shared::config::Dataset;
 use mend_shared::context::Context;
 use mend_shared::events::{Application, Decision, Envelope, Event, IncidentId, Proposal, Quarantined};
 use mend_shared::mapping::LoadPlan;
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
+use mend_shared::runner::{
+    Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, Runner, RunnerStatus, SOURCE_HEADER, decode_event,
+};
 use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
 use mend_shared::{HandleError, kafka, topics};
 
 const SERVICE: &str = "applier";
+/// How long a replay waits for quarantined records still on their way.
+pub const REPLAY_SCAN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counts of one replay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +106,7 @@ impl Applier {
             }
             Err(error) => return Err(error.into()),
         }
-        let replay = self.replay(dataset, &warehouse, &decision.envelope.incident_id).await?;
+        let replay = self.replay(dataset, &warehouse, &decision.envelope.incident_id, writer).await?;
         application.replayed = replay.replayed;
         application.loaded = replay.loaded;
         application.still_quarantined = replay.still_quarantined;
@@ -110,15 +114,44 @@ impl Applier {
     }
 
     /// Replays every quarantined record of `incident`, in source order.
+    ///
+    /// The loader recorded every position it quarantined with `writer`; the
+    /// scan reads `mend.quarantine` until it has found each of them (not just
+    /// to the broker's high watermark), or until [`REPLAY_SCAN`] passes: a
+    /// record still in flight then loads through the straggler path.
     pub async fn replay(
         &self,
         dataset: &Dataset,
         warehouse: &Warehouse,
         incident: &IncidentId,
+        writer: u32,
     ) -> Result<Replay, HandleError> {
-        let records = kafka::read_to_end(&self.context.connections.brokers, topics::QUARANTINE)
-            .await
-            .map_err(|e| HandleError::retry("reading mend.quarantine", e))?;
+        let brokers = &self.context.connections.brokers;
+        let mut missing = warehouse.quarantined_positions(&dataset.name, writer).await?;
+        let records = if missing.is_empty() {
+            kafka::read_to_end(brokers, topics::QUARANTINE).await
+        } else {
+            let header = |message: &rdkafka::message::OwnedMessage, name: &str| {
+                use rdkafka::message::{Headers, Message};
+                message.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value.map(<[u8]>::to_vec)))
+            };
+            let scan = kafka::read_until(brokers, topics::QUARANTINE, REPLAY_SCAN, |message| {
+                if header(message, INCIDENT_HEADER).as_deref() == Some(incident.0.as_bytes())
+                    && let Some(source) = header(message, SOURCE_HEADER)
+                    && let Some((partition, offset)) = String::from_utf8_lossy(&source).split_once(':')
+                    && let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), offset.parse::<i64>())
+                {
+                    missing.remove(&(partition, offset));
+                }
+                missing.is_empty()
+            })
+            .await;
+            if let Ok((_, false)) = &scan {
+                tracing::warn!(%incident, missing = missing.len(), "not every quarantined record is on mend.quarantine yet; the rest load as they arrive");
+            }
+            scan.map(|(records, _)| records)
+        }
+        .map_err(|e| HandleError::retry("reading mend.quarantine", e))?;
         let mut events = Vec::new();
         for message in records {
             use rdkafka::message::Message;

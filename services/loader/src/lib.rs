@@ -216,7 +216,8 @@ impl Loader {
                     Disposition::Emit(Vec::new())
                 }
                 Verdict::Quarantine(reason) => {
-                    quarantined.push(Position { partition: record.partition, offset: record.offset });
+                    let writer = record.payload.as_deref().and_then(schema_id);
+                    quarantined.push((Position { partition: record.partition, offset: record.offset }, writer));
                     Disposition::Quarantine(reason)
                 }
                 Verdict::Skip => Disposition::Emit(Vec::new()),
