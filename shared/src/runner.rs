@@ -280,7 +280,10 @@ impl<H: Handler> Runner<H> {
             match disposition {
                 Disposition::Emit(records) => outputs.extend(records),
                 Disposition::Quarantine(reason) => {
-                    outputs.push(self.quarantine_record(record, reason).await?);
+                    let Some(output) = self.quarantine_record(record, reason, shutdown).await? else {
+                        return Ok(false); // shut down while the registry was away
+                    };
+                    outputs.push(output);
                     self.status.quarantined.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -293,7 +296,14 @@ impl<H: Handler> Runner<H> {
         Ok(true)
     }
 
-    async fn quarantine_record(&self, record: &Inbound, reason: QuarantineReason) -> Result<Outbound, RunnerError> {
+    /// The quarantine event of a record; None when shutdown interrupted a
+    /// registry outage (the batch is then not stored, so nothing is skipped).
+    async fn quarantine_record(
+        &self,
+        record: &Inbound,
+        reason: QuarantineReason,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outbound>, RunnerError> {
         let dataset = reason.dataset.unwrap_or_else(|| record.topic.clone());
         let writer = record.payload.as_deref().and_then(schema_id);
         let mut event = Quarantined {
@@ -316,23 +326,29 @@ impl<H: Handler> Runner<H> {
             service = %self.config.service, topic = %record.topic, partition = record.partition,
             offset = record.offset, reason = %event.reason, "record quarantined"
         );
-        let payload = self.encode_with_retry(&event).await?;
+        let Some(payload) = self.encode_with_retry(&event, shutdown).await? else { return Ok(None) };
         // Readable without decoding: lets a replay know what it has found.
         let mut headers = record.headers.clone();
         headers.push((INCIDENT_HEADER.to_owned(), event.envelope.incident_id.0.clone().into_bytes()));
         headers.push((SOURCE_HEADER.to_owned(), format!("{}:{}", record.partition, record.offset).into_bytes()));
-        Ok(Outbound { topic: topics::QUARANTINE.to_owned(), key: dataset.into_bytes(), payload, headers })
+        Ok(Some(Outbound { topic: topics::QUARANTINE.to_owned(), key: dataset.into_bytes(), payload, headers }))
     }
 
-    async fn encode_with_retry<E: Event>(&self, event: &E) -> Result<Vec<u8>, RunnerError> {
+    async fn encode_with_retry<E: Event>(
+        &self,
+        event: &E,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<u8>>, RunnerError> {
         let mut backoff = retry_backoff();
         loop {
             match self.codec.encode_event(event).await {
-                Ok(bytes) => return Ok(bytes),
+                Ok(bytes) => return Ok(Some(bytes)),
                 Err(crate::codec::CodecError::Unavailable(reason)) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(%reason, ?delay, "registry unavailable; retrying");
-                    tokio::time::sleep(delay).await;
+                    if !sleep_unless_cancelled(delay, shutdown).await {
+                        return Ok(None);
+                    }
                 }
                 Err(invalid) => return Err(RunnerError::Handler(HandleError::fatal("encoding an event", invalid))),
             }
