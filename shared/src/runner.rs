@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,8 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    fn from_message(message: &OwnedMessage) -> Self {
+    /// Copies what the handler needs out of the consumer's buffer (once).
+    fn from_message<M: Message>(message: &M) -> Self {
         let headers = message
             .headers()
             .map(|headers| {
@@ -234,13 +235,19 @@ impl<H: Handler> Runner<H> {
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => message?.detach(),
+                message = self.consumer.recv() => Inbound::from_message(&message?),
             };
-            let mut batch = vec![Inbound::from_message(&first)];
+            let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.config.linger;
             while batch.len() < self.config.max_batch {
+                // Take what is already fetched without arming a timer per
+                // record; wait (up to the linger) only when the queue is empty.
+                if let Some(message) = futures::FutureExt::now_or_never(self.consumer.recv()) {
+                    batch.push(Inbound::from_message(&message?));
+                    continue;
+                }
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(message) => batch.push(Inbound::from_message(&message?.detach())),
+                    Ok(message) => batch.push(Inbound::from_message(&message?)),
                     Err(_elapsed) => break,
                 }
             }

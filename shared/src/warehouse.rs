@@ -750,13 +750,20 @@ async fn sqlite_write(
 
 /// PostgreSQL COPY text format: tab-separated, `\N` for NULL, backslash escapes.
 fn copy_text(rows: &[Row]) -> Vec<u8> {
+    use std::io::Write as _;
     let mut out = Vec::with_capacity(rows.len() * 64);
     for row in rows {
         for value in &row.values {
+            // Writing into a Vec cannot fail.
             match value {
                 SqlValue::Null => out.extend_from_slice(b"\\N"),
                 SqlValue::Bool(b) => out.push(if *b { b't' } else { b'f' }),
-                SqlValue::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+                SqlValue::Int(i) => {
+                    let _ = write!(out, "{i}");
+                }
+                SqlValue::Float(f) if f.is_finite() => {
+                    let _ = write!(out, "{f:?}");
+                }
                 SqlValue::Float(f) => out.extend_from_slice(float_text(*f).as_bytes()),
                 SqlValue::Bytes(b) => {
                     out.extend_from_slice(b"\\\\x");
@@ -770,10 +777,7 @@ fn copy_text(rows: &[Row]) -> Vec<u8> {
             }
             out.push(b'\t');
         }
-        out.extend_from_slice(row.position.partition.to_string().as_bytes());
-        out.push(b'\t');
-        out.extend_from_slice(row.position.offset.to_string().as_bytes());
-        out.push(b'\n');
+        let _ = writeln!(out, "{}\t{}", row.position.partition, row.position.offset);
     }
     out
 }
