@@ -166,9 +166,9 @@ pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::mess
 }
 
 /// Reads `topic` from the beginning, record by record, until `done` returns
-/// true or `timeout` passes (then it returns what it read). Unlike
+/// true or `timeout` passes (then it returns what it read, and false). Unlike
 /// [`read_to_end`] it does not trust the high watermark: for readers that
-/// know exactly what they must find.
+/// know exactly what they must find. No consumer group (no join delay).
 pub async fn read_until(
     brokers: &str,
     topic: &str,
@@ -180,10 +180,23 @@ pub async fn read_until(
     let consumer: StreamConsumer = client_config(brokers)
         .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
         .create()
         .map_err(failed)?;
-    consumer.subscribe(&[topic]).map_err(failed)?;
+    let consumer = std::sync::Arc::new(consumer);
+    let (name, probe) = (topic.to_owned(), consumer.clone());
+    let partitions = tokio::task::spawn_blocking(move || {
+        probe.fetch_metadata(Some(&name), Duration::from_secs(10)).map(|metadata| {
+            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect::<Vec<i32>>()
+        })
+    })
+    .await
+    .map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?
+    .map_err(failed)?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in partitions {
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).map_err(failed)?;
+    }
+    consumer.assign(&assignment).map_err(failed)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut records = Vec::new();
     loop {
