@@ -8,7 +8,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down venv bench fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv bench fmt lint clean
 
 all: build
 
@@ -22,6 +22,11 @@ infra-up:
 ## infra-down: stop them
 infra-down:
 	infra/down.sh
+
+## infra-reset: stop, then forget the local broker's state (topics, groups,
+## registry): the way out when its group coordinator stops answering
+infra-reset: infra-down
+	rm -f .mend/tansu.db .mend/tansu.db-shm .mend/tansu.db-wal
 
 ## venv: the Python clients tests drive mend with (confluent-kafka, …)
 venv: $(VENV)/.installed

@@ -25,7 +25,9 @@ topic = "shop.orders.$RUN"
 table = "orders_$RUN"
 key = ["id"]
 TOML
-export MEND_CONFIG=$DIR/mend.toml MEND_API_ADDR=$API
+# Consumer groups of this run only: Tansu 0.6 can keep an earlier run's
+# members in a group for minutes, and a rebalance waits for them.
+export MEND_CONFIG=$DIR/mend.toml MEND_API_ADDR=$API MEND_GROUP_PREFIX=mend-demo-$RUN
 export MEND_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT MEND_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 
 if curl -sf "http://$API/health" >/dev/null 2>&1; then
