@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use crate::codec::Codec;
 use crate::config::{Connections, Dataset, FileConfig};
 use crate::runner::{Handler, Runner, RunnerConfig, RunnerError, RunnerStatus};
-use crate::warehouse::{Dialect, Warehouse, WarehouseError};
+use crate::warehouse::{Warehouse, WarehouseError};
 
 /// The default warehouse: an embedded SQLite file under `.mend/`.
 pub const DEFAULT_WAREHOUSE: &str = "sqlite://.mend/warehouse.db";
@@ -52,11 +52,6 @@ impl Context {
     /// The warehouse URL of a dataset.
     pub fn warehouse_url_of(&self, dataset: &Dataset) -> String {
         dataset.warehouse.clone().unwrap_or_else(|| self.warehouse_url.clone())
-    }
-
-    /// The dialect of a dataset's warehouse, from its URL (no connection).
-    pub fn dialect_of(&self, dataset: &Dataset) -> Dialect {
-        if self.warehouse_url_of(dataset).starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres }
     }
 
     /// A dataset's warehouse pool (connected once per URL).

@@ -260,9 +260,15 @@ impl<H: Handler> Runner<H> {
     /// Handles, delivers and stores one batch. Returns false when shutdown
     /// interrupted a retry (the batch's offsets are then not stored).
     async fn process(&self, batch: &[Inbound], shutdown: &CancellationToken) -> Result<bool, RunnerError> {
+        // One span per batch, continuing the trace the first record carries
+        // (W3C traceparent header): an incident's stages form one trace.
+        let span = tracing::info_span!("batch", service = %self.config.service, records = batch.len());
+        if let Some(first) = batch.first() {
+            crate::telemetry::continue_trace(&span, &first.headers);
+        }
         let mut backoff = retry_backoff();
         let dispositions = loop {
-            match self.handler.handle(batch).await {
+            match tracing::Instrument::instrument(self.handler.handle(batch), span.clone()).await {
                 Ok(dispositions) if dispositions.len() == batch.len() => break dispositions,
                 Ok(dispositions) => {
                     return Err(RunnerError::Handler(HandleError::Fatal(format!(

@@ -224,10 +224,6 @@ impl Store {
         self.global.unwrap_or_default()
     }
 
-    pub fn global_level_configured(&self) -> Option<Level> {
-        self.global
-    }
-
     pub fn subject_level(&self, subject: &str) -> Option<Level> {
         self.configs.get(subject).copied()
     }
