@@ -188,6 +188,33 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
+impl Decision {
+    /// A sealed decision on `proposal`, carrying exactly the plan it decides
+    /// (steps, hash, target schema) and chained to the proposal.
+    pub fn on(
+        proposal: &Proposal,
+        service: &str,
+        outcome: &str,
+        by: String,
+        channel: String,
+        reason: Option<String>,
+    ) -> Self {
+        let mut decision = Self {
+            envelope: Envelope::answering(service, &proposal.envelope),
+            proposal_id: proposal.proposal_id.clone(),
+            plan_hash: proposal.plan_hash.clone(),
+            writer_schema_id: proposal.writer_schema_id,
+            steps: proposal.steps.clone(),
+            outcome: outcome.to_owned(),
+            by,
+            channel,
+            reason,
+        };
+        decision.seal();
+        decision
+    }
+}
+
 /// The result of applying a decided plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Application {

@@ -367,18 +367,8 @@ async fn decide(api: &Api, proposal_id: &str, outcome: &str, request: DecisionRe
                 format!("proposal {proposal_id} is blocked by policy: {}", proposal.rules.join("; ")),
             );
         }
-        let mut decision = Decision {
-            envelope: Envelope::answering(SERVICE, &proposal.envelope),
-            proposal_id: proposal.proposal_id.clone(),
-            plan_hash: proposal.plan_hash.clone(),
-            writer_schema_id: proposal.writer_schema_id,
-            steps: proposal.steps.clone(),
-            outcome: outcome.into(),
-            by,
-            channel: request.channel.unwrap_or_else(|| "api".into()),
-            reason: request.reason,
-        };
-        decision.seal();
+        let channel = request.channel.unwrap_or_else(|| "api".into());
+        let decision = Decision::on(&proposal, SERVICE, outcome, by, channel, request.reason);
         // Hold the proposal as decided now, so a second call is refused
         // even before the event comes back through the topic.
         model.decision(decision.clone());

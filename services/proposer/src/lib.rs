@@ -251,19 +251,8 @@ impl Proposer {
         };
         proposal.seal();
         let decision = (plan.policy == Policy::Auto).then(|| {
-            let mut decision = Decision {
-                envelope: Envelope::answering(SERVICE, &proposal.envelope),
-                proposal_id: proposal.proposal_id.clone(),
-                plan_hash: proposal.plan_hash.clone(),
-                writer_schema_id: proposal.writer_schema_id,
-                steps: proposal.steps.clone(),
-                outcome: "approved".into(),
-                by: "policy".into(),
-                channel: "policy".into(),
-                reason: Some(proposal.rules.join("; ")),
-            };
-            decision.seal();
-            decision
+            let reason = Some(proposal.rules.join("; "));
+            Decision::on(&proposal, SERVICE, "approved", "policy".into(), "policy".into(), reason)
         });
         Ok((proposal, decision))
     }
