@@ -1,6 +1,7 @@
 //! Configuration: connection settings from flags and environment variables
 //! (the external contract in DESIGN.md), datasets and policy from `mend.toml`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -43,7 +44,7 @@ pub struct FileConfig {
 }
 
 /// One dataset: a source topic loaded into a table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     /// Dataset id; the key of all its events.
@@ -59,6 +60,67 @@ pub struct Dataset {
     pub subject: Option<String>,
     /// Warehouse URL (default `MEND_WAREHOUSE_URL`).
     pub warehouse: Option<String>,
+    /// What policy decides per change kind (`field_added = "auto"`, …);
+    /// kinds not named here get mend's safe defaults.
+    #[serde(default)]
+    pub policy: BTreeMap<String, Policy>,
+    /// Where nested records go: one JSON column per record field (`json`,
+    /// the default) or one `parent__child` column per nested field (`flatten`).
+    #[serde(default)]
+    pub nested: Nested,
+    /// The dbt model documenting the table, patched when columns change.
+    pub dbt: Option<Dbt>,
+}
+
+/// What policy decides for a change, most permissive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Applied without asking anyone.
+    Auto,
+    /// Waits for a person's approval.
+    Approve,
+    /// Not applied: the records stay quarantined and the incident open.
+    Block,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Approve => "approve",
+            Self::Block => "block",
+        }
+    }
+}
+
+/// How nested records become columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nested {
+    /// One JSON column holds the whole record (JSONB on PostgreSQL).
+    #[default]
+    Json,
+    /// One `parent__child` column per nested field.
+    Flatten,
+}
+
+/// A dataset's dbt model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dbt {
+    /// The dbt project's directory (default: the working directory).
+    #[serde(default = "current_dir")]
+    pub project: PathBuf,
+    /// The properties file describing the model (`models/schema.yml`),
+    /// relative to the project: patches name it so, for `git apply`.
+    pub schema: PathBuf,
+    /// The model's name in that file (default: the dataset's table).
+    pub model: Option<String>,
+}
+
+fn current_dir() -> PathBuf {
+    PathBuf::from(".")
 }
 
 impl Dataset {
@@ -97,6 +159,13 @@ impl FileConfig {
             }
             if !names.insert(dataset.name.as_str()) {
                 return Err(invalid(format!("dataset {:?} is declared twice", dataset.name)));
+            }
+            if let Some(unknown) = dataset.policy.keys().find(|k| !crate::drift::kind::ALL.contains(&k.as_str())) {
+                return Err(invalid(format!(
+                    "dataset {:?}: policy names an unknown change kind {unknown:?} (known: {})",
+                    dataset.name,
+                    crate::drift::kind::ALL.join(", ")
+                )));
             }
         }
         Ok(())
@@ -139,6 +208,30 @@ mod tests {
             "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[[dataset]]\nname='a'\ntopic='u'\ntable='u'\n",
         );
         assert!(matches!(twice, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn reads_policy_nesting_and_dbt() -> anyhow::Result<()> {
+        let config = FileConfig::parse(
+            Path::new("mend.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\nnested='flatten'\n\
+             dbt={schema='models/schema.yml'}\n[dataset.policy]\nfield_renamed='auto'\ntype_changed='approve'\n",
+        )?;
+        let a = config.dataset("a").ok_or_else(|| anyhow::anyhow!("missing"))?;
+        assert_eq!(a.policy.get("field_renamed"), Some(&Policy::Auto));
+        assert_eq!(a.nested, Nested::Flatten);
+        assert_eq!(a.dbt.as_ref().map(|d| d.schema.clone()), Some(PathBuf::from("models/schema.yml")));
+        let unknown = FileConfig::parse(
+            Path::new("m.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[dataset.policy]\nfield_moved='auto'\n",
+        );
+        assert!(matches!(unknown, Err(ConfigError::Invalid { .. })), "{unknown:?}");
+        let bad = FileConfig::parse(
+            Path::new("m.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[dataset.policy]\nfield_added='sometimes'\n",
+        );
+        assert!(matches!(bad, Err(ConfigError::Parse { .. })), "{bad:?}");
+        Ok(())
     }
 
     #[test]

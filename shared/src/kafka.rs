@@ -213,3 +213,51 @@ pub async fn read_until(
         }
     }
 }
+
+/// Reads up to `max` records of one partition from `from`, stopping at the
+/// partition's end (high watermark at the call) or after `timeout`. For
+/// evidence samples; not for hot paths. No consumer group.
+pub async fn read_range(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    max: usize,
+    timeout: Duration,
+) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(failed)?;
+    let consumer = std::sync::Arc::new(consumer);
+    let (name, probe) = (topic.to_owned(), consumer.clone());
+    let (_, high) =
+        tokio::task::spawn_blocking(move || probe.fetch_watermarks(&name, partition, Duration::from_secs(10)))
+            .await
+            .map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?
+            .map_err(failed)?;
+    let end = high.min(from.saturating_add(i64::try_from(max).unwrap_or(i64::MAX)));
+    let mut records = Vec::new();
+    if from >= end {
+        return Ok(records);
+    }
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from)).map_err(failed)?;
+    consumer.assign(&assignment).map_err(failed)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(message) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let message = message.map_err(failed)?;
+        let offset = message.offset();
+        if offset < end {
+            records.push(message.detach());
+        }
+        if offset + 1 >= end {
+            break;
+        }
+    }
+    Ok(records)
+}

@@ -558,6 +558,33 @@ impl Warehouse {
         })
     }
 
+    /// Up to `limit` distinct values of one column, as text (evidence for
+    /// rename scoring). Empty when the table or column is missing.
+    pub async fn column_values(&self, table: &str, column: &str, limit: i64) -> Result<Vec<String>, WarehouseError> {
+        let sql = match self {
+            Self::Postgres(_) => format!(
+                "SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL LIMIT $1",
+                c = quote(column),
+                t = quote(table)
+            ),
+            Self::Sqlite(_) => format!(
+                "SELECT DISTINCT CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL LIMIT $1",
+                c = quote(column),
+                t = quote(table)
+            ),
+        };
+        let result = match self {
+            Self::Postgres(pool) => sqlx::query_scalar(dynamic(&sql)).bind(limit).fetch_all(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(dynamic(&sql)).bind(limit).fetch_all(pool).await,
+        };
+        match result {
+            Ok(values) => Ok(values),
+            // The column was dropped or never existed: no evidence.
+            Err(sqlx::Error::Database(_)) => Ok(Vec::new()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// Counts the rows of a table (for reports and tests).
     pub async fn count(&self, table: &str) -> Result<i64, WarehouseError> {
         let sql = format!("SELECT COUNT(*) FROM {}", quote(table));

@@ -130,7 +130,7 @@ fn dataset(name: &str, topic: &str, key: &[&str]) -> Dataset {
         table: name.into(),
         key: key.iter().map(|k| (*k).to_owned()).collect(),
         subject: Some(format!("{topic}-value")),
-        warehouse: None,
+        ..Dataset::default()
     }
 }
 

@@ -9,16 +9,26 @@
 //! Evidence comes from the shared tool functions (`mend_shared::tools`), the
 //! same ones the MCP server exposes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use apache_avro::Schema;
+use apache_avro::types::Value;
+
+use mend_shared::codec::schema_id;
+use mend_shared::config::Dataset;
 use mend_shared::context::Context;
-use mend_shared::drift::classify;
+use mend_shared::drift::{
+    OverlapEvidence, classify_with, comparable, comparable_value, rename_candidates, value_overlap,
+};
 use mend_shared::events::{Detection, Diagnosis, Envelope, Event};
+use mend_shared::mapping::{record_of, to_sql};
 use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
-use mend_shared::{HandleError, tools, topics};
+use mend_shared::{HandleError, kafka, tools, topics};
 
 const SERVICE: &str = "diagnoser";
+/// Drifted records and column values sampled to score a rename.
+pub const SAMPLE: usize = 10_000;
 
 pub struct Diagnoser {
     context: Arc<Context>,
@@ -27,6 +37,87 @@ pub struct Diagnoser {
 impl Diagnoser {
     pub fn new(context: Arc<Context>) -> Self {
         Self { context }
+    }
+
+    /// Value overlap of each rename candidate (a field removed and one added
+    /// with agreeing types): the new field's values in the drifted records
+    /// (sampled from the source topic at the drift) against the old column's
+    /// values in the table.
+    async fn rename_evidence(
+        &self,
+        dataset: &Dataset,
+        detection: &Detection,
+        writer: u32,
+        old: &Schema,
+        new: &Schema,
+        evidence: &mut BTreeMap<String, String>,
+    ) -> Result<OverlapEvidence, HandleError> {
+        let candidates = rename_candidates(old, new);
+        let mut overlap = OverlapEvidence::new();
+        if candidates.is_empty() {
+            return Ok(overlap);
+        }
+        let records = kafka::read_range(
+            &self.context.connections.brokers,
+            &detection.topic,
+            detection.partition,
+            detection.offset,
+            SAMPLE,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| HandleError::retry("sampling drifted records", e))?;
+        // Per added field, the comparable text of its values.
+        let mut values: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let fields: Vec<(&str, Schema)> = candidates
+            .iter()
+            .filter_map(|(_, to)| {
+                let schema = record_of(new)?.fields.iter().find(|f| &f.name == to)?.schema.clone();
+                Some((to.as_str(), schema))
+            })
+            .collect();
+        let mut sampled = 0;
+        for record in &records {
+            let Some(payload) = rdkafka::message::Message::payload(record) else { continue };
+            if schema_id(payload) != Some(writer) {
+                continue;
+            }
+            let Ok(Value::Record(decoded)) = self.context.codec.decode(payload).await else { continue };
+            sampled += 1;
+            for (name, value) in decoded {
+                if let Some((to, schema)) = fields.iter().find(|(f, _)| *f == name)
+                    && let Ok(sql) = to_sql(value, schema)
+                    && let Some(text) = comparable_value(&sql)
+                {
+                    values.entry(to).or_default().push(text);
+                }
+            }
+        }
+        evidence.insert(
+            "rename_sample".into(),
+            format!(
+                "{sampled} drifted records from {} partition {} offset {}",
+                detection.topic, detection.partition, detection.offset
+            ),
+        );
+        let warehouse = self.context.warehouse(dataset).await?;
+        let mapping = warehouse.contract(&dataset.name).await?.map(|c| c.mapping).unwrap_or_default();
+        for (from, to) in &candidates {
+            let column = mapping.get(from).cloned().unwrap_or_else(|| from.clone());
+            let old_values: HashSet<String> = warehouse
+                .column_values(&dataset.table, &column, i64::try_from(SAMPLE).unwrap_or(i64::MAX))
+                .await?
+                .iter()
+                .map(|v| comparable(v))
+                .collect();
+            let new_values = values.get(to.as_str()).map(Vec::as_slice).unwrap_or_default();
+            if new_values.is_empty() || old_values.is_empty() {
+                continue; // nothing to compare: names and types decide
+            }
+            overlap
+                .insert((from.clone(), to.clone()), value_overlap(new_values.iter().map(String::as_str), &old_values));
+        }
+        Ok(overlap)
     }
 
     /// Diagnoses one detection.
@@ -46,7 +137,10 @@ impl Diagnoser {
                     Ok(new) => {
                         evidence.insert("writer_schema".into(), new.raw.clone());
                         evidence.insert("contract_schema".into(), old.raw.clone());
-                        classify(&old.parsed, &new.parsed)
+                        let overlap = self
+                            .rename_evidence(dataset, detection, writer, &old.parsed, &new.parsed, &mut evidence)
+                            .await?;
+                        classify_with(&old.parsed, &new.parsed, &overlap)
                     }
                     Err(mend_shared::codec::CodecError::Invalid(reason)) => {
                         evidence.insert("writer_schema".into(), format!("unknown to the registry: {reason}"));

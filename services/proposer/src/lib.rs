@@ -13,34 +13,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
+use mend_shared::config::{Dataset, Nested};
 use mend_shared::context::Context;
 use mend_shared::drift::kind;
 use mend_shared::events::{Decision, Diagnosis, Envelope, Event, FieldChange, PlanStep, Proposal};
 use mend_shared::mapping::{column_name, record_of, sql_type};
 use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
-use mend_shared::warehouse::{Column, Dialect, quote};
+use mend_shared::warehouse::{Column, Dialect, Warehouse, quote};
 use mend_shared::{HandleError, topics};
 
 const SERVICE: &str = "proposer";
 const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_7072_6f70_6f73_616c_0000_0001);
 
-/// What policy decides for a change, most permissive first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Policy {
-    Auto,
-    Approve,
-    Block,
-}
+pub mod dbt;
 
-impl Policy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Approve => "approve",
-            Self::Block => "block",
-        }
-    }
-}
+pub use mend_shared::config::Policy;
 
 /// What the planner needs to know about the destination.
 #[derive(Debug, Clone)]
@@ -50,6 +37,22 @@ pub struct Target<'a> {
     pub columns: &'a [Column],
     /// The contract's field → column mapping.
     pub mapping: &'a BTreeMap<String, String>,
+    /// Key columns (a removed key field cannot be healed).
+    pub key: &'a [String],
+    /// The dataset's policy table (kind → decision); defaults fill the rest.
+    pub policy: &'a BTreeMap<String, Policy>,
+    pub nested: Nested,
+    /// The dbt file to patch, when the dataset has one.
+    pub dbt: Option<DbtFile<'a>>,
+}
+
+/// A dbt properties file and the model in it.
+#[derive(Debug, Clone)]
+pub struct DbtFile<'a> {
+    /// Path relative to the dbt project (named so in the patch).
+    pub path: &'a str,
+    pub model: &'a str,
+    pub text: &'a str,
 }
 
 /// A plan: its steps, the decision, and the rule behind each change.
@@ -58,141 +61,310 @@ pub struct Plan {
     pub steps: Vec<PlanStep>,
     pub policy: Policy,
     pub rules: Vec<String>,
+    /// Per change (in the order given): its decision and the rule behind it.
+    pub decisions: Vec<(Policy, String)>,
 }
 
 fn step(kind: &str, description: String) -> PlanStep {
     PlanStep { kind: kind.into(), description, sql: None, field: None, column: None, patch: None }
 }
 
-/// Plans the changes of a new writer schema (pure: no I/O).
+/// Where a (possibly nested) field path lives in the table: its own column
+/// (top level, or flattened to `parent__child`), or inside the JSON column of
+/// its top-level parent (nested records in `json` mode, anything in arrays
+/// and maps).
+enum Place {
+    Column(String),
+    InJson(String),
+}
+
+fn place(path: &str, nested: Nested, mapping: &BTreeMap<String, String>) -> Place {
+    let top = path.split(['.', '[', '{']).next().unwrap_or(path);
+    let column_of = |field: &str| mapping.get(field).cloned().unwrap_or_else(|| column_name(field));
+    if top == path {
+        Place::Column(column_of(path))
+    } else if nested == Nested::Flatten && !path.contains(['[', '{']) {
+        Place::Column(column_of(&path.replace('.', "__")))
+    } else {
+        Place::InJson(column_of(top))
+    }
+}
+
+/// The schema of a field path (`a.b`, not through arrays) in a record schema.
+fn schema_at(schema: &Schema, path: &str) -> Option<Schema> {
+    let mut current = schema.clone();
+    for part in path.split('.') {
+        let (inner, _) = mend_shared::mapping::strip_null(&current);
+        let record = record_of(inner)?;
+        current = record.fields.iter().find(|f| f.name == part)?.schema.clone();
+    }
+    Some(current)
+}
+
+/// Plans the changes of a new writer schema (pure: no I/O). Every change
+/// gets a rule naming the decision and where it came from (mend's default or
+/// the dataset's policy); the plan's decision is the strictest of them.
 pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Plan {
     let table = quote(target.table);
-    let field_schema =
-        |name: &str| record_of(writer).and_then(|r| r.fields.iter().find(|f| f.name == name)).map(|f| f.schema.clone());
-    let column_of = |field: &str| target.mapping.get(field).cloned().unwrap_or_else(|| column_name(field));
     let column_info = |column: &str| target.columns.iter().find(|c| c.name == column);
     let mut steps = Vec::new();
     let mut rules = Vec::new();
     let mut policy = Policy::Auto;
-    let mut decide = |decision: Policy, rule: String, rules: &mut Vec<String>| {
-        policy = policy.max(decision);
-        rules.push(format!("{rule} => {}", decision.name()));
-    };
+    let mut dbt_edits = Vec::new();
+    let mut decisions = Vec::new();
     for change in changes {
         let field = change.field.as_str();
-        let nested = field.contains('.');
-        match change.kind.as_str() {
-            kind::FIELD_ADDED if nested => {
-                let parent = field.split('.').next().unwrap_or(field);
-                steps.push(step("mapping", format!("{field} is stored inside the JSON column of {parent}")));
-                decide(Policy::Auto, format!("field_added({field}) nested in a JSON column"), &mut rules);
+        let place = place(field, target.nested, target.mapping);
+        // Choices for a person, listed after the change's rule.
+        let mut options = Vec::new();
+        // The default decision and its reason, per change kind.
+        let (default, why) = match (change.kind.as_str(), &place) {
+            (kind::FIELD_ADDED, Place::InJson(column)) => {
+                steps.push(step("mapping", format!("{field} is stored inside the JSON column {column}")));
+                (Policy::Auto, format!("nested in the JSON column {column}"))
             }
-            kind::FIELD_ADDED => {
-                let column = column_name(field);
-                let sql_type = field_schema(field).map_or_else(|| "TEXT".to_owned(), |s| sql_type(&s, target.dialect));
-                let sql = format!("ALTER TABLE {table} ADD COLUMN {} {sql_type}", quote(&column));
-                steps.push(PlanStep {
-                    sql: Some(sql),
-                    field: Some(field.into()),
-                    column: Some(column.clone()),
-                    ..step("ddl", format!("add column {column} {sql_type} for the new field {field}"))
-                });
+            (kind::FIELD_ADDED, Place::Column(column)) => {
+                let sql_type =
+                    schema_at(writer, field).map_or_else(|| "TEXT".to_owned(), |s| sql_type(&s, target.dialect));
+                if column_info(column).is_none() {
+                    steps.push(PlanStep {
+                        sql: Some(format!("ALTER TABLE {table} ADD COLUMN {} {sql_type}", quote(column))),
+                        field: Some(field.into()),
+                        column: Some(column.clone()),
+                        ..step("ddl", format!("add column {column} {sql_type} for the new field {field}"))
+                    });
+                }
                 steps.push(PlanStep {
                     field: Some(field.into()),
                     column: Some(column.clone()),
                     ..step("mapping", format!("map field {field} to column {column}"))
                 });
-                let optional = change.nullable == Some(true) || change.has_default == Some(true);
-                let decision = if optional { Policy::Auto } else { Policy::Approve };
-                let how = if optional { "nullable or with a default" } else { "required, without a default" };
-                decide(decision, format!("field_added({field}, {how})"), &mut rules);
+                dbt_edits.push(dbt::ColumnEdit::Added {
+                    column: column.clone(),
+                    description: change.evidence.get("doc").cloned(),
+                });
+                if change.nullable == Some(true) || change.has_default == Some(true) {
+                    (Policy::Auto, "nullable or with a default".to_owned())
+                } else {
+                    (Policy::Approve, "required and without a default: earlier records cannot have it".to_owned())
+                }
             }
-            kind::FIELD_RENAMED => {
+            (kind::FIELD_RENAMED, place) => {
                 let from = change.from.as_deref().unwrap_or_default();
                 let to = change.to.as_deref().unwrap_or(field);
-                let column = column_of(from);
-                steps.push(PlanStep {
-                    field: Some(to.into()),
-                    column: Some(column.clone()),
-                    ..step(
-                        "mapping",
-                        format!("map the renamed field {to} onto the existing column {column} (was {from}), so queries on {column} keep working"),
-                    )
-                });
-                let confidence = change.confidence.unwrap_or(0.0);
-                decide(
-                    Policy::Approve,
-                    format!("field_renamed({from} -> {to}, confidence {confidence:.2})"),
-                    &mut rules,
-                );
-            }
-            kind::FIELD_REMOVED => {
-                let column = column_of(field);
-                if column_info(&column).is_some_and(|c| !c.nullable) && target.dialect == Dialect::Postgres {
-                    steps.push(PlanStep {
-                        sql: Some(format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(&column))),
-                        column: Some(column.clone()),
-                        ..step("ddl", format!("allow NULL in {column}: new records no longer carry {field}"))
-                    });
-                } else {
-                    steps.push(step("mapping", format!("keep column {column}; new records leave it NULL")));
-                }
-                decide(Policy::Approve, format!("field_removed({field}); the column is kept"), &mut rules);
-            }
-            kind::TYPE_WIDENED => {
-                let column = column_of(field);
-                let new_type = field_schema(field).map(|s| sql_type(&s, target.dialect));
-                let current = column_info(&column).map(|c| c.sql_type.to_uppercase());
-                match (target.dialect, new_type) {
-                    (Dialect::Postgres, Some(new_type)) if current.as_deref() != Some(new_type.as_str()) => {
+                match (place, self::place(from, target.nested, target.mapping)) {
+                    (Place::Column(_), Place::Column(column)) => {
                         steps.push(PlanStep {
-                            sql: Some(format!("ALTER TABLE {table} ALTER COLUMN {} TYPE {new_type}", quote(&column))),
+                            field: Some(to.replace('.', "__").into()),
+                            column: Some(column.clone()),
+                            ..step(
+                                "mapping",
+                                format!("map the renamed field {to} onto the existing column {column} (was {from}), so queries on {column} keep working"),
+                            )
+                        });
+                        dbt_edits.push(dbt::ColumnEdit::Renamed {
+                            column: column.clone(),
+                            field: to.to_owned(),
+                            from: from.to_owned(),
+                        });
+                    }
+                    (_, Place::InJson(column) | Place::Column(column)) => {
+                        steps.push(step(
+                            "mapping",
+                            format!("{to} (was {from}) is stored inside the JSON column {column} under its new name"),
+                        ));
+                    }
+                }
+                let confidence = change.confidence.unwrap_or(0.0);
+                let proof = change.evidence.get("method").cloned().unwrap_or_default();
+                (Policy::Approve, format!("{from} -> {to}, confidence {confidence:.2}, {proof}"))
+            }
+            (kind::FIELD_REMOVED, Place::InJson(column)) => {
+                steps.push(step("mapping", format!("{field} no longer appears inside the JSON column {column}")));
+                (Policy::Approve, "queries on the JSON path will find nothing in new records".to_owned())
+            }
+            (kind::FIELD_REMOVED, Place::Column(column)) => {
+                if target.key.iter().any(|k| k == column) {
+                    (Policy::Block, format!("{column} is a key column: records without it cannot be upserted"))
+                } else {
+                    if column_info(column).is_some_and(|c| !c.nullable) {
+                        steps.push(PlanStep {
+                            sql: Some(format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(column))),
+                            column: Some(column.clone()),
+                            ..step("ddl", format!("allow NULL in {column}: new records no longer carry {field}"))
+                        });
+                    } else {
+                        steps.push(PlanStep {
+                            column: Some(column.clone()),
+                            ..step("mapping", format!("keep column {column}; new records leave it NULL"))
+                        });
+                    }
+                    (Policy::Approve, "the column is kept, never dropped".to_owned())
+                }
+            }
+            (kind::TYPE_WIDENED, Place::InJson(column)) => {
+                steps.push(step("mapping", format!("the JSON column {column} holds the wider values of {field}")));
+                (Policy::Auto, "inside a JSON column".to_owned())
+            }
+            (kind::TYPE_WIDENED, Place::Column(column)) => {
+                let new_type = schema_at(writer, field).map(|s| sql_type(&s, target.dialect));
+                let current = column_info(column).map(|c| c.sql_type.to_uppercase());
+                match (target.dialect, new_type) {
+                    (Dialect::Postgres, Some(new_type))
+                        if current.as_deref().is_some_and(|c| !same_pg_type(c, &new_type)) =>
+                    {
+                        let using = match (current.as_deref(), new_type.as_str()) {
+                            (Some("TEXT"), "BYTEA") => format!(" USING convert_to({}, 'UTF8')", quote(column)),
+                            (Some("BYTEA"), "TEXT") => format!(" USING convert_from({}, 'UTF8')", quote(column)),
+                            _ => String::new(),
+                        };
+                        steps.push(PlanStep {
+                            sql: Some(format!(
+                                "ALTER TABLE {table} ALTER COLUMN {} TYPE {new_type}{using}",
+                                quote(column)
+                            )),
                             field: Some(field.into()),
                             column: Some(column.clone()),
                             ..step("ddl", format!("widen column {column} to {new_type}"))
                         });
-                        decide(
-                            Policy::Approve,
-                            format!("type_widened({field}) rewrites a PostgreSQL column"),
-                            &mut rules,
-                        );
+                        (Policy::Approve, "rewrites a PostgreSQL column".to_owned())
                     }
                     _ => {
-                        steps.push(step("mapping", format!("column {column} already holds the wider type")));
-                        decide(Policy::Auto, format!("type_widened({field}) needs no DDL"), &mut rules);
+                        steps.push(PlanStep {
+                            field: Some(field.into()),
+                            column: Some(column.clone()),
+                            ..step("mapping", format!("column {column} already holds the wider type"))
+                        });
+                        (Policy::Auto, "needs no DDL".to_owned())
                     }
                 }
             }
-            kind::NULLABILITY_CHANGED if change.nullable == Some(true) => {
-                let column = column_of(field);
-                if column_info(&column).is_some_and(|c| !c.nullable) {
+            (kind::TYPE_CHANGED, place) => {
+                let (old, new) = (change.old_type.as_deref().unwrap_or("?"), change.new_type.as_deref().unwrap_or("?"));
+                if let Place::Column(column) = place {
+                    let sql_type =
+                        schema_at(writer, field).map_or_else(|| "TEXT".to_owned(), |s| sql_type(&s, target.dialect));
+                    options.push(format!(
+                        "option for a person: add a column {column}_{} {sql_type} and map {field} to it (the old column keeps its values)",
+                        sql_type.split(['(', ' ']).next().unwrap_or("new").to_lowercase()
+                    ));
+                    options.push(format!(
+                        "option for a person: cast column {column} to {sql_type}, only if every quarantined value parses as {new}"
+                    ));
+                }
+                (
+                    Policy::Block,
+                    format!("{old} -> {new}: the column cannot hold the new values; records stay quarantined"),
+                )
+            }
+            (kind::NULLABILITY_CHANGED, Place::Column(column)) if change.nullable == Some(true) => {
+                if column_info(column).is_some_and(|c| !c.nullable) {
                     steps.push(PlanStep {
-                        sql: Some(format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(&column))),
+                        sql: Some(format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(column))),
                         column: Some(column.clone()),
                         ..step("ddl", format!("allow NULL in {column}"))
                     });
+                    (Policy::Approve, "now nullable: relaxes NOT NULL".to_owned())
+                } else {
+                    (Policy::Auto, "now nullable; the column already allows NULL".to_owned())
                 }
-                decide(Policy::Approve, format!("nullability_changed({field}, now nullable)"), &mut rules);
             }
-            kind::TYPE_CHANGED => {
-                decide(
-                    Policy::Block,
-                    format!(
-                        "type_changed({field}: {} -> {}) the column cannot hold the new values; records stay quarantined",
-                        change.old_type.as_deref().unwrap_or("?"),
-                        change.new_type.as_deref().unwrap_or("?")
-                    ),
-                    &mut rules,
-                );
+            (kind::ENUM_SYMBOLS_ADDED, Place::Column(column)) => {
+                if let Some(all) = change.evidence.get("all_symbols") {
+                    dbt_edits.push(dbt::ColumnEdit::AcceptedValues {
+                        column: column.clone(),
+                        values: all.split(',').map(str::to_owned).collect(),
+                    });
+                }
+                (Policy::Auto, "the TEXT column holds any symbol".to_owned())
             }
-            other => decide(Policy::Auto, format!("{other}({field}) needs no change to the table"), &mut rules),
-        }
+            (other, _) => (Policy::Auto, format!("{other} needs no change to the table")),
+        };
+        let (decision, source) = match target.policy.get(&change.kind) {
+            Some(configured) => (*configured, "dataset policy"),
+            None => (default, "default"),
+        };
+        policy = policy.max(decision);
+        let rule = format!("{}({field}): {why} => {} ({source})", change.kind, decision.name());
+        rules.push(rule.clone());
+        rules.extend(options);
+        decisions.push((decision, rule));
     }
     if changes.is_empty() {
-        decide(Policy::Block, "no classified change (unknown or unreadable schema)".into(), &mut rules);
+        policy = Policy::Block;
+        rules.push("no classified change (unknown or unreadable schema) => block (default)".into());
+    }
+    if let Some(dbt) = &target.dbt {
+        match dbt::patch(dbt.path, dbt.text, dbt.model, &dbt_edits) {
+            Ok(Some(patch)) => steps.push(PlanStep {
+                patch: Some(patch),
+                ..step("dbt_patch", format!("update the dbt model {} in {}", dbt.model, dbt.path))
+            }),
+            Ok(None) => {}
+            Err(reason) => rules.push(format!("dbt: {reason}; no patch")),
+        }
     }
     steps.push(step("replay", "replay the incident's quarantined records in their original order".into()));
-    Plan { steps, policy, rules }
+    Plan { steps, policy, rules, decisions }
+}
+
+/// Whether a catalog type (information_schema's `data_type`) is the SQL type
+/// mend would declare.
+fn same_pg_type(catalog: &str, declared: &str) -> bool {
+    let catalog = catalog.to_uppercase();
+    let declared = declared.to_uppercase();
+    let canonical = |t: &str| match t {
+        "INTEGER" | "INT" | "INT4" => "INTEGER".to_owned(),
+        "BIGINT" | "INT8" => "BIGINT".to_owned(),
+        "REAL" | "FLOAT4" => "REAL".to_owned(),
+        "DOUBLE PRECISION" | "FLOAT8" => "DOUBLE PRECISION".to_owned(),
+        "TIMESTAMP WITH TIME ZONE" | "TIMESTAMPTZ" => "TIMESTAMPTZ".to_owned(),
+        "TIMESTAMP WITHOUT TIME ZONE" | "TIMESTAMP" => "TIMESTAMP".to_owned(),
+        other if other.starts_with("NUMERIC") => other.to_owned(),
+        other => other.to_owned(),
+    };
+    // The catalog says NUMERIC without precision; a precision change always needs DDL.
+    if declared.starts_with("NUMERIC(") {
+        return false;
+    }
+    canonical(&catalog) == canonical(&declared)
+}
+
+/// Plans `changes` for `dataset` as things stand: the table's columns from
+/// the catalog, the dataset's policy, and its dbt file when it has one.
+pub async fn plan_dataset(
+    dataset: &Dataset,
+    warehouse: &Warehouse,
+    mapping: &BTreeMap<String, String>,
+    changes: &[FieldChange],
+    writer: &Schema,
+) -> Result<Plan, mend_shared::warehouse::WarehouseError> {
+    let columns = warehouse.columns(&dataset.table).await?;
+    let dbt_text = dataset.dbt.as_ref().map(|dbt| {
+        let path = dbt.project.join(&dbt.schema);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    });
+    let schema_path = dataset.dbt.as_ref().map(|d| d.schema.to_string_lossy().into_owned()).unwrap_or_default();
+    let model = dataset.dbt.as_ref().and_then(|d| d.model.clone()).unwrap_or_else(|| dataset.table.clone());
+    let dbt = match &dbt_text {
+        Some(Ok(text)) => Some(DbtFile { path: &schema_path, model: &model, text }),
+        _ => None,
+    };
+    let target = Target {
+        table: &dataset.table,
+        dialect: warehouse.dialect(),
+        columns: &columns,
+        mapping,
+        key: &dataset.key,
+        policy: &dataset.policy,
+        nested: dataset.nested,
+        dbt,
+    };
+    let mut plan = plan(changes, writer, &target);
+    if let Some(Err(reason)) = dbt_text {
+        plan.rules.push(format!("dbt: {reason}; no patch"));
+    }
+    Ok(plan)
 }
 
 pub struct Proposer {
@@ -217,7 +389,6 @@ impl Proposer {
             schema_id: 0,
             mapping: BTreeMap::new(),
         });
-        let columns = warehouse.columns(&dataset.table).await?;
         let writer = match diagnosis.writer_schema_id.and_then(|id| u32::try_from(id).ok()) {
             Some(id) => match self.context.codec.schema(id).await {
                 Ok(schema) => schema.parsed.clone(),
@@ -226,13 +397,7 @@ impl Proposer {
             },
             None => Schema::Null,
         };
-        let target = Target {
-            table: &dataset.table,
-            dialect: warehouse.dialect(),
-            columns: &columns,
-            mapping: &contract.mapping,
-        };
-        let plan = plan(&diagnosis.changes, &writer, &target);
+        let plan = plan_dataset(dataset, &warehouse, &contract.mapping, &diagnosis.changes, &writer).await?;
         let plan_hash = Proposal::hash_steps(&plan.steps);
         let proposal_id = uuid::Uuid::new_v5(
             &PROPOSAL_NAMESPACE,
@@ -318,10 +483,71 @@ mod tests {
     }
 
     fn plan_for(old: &str, new: &str, dialect: Dialect) -> Plan {
+        plan_with(old, new, dialect, &BTreeMap::new(), None)
+    }
+
+    fn plan_with(
+        old: &str,
+        new: &str,
+        dialect: Dialect,
+        policy: &BTreeMap<String, Policy>,
+        dbt: Option<DbtFile<'_>>,
+    ) -> Plan {
         let (old, new) = (schema(old), schema(new));
         let (columns, mapping) = mend_shared::mapping::columns_for(&old, dialect).unwrap();
-        let target = Target { table: "orders", dialect, columns: &columns, mapping: &mapping };
+        let key = ["id".to_owned()];
+        let target = Target {
+            table: "orders",
+            dialect,
+            columns: &columns,
+            mapping: &mapping,
+            key: &key,
+            policy,
+            nested: Nested::Json,
+            dbt,
+        };
         plan(&classify(&old, &new), &new, &target)
+    }
+
+    #[test]
+    fn the_dataset_policy_overrides_the_default_and_says_so() {
+        let new = r#"{"name":"id","type":"long"},{"name":"customer_email","type":"string","aliases":["email"]}"#;
+        let policy = BTreeMap::from([("field_renamed".to_owned(), Policy::Auto)]);
+        let plan = plan_with(BASE, new, Dialect::Sqlite, &policy, None);
+        assert_eq!(plan.policy, Policy::Auto);
+        assert!(plan.rules[0].ends_with("=> auto (dataset policy)"), "{:?}", plan.rules);
+        assert!(plan_for(BASE, new, Dialect::Sqlite).rules[0].ends_with("=> approve (default)"));
+    }
+
+    #[test]
+    fn removing_a_key_field_is_blocked_and_other_removals_keep_the_column() {
+        let plan = plan_for(BASE, r#"{"name":"email","type":"string"}"#, Dialect::Postgres);
+        assert_eq!(plan.policy, Policy::Block);
+        let plan = plan_for(BASE, r#"{"name":"id","type":"long"}"#, Dialect::Postgres);
+        assert_eq!(plan.policy, Policy::Approve);
+        // email was NOT NULL on PostgreSQL: relaxed, never dropped.
+        assert_eq!(plan.steps[0].sql.as_deref(), Some(r#"ALTER TABLE "orders" ALTER COLUMN "email" DROP NOT NULL"#));
+        assert!(plan.steps.iter().filter_map(|s| s.sql.as_deref()).all(|sql| !sql.contains("DROP COLUMN")));
+    }
+
+    #[test]
+    fn a_type_change_offers_options_to_a_person() {
+        let plan = plan_for(BASE, r#"{"name":"id","type":"long"},{"name":"email","type":"long"}"#, Dialect::Postgres);
+        assert_eq!(plan.policy, Policy::Block);
+        assert!(plan.rules.iter().any(|r| r.contains("add a column email_bigint BIGINT")), "{:?}", plan.rules);
+        assert!(plan.rules.iter().any(|r| r.contains("cast column email to BIGINT")), "{:?}", plan.rules);
+        assert!(plan.steps.iter().all(|s| s.sql.is_none()));
+    }
+
+    #[test]
+    fn a_dbt_file_gets_a_patch_step() {
+        let text = "version: 2\nmodels:\n  - name: orders\n    columns:\n      - name: id\n";
+        let dbt = DbtFile { path: "models/schema.yml", model: "orders", text };
+        let new = format!(r#"{BASE},{{"name":"coupon","type":["null","string"],"default":null,"doc":"promo"}}"#);
+        let plan = plan_with(BASE, &new, Dialect::Sqlite, &BTreeMap::new(), Some(dbt));
+        let patch = plan.steps.iter().find(|s| s.kind == "dbt_patch").and_then(|s| s.patch.clone()).unwrap();
+        assert!(patch.contains("+      - name: coupon\n+        description: \"promo\"\n"), "{patch}");
+        assert_eq!(plan.steps.last().map(|s| s.kind.as_str()), Some("replay"));
     }
 
     const BASE: &str = r#"{"name":"id","type":"long"},{"name":"email","type":"string"}"#;
