@@ -41,6 +41,98 @@ pub struct FileConfig {
     /// The datasets mend loads and heals.
     #[serde(default, rename = "dataset")]
     pub datasets: Vec<Dataset>,
+    /// The control API.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]` in mend.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `[[api.token]]`: who may call the API. The file holds each token's
+    /// SHA-256, never the token.
+    #[serde(default)]
+    pub token: Vec<ApiToken>,
+}
+
+/// One API caller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who this is (recorded as the approver of their decisions).
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+}
+
+/// What an API caller may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read incidents, proposals and evidence.
+    Viewer,
+    /// Also approve and reject proposals.
+    Approver,
+    /// Also operate mend (replays).
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "approver" => Ok(Self::Approver),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {other:?} (viewer, approver or admin)")),
+        }
+    }
+}
+
+/// A secret from the environment or a flag; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl ApiToken {
+    /// Parses `MEND_API_TOKENS`: comma-separated `name:role:token`.
+    pub fn parse_list(list: &str) -> Result<Vec<Self>, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let mut parts = entry.splitn(3, ':');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(name), Some(role), Some(token)) if !name.is_empty() && !token.is_empty() => Ok(Self {
+                        name: name.to_owned(),
+                        role: role.parse()?,
+                        sha256: crate::config::sha256_hex(token),
+                    }),
+                    _ => Err("MEND_API_TOKENS entries are name:role:token, comma-separated".to_owned()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// SHA-256 of `text`, hex.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// One dataset: a source topic loaded into a table.
@@ -152,6 +244,15 @@ impl FileConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        for token in &self.api.token {
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "[[api.token]] {:?}: sha256 must be the token's SHA-256 in hex (64 characters), e.g. \
+                     `printf %s TOKEN | sha256sum`",
+                    token.name
+                )));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for dataset in &self.datasets {
             if dataset.name.is_empty() || dataset.topic.is_empty() || dataset.table.is_empty() {
@@ -231,6 +332,24 @@ mod tests {
             "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[dataset.policy]\nfield_added='sometimes'\n",
         );
         assert!(matches!(bad, Err(ConfigError::Parse { .. })), "{bad:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn api_tokens_from_the_file_and_the_environment() -> anyhow::Result<()> {
+        let hash = sha256_hex("s3cret");
+        let config = FileConfig::parse(
+            Path::new("m.toml"),
+            &format!("[[api.token]]\nname='alice'\nrole='approver'\nsha256='{hash}'\n"),
+        )?;
+        assert_eq!(config.api.token[0].role, Role::Approver);
+        assert!(FileConfig::parse(Path::new("m.toml"), "[[api.token]]\nname='a'\nrole='admin'\nsha256='x'\n").is_err());
+        let listed = ApiToken::parse_list("bob:viewer:tok1, carol:admin:a:b").map_err(anyhow::Error::msg)?;
+        assert_eq!(listed[0], ApiToken { name: "bob".into(), role: Role::Viewer, sha256: sha256_hex("tok1") });
+        assert_eq!(listed[1].sha256, sha256_hex("a:b"));
+        assert!(ApiToken::parse_list("bob:owner:x").is_err());
+        assert!(ApiToken::parse_list("bob").is_err());
+        assert_eq!(format!("{:?}", Secret("x".into())), "\"***\"");
         Ok(())
     }
 

@@ -296,9 +296,12 @@ impl Warehouse {
     /// (mend's position columns excluded). Empty when the table is missing.
     pub async fn columns(&self, table: &str) -> Result<Vec<Column>, WarehouseError> {
         let columns = match self {
+            // format_type gives the declared type with its modifiers
+            // (numeric(10,2), character varying(20)), which guardrails compare.
             Self::Postgres(pool) => sqlx::query(
-                "SELECT column_name::text, data_type::text, is_nullable::text = 'YES' FROM information_schema.columns \
-                     WHERE table_name = $1 AND table_schema = current_schema() ORDER BY ordinal_position",
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0 AND NOT a.attisdropped \
+                 ORDER BY a.attnum",
             )
             .bind(table)
             .fetch_all(pool)
@@ -467,6 +470,25 @@ impl Warehouse {
                 sqlite_write(&mut tx, table, key, columns, rows, WriteMode::Replay).await?;
                 tx.commit().await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Runs `statements` in a transaction that is rolled back: a plan that
+    /// fails here fails before anything is changed.
+    pub async fn dry_run(&self, statements: &[String]) -> Result<(), WarehouseError> {
+        macro_rules! run {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for statement in statements {
+                    sqlx::query(dynamic(statement)).execute(&mut *tx).await?;
+                }
+                tx.rollback().await?;
+            }};
+        }
+        match self {
+            Self::Postgres(pool) => run!(pool),
+            Self::Sqlite(pool) => run!(pool),
         }
         Ok(())
     }

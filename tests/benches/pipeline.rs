@@ -120,7 +120,7 @@ async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
 
 fn context(datasets: Vec<Dataset>, prefix: &str) -> anyhow::Result<Arc<Context>> {
     let connections = Connections { brokers: BROKER.into(), registry_url: registry_url(), group_prefix: prefix.into() };
-    Ok(Context::new(connections, FileConfig { datasets }, postgres())?)
+    Ok(Context::new(connections, FileConfig { datasets, ..FileConfig::default() }, postgres())?)
 }
 
 fn dataset(name: &str, topic: &str, key: &[&str]) -> Dataset {
@@ -287,7 +287,8 @@ async fn main() -> anyhow::Result<()> {
     let heal = dataset(&unique("bench_heal").replace('-', "_"), &topic, &[]);
     let connections =
         Connections { brokers: durable.clone(), registry_url: registry_url(), group_prefix: unique("bench") };
-    let context = Context::new(connections, FileConfig { datasets: vec![heal.clone()] }, postgres())?;
+    let context =
+        Context::new(connections, FileConfig { datasets: vec![heal.clone()], ..FileConfig::default() }, postgres())?;
     context.codec.register_event_schemas().await?;
     let baseline = 1000;
     produce(&durable, &topic, register(&subject, V1).await?, &v1, 0, baseline, false).await?;

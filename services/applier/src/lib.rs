@@ -23,7 +23,7 @@ use mend_shared::runner::{
     Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, Runner, RunnerStatus, SOURCE_HEADER, decode_event,
 };
 use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
-use mend_shared::{HandleError, kafka, topics};
+use mend_shared::{HandleError, guard, kafka, topics};
 
 const SERVICE: &str = "applier";
 /// How long a replay waits for quarantined records still on their way.
@@ -88,6 +88,33 @@ impl Applier {
         let statements: Vec<String> =
             decision.steps.iter().filter(|s| s.kind == "ddl").filter_map(|s| s.sql.clone()).collect();
         application.statements = i32::try_from(statements.len()).unwrap_or(i32::MAX);
+        if !warehouse.applied(&decision.proposal_id).await? {
+            // Guardrails: only allowed statement kinds on the dataset's own
+            // table, then a dry run in a transaction that is rolled back.
+            let columns = warehouse.columns(&dataset.table).await?;
+            let refused: Vec<String> = statements
+                .iter()
+                .filter_map(|sql| guard::check(sql, warehouse.dialect(), &dataset.table, &columns).err())
+                .map(|refused| refused.to_string())
+                .collect();
+            if !refused.is_empty() {
+                tracing::warn!(proposal = %decision.proposal_id, ?refused, "plan refused by the guardrails");
+                application.outcome = "refused".into();
+                application.statements = 0;
+                application.error = Some(refused.join("; "));
+                return Ok(application);
+            }
+            match warehouse.dry_run(&statements).await {
+                Ok(()) => {}
+                Err(error) if !error.is_transient() => {
+                    application.outcome = "failed".into();
+                    application.statements = 0;
+                    application.error = Some(format!("dry run: {error}"));
+                    return Ok(application);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         let apply = Apply {
             proposal_id: &decision.proposal_id,
             decision_id: &decision.envelope.event_id,

@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use mend_shared::config::{ApiToken, Role};
 use mend_shared::context::Context;
 use mend_shared::events::{
     Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, Proposal, Quarantined,
@@ -255,6 +256,69 @@ pub struct Api {
     model: Arc<Mutex<ReadModel>>,
     /// Every runner of the process: healthy once all are consuming.
     health: Vec<(String, Arc<RunnerStatus>)>,
+    /// Who may call; empty = no authentication (loopback only).
+    tokens: Vec<ApiToken>,
+}
+
+/// The authenticated caller of a request (absent without authentication).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The role a request needs: reading is for viewers, deciding for approvers,
+/// anything else (operations) for admins.
+fn required_role(method: &axum::http::Method, path: &str) -> Role {
+    if method == axum::http::Method::GET {
+        Role::Viewer
+    } else if path.starts_with("/proposals/") && (path.ends_with("/approve") || path.ends_with("/reject")) {
+        Role::Approver
+    } else {
+        Role::Admin
+    }
+}
+
+/// Bearer-token authentication and role check, on every route but `/health`
+/// once any token is configured.
+async fn authorize(
+    State(api): State<Arc<Api>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if api.tokens.is_empty() || request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let unauthorized = |message: &str| {
+        let mut response = error(StatusCode::UNAUTHORIZED, message);
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"mend\""),
+        );
+        response
+    };
+    let Some(presented) = presented.filter(|t| !t.is_empty()) else {
+        return unauthorized("authentication required: send Authorization: Bearer <token>");
+    };
+    let hash = mend_shared::config::sha256_hex(presented);
+    let Some(token) = api.tokens.iter().find(|t| t.sha256.eq_ignore_ascii_case(&hash)) else {
+        return unauthorized("unknown token");
+    };
+    let needed = required_role(request.method(), request.uri().path());
+    if token.role < needed {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{} is a {:?} and this needs the {needed:?} role", token.name, token.role).to_lowercase(),
+        );
+    }
+    request.extensions_mut().insert(Caller { name: token.name.clone(), role: token.role });
+    next.run(request).await
 }
 
 impl Api {
@@ -286,8 +350,13 @@ pub fn runner(context: &Arc<Context>) -> anyhow::Result<Projection> {
 }
 
 /// The HTTP routes.
-pub fn router(context: Arc<Context>, model: Arc<Mutex<ReadModel>>, health: Vec<(String, Arc<RunnerStatus>)>) -> Router {
-    let api = Arc::new(Api { context, model, health });
+pub fn router(
+    context: Arc<Context>,
+    model: Arc<Mutex<ReadModel>>,
+    health: Vec<(String, Arc<RunnerStatus>)>,
+    tokens: Vec<ApiToken>,
+) -> Router {
+    let api = Arc::new(Api { context, model, health, tokens });
     Router::new()
         .route("/health", get(health_check))
         .route("/incidents", get(list_incidents))
@@ -295,6 +364,7 @@ pub fn router(context: Arc<Context>, model: Arc<Mutex<ReadModel>>, health: Vec<(
         .route("/proposals/{id}", get(show_proposal))
         .route("/proposals/{id}/approve", post(approve))
         .route("/proposals/{id}/reject", post(reject))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
 }
 
@@ -337,16 +407,37 @@ pub struct DecisionRequest {
     pub channel: Option<String>,
 }
 
-async fn approve(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Option<Json<DecisionRequest>>) -> Response {
-    decide(&api, &id, "approved", body.map(|b| b.0).unwrap_or_default()).await
+async fn approve(
+    State(api): State<Arc<Api>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionRequest>>,
+) -> Response {
+    decide(&api, caller.map(|c| c.0), &id, "approved", body.map(|b| b.0).unwrap_or_default()).await
 }
 
-async fn reject(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Option<Json<DecisionRequest>>) -> Response {
-    decide(&api, &id, "rejected", body.map(|b| b.0).unwrap_or_default()).await
+async fn reject(
+    State(api): State<Arc<Api>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionRequest>>,
+) -> Response {
+    decide(&api, caller.map(|c| c.0), &id, "rejected", body.map(|b| b.0).unwrap_or_default()).await
 }
 
-async fn decide(api: &Api, proposal_id: &str, outcome: &str, request: DecisionRequest) -> Response {
-    let Some(by) = request.by.filter(|b| !b.trim().is_empty()) else {
+async fn decide(
+    api: &Api,
+    caller: Option<Caller>,
+    proposal_id: &str,
+    outcome: &str,
+    request: DecisionRequest,
+) -> Response {
+    // An authenticated caller is who decides, whatever the body says.
+    let by = match caller {
+        Some(caller) => Some(caller.name),
+        None => request.by.filter(|b| !b.trim().is_empty()),
+    };
+    let Some(by) = by else {
         return error(StatusCode::BAD_REQUEST, "say who decides: {\"by\": \"name\"}");
     };
     let decision = {

@@ -6,15 +6,18 @@ use serde_json::{Value, json};
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Bearer token (empty: none sent).
+    token: String,
 }
 
 impl Client {
-    pub fn new(api_addr: &str) -> Self {
+    pub fn new(api_addr: &str, token: &str) -> Self {
         let base = if api_addr.starts_with("http") { api_addr.to_owned() } else { format!("http://{api_addr}") };
-        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token: token.to_owned() }
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let request = if self.token.is_empty() { request } else { request.bearer_auth(&self.token) };
         let response = request.send().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the control API at {} ({e}); is `mend up` running? (MEND_API_ADDR)",
@@ -42,6 +45,11 @@ impl Client {
         let body = json!({"by": by, "reason": reason, "channel": "cli"});
         self.call(self.http.post(format!("{}/proposals/{proposal}/{verb}", self.base)).json(&body)).await
     }
+}
+
+/// One change as a line: `kind field (details)`.
+pub fn describe_change(change: &mend_shared::events::FieldChange) -> String {
+    describe_changes(&Value::Array(vec![serde_json::to_value(change).unwrap_or_default()]))
 }
 
 /// One line per change: `kind field (details)`.

@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod plan;
 mod up;
 
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mend_shared::config::{Connections, FileConfig};
+use mend_shared::config::{ApiToken, Connections, FileConfig, Secret};
 use mend_shared::context::{Context, DEFAULT_WAREHOUSE};
 
 /// mend keeps streaming ingestion healthy: it notices Avro schema drift on
@@ -43,6 +44,24 @@ struct Cli {
     /// does not recover from a crashed member (measured).
     #[arg(long, env = "MEND_EVENT_PARTITIONS", default_value_t = 1, global = true)]
     event_partitions: i32,
+
+    /// API tokens `mend up` accepts, comma-separated `name:role:token`
+    /// (roles: viewer, approver, admin); added to `[[api.token]]` of
+    /// mend.toml. With none, the API needs no token and serves loopback only.
+    #[arg(long, env = "MEND_API_TOKENS", hide_env_values = true, default_value = "", hide_default_value = true)]
+    api_tokens: Secret,
+
+    /// The token the other commands (approve, reject, incidents, …) send to
+    /// the API.
+    #[arg(
+        long,
+        env = "MEND_API_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true,
+        global = true
+    )]
+    token: Secret,
 
     #[command(subcommand)]
     command: Command,
@@ -86,6 +105,12 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Show what mend would do if a schema arrived now, changing nothing:
+    /// each change with its kind, evidence and the rule that decided it, the
+    /// plan's steps and the decision. Exit code 0 = applied automatically,
+    /// 2 = approval needed, 3 = blocked (1 = the command failed). Run it in
+    /// CI before deploying a schema change.
+    Plan(plan::Args),
     /// Run the drift demo against a running `mend up`: produce an orders
     /// stream whose schema drifts, approve the rename, and report.
     Demo(demo::Args),
@@ -99,8 +124,16 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<FileConfig> {
     Ok(FileConfig::parse(std::path::Path::new("<embedded default>"), include_str!("default.toml"))?)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = client::Client::new(&cli.api_addr.to_string());
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Plan(args) = cli.command {
+        let config = load_config(&cli.config)?;
+        return plan::run(args, &cli.connections.registry_url, &config, &cli.warehouse).await;
+    }
+    other(cli).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn other(cli: Cli) -> anyhow::Result<()> {
+    let api = client::Client::new(&cli.api_addr.to_string(), &cli.token.0);
     match cli.command {
         Command::Up | Command::Run { .. } => {
             let services = match cli.command {
@@ -108,9 +141,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => up::Service::ALL.to_vec(),
             };
             let config = load_config(&cli.config)?;
+            let mut tokens = ApiToken::parse_list(&cli.api_tokens.0).map_err(anyhow::Error::msg)?;
+            tokens.extend(config.api.token.iter().cloned());
             let context = Context::new(cli.connections, config, cli.warehouse)?;
             let shutdown = mend_shared::shutdown::on_signal();
-            up::run(context, &services, cli.api_addr, cli.event_partitions, shutdown).await
+            up::run(context, &services, cli.api_addr, cli.event_partitions, tokens, shutdown).await
         }
         Command::Incidents { json, dataset } => {
             let mut incidents = api.incidents().await?;
@@ -142,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             demo::run(args, &cli.connections, &config, &cli.warehouse, &api).await
         }
+        Command::Plan(_) => Ok(()), // handled in `run`
     }
 }
 
@@ -150,7 +186,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let _telemetry = mend_shared::telemetry::init("mend");
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("mend: {error:#}");
             ExitCode::FAILURE

@@ -211,7 +211,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                 let current = column_info(column).map(|c| c.sql_type.to_uppercase());
                 match (target.dialect, new_type) {
                     (Dialect::Postgres, Some(new_type))
-                        if current.as_deref().is_some_and(|c| !same_pg_type(c, &new_type)) =>
+                        if current.as_deref().is_some_and(|c| !mend_shared::guard::same_type(c, &new_type)) =>
                     {
                         let using = match (current.as_deref(), new_type.as_str()) {
                             (Some("TEXT"), "BYTEA") => format!(" USING convert_to({}, 'UTF8')", quote(column)),
@@ -306,28 +306,6 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
     }
     steps.push(step("replay", "replay the incident's quarantined records in their original order".into()));
     Plan { steps, policy, rules, decisions }
-}
-
-/// Whether a catalog type (information_schema's `data_type`) is the SQL type
-/// mend would declare.
-fn same_pg_type(catalog: &str, declared: &str) -> bool {
-    let catalog = catalog.to_uppercase();
-    let declared = declared.to_uppercase();
-    let canonical = |t: &str| match t {
-        "INTEGER" | "INT" | "INT4" => "INTEGER".to_owned(),
-        "BIGINT" | "INT8" => "BIGINT".to_owned(),
-        "REAL" | "FLOAT4" => "REAL".to_owned(),
-        "DOUBLE PRECISION" | "FLOAT8" => "DOUBLE PRECISION".to_owned(),
-        "TIMESTAMP WITH TIME ZONE" | "TIMESTAMPTZ" => "TIMESTAMPTZ".to_owned(),
-        "TIMESTAMP WITHOUT TIME ZONE" | "TIMESTAMP" => "TIMESTAMP".to_owned(),
-        other if other.starts_with("NUMERIC") => other.to_owned(),
-        other => other.to_owned(),
-    };
-    // The catalog says NUMERIC without precision; a precision change always needs DDL.
-    if declared.starts_with("NUMERIC(") {
-        return false;
-    }
-    canonical(&catalog) == canonical(&declared)
 }
 
 /// Plans `changes` for `dataset` as things stand: the table's columns from

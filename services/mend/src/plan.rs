@@ -1,0 +1,185 @@
+//! `mend plan`: what mend would do if a schema arrived now, without changing
+//! anything. For producer teams' CI: the exit code says whether the change
+//! would be applied automatically (0), wait for approval (2) or be blocked (3).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use apache_avro::Schema;
+use mend_proposer::{Plan, Policy, plan_dataset};
+use mend_shared::codec::Codec;
+use mend_shared::config::{Dataset, FileConfig};
+use mend_shared::drift::classify;
+use mend_shared::events::FieldChange;
+use mend_shared::mapping::columns_for;
+use mend_shared::warehouse::{Warehouse, quote};
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The dataset the schema is for (a `[[dataset]]` name in mend.toml).
+    #[arg(long)]
+    dataset: String,
+    /// The Avro schema (.avsc) about to be deployed.
+    #[arg(long)]
+    schema: PathBuf,
+    /// Print JSON: `changes` (each with kind, field, evidence, decision and
+    /// rule), `steps` and `decision`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The exit code of a decision.
+fn exit_code(policy: Policy) -> u8 {
+    match policy {
+        Policy::Auto => 0,
+        Policy::Approve => 2,
+        Policy::Block => 3,
+    }
+}
+
+/// The schema the dataset's table matches now: its contract in the
+/// warehouse, else the subject's latest registered version. None when the
+/// dataset has neither (its table does not exist yet).
+async fn baseline(
+    dataset: &Dataset,
+    warehouse: &Warehouse,
+    codec: &Codec,
+    registry_url: &str,
+) -> anyhow::Result<Option<(u32, Schema, std::collections::BTreeMap<String, String>, &'static str)>> {
+    if let Some(contract) = warehouse.contract(&dataset.name).await? {
+        let schema = codec
+            .schema(contract.schema_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("contract schema {} of {}: {e}", contract.schema_id, dataset.name))?;
+        return Ok(Some((contract.schema_id, schema.parsed.clone(), contract.mapping, "contract")));
+    }
+    let url = format!("{}/subjects/{}/versions/latest", registry_url.trim_end_matches('/'), dataset.subject());
+    let response = reqwest::get(&url).await.map_err(|e| anyhow::anyhow!("schema registry at {registry_url}: {e}"))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let body: Value = response.error_for_status()?.json().await?;
+    let id = u32::try_from(body["id"].as_u64().unwrap_or_default())?;
+    let schema = Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
+    let (_, mapping) = columns_for(&schema, warehouse.dialect()).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some((id, schema, mapping, "latest registered version")))
+}
+
+pub async fn run(args: Args, registry_url: &str, config: &FileConfig, warehouse_url: &str) -> anyhow::Result<ExitCode> {
+    let dataset = config.dataset(&args.dataset).ok_or_else(|| {
+        let known: Vec<&str> = config.datasets.iter().map(|d| d.name.as_str()).collect();
+        anyhow::anyhow!("no dataset {:?} in the configuration (known: {})", args.dataset, known.join(", "))
+    })?;
+    let text = std::fs::read_to_string(&args.schema)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.schema.display()))?;
+    let new = Schema::parse_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid Avro schema: {e}", args.schema.display()))?;
+    let warehouse = Warehouse::connect(&dataset.warehouse.clone().unwrap_or_else(|| warehouse_url.to_owned())).await?;
+    let codec = Codec::new(registry_url)?;
+
+    let (contract_id, changes, plan) = match baseline(dataset, &warehouse, &codec, registry_url).await? {
+        Some((id, old, mapping, _)) => {
+            let changes = classify(&old, &new);
+            let plan = plan_dataset(dataset, &warehouse, &mapping, &changes, &new).await?;
+            (Some(id), changes, plan)
+        }
+        None => (None, Vec::new(), first_table(dataset, &warehouse, &new)?),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report(dataset, contract_id, &changes, &plan))?);
+    } else {
+        print_plan(dataset, &args, contract_id, &changes, &plan);
+    }
+    Ok(ExitCode::from(exit_code(plan.policy)))
+}
+
+/// A dataset without a table yet: the first record creates it.
+fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> anyhow::Result<Plan> {
+    let (columns, _) = columns_for(schema, warehouse.dialect()).map_err(|e| anyhow::anyhow!(e))?;
+    let list = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.sql_type)).collect::<Vec<_>>().join(", ");
+    let rule = "no contract yet: the first record creates the table from its schema => auto (default)".to_owned();
+    Ok(Plan {
+        steps: vec![mend_shared::events::PlanStep {
+            kind: "ddl".into(),
+            description: format!("create table {} from this schema", dataset.table),
+            sql: Some(format!("CREATE TABLE {} ({list})", quote(&dataset.table))),
+            field: None,
+            column: None,
+            patch: None,
+        }],
+        policy: Policy::Auto,
+        rules: vec![rule],
+        decisions: Vec::new(),
+    })
+}
+
+fn report(dataset: &Dataset, contract: Option<u32>, changes: &[FieldChange], plan: &Plan) -> Value {
+    let changes: Vec<Value> = changes
+        .iter()
+        .zip(&plan.decisions)
+        .map(|(change, (decision, rule))| {
+            let mut value = serde_json::to_value(change).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.retain(|_, v| !v.is_null());
+                object.insert("decision".into(), json!(decision.name()));
+                object.insert("rule".into(), json!(rule));
+            }
+            value
+        })
+        .collect();
+    json!({
+        "dataset": dataset.name,
+        "table": dataset.table,
+        "contract_schema_id": contract,
+        "changes": changes,
+        "steps": plan.steps,
+        "rules": plan.rules,
+        "decision": plan.policy.name(),
+        "exit_code": exit_code(plan.policy),
+    })
+}
+
+fn print_plan(dataset: &Dataset, args: &Args, contract: Option<u32>, changes: &[FieldChange], plan: &Plan) {
+    let against = contract.map_or_else(|| "no contract yet".to_owned(), |id| format!("contract schema {id}"));
+    println!("mend plan: dataset {} (table {}), {against} -> {}", dataset.name, dataset.table, args.schema.display());
+    if changes.is_empty() && contract.is_some() {
+        println!("\nno changes that need action");
+    } else if !changes.is_empty() {
+        println!("\nchanges");
+        for (change, (decision, rule)) in changes.iter().zip(&plan.decisions) {
+            println!("  {:<8} {}", decision.name(), crate::client::describe_change(change));
+            println!("           rule: {rule}");
+            for (key, value) in &change.evidence {
+                if !key.ends_with("_schema") {
+                    println!("           {key}: {value}");
+                }
+            }
+        }
+    }
+    let extra: Vec<&String> = plan.rules.iter().filter(|r| !plan.decisions.iter().any(|(_, d)| d == *r)).collect();
+    if !extra.is_empty() {
+        println!("\nnotes");
+        for rule in extra {
+            println!("  {rule}");
+        }
+    }
+    println!("\nplan");
+    for (number, step) in plan.steps.iter().enumerate() {
+        println!("  {}. [{}] {}", number + 1, step.kind, step.description);
+        if let Some(sql) = &step.sql {
+            println!("       {sql}");
+        }
+        if let Some(patch) = &step.patch {
+            for line in patch.lines() {
+                println!("       {line}");
+            }
+        }
+    }
+    let meaning = match plan.policy {
+        Policy::Auto => "mend would apply this on its own",
+        Policy::Approve => "mend would wait for a person to approve",
+        Policy::Block => "mend would keep the records quarantined and block the incident",
+    };
+    println!("\ndecision: {} (exit {}): {meaning}", plan.policy.name(), exit_code(plan.policy));
+}
