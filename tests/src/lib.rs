@@ -92,6 +92,46 @@ pub fn committed_offset(group: &str, topic: &str) -> anyhow::Result<Option<i64>>
     })
 }
 
+/// The `mend` binary under test (`MEND_BIN`, else the debug build).
+pub fn mend_bin() -> anyhow::Result<std::path::PathBuf> {
+    let path = match std::env::var("MEND_BIN") {
+        Ok(path) => std::path::PathBuf::from(path),
+        Err(_) => {
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            std::path::PathBuf::from(target).join("debug/mend")
+        }
+    };
+    anyhow::ensure!(path.exists(), "{} is missing: build it with `cargo build -p mend`", path.display());
+    Ok(path)
+}
+
+/// The PostgreSQL warehouse tests use.
+pub fn postgres_url() -> String {
+    std::env::var("MEND_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/warehouse".into())
+}
+
+/// Registers `schema` under `subject` (compatibility NONE first, as upstream
+/// teams that change types do) and returns its id.
+pub async fn register_schema(subject: &str, schema: &str) -> anyhow::Result<u32> {
+    let http = reqwest::Client::new();
+    let base = registry_url();
+    http.put(format!("{base}/config/{subject}"))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"compatibility":"NONE"}"#)
+        .send()
+        .await?
+        .error_for_status()?;
+    let response = http
+        .post(format!("{base}/subjects/{subject}/versions"))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(serde_json::json!({ "schema": schema }).to_string())
+        .send()
+        .await?
+        .error_for_status()?;
+    let body: serde_json::Value = response.json().await?;
+    Ok(u32::try_from(body["id"].as_u64().context("no id")?)?)
+}
+
 /// Polls `check` until it returns Some, or fails after [`WAIT`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
 where

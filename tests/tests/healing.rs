@@ -15,25 +15,9 @@ use anyhow::Context as _;
 use mend_shared::codec::Codec;
 use mend_shared::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
 use mend_shared::warehouse::Warehouse;
-use mend_tests::{brokers, eventually, registry_url, unique};
+use mend_tests::{brokers, eventually, mend_bin, postgres_url, registry_url, unique};
 use rdkafka::message::Message;
 use tokio::process::{Child, Command};
-
-fn mend_bin() -> anyhow::Result<PathBuf> {
-    let path = match std::env::var("MEND_BIN") {
-        Ok(path) => PathBuf::from(path),
-        Err(_) => {
-            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-            PathBuf::from(target).join("debug/mend")
-        }
-    };
-    anyhow::ensure!(path.exists(), "{} is missing: build it with `cargo build -p mend`", path.display());
-    Ok(path)
-}
-
-fn postgres_url() -> String {
-    std::env::var("MEND_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/warehouse".into())
-}
 
 /// One isolated mend deployment: its config, warehouse and API port.
 struct Deployment {

@@ -290,9 +290,11 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
         rules.extend(options);
         decisions.push((decision, rule));
     }
-    if changes.is_empty() {
+    if matches!(writer, Schema::Null) {
         policy = Policy::Block;
-        rules.push("no classified change (unknown or unreadable schema) => block (default)".into());
+        rules.push("the writer schema is unknown or unreadable: nothing can be planned => block (default)".into());
+    } else if changes.is_empty() {
+        rules.push("no change needs action => auto (default)".into());
     }
     if let Some(dbt) = &target.dbt {
         match dbt::patch(dbt.path, dbt.text, dbt.model, &dbt_edits) {
@@ -304,7 +306,9 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
             Err(reason) => rules.push(format!("dbt: {reason}; no patch")),
         }
     }
-    steps.push(step("replay", "replay the incident's quarantined records in their original order".into()));
+    if !changes.is_empty() || matches!(writer, Schema::Null) {
+        steps.push(step("replay", "replay the incident's quarantined records in their original order".into()));
+    }
     Plan { steps, policy, rules, decisions }
 }
 
