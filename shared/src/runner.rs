@@ -162,6 +162,8 @@ pub enum RunnerError {
 pub struct RunnerStatus {
     /// Set once the consumer has partitions assigned or has fetched a record.
     pub consuming: AtomicBool,
+    /// Partitions assigned to this member now.
+    pub assigned: std::sync::atomic::AtomicUsize,
     pub records: std::sync::atomic::AtomicU64,
     pub quarantined: std::sync::atomic::AtomicU64,
 }
@@ -177,8 +179,13 @@ impl rdkafka::ClientContext for RunnerContext {}
 
 impl rdkafka::consumer::ConsumerContext for RunnerContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
-            self.status.consuming.store(true, Ordering::Relaxed);
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(partitions) => {
+                self.status.assigned.store(partitions.count(), Ordering::Relaxed);
+                self.status.consuming.store(true, Ordering::Relaxed);
+            }
+            rdkafka::consumer::Rebalance::Revoke(_) => self.status.assigned.store(0, Ordering::Relaxed),
+            rdkafka::consumer::Rebalance::Error(_) => {}
         }
     }
 }
@@ -186,7 +193,7 @@ impl rdkafka::consumer::ConsumerContext for RunnerContext {
 /// Runs one consumer loop.
 pub struct Runner<H> {
     config: RunnerConfig,
-    consumer: StreamConsumer<RunnerContext>,
+    consumer: Arc<StreamConsumer<RunnerContext>>,
     producer: FutureProducer,
     codec: Arc<Codec>,
     handler: H,
@@ -207,7 +214,7 @@ impl<H: Handler> Runner<H> {
             .create_with_context(RunnerContext { status: status.clone() })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { config, consumer, producer, codec, handler, status })
+        Ok(Self { config, consumer: Arc::new(consumer), producer, codec, handler, status })
     }
 
     /// The runner's counters.
@@ -232,10 +239,17 @@ impl<H: Handler> Runner<H> {
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+        let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stalled_since: Option<(tokio::time::Instant, Vec<i64>)> = None;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = self.consumer.recv() => Inbound::from_message(&message?),
+                _ = watchdog.tick() => {
+                    self.watch(&mut stalled_since).await;
+                    continue;
+                }
             };
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.config.linger;
@@ -254,6 +268,49 @@ impl<H: Handler> Runner<H> {
             if !self.process(&batch, shutdown).await? {
                 return Ok(());
             }
+        }
+    }
+
+    /// A member with no partitions looks at its group's progress: when the
+    /// subscribed partitions have records nobody has committed, and the
+    /// committed offsets have not moved for [`STALLED_AFTER`], no member is
+    /// consuming them and this one rejoins the group (leave, then subscribe
+    /// again) so the partitions are assigned anew.
+    ///
+    /// Why: a broker's group coordinator can settle a rebalance with every
+    /// partition assigned to a member that has died (measured on Tansu 0.6:
+    /// after a SIGKILL, the restarted member became leader without being
+    /// told and got an empty assignment, forever). On a healthy cluster an
+    /// idle member sees the offsets move, or no lag, and does nothing.
+    async fn watch(&self, stalled_since: &mut Option<(tokio::time::Instant, Vec<i64>)>) {
+        if self.status.assigned.load(Ordering::Relaxed) > 0 {
+            *stalled_since = None;
+            return;
+        }
+        let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
+        let progress = tokio::task::spawn_blocking(move || group_progress(consumer.as_ref(), &topics)).await;
+        let Ok(Ok((lag, committed))) = progress else {
+            return; // the broker did not answer: nothing to conclude
+        };
+        match stalled_since.as_ref() {
+            _ if lag == 0 => *stalled_since = None,
+            Some((_, before)) if *before != committed => {
+                *stalled_since = Some((tokio::time::Instant::now(), committed))
+            }
+            Some((since, _)) if since.elapsed() >= STALLED_AFTER => {
+                tracing::warn!(
+                    service = %self.config.service, group = %self.config.group_id, lag,
+                    "no member has consumed this group's partitions for {STALLED_AFTER:?} and this one has none: rejoining the group"
+                );
+                let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+                self.consumer.unsubscribe();
+                if let Err(error) = self.consumer.subscribe(&topics) {
+                    tracing::error!(%error, "could not subscribe again; retrying at the next check");
+                }
+                *stalled_since = None;
+            }
+            Some(_) => {}
+            None => *stalled_since = Some((tokio::time::Instant::now(), committed)),
         }
     }
 
@@ -424,6 +481,44 @@ impl<H: Handler> Runner<H> {
             }
         }
     }
+}
+
+/// How often a member without partitions checks its group's progress.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(5);
+/// How long a group's lagging partitions may go unconsumed before an idle
+/// member rejoins (three session timeouts).
+pub const STALLED_AFTER: Duration = Duration::from_secs(18);
+
+/// The group's total lag over `topics` and its committed offsets (blocking:
+/// metadata, watermark and offset requests).
+fn group_progress<C: Consumer<RunnerContext>>(
+    consumer: &C,
+    topics: &[String],
+) -> Result<(i64, Vec<i64>), rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let mut list = TopicPartitionList::new();
+    let mut highs = HashMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+            let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            highs.insert((topic.clone(), partition), (low, high));
+            list.add_partition(topic, partition);
+        }
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    let mut lag = 0;
+    let mut offsets = Vec::new();
+    for element in committed.elements() {
+        let (low, high) = highs.get(&(element.topic().to_owned(), element.partition())).copied().unwrap_or((0, 0));
+        let at = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+        offsets.push(at);
+    }
+    Ok((lag, offsets))
 }
 
 fn retry_backoff() -> impl Iterator<Item = Duration> {

@@ -28,7 +28,8 @@ pub fn init(service: &'static str) -> Telemetry {
     let provider = SdkTracerProvider::builder().build();
     let tracer = provider.tracer(service);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx::postgres::notice=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx::postgres::notice=warn"));
     let json = std::env::var("MEND_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt = if json {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()

@@ -141,7 +141,10 @@ async fn matrix(dialect: &str) -> anyhow::Result<()> {
     assert_eq!(change["confidence"], 1.0);
     assert!(sql(&report).is_empty());
     let mapping = report["steps"].as_array().into_iter().flatten().find(|s| s["kind"] == "mapping").cloned();
-    assert_eq!(mapping.map(|m| (m["field"].clone(), m["column"].clone())), Some((json!("customer_email"), json!("email"))));
+    assert_eq!(
+        mapping.map(|m| (m["field"].clone(), m["column"].clone())),
+        Some((json!("customer_email"), json!("email")))
+    );
 
     // Without an alias: names that only differ in separators are a rename,
     // unrelated ones a removal plus an addition.
@@ -176,8 +179,9 @@ async fn matrix(dialect: &str) -> anyhow::Result<()> {
         planned.plan(&v2(|f| f[2] = json!({"name": "qty", "type": ["null", "int"], "default": null})))?;
     assert!(kinds(&report).contains(&pair("nullability_changed", "qty")), "{report}");
     assert_eq!(code, if pg { 2 } else { 0 }, "PostgreSQL relaxes NOT NULL with approval: {report}");
-    let symbols =
-        v2(|f| f[4] = json!({"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["paid", "shipped", "refunded"]}}));
+    let symbols = v2(
+        |f| f[4] = json!({"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["paid", "shipped", "refunded"]}}),
+    );
     let (code, report) = planned.plan(&symbols)?;
     assert_eq!((code, kinds(&report)), (0, vec![pair("enum_symbols_added", "status")]));
 
@@ -218,7 +222,8 @@ async fn plan_matrix_on_sqlite() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_dataset_policy_decides_and_bad_input_is_a_clear_error() -> anyhow::Result<()> {
-    let planned = Planned::new("postgres", "[dataset.policy]\ntype_widened = \"auto\"\nfield_added = \"block\"\n").await?;
+    let planned =
+        Planned::new("postgres", "[dataset.policy]\ntype_widened = \"auto\"\nfield_added = \"block\"\n").await?;
     let (code, report) = planned.plan(&v2(|f| f[2] = json!({"name": "qty", "type": "long"})))?;
     assert_eq!(code, 0, "{report}");
     assert!(report["changes"][0]["rule"].as_str().unwrap_or("").ends_with("(dataset policy)"));
