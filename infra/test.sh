@@ -29,12 +29,12 @@ export MEND_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/warehouse
 export MEND_BIN=$CARGO_TARGET_DIR/debug/mend
 
 log "integration tests (Rust)"
-cargo test -p mend-tests -q --test registry --test runner -- --test-threads 2
+cargo test -p mend-tests -q --test registry --test runner --test plan -- --test-threads 2
 # The healing stories run one at a time: on Tansu 0.6 the consumer groups of
 # a SIGKILLed `mend up` never get partitions back while another deployment's
 # groups are active on the broker (measured: no progress in 120 s, twice);
 # alone, the same test recovers in ~20 s.
-cargo test -p mend-tests -q --test healing -- --test-threads 1
+cargo test -p mend-tests -q --test healing --test approvals -- --test-threads 1
 
 log "integration tests (Python clients)"
 .mend/venv/bin/python -m pytest -q tests/python

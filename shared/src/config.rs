@@ -44,6 +44,19 @@ pub struct FileConfig {
     /// The control API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Slack approvals.
+    #[serde(default)]
+    pub slack: SlackConfig,
+}
+
+/// `[slack]` in mend.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Slack user id → approver name (`approvers = { U012AB3CD = "alice" }`):
+    /// only these users' button presses count, recorded under these names.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, String>,
 }
 
 /// `[api]` in mend.toml.

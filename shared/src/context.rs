@@ -24,7 +24,18 @@ pub struct Context {
     pub warehouse_url: String,
     pub producer: FutureProducer,
     pub codec: Arc<Codec>,
+    pub integrations: Integrations,
     warehouses: Mutex<HashMap<String, Warehouse>>,
+}
+
+/// Where mend notifies people (optional; nothing is sent without them).
+#[derive(Debug, Clone, Default)]
+pub struct Integrations {
+    /// Slack incoming webhook for proposals awaiting approval.
+    pub slack_webhook_url: Option<String>,
+    /// GitHub API base (`https://api.github.com`) and token for pull requests.
+    pub github_api_url: String,
+    pub github_token: Option<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -44,9 +55,27 @@ pub enum ContextError {
 
 impl Context {
     pub fn new(connections: Connections, config: FileConfig, warehouse_url: String) -> Result<Arc<Self>, ContextError> {
+        Self::with(connections, config, warehouse_url, Integrations::default())
+    }
+
+    /// A context that also notifies through `integrations`.
+    pub fn with(
+        connections: Connections,
+        config: FileConfig,
+        warehouse_url: String,
+        integrations: Integrations,
+    ) -> Result<Arc<Self>, ContextError> {
         let producer = crate::runner::producer(&connections.brokers)?;
         let codec = Codec::new(&connections.registry_url)?;
-        Ok(Arc::new(Self { connections, config, warehouse_url, producer, codec, warehouses: Mutex::default() }))
+        Ok(Arc::new(Self {
+            connections,
+            config,
+            warehouse_url,
+            producer,
+            codec,
+            integrations,
+            warehouses: Mutex::default(),
+        }))
     }
 
     /// The warehouse URL of a dataset.

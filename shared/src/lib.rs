@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod mapping;
 pub mod runner;
 pub mod shutdown;
+pub mod slack;
 pub mod telemetry;
 pub mod tools;
 pub mod topics;

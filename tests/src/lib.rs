@@ -149,3 +149,85 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One isolated mend deployment: its own dataset (`<name>.orders` → table
+/// `<name>`, keyed by `id`), config, warehouse, API port and consumer groups.
+pub struct Deployment {
+    pub dir: std::path::PathBuf,
+    pub dataset: String,
+    pub warehouse: String,
+    pub api: String,
+    /// Extra environment for every command.
+    pub env: Vec<(String, String)>,
+}
+
+impl Deployment {
+    /// `warehouse` is `sqlite` or `postgres`; `extra` is appended to mend.toml
+    /// (dataset tables such as `[dataset.policy]` come right after the dataset).
+    pub fn new(warehouse: &str, extra: &str) -> anyhow::Result<Self> {
+        let name = unique("heal").replace('-', "_");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let warehouse =
+            if warehouse == "sqlite" { format!("sqlite://{}/warehouse.db", dir.display()) } else { postgres_url() };
+        std::fs::write(
+            dir.join("mend.toml"),
+            format!(
+                "[[dataset]]\nname = \"{name}\"\ntopic = \"{name}.orders\"\ntable = \"{name}\"\nkey = [\"id\"]\n{extra}"
+            ),
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Ok(Self { dir, dataset: name, warehouse, api: format!("127.0.0.1:{port}"), env: Vec::new() })
+    }
+
+    /// The dataset's source topic.
+    pub fn topic(&self) -> String {
+        format!("{}.orders", self.dataset)
+    }
+
+    /// A `mend` command for this deployment.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<tokio::process::Command> {
+        let mut command = tokio::process::Command::new(mend_bin()?);
+        command
+            .args(args)
+            .env("MEND_CONFIG", self.dir.join("mend.toml"))
+            .env("MEND_WAREHOUSE_URL", &self.warehouse)
+            .env("MEND_API_ADDR", &self.api)
+            .env("MEND_KAFKA_BROKERS", brokers())
+            .env("MEND_REGISTRY_URL", registry_url())
+            .env("MEND_GROUP_PREFIX", &self.dataset)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .kill_on_drop(true);
+        Ok(command)
+    }
+
+    /// Starts `mend up` (stderr to `log` in the deployment's directory) and
+    /// waits until every service is consuming.
+    pub async fn up(&self, log: &str) -> anyhow::Result<tokio::process::Child> {
+        let log = std::fs::File::create(self.dir.join(log))?;
+        let child = self.command(&["up"])?.stdout(std::process::Stdio::null()).stderr(log).spawn()?;
+        let health = format!("http://{}/health", self.api);
+        eventually("mend up to be healthy", || {
+            let health = health.clone();
+            async move { Ok(reqwest::get(&health).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+        })
+        .await?;
+        Ok(child)
+    }
+}
+
+/// Produces one Avro record in the Confluent wire format (schema `id`).
+pub async fn produce_avro(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    schema_id: u32,
+    schema: &apache_avro::Schema,
+    value: apache_avro::types::Value,
+) -> anyhow::Result<()> {
+    #[allow(deprecated)]
+    let datum = apache_avro::to_avro_datum(schema, value)?;
+    let payload = [&[0u8][..], &schema_id.to_be_bytes()[..], &datum].concat();
+    produce(producer, topic, key.as_bytes(), &payload).await?;
+    Ok(())
+}

@@ -7,7 +7,6 @@
 //! through the registry). One test kills `mend up` with SIGKILL mid-story.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,60 +14,17 @@ use anyhow::Context as _;
 use mend_shared::codec::Codec;
 use mend_shared::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
 use mend_shared::warehouse::Warehouse;
-use mend_tests::{brokers, eventually, mend_bin, postgres_url, registry_url, unique};
+use mend_tests::{Deployment, brokers, eventually, registry_url};
 use rdkafka::message::Message;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-/// One isolated mend deployment: its config, warehouse and API port.
-struct Deployment {
-    dir: PathBuf,
-    dataset: String,
-    warehouse: String,
-    api: String,
+/// The drift demo of a deployment, and its report.
+trait Demo {
+    fn demo(&self, records: usize) -> anyhow::Result<Child>;
+    fn report(&self) -> anyhow::Result<serde_json::Value>;
 }
 
-impl Deployment {
-    fn new(warehouse: &str) -> anyhow::Result<Self> {
-        let name = unique("heal").replace('-', "_");
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
-        let warehouse =
-            if warehouse == "sqlite" { format!("sqlite://{}/warehouse.db", dir.display()) } else { postgres_url() };
-        std::fs::write(
-            dir.join("mend.toml"),
-            format!("[[dataset]]\nname = \"{name}\"\ntopic = \"{name}.orders\"\ntable = \"{name}\"\nkey = [\"id\"]\n"),
-        )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Ok(Self { dir, dataset: name, warehouse, api: format!("127.0.0.1:{port}") })
-    }
-
-    fn command(&self, args: &[&str]) -> anyhow::Result<Command> {
-        let mut command = Command::new(mend_bin()?);
-        command
-            .args(args)
-            .env("MEND_CONFIG", self.dir.join("mend.toml"))
-            .env("MEND_WAREHOUSE_URL", &self.warehouse)
-            .env("MEND_API_ADDR", &self.api)
-            .env("MEND_KAFKA_BROKERS", brokers())
-            .env("MEND_REGISTRY_URL", registry_url())
-            .env("MEND_GROUP_PREFIX", &self.dataset)
-            .kill_on_drop(true);
-        Ok(command)
-    }
-
-    /// Starts `mend up` and waits until every service is consuming.
-    async fn up(&self, log: &str) -> anyhow::Result<Child> {
-        let log = std::fs::File::create(self.dir.join(log))?;
-        let child = self.command(&["up"])?.stdout(Stdio::null()).stderr(log).spawn()?;
-        let health = format!("http://{}/health", self.api);
-        eventually("mend up to be healthy", || {
-            let health = health.clone();
-            async move { Ok(reqwest::get(&health).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-        })
-        .await?;
-        Ok(child)
-    }
-
+impl Demo for Deployment {
     fn demo(&self, records: usize) -> anyhow::Result<Child> {
         let report = self.dir.join("report.json");
         let records = records.to_string();
@@ -150,7 +106,7 @@ async fn check_warehouse(deployment: &Deployment, records: i64) -> anyhow::Resul
 
 async fn drift_story(warehouse: &str) -> anyhow::Result<()> {
     let records = 100;
-    let deployment = Deployment::new(warehouse)?;
+    let deployment = Deployment::new(warehouse, "")?;
     let up = deployment.up("up.log").await?;
     let status = deployment.demo(records)?.wait().await?;
     assert!(status.success(), "mend demo failed (see {})", deployment.dir.display());
@@ -184,7 +140,7 @@ async fn drift_story_on_sqlite() -> anyhow::Result<()> {
 #[tokio::test]
 async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let records = 100;
-    let deployment = Deployment::new("postgres")?;
+    let deployment = Deployment::new("postgres", "")?;
     let mut up = deployment.up("up-1.log").await?;
     let mut demo = deployment.demo(records)?;
     let incidents = format!("http://{}/incidents", deployment.api);

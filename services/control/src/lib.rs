@@ -256,8 +256,16 @@ pub struct Api {
     model: Arc<Mutex<ReadModel>>,
     /// Every runner of the process: healthy once all are consuming.
     health: Vec<(String, Arc<RunnerStatus>)>,
+    settings: ApiSettings,
+}
+
+/// How the API authenticates its callers.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
     /// Who may call; empty = no authentication (loopback only).
-    tokens: Vec<ApiToken>,
+    pub tokens: Vec<ApiToken>,
+    /// Verifies `POST /slack/interactions` (MEND_SLACK_SIGNING_SECRET).
+    pub slack_signing_secret: Option<String>,
 }
 
 /// The authenticated caller of a request (absent without authentication).
@@ -286,7 +294,13 @@ async fn authorize(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if api.tokens.is_empty() || request.uri().path() == "/health" {
+    // Slack and GitHub callbacks carry signatures of their own.
+    let path = request.uri().path();
+    if api.settings.tokens.is_empty()
+        || path == "/health"
+        || path.starts_with("/slack/")
+        || path.starts_with("/github/")
+    {
         return next.run(request).await;
     }
     let presented = request
@@ -307,7 +321,7 @@ async fn authorize(
         return unauthorized("authentication required: send Authorization: Bearer <token>");
     };
     let hash = mend_shared::config::sha256_hex(presented);
-    let Some(token) = api.tokens.iter().find(|t| t.sha256.eq_ignore_ascii_case(&hash)) else {
+    let Some(token) = api.settings.tokens.iter().find(|t| t.sha256.eq_ignore_ascii_case(&hash)) else {
         return unauthorized("unknown token");
     };
     let needed = required_role(request.method(), request.uri().path());
@@ -354,9 +368,9 @@ pub fn router(
     context: Arc<Context>,
     model: Arc<Mutex<ReadModel>>,
     health: Vec<(String, Arc<RunnerStatus>)>,
-    tokens: Vec<ApiToken>,
+    settings: ApiSettings,
 ) -> Router {
-    let api = Arc::new(Api { context, model, health, tokens });
+    let api = Arc::new(Api { context, model, health, settings });
     Router::new()
         .route("/health", get(health_check))
         .route("/incidents", get(list_incidents))
@@ -364,6 +378,7 @@ pub fn router(
         .route("/proposals/{id}", get(show_proposal))
         .route("/proposals/{id}/approve", post(approve))
         .route("/proposals/{id}/reject", post(reject))
+        .route("/slack/interactions", post(slack_interaction))
         .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
 }
@@ -440,51 +455,147 @@ async fn decide(
     let Some(by) = by else {
         return error(StatusCode::BAD_REQUEST, "say who decides: {\"by\": \"name\"}");
     };
+    let channel = request.channel.unwrap_or_else(|| "api".into());
+    match record_decision(api, proposal_id, outcome, by, channel, request.reason).await {
+        Ok(decision) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id,
+                "outcome": decision.outcome, "by": decision.by, "plan_hash": decision.plan_hash,
+            })),
+        )
+            .into_response(),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Records a decision on a proposal: checked against the read model (it
+/// exists, it is not decided yet, policy does not block it), published to
+/// `mend.decisions` and acknowledged by the broker before it counts.
+pub async fn record_decision(
+    api: &Api,
+    proposal_id: &str,
+    outcome: &str,
+    by: String,
+    channel: String,
+    reason: Option<String>,
+) -> Result<Decision, (StatusCode, String)> {
     let decision = {
         let mut model = api.model();
         let Some(proposal) = model.proposals.get(proposal_id).cloned() else {
-            return error(StatusCode::NOT_FOUND, format!("no proposal {proposal_id}"));
+            return Err((StatusCode::NOT_FOUND, format!("no proposal {proposal_id}")));
         };
         let incident = model.incident(&proposal.envelope);
         if let Some(decided) = &incident.decision {
-            return error(
+            return Err((
                 StatusCode::CONFLICT,
                 format!("proposal {proposal_id} was already {} by {}; nothing applied", decided.outcome, decided.by),
-            );
+            ));
         }
         if proposal.policy == "block" && outcome == "approved" {
-            return error(
+            return Err((
                 StatusCode::CONFLICT,
                 format!("proposal {proposal_id} is blocked by policy: {}", proposal.rules.join("; ")),
-            );
+            ));
         }
-        let channel = request.channel.unwrap_or_else(|| "api".into());
-        let decision = Decision::on(&proposal, SERVICE, outcome, by, channel, request.reason);
+        let decision = Decision::on(&proposal, SERVICE, outcome, by, channel, reason);
         // Hold the proposal as decided now, so a second call is refused
         // even before the event comes back through the topic.
         model.decision(decision.clone());
         decision
     };
+    let undo = |api: &Api| {
+        let mut model = api.model();
+        if let Some(incident) = model.incidents.get_mut(&decision.envelope.incident_id.0) {
+            incident.decision = None;
+            incident.status = "awaiting_approval".into();
+        }
+    };
     let payload = match api.context.codec.encode_event(&decision).await {
         Ok(payload) => payload,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the decision: {e}")),
+        Err(e) => {
+            undo(api);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the decision: {e}")));
+        }
     };
     let key = decision.envelope.dataset.clone();
     let record = FutureRecord::to(Decision::TOPIC).key(&key).payload(&payload);
     match api.context.producer.send(record, Duration::from_secs(30)).await {
-        Ok(_) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id, "outcome": decision.outcome})),
-        )
-            .into_response(),
+        Ok(_) => Ok(decision),
         Err((e, _)) => {
             // Not recorded: let the proposal be decided again.
-            let mut model = api.model();
-            if let Some(incident) = model.incidents.get_mut(&decision.envelope.incident_id.0) {
-                incident.decision = None;
-                incident.status = "awaiting_approval".into();
-            }
-            error(StatusCode::SERVICE_UNAVAILABLE, format!("the decision was not recorded: {e}"))
+            undo(api);
+            Err((StatusCode::SERVICE_UNAVAILABLE, format!("the decision was not recorded: {e}")))
+        }
+    }
+}
+
+/// `POST /slack/interactions`: an Approve or Reject button pressed in the
+/// message mend posted. The request must carry Slack's signature over the
+/// exact body (and be at most five minutes old); the Slack user must be
+/// mapped to an approver (`[slack] approvers` in mend.toml). The message is
+/// then replaced, through `response_url`, by the decision.
+async fn slack_interaction(
+    State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(secret) = api.settings.slack_signing_secret.as_deref() else {
+        return error(StatusCode::NOT_FOUND, "Slack interactions are not configured (MEND_SLACK_SIGNING_SECRET)");
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = mend_shared::events::now_millis() / 1000;
+    if let Err(refused) =
+        mend_shared::slack::verify(secret, header("x-slack-request-timestamp"), header("x-slack-signature"), &body, now)
+    {
+        tracing::warn!(%refused, "Slack interaction refused");
+        return error(StatusCode::UNAUTHORIZED, refused.to_string());
+    }
+    let payload = form_urlencoded::parse(&body).find(|(k, _)| k == "payload").map(|(_, v)| v.into_owned());
+    let Some(payload) = payload.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok()) else {
+        return error(StatusCode::BAD_REQUEST, "expected a form field `payload` holding Slack's JSON");
+    };
+    let action = &payload["actions"][0];
+    let (Some(action_id), Some(proposal_id)) = (action["action_id"].as_str(), action["value"].as_str()) else {
+        return error(StatusCode::BAD_REQUEST, "no action in the payload");
+    };
+    let outcome = match action_id {
+        "approve" => "approved",
+        "reject" => "rejected",
+        other => return error(StatusCode::BAD_REQUEST, format!("unknown action {other:?}")),
+    };
+    let user = payload["user"]["id"].as_str().unwrap_or_default().to_owned();
+    let response_url = payload["response_url"].as_str().map(str::to_owned);
+    let reply = |message: serde_json::Value| {
+        if let Some(url) = response_url.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = mend_shared::slack::post(&reqwest::Client::new(), &url, &message).await {
+                    tracing::warn!(error = %e, "could not update the Slack message");
+                }
+            });
+        }
+    };
+    let Some(approver) = api.context.config.slack.approvers.get(&user).cloned() else {
+        reply(json!({"response_type": "ephemeral", "replace_original": false,
+                     "text": format!("<@{user}> is not a mend approver; nothing was decided")}));
+        return error(StatusCode::FORBIDDEN, format!("Slack user {user} is not mapped to an approver"));
+    };
+    let reason = Some(format!("via Slack (user {user})"));
+    match record_decision(&api, proposal_id, outcome, approver.clone(), "slack".into(), reason).await {
+        Ok(decision) => {
+            let verb = if outcome == "approved" { "Approved" } else { "Rejected" };
+            let text = format!(
+                "{verb} by {approver}: proposal {proposal_id} for dataset {} (decision {}, plan hash {})",
+                decision.envelope.dataset, decision.envelope.event_id, decision.plan_hash
+            );
+            reply(json!({"replace_original": true, "text": text,
+                         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
+            (StatusCode::OK, Json(json!({"decision_id": decision.envelope.event_id, "outcome": decision.outcome})))
+                .into_response()
+        }
+        Err((status, message)) => {
+            reply(json!({"response_type": "ephemeral", "replace_original": false, "text": message.clone()}));
+            error(status, message)
         }
     }
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mend_shared::config::{ApiToken, Connections, FileConfig, Secret};
-use mend_shared::context::{Context, DEFAULT_WAREHOUSE};
+use mend_shared::context::{Context, DEFAULT_WAREHOUSE, Integrations};
 
 /// mend keeps streaming ingestion healthy: it notices Avro schema drift on
 /// Kafka from the first record, diagnoses it, drafts the fix, asks where
@@ -62,6 +62,16 @@ struct Cli {
         global = true
     )]
     token: Secret,
+
+    /// Slack incoming webhook: proposals that wait for approval are posted
+    /// there with Approve / Reject buttons.
+    #[arg(long, env = "MEND_SLACK_WEBHOOK_URL", hide_env_values = true)]
+    slack_webhook_url: Option<Secret>,
+
+    /// Slack app signing secret: verifies `POST /slack/interactions` (the
+    /// buttons). Without it that endpoint is off.
+    #[arg(long, env = "MEND_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    slack_signing_secret: Option<Secret>,
 
     #[command(subcommand)]
     command: Command,
@@ -143,9 +153,17 @@ async fn other(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             let mut tokens = ApiToken::parse_list(&cli.api_tokens.0).map_err(anyhow::Error::msg)?;
             tokens.extend(config.api.token.iter().cloned());
-            let context = Context::new(cli.connections, config, cli.warehouse)?;
+            let integrations = Integrations {
+                slack_webhook_url: cli.slack_webhook_url.map(|s| s.0).filter(|s| !s.is_empty()),
+                ..Integrations::default()
+            };
+            let context = Context::with(cli.connections, config, cli.warehouse, integrations)?;
+            let settings = mend_control::ApiSettings {
+                tokens,
+                slack_signing_secret: cli.slack_signing_secret.map(|s| s.0).filter(|s| !s.is_empty()),
+            };
             let shutdown = mend_shared::shutdown::on_signal();
-            up::run(context, &services, cli.api_addr, cli.event_partitions, tokens, shutdown).await
+            up::run(context, &services, cli.api_addr, cli.event_partitions, settings, shutdown).await
         }
         Command::Incidents { json, dataset } => {
             let mut incidents = api.incidents().await?;

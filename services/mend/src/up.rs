@@ -66,10 +66,10 @@ pub async fn run(
     services: &[Service],
     api_addr: SocketAddr,
     event_partitions: i32,
-    api_tokens: Vec<mend_shared::config::ApiToken>,
+    api: mend_control::ApiSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if services.contains(&Service::Control) && api_tokens.is_empty() && !api_addr.ip().is_loopback() {
+    if services.contains(&Service::Control) && api.tokens.is_empty() && !api_addr.ip().is_loopback() {
         anyhow::bail!(
             "the control API would listen on {api_addr} without authentication: configure tokens \
              (MEND_API_TOKENS=name:role:token,… or [[api.token]] in mend.toml) or use a loopback MEND_API_ADDR"
@@ -117,7 +117,7 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(api_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {api_addr} (MEND_API_ADDR): {e}"))?;
-        let router = mend_control::router(context.clone(), model, health.clone(), api_tokens);
+        let router = mend_control::router(context.clone(), model, health.clone(), api);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let served =

@@ -351,11 +351,25 @@ pub async fn plan_dataset(
 
 pub struct Proposer {
     context: Arc<Context>,
+    http: reqwest::Client,
 }
 
 impl Proposer {
     pub fn new(context: Arc<Context>) -> Self {
-        Self { context }
+        Self { context, http: reqwest::Client::new() }
+    }
+
+    /// Tells people a proposal waits for them (Slack). A notification that
+    /// fails is logged, never retried at the pipeline's expense: the
+    /// proposal is on `mend.proposals` and in the API either way.
+    async fn notify(&self, proposal: &Proposal) {
+        if let Some(url) = &self.context.integrations.slack_webhook_url {
+            let message = mend_shared::slack::proposal_message(proposal, false);
+            match mend_shared::slack::post(&self.http, url, &message).await {
+                Ok(()) => tracing::info!(proposal = %proposal.proposal_id, "approval requested on Slack"),
+                Err(error) => tracing::warn!(proposal = %proposal.proposal_id, %error, "Slack notification failed"),
+            }
+        }
     }
 
     /// The proposal (and, when policy allows, the decision) for a diagnosis.
@@ -425,6 +439,9 @@ impl Handler for Proposer {
                 incident = %proposal.envelope.incident_id, proposal = %proposal.proposal_id, policy = %proposal.policy,
                 "proposed"
             );
+            if proposal.policy == Policy::Approve.name() {
+                self.notify(&proposal).await;
+            }
             let key = proposal.envelope.dataset.clone().into_bytes();
             let mut outputs = vec![Outbound {
                 topic: Proposal::TOPIC.to_owned(),

@@ -1,0 +1,343 @@
+//! Human in the loop, through the real `mend up`: bearer tokens and roles on
+//! the API, Slack (an incoming-webhook message per proposal, signed button
+//! presses) against a local server of the test's own that checks every
+//! request, and the applier's guardrails against plans nobody approved.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use apache_avro::Schema;
+use apache_avro::types::Value as Avro;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use mend_shared::codec::Codec;
+use mend_shared::events::{Application, Decision, Envelope, Event, IncidentId, PlanStep, Proposal};
+use mend_shared::warehouse::Warehouse;
+use mend_tests::{Deployment, consume_until, eventually, produce_avro, producer, register_schema, registry_url};
+use rdkafka::message::Message;
+use serde_json::{Value, json};
+
+/// What the fake Slack received: (path, content type, JSON body).
+type Received = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+/// A local stand-in for Slack: `/webhook` (incoming webhook) and
+/// `/response` (an interaction's response_url). Both answer as Slack does
+/// (`ok`), after checking the request is JSON.
+async fn fake_slack() -> anyhow::Result<(String, Received)> {
+    async fn record(
+        State((path, received)): State<(&'static str, Received)>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, &'static str) {
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path.into(), content_type, body));
+        (StatusCode::OK, "ok")
+    }
+    let received: Received = Arc::default();
+    let app = axum::Router::new()
+        .route("/webhook", axum::routing::post(record).with_state(("/webhook", received.clone())))
+        .route("/response", axum::routing::post(record).with_state(("/response", received.clone())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((base, received))
+}
+
+fn received_on(received: &Received, path: &str) -> Vec<Value> {
+    let all = received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.iter().filter(|(p, _, _)| p == path).map(|(_, _, body)| body.clone()).collect()
+}
+
+fn schema(version: u8) -> String {
+    let email = if version == 1 {
+        json!({"name": "email", "type": "string"})
+    } else {
+        json!({"name": "customer_email", "type": "string", "aliases": ["email"]})
+    };
+    json!({"type": "record", "name": "Order", "namespace": "shop",
+           "fields": [{"name": "id", "type": "long"}, email]})
+    .to_string()
+}
+
+fn order(version: u8, id: i64) -> Avro {
+    let field = if version == 1 { "email" } else { "customer_email" };
+    Avro::Record(vec![("id".into(), Avro::Long(id)), (field.into(), Avro::String(format!("c{id}@example.com")))])
+}
+
+/// Produces `ids` with schema `version` (registered first).
+async fn produce_orders(deployment: &Deployment, version: u8, ids: std::ops::Range<i64>) -> anyhow::Result<u32> {
+    let text = schema(version);
+    let id = register_schema(&format!("{}-value", deployment.topic()), &text).await?;
+    let parsed = Schema::parse_str(&text)?;
+    let producer = producer()?;
+    for order_id in ids {
+        produce_avro(&producer, &deployment.topic(), &order_id.to_string(), id, &parsed, order(version, order_id))
+            .await?;
+    }
+    Ok(id)
+}
+
+async fn rows(deployment: &Deployment, at_least: i64) -> anyhow::Result<()> {
+    let warehouse = Warehouse::connect(&deployment.warehouse).await?;
+    eventually(&format!("{at_least} rows"), || {
+        let (warehouse, table) = (warehouse.clone(), deployment.dataset.clone());
+        async move { Ok((warehouse.count(&table).await.unwrap_or(0) >= at_least).then_some(())) }
+    })
+    .await
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value, HeaderMap)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body, headers))
+    }
+
+    async fn slack(&self, body: &str, timestamp: i64, signature: Option<String>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}/slack/interactions", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .body(body.to_owned());
+        if let Some(signature) = signature {
+            request = request.header("x-slack-signature", signature);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// A Slack `block_actions` payload, form-encoded as Slack sends it.
+fn slack_press(user: &str, action: &str, proposal: &str, response_url: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": user.to_lowercase()},
+        "actions": [{"action_id": action, "block_id": "mend_decision", "value": proposal, "type": "button"}],
+        "response_url": response_url,
+    });
+    form_urlencoded::Serializer::new(String::new()).append_pair("payload", &payload.to_string()).finish()
+}
+
+#[tokio::test]
+async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
+    let (slack, received) = fake_slack().await?;
+    let secret = "slack-signing-secret";
+    let mut deployment = Deployment::new("sqlite", "[slack]\napprovers = { U_ALICE = \"alice\" }\n")?;
+    deployment.env = vec![
+        ("MEND_API_TOKENS".into(), "vic:viewer:viewer-token,alice:approver:approver-token".into()),
+        ("MEND_SLACK_WEBHOOK_URL".into(), format!("{slack}/webhook")),
+        ("MEND_SLACK_SIGNING_SECRET".into(), secret.into()),
+    ];
+    let up = deployment.up("up.log").await?;
+    let api = Api { base: format!("http://{}", deployment.api), http: reqwest::Client::new() };
+
+    produce_orders(&deployment, 1, 0..3).await?;
+    rows(&deployment, 3).await?;
+    produce_orders(&deployment, 2, 3..5).await?;
+
+    // The proposal reaches Slack as a Block Kit message with both buttons.
+    let message = eventually("the Slack message", || {
+        let received = received.clone();
+        async move { Ok(received_on(&received, "/webhook").into_iter().next()) }
+    })
+    .await?;
+    let text = message.to_string();
+    assert!(text.contains(&deployment.dataset) && text.contains("field_renamed"), "{text}");
+    assert!(text.contains("email → customer_email"), "the change and its evidence: {text}");
+    let buttons = message["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["type"] == "actions")
+        .context("no actions block")?["elements"]
+        .clone();
+    assert_eq!(buttons[0]["action_id"], "approve");
+    assert_eq!(buttons[1]["action_id"], "reject");
+    let proposal = buttons[0]["value"].as_str().context("no proposal id")?.to_owned();
+    assert!(received.lock().map(|r| r.iter().all(|(_, ct, _)| ct.starts_with("application/json"))).unwrap_or(false));
+
+    // Tokens and roles.
+    let (status, _, headers) = api.call(reqwest::Method::GET, "/incidents", None, None).await?;
+    assert_eq!(status, 401);
+    assert!(headers.get("www-authenticate").is_some_and(|v| v.to_str().unwrap_or("").starts_with("Bearer")));
+    assert_eq!(api.call(reqwest::Method::GET, "/incidents", Some("nope"), None).await?.0, 401);
+    // The proposal was posted before control read it back from the topic.
+    eventually("the proposal in the API", || {
+        let (api, proposal) = (&api, proposal.clone());
+        async move {
+            let (status, incidents, _) =
+                api.call(reqwest::Method::GET, "/incidents", Some("viewer-token"), None).await?;
+            assert_eq!(status, 200);
+            Ok(incidents
+                .as_array()
+                .is_some_and(|l| l.iter().any(|i| i["proposal_id"] == json!(proposal)))
+                .then_some(()))
+        }
+    })
+    .await?;
+    let (status, shown, _) =
+        api.call(reqwest::Method::GET, &format!("/proposals/{proposal}"), Some("viewer-token"), None).await?;
+    assert_eq!(status, 200);
+    assert!(shown["steps"].as_array().is_some_and(|s| !s.is_empty()));
+    let approve = format!("/proposals/{proposal}/approve");
+    let body = Some(json!({"by": "vic"}));
+    assert_eq!(api.call(reqwest::Method::POST, &approve, Some("viewer-token"), body.clone()).await?.0, 403);
+    assert_eq!(api.call(reqwest::Method::POST, &approve, None, body.clone()).await?.0, 401);
+    let unknown = "/proposals/00000000-0000-0000-0000-000000000000/approve";
+    assert_eq!(api.call(reqwest::Method::POST, unknown, Some("approver-token"), body.clone()).await?.0, 404);
+    assert_eq!(api.call(reqwest::Method::GET, "/health", None, None).await?.0, 200, "health stays open for probes");
+
+    // Slack: unsigned, forged, stale and unmapped presses are refused.
+    let now = mend_shared::events::now_millis() / 1000;
+    let press = slack_press("U_ALICE", "approve", &proposal, &format!("{slack}/response"));
+    assert_eq!(api.slack(&press, now, None).await?.0, 401);
+    let forged = mend_shared::slack::sign("wrong-secret", now, press.as_bytes());
+    assert_eq!(api.slack(&press, now, Some(forged)).await?.0, 401);
+    let stale = now - 400;
+    assert_eq!(api.slack(&press, stale, Some(mend_shared::slack::sign(secret, stale, press.as_bytes()))).await?.0, 401);
+    let eve = slack_press("U_EVE", "approve", &proposal, &format!("{slack}/response"));
+    assert_eq!(api.slack(&eve, now, Some(mend_shared::slack::sign(secret, now, eve.as_bytes()))).await?.0, 403);
+    // A body changed after signing.
+    let signed = mend_shared::slack::sign(secret, now, press.as_bytes());
+    assert_eq!(api.slack(&eve, now, Some(signed.clone())).await?.0, 401);
+
+    // Alice presses Approve.
+    let (status, answer) = api.slack(&press, now, Some(signed)).await?;
+    assert_eq!(status, 200, "{answer}");
+    // Approving a decided proposal again applies nothing.
+    let (status, again, _) = api.call(reqwest::Method::POST, &approve, Some("approver-token"), body).await?;
+    assert_eq!(status, 409, "{again}");
+
+    rows(&deployment, 5).await?;
+    let updated = eventually("the Slack message to be updated", || {
+        let received = received.clone();
+        async move { Ok(received_on(&received, "/response").into_iter().find(|m| m["replace_original"] == true)) }
+    })
+    .await?;
+    assert!(updated["text"].as_str().unwrap_or("").contains("Approved by alice"), "{updated}");
+    let healed = eventually("the incident to heal", || {
+        let api = &api;
+        let proposal = proposal.clone();
+        async move {
+            let (_, incidents, _) = api.call(reqwest::Method::GET, "/incidents", Some("viewer-token"), None).await?;
+            Ok(incidents.as_array().and_then(|l| {
+                l.iter().find(|i| i["proposal_id"] == json!(proposal) && i["status"] == "healed").cloned()
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(healed["decision"]["by"], "alice");
+    assert_eq!(healed["decision"]["channel"], "slack");
+
+    // The audit log: one decision, by alice through Slack, naming the plan's hash.
+    let codec = Codec::new(&registry_url())?;
+    let decisions =
+        consume_until(Decision::TOPIC, |m| m.key() == Some(deployment.dataset.as_bytes()), |seen| !seen.is_empty())
+            .await?;
+    let decision: Decision = codec.decode_event(decisions[0].payload().unwrap_or_default()).await?;
+    assert_eq!((decision.by.as_str(), decision.channel.as_str()), ("alice", "slack"));
+    assert_eq!(decision.proposal_id, proposal);
+    assert_eq!(decision.plan_hash, Proposal::hash_steps(&decision.steps));
+    drop(up);
+    Ok(())
+}
+
+/// Decisions nobody approved through mend (published straight to the
+/// topic) with a tampered plan or disallowed SQL are refused by the applier
+/// and recorded; the table is untouched.
+#[tokio::test]
+async fn the_applier_refuses_tampered_and_disallowed_plans() -> anyhow::Result<()> {
+    let deployment = Deployment::new("postgres", "")?;
+    let up = deployment.up("up.log").await?;
+    let schema_id = produce_orders(&deployment, 1, 0..2).await?;
+    rows(&deployment, 2).await?;
+    let codec = Codec::new(&registry_url())?;
+    let producer = producer()?;
+    let table = format!("\"{}\"", deployment.dataset);
+    let cases = [
+        ("tampered", vec![format!("ALTER TABLE {table} ADD COLUMN note TEXT")], true),
+        ("drop", vec![format!("DROP TABLE {table}")], false),
+        ("two statements", vec![format!("ALTER TABLE {table} ADD COLUMN a TEXT; DROP TABLE {table}")], false),
+        ("another table", vec!["ALTER TABLE mend_contracts ADD COLUMN x TEXT".to_owned()], false),
+        ("narrowing", vec![format!("ALTER TABLE {table} ALTER COLUMN id TYPE INTEGER")], false),
+    ];
+    let mut expected = Vec::new();
+    for (name, statements, tamper) in cases {
+        let steps: Vec<PlanStep> = statements
+            .into_iter()
+            .map(|sql| PlanStep {
+                kind: "ddl".into(),
+                description: name.into(),
+                sql: Some(sql),
+                field: None,
+                column: None,
+                patch: None,
+            })
+            .collect();
+        let mut decision = Decision {
+            envelope: Envelope::new("attacker", &deployment.dataset, IncidentId::for_drift(&deployment.dataset, 999)),
+            proposal_id: uuid::Uuid::now_v7().to_string(),
+            plan_hash: Proposal::hash_steps(&steps),
+            writer_schema_id: Some(i32::try_from(schema_id)?),
+            steps,
+            outcome: "approved".into(),
+            by: "mallory".into(),
+            channel: "api".into(),
+            reason: None,
+        };
+        if tamper {
+            decision.plan_hash = Proposal::hash_steps(&[]);
+        }
+        decision.seal();
+        let payload = codec.encode_event(&decision).await?;
+        mend_tests::produce(&producer, Decision::TOPIC, deployment.dataset.as_bytes(), &payload).await?;
+        expected.push((decision.proposal_id.clone(), name));
+    }
+    let applications = consume_until(
+        Application::TOPIC,
+        |m| m.key() == Some(deployment.dataset.as_bytes()),
+        |seen| seen.len() >= expected.len(),
+    )
+    .await?;
+    for message in applications {
+        let application: Application = codec.decode_event(message.payload().unwrap_or_default()).await?;
+        let (_, name) =
+            expected.iter().find(|(p, _)| *p == application.proposal_id).context("unexpected application")?;
+        assert_ne!(application.outcome, "applied", "{name}: {application:?}");
+        assert_eq!(application.statements, 0, "{name}");
+        let error = application.error.clone().unwrap_or_default();
+        match *name {
+            "tampered" => assert!(error.contains("approved hash"), "{error}"),
+            _ => assert_eq!(application.outcome, "refused", "{name}: {error}"),
+        }
+    }
+    let warehouse = Warehouse::connect(&deployment.warehouse).await?;
+    assert_eq!(warehouse.count(&deployment.dataset).await?, 2, "the table is untouched");
+    let columns: Vec<String> = warehouse.columns(&deployment.dataset).await?.into_iter().map(|c| c.name).collect();
+    assert_eq!(columns, ["id", "email"]);
+    drop(up);
+    Ok(())
+}
