@@ -54,6 +54,7 @@ bench:
 	infra/up.sh
 	cargo bench -p mend-tests --bench foundation
 	cargo bench -p mend-tests --bench pipeline
+	cargo bench -p mend-tests --bench drift
 
 fmt:
 	cargo fmt --all

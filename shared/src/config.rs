@@ -175,6 +175,9 @@ pub struct Dataset {
     pub nested: Nested,
     /// The dbt model documenting the table, patched when columns change.
     pub dbt: Option<Dbt>,
+    /// How long a proposal may wait for a decision before it is escalated
+    /// (notified again; it stays open): `30m`, `2h`, `1d`.
+    pub approval_timeout: Option<String>,
 }
 
 /// What policy decides for a change, most permissive first.
@@ -229,6 +232,11 @@ fn current_dir() -> PathBuf {
 }
 
 impl Dataset {
+    /// [`Dataset::approval_timeout`] as a duration (validated at load).
+    pub fn approval_timeout(&self) -> Option<std::time::Duration> {
+        self.approval_timeout.as_deref().and_then(|t| humantime::parse_duration(t).ok())
+    }
+
     /// The registry subject of the dataset's records.
     pub fn subject(&self) -> String {
         self.subject.clone().unwrap_or_else(|| crate::topics::value_subject(&self.topic))
@@ -273,6 +281,14 @@ impl FileConfig {
             }
             if !names.insert(dataset.name.as_str()) {
                 return Err(invalid(format!("dataset {:?} is declared twice", dataset.name)));
+            }
+            if let Some(timeout) = &dataset.approval_timeout
+                && humantime::parse_duration(timeout).is_err()
+            {
+                return Err(invalid(format!(
+                    "dataset {:?}: approval_timeout {timeout:?} is not a duration (e.g. \"30m\", \"2h\")",
+                    dataset.name
+                )));
             }
             if let Some(unknown) = dataset.policy.keys().find(|k| !crate::drift::kind::ALL.contains(&k.as_str())) {
                 return Err(invalid(format!(

@@ -9,6 +9,7 @@ pub mod context;
 pub mod drift;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod guard;
 pub mod kafka;
 pub mod mapping;

@@ -358,8 +358,12 @@ impl<H: Handler> Runner<H> {
                 }
             }
         }
+        let produced = !outputs.is_empty();
         if !self.deliver(outputs, shutdown).await {
             return Ok(false);
+        }
+        if produced {
+            crate::fault::point(&format!("runner.after_deliver.{}", self.config.service));
         }
         self.store_offsets(batch)?;
         self.status.records.fetch_add(batch.len() as u64, Ordering::Relaxed);

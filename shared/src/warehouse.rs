@@ -493,6 +493,15 @@ impl Warehouse {
         Ok(())
     }
 
+    /// How many plans of `dataset` have been applied.
+    pub async fn applied_count(&self, dataset: &str) -> Result<i64, WarehouseError> {
+        let sql = "SELECT COUNT(*) FROM mend_applied WHERE dataset = $1";
+        Ok(match self {
+            Self::Postgres(pool) => sqlx::query_scalar(dynamic(sql)).bind(dataset).fetch_one(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_scalar(dynamic(sql)).bind(dataset).fetch_one(pool).await?,
+        })
+    }
+
     /// Whether a proposal has been applied already.
     pub async fn applied(&self, proposal_id: &str) -> Result<bool, WarehouseError> {
         let sql = "SELECT 1 FROM mend_applied WHERE proposal_id = $1";

@@ -145,7 +145,8 @@ fn slack_press(user: &str, action: &str, proposal: &str, response_url: &str) -> 
 async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
     let (slack, received) = fake_slack().await?;
     let secret = "slack-signing-secret";
-    let mut deployment = Deployment::new("sqlite", "[slack]\napprovers = { U_ALICE = \"alice\" }\n")?;
+    let mut deployment =
+        Deployment::new("sqlite", "approval_timeout = \"2s\"\n[slack]\napprovers = { U_ALICE = \"alice\" }\n")?;
     deployment.env = vec![
         ("MEND_API_TOKENS".into(), "vic:viewer:viewer-token,alice:approver:approver-token".into()),
         ("MEND_SLACK_WEBHOOK_URL".into(), format!("{slack}/webhook")),
@@ -178,6 +179,19 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
     assert_eq!(buttons[1]["action_id"], "reject");
     let proposal = buttons[0]["value"].as_str().context("no proposal id")?.to_owned();
     assert!(received.lock().map(|r| r.iter().all(|(_, ct, _)| ct.starts_with("application/json"))).unwrap_or(false));
+
+    // Not decided within the dataset's approval_timeout: escalated (the
+    // message again), and still open.
+    let reminder = eventually("the escalation", || {
+        let received = received.clone();
+        async move {
+            Ok(received_on(&received, "/webhook")
+                .into_iter()
+                .find(|m| m["text"].as_str().unwrap_or("").starts_with("Still waiting")))
+        }
+    })
+    .await?;
+    assert!(reminder.to_string().contains(&proposal));
 
     // Tokens and roles.
     let (status, _, headers) = api.call(reqwest::Method::GET, "/incidents", None, None).await?;

@@ -181,3 +181,61 @@ async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     assert!(exit.success());
     Ok(())
 }
+
+/// Aborts `mend up` at a named point between a decision and the end of its
+/// replay (`MEND_FAULT`), starts it again without the fault, and checks the
+/// story ends exactly as an uninterrupted one: every record in its column
+/// or quarantined, none twice, each plan's DDL applied once.
+async fn drift_story_survives_a_crash_at(point: &str) -> anyhow::Result<()> {
+    let records = 50;
+    let mut deployment = Deployment::new("postgres", "")?;
+    deployment.env = vec![("MEND_FAULT".into(), point.into())];
+    let mut up = deployment.up("up-1.log").await?;
+    let mut demo = deployment.demo(records)?;
+    let crashed = tokio::time::timeout(Duration::from_secs(120), up.wait()).await??;
+    assert!(!crashed.success(), "mend up should have aborted at {point}");
+    let log = std::fs::read_to_string(deployment.dir.join("up-1.log"))?;
+    assert!(log.contains(&format!("fault injected at {point}")), "the crash was not at {point}");
+    deployment.env.clear();
+    let up = deployment.up("up-2.log").await?;
+    let status = tokio::time::timeout(Duration::from_secs(300), demo.wait()).await??;
+    assert!(status.success(), "mend demo failed after a crash at {point} (see {})", deployment.dir.display());
+    let report = deployment.report()?;
+    assert_eq!((report["lost"].as_i64(), report["misplaced"].as_i64()), (Some(0), Some(0)), "{point}");
+    assert_eq!(report["duplicates"], 0, "{point}: no row twice");
+    assert_eq!(report["loaded"], 3 * records, "{point}");
+    assert_eq!(report["quarantined"], records, "{point}");
+    check_warehouse(&deployment, i64::try_from(records)?).await?;
+    // Each healed plan recorded (and its DDL run) exactly once.
+    let warehouse = Warehouse::connect(&deployment.warehouse).await?;
+    let applied = warehouse.applied_count(&deployment.dataset).await?;
+    assert_eq!(applied, 2, "{point}: two plans applied once each");
+    let exit = stop(up).await?;
+    assert!(exit.success());
+    Ok(())
+}
+
+#[tokio::test]
+async fn crash_before_the_apply() -> anyhow::Result<()> {
+    drift_story_survives_a_crash_at("applier.before_apply").await
+}
+
+#[tokio::test]
+async fn crash_after_the_apply_before_the_replay() -> anyhow::Result<()> {
+    drift_story_survives_a_crash_at("applier.after_apply").await
+}
+
+#[tokio::test]
+async fn crash_in_the_middle_of_the_replay() -> anyhow::Result<()> {
+    drift_story_survives_a_crash_at("applier.mid_replay").await
+}
+
+#[tokio::test]
+async fn crash_after_the_replay_before_the_application_event() -> anyhow::Result<()> {
+    drift_story_survives_a_crash_at("applier.after_replay").await
+}
+
+#[tokio::test]
+async fn crash_after_delivery_before_the_offsets() -> anyhow::Result<()> {
+    drift_story_survives_a_crash_at("runner.after_deliver.applier").await
+}

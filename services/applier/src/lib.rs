@@ -23,9 +23,11 @@ use mend_shared::runner::{
     Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, Runner, RunnerStatus, SOURCE_HEADER, decode_event,
 };
 use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
-use mend_shared::{HandleError, guard, kafka, topics};
+use mend_shared::{HandleError, fault, guard, kafka, topics};
 
 const SERVICE: &str = "applier";
+/// Rows per replay transaction.
+pub const REPLAY_CHUNK: usize = 1000;
 /// How long a replay waits for quarantined records still on their way.
 pub const REPLAY_SCAN: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -121,6 +123,7 @@ impl Applier {
             statements: &statements,
             contract: &contract,
         };
+        fault::point("applier.before_apply");
         match warehouse.apply(&apply).await {
             Ok(true) => tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied"),
             Ok(false) => tracing::info!(proposal = %decision.proposal_id, "plan applied before; finishing its replay"),
@@ -133,7 +136,9 @@ impl Applier {
             }
             Err(error) => return Err(error.into()),
         }
+        fault::point("applier.after_apply");
         let replay = self.replay(dataset, &warehouse, &decision.envelope.incident_id, writer).await?;
+        fault::point("applier.after_replay");
         application.replayed = replay.replayed;
         application.loaded = replay.loaded;
         application.still_quarantined = replay.still_quarantined;
@@ -259,8 +264,9 @@ impl Applier {
                 Err(_) => counts.still_quarantined += 1,
             }
         }
-        for chunk in rows.chunks(1000) {
+        for chunk in rows.chunks(REPLAY_CHUNK) {
             warehouse.replay_rows(&dataset.table, &dataset.key, &columns, chunk).await?;
+            fault::point("applier.mid_replay");
         }
         counts.loaded = rows.len() as i64;
         Ok(counts)

@@ -51,6 +51,9 @@ pub struct Incident {
     pub decision: Option<DecisionView>,
     pub application: Option<ApplicationView>,
     pub quarantined: u64,
+    /// When the proposal was made (ms), and how often it was escalated.
+    pub proposed_at: Option<i64>,
+    pub escalations: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +116,7 @@ impl ReadModel {
         incident.policy = Some(event.policy.clone());
         incident.rules.clone_from(&event.rules);
         incident.steps.clone_from(&event.steps);
+        incident.proposed_at.get_or_insert(event.envelope.time);
         if incident.decision.is_none() && incident.application.is_none() {
             incident.status = match event.policy.as_str() {
                 "approve" => "awaiting_approval",
@@ -177,6 +181,57 @@ impl ReadModel {
             self.incidents.values().filter(|i| i.writer_schema_id.is_some()).cloned().collect();
         all.sort_by_key(|i| i.detected_at);
         all
+    }
+}
+
+/// Proposals waiting longer than their dataset's `approval_timeout` are
+/// escalated: notified again (Slack, and the log) once per timeout period,
+/// and they stay open. The loader is never stalled meanwhile: records keep
+/// flowing to quarantine. Runs until `shutdown`.
+pub async fn escalate(
+    context: Arc<Context>,
+    model: Arc<Mutex<ReadModel>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = mend_shared::events::now_millis();
+        let due: Vec<Proposal> = {
+            let mut model = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ReadModel { incidents, proposals } = &mut *model;
+            incidents
+                .values_mut()
+                .filter(|i| i.status == "awaiting_approval")
+                .filter_map(|incident| {
+                    let timeout = context.dataset(&incident.dataset)?.approval_timeout()?;
+                    let timeout = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+                    let proposed = incident.proposed_at?;
+                    let due = proposed.saturating_add(timeout.saturating_mul(i64::from(incident.escalations) + 1));
+                    if now < due {
+                        return None;
+                    }
+                    incident.escalations += 1;
+                    proposals.get(incident.proposal_id.as_deref()?).cloned()
+                })
+                .collect()
+        };
+        for proposal in due {
+            tracing::warn!(
+                incident = %proposal.envelope.incident_id, proposal = %proposal.proposal_id, dataset = %proposal.envelope.dataset,
+                "proposal still waits for a decision after its approval timeout: escalating"
+            );
+            if let Some(url) = &context.integrations.slack_webhook_url {
+                let message = mend_shared::slack::proposal_message(&proposal, true);
+                if let Err(error) = mend_shared::slack::post(&http, url, &message).await {
+                    tracing::warn!(%error, "Slack escalation failed");
+                }
+            }
+        }
     }
 }
 

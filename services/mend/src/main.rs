@@ -115,6 +115,14 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Replay an incident's quarantined records again, by hand: each record
+    /// the dataset's contract can now hold is loaded (idempotently, in
+    /// source order); the others stay quarantined. Prints the counts.
+    Replay {
+        /// The incident (from `mend incidents`).
+        #[arg(long)]
+        incident: String,
+    },
     /// Show what mend would do if a schema arrived now, changing nothing:
     /// each change with its kind, evidence and the rule that decided it, the
     /// plan's steps and the decision. Exit code 0 = applied automatically,
@@ -196,7 +204,51 @@ async fn other(cli: Cli) -> anyhow::Result<()> {
             demo::run(args, &cli.connections, &config, &cli.warehouse, &api).await
         }
         Command::Plan(_) => Ok(()), // handled in `run`
+        Command::Replay { incident } => {
+            let config = load_config(&cli.config)?;
+            let context = Context::new(cli.connections, config, cli.warehouse)?;
+            replay(context, &incident).await
+        }
     }
+}
+
+/// `mend replay --incident ID`: finds the incident's dataset and writer
+/// schema on `mend.detections`, then runs the applier's replay.
+async fn replay(context: std::sync::Arc<Context>, incident: &str) -> anyhow::Result<()> {
+    use mend_shared::events::{Detection, IncidentId};
+    use rdkafka::message::Message;
+    let mut found = None;
+    for message in
+        mend_shared::kafka::read_to_end(&context.connections.brokers, mend_shared::topics::DETECTIONS).await?
+    {
+        if let Ok(detection) = context.codec.decode_event::<Detection>(message.payload().unwrap_or_default()).await
+            && detection.envelope.incident_id.0 == incident
+        {
+            found = Some(detection);
+            break;
+        }
+    }
+    let detection = found.ok_or_else(|| anyhow::anyhow!("no incident {incident} on mend.detections"))?;
+    let name = &detection.envelope.dataset;
+    let dataset = context
+        .dataset(name)
+        .ok_or_else(|| {
+            anyhow::anyhow!("incident {incident} is about dataset {name}, which is not in the configuration")
+        })?
+        .clone();
+    let writer = detection
+        .writer_schema_id
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| anyhow::anyhow!("incident {incident} names no writer schema"))?;
+    let warehouse = context.warehouse(&dataset).await?;
+    println!("replaying incident {incident} (dataset {name}, writer schema {writer}) from mend.quarantine");
+    let applier = mend_applier::Applier::new(context.clone());
+    let counts = applier
+        .replay(&dataset, &warehouse, &IncidentId(incident.to_owned()), writer)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("replayed {}, loaded {}, still quarantined {}", counts.replayed, counts.loaded, counts.still_quarantined);
+    Ok(())
 }
 
 #[tokio::main]

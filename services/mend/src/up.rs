@@ -117,7 +117,11 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(api_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {api_addr} (MEND_API_ADDR): {e}"))?;
-        let router = mend_control::router(context.clone(), model, health.clone(), api);
+        let router = mend_control::router(context.clone(), model.clone(), health.clone(), api);
+        let (escalation_context, stop) = (context.clone(), shutdown.clone());
+        tasks.spawn(
+            async move { ("escalation".to_owned(), mend_control::escalate(escalation_context, model, stop).await) },
+        );
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let served =

@@ -61,10 +61,12 @@ fn block_end(lines: &[String], start: usize) -> usize {
 
 fn apply(text: &str, model: &str, edits: &[ColumnEdit]) -> Result<String, String> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let model_line = lines
-        .iter()
-        .position(|l| list_name(l) == Some(model))
-        .ok_or_else(|| format!("model {model:?} is not described in the dbt file"))?;
+    // The model's entry under the top-level `models:` key (sources,
+    // seeds and snapshots may use the same name).
+    let missing = || format!("model {model:?} is not described under `models:` in the dbt file");
+    let models = lines.iter().position(|l| l.trim_end() == "models:").ok_or_else(missing)?;
+    let models_end = block_end(&lines, models);
+    let model_line = (models + 1..models_end).find(|&i| list_name(&lines[i]) == Some(model)).ok_or_else(missing)?;
     for edit in edits {
         let model_end = block_end(&lines, model_line);
         // The model's `columns:` key, directly under the model entry.
@@ -134,6 +136,11 @@ mod tests {
 
     const SCHEMA: &str = "\
 version: 2
+
+sources:
+  - name: shop
+    tables:
+      - name: orders
 
 models:
   - name: orders

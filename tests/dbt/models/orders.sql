@@ -1,0 +1,1 @@
+select id, email, amount, status from {{ source('mend', 'orders') }}
