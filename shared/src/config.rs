@@ -175,6 +175,9 @@ pub struct Dataset {
     pub nested: Nested,
     /// The dbt model documenting the table, patched when columns change.
     pub dbt: Option<Dbt>,
+    /// The GitHub repository holding the dbt project: plans with a dbt
+    /// patch open a pull request there, and merging it approves the plan.
+    pub github: Option<GitHub>,
     /// How long a proposal may wait for a decision before it is escalated
     /// (notified again; it stays open): `30m`, `2h`, `1d`.
     pub approval_timeout: Option<String>,
@@ -225,6 +228,25 @@ pub struct Dbt {
     pub schema: PathBuf,
     /// The model's name in that file (default: the dataset's table).
     pub model: Option<String>,
+}
+
+/// A dataset's GitHub repository.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHub {
+    /// `owner/name`.
+    pub repo: String,
+    /// The branch pull requests target.
+    #[serde(default = "main_branch")]
+    pub base: String,
+    /// Where the dbt project is inside the repository (default: its root);
+    /// the patched file is `<directory>/<dbt.schema>`.
+    #[serde(default)]
+    pub directory: String,
+}
+
+fn main_branch() -> String {
+    "main".into()
 }
 
 fn current_dir() -> PathBuf {

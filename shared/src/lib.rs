@@ -10,6 +10,7 @@ pub mod drift;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod github;
 pub mod guard;
 pub mod kafka;
 pub mod mapping;

@@ -16,6 +16,7 @@ use apache_avro::schema::{RecordField, RecordSchema};
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::types::Value;
 
+use crate::config::Nested;
 use crate::warehouse::{Column, Dialect, SqlValue};
 
 /// The record schema inside a (possibly referenced) top-level schema.
@@ -71,16 +72,74 @@ pub fn column_name(field: &str) -> String {
     field.to_owned()
 }
 
-/// The table columns and identity mapping of a record schema.
-pub fn columns_for(schema: &Schema, dialect: Dialect) -> Result<(Vec<Column>, BTreeMap<String, String>), String> {
+/// A field that becomes one column: a top-level field, or with
+/// `nested = "flatten"` a field inside (nested) records.
+#[derive(Debug, Clone)]
+struct Leaf<'a> {
+    /// The fields from the top record down to this one.
+    path: Vec<&'a RecordField>,
+    /// Field indices along the path.
+    indices: Vec<usize>,
+    /// Whether an enclosing record is nullable (then so is the column).
+    under_nullable: bool,
+}
+
+impl Leaf<'_> {
+    fn field(&self) -> &RecordField {
+        self.path[self.path.len() - 1]
+    }
+
+    /// Dotted path (`shipping.city`): the key of the contract's mapping.
+    fn dotted(&self) -> String {
+        self.path.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(".")
+    }
+
+    /// The column a field gets by default (`shipping__city`).
+    fn default_column(&self) -> String {
+        self.path.iter().map(|f| column_name(&f.name)).collect::<Vec<_>>().join("__")
+    }
+}
+
+fn leaves(record: &RecordSchema, nested: Nested) -> Vec<Leaf<'_>> {
+    let mut out = Vec::new();
+    for (index, field) in record.fields.iter().enumerate() {
+        let (inner, nullable) = strip_null(&field.schema);
+        match inner {
+            Schema::Record(child) if nested == Nested::Flatten => {
+                for mut leaf in leaves(child, nested) {
+                    leaf.path.insert(0, field);
+                    leaf.indices.insert(0, index);
+                    leaf.under_nullable |= nullable;
+                    out.push(leaf);
+                }
+            }
+            _ => out.push(Leaf { path: vec![field], indices: vec![index], under_nullable: false }),
+        }
+    }
+    out
+}
+
+/// The table columns and identity mapping of a record schema (field path →
+/// column; nested records flattened to `parent__child` columns when `nested`
+/// says so, else one JSON column each).
+pub fn columns_for(
+    schema: &Schema,
+    dialect: Dialect,
+    nested: Nested,
+) -> Result<(Vec<Column>, BTreeMap<String, String>), String> {
     let record = record_of(schema).ok_or("the schema is not a record")?;
     let mut columns = Vec::new();
     let mut mapping = BTreeMap::new();
-    for field in &record.fields {
+    for leaf in leaves(record, nested) {
+        let field = leaf.field();
         let (_, nullable) = strip_null(&field.schema);
-        let name = column_name(&field.name);
-        columns.push(Column { name: name.clone(), sql_type: sql_type(&field.schema, dialect), nullable });
-        mapping.insert(field.name.clone(), name);
+        let name = leaf.default_column();
+        columns.push(Column {
+            name: name.clone(),
+            sql_type: sql_type(&field.schema, dialect),
+            nullable: nullable || leaf.under_nullable,
+        });
+        mapping.insert(leaf.dotted(), name);
     }
     Ok((columns, mapping))
 }
@@ -88,8 +147,8 @@ pub fn columns_for(schema: &Schema, dialect: Dialect) -> Result<(Vec<Column>, BT
 /// Where one column's value comes from.
 #[derive(Debug, Clone)]
 enum Source {
-    /// Index of the writer field.
-    Field(usize),
+    /// Field indices from the top record down to the writer field.
+    Field(Vec<usize>),
     /// The contract field's default (or NULL).
     Constant(SqlValue),
 }
@@ -105,41 +164,68 @@ pub struct LoadPlan {
 impl LoadPlan {
     /// Resolves `writer` against the contract schema. Err explains why the
     /// writer's records cannot be loaded without loss.
-    pub fn new(writer: &Schema, contract: &Schema, mapping: &BTreeMap<String, String>) -> Result<Self, String> {
+    ///
+    /// A contract field finds its writer field by name or alias at every
+    /// level, or, for a renamed field whose old name has no alias, by the
+    /// contract's mapping (the writer field that maps to the same column).
+    pub fn new(
+        writer: &Schema,
+        contract: &Schema,
+        mapping: &BTreeMap<String, String>,
+        nested: Nested,
+    ) -> Result<Self, String> {
         let writer_record = record_of(writer).ok_or("the writer schema is not a record")?;
         let contract_record = record_of(contract).ok_or("the contract schema is not a record")?;
-        let mut used = vec![false; writer_record.fields.len()];
+        let writer_leaves = leaves(writer_record, nested);
+        let mut used = vec![false; writer_leaves.len()];
         let mut columns = Vec::new();
         let mut sources = Vec::new();
-        for field in &contract_record.fields {
-            let column = mapping.get(&field.name).cloned().unwrap_or_else(|| column_name(&field.name));
-            let found =
-                writer_record.fields.iter().position(|w| w.name == field.name || field.aliases.contains(&w.name));
+        let column_of = |leaf: &Leaf<'_>| mapping.get(&leaf.dotted()).cloned().unwrap_or_else(|| leaf.default_column());
+        for leaf in leaves(contract_record, nested) {
+            let field = leaf.field();
+            let column = column_of(&leaf);
+            let same_path = |w: &Leaf<'_>| {
+                w.path.len() == leaf.path.len()
+                    && w.path.iter().zip(&leaf.path).all(|(w, c)| w.name == c.name || c.aliases.contains(&w.name))
+            };
+            let found = writer_leaves.iter().position(same_path).or_else(|| {
+                // A rename without an alias: the old field maps to this column.
+                writer_leaves.iter().enumerate().position(|(i, w)| {
+                    !used[i]
+                        && column_of(w) == column
+                        && !leaves(contract_record, nested).iter().any(|c| c.dotted() == w.dotted())
+                })
+            });
             let source = match found {
                 Some(index) => {
-                    let written = &writer_record.fields[index];
+                    let written = writer_leaves[index].field();
                     match SchemaCompatibility::can_read(&written.schema, &field.schema) {
                         Ok(Compatibility::Full) => {}
                         _ => {
                             return Err(format!(
                                 "field {} is {} in the record but {} in the contract (column {column})",
-                                written.name,
+                                writer_leaves[index].dotted(),
                                 type_name(&written.schema),
                                 type_name(&field.schema)
                             ));
                         }
                     }
                     used[index] = true;
-                    Source::Field(index)
+                    Source::Field(writer_leaves[index].indices.clone())
                 }
+                None if leaf.under_nullable => Source::Constant(SqlValue::Null),
                 None => Source::Constant(default_value(field)?),
             };
             columns.push(column);
             sources.push((source, field.schema.clone()));
         }
         if let Some(index) = used.iter().position(|u| !u) {
-            let field = &writer_record.fields[index];
-            return Err(format!("field {} ({}) has no column in the contract", field.name, type_name(&field.schema)));
+            let leaf = &writer_leaves[index];
+            return Err(format!(
+                "field {} ({}) has no column in the contract",
+                leaf.dotted(),
+                type_name(&leaf.field().schema)
+            ));
         }
         Ok(Self { columns, sources })
     }
@@ -152,14 +238,38 @@ impl LoadPlan {
             .iter()
             .map(|(source, schema)| match source {
                 Source::Constant(value) => Ok(value.clone()),
-                Source::Field(index) => {
+                // Hot path: a top-level field is moved out, not cloned.
+                Source::Field(path) if path.len() == 1 => {
                     let value =
-                        values.get_mut(*index).and_then(Option::take).ok_or("record shorter than its schema")?;
+                        values.get_mut(path[0]).and_then(Option::take).ok_or("record shorter than its schema")?;
                     to_sql(value, schema)
+                }
+                Source::Field(path) => {
+                    let top = values.get(path[0]).and_then(Option::as_ref).ok_or("record shorter than its schema")?;
+                    match nested_value(top, &path[1..]) {
+                        Some(value) => to_sql(value.clone(), schema),
+                        None => Ok(SqlValue::Null), // an enclosing record is null
+                    }
                 }
             })
             .collect()
     }
+}
+
+/// The value at `path` inside a record value; None when a record on the way is null.
+fn nested_value<'v>(value: &'v Value, path: &[usize]) -> Option<&'v Value> {
+    let mut current = value;
+    for &index in path {
+        let inner = match current {
+            Value::Union(_, inner) => inner.as_ref(),
+            other => other,
+        };
+        match inner {
+            Value::Record(fields) => current = &fields.get(index)?.1,
+            _ => return None,
+        }
+    }
+    Some(current)
 }
 
 fn default_value(field: &RecordField) -> Result<SqlValue, String> {
@@ -321,13 +431,17 @@ mod tests {
     }
 
     fn identity(schema: &Schema) -> BTreeMap<String, String> {
-        columns_for(schema, Dialect::Postgres).unwrap().1
+        columns_for(schema, Dialect::Postgres, Nested::Json).unwrap().1
+    }
+
+    fn plan(writer: &Schema, contract: &Schema, mapping: &BTreeMap<String, String>) -> Result<LoadPlan, String> {
+        LoadPlan::new(writer, contract, mapping, Nested::Json)
     }
 
     #[test]
     fn the_contract_schema_loads_itself() {
         let v1 = schema(r#"{"name":"id","type":"long"},{"name":"email","type":["null","string"]}"#);
-        let plan = LoadPlan::new(&v1, &v1, &identity(&v1)).unwrap();
+        let plan = plan(&v1, &v1, &identity(&v1)).unwrap();
         let row = plan
             .row(Value::Record(vec![
                 ("id".into(), Value::Long(1)),
@@ -341,10 +455,10 @@ mod tests {
     fn a_new_field_without_a_column_is_not_loadable() {
         let v1 = schema(r#"{"name":"id","type":"long"}"#);
         let v2 = schema(r#"{"name":"id","type":"long"},{"name":"coupon","type":["null","string"],"default":null}"#);
-        let error = LoadPlan::new(&v2, &v1, &identity(&v1)).unwrap_err();
+        let error = plan(&v2, &v1, &identity(&v1)).unwrap_err();
         assert!(error.contains("coupon"), "{error}");
         // Once the contract has moved to v2, v1 records load with NULL coupons.
-        let plan = LoadPlan::new(&v1, &v2, &identity(&v2)).unwrap();
+        let plan = plan(&v1, &v2, &identity(&v2)).unwrap();
         let row = plan.row(Value::Record(vec![("id".into(), Value::Long(3))])).unwrap();
         assert_eq!(row, vec![SqlValue::Int(3), SqlValue::Null]);
     }
@@ -356,9 +470,9 @@ mod tests {
         let mut mapping = BTreeMap::new();
         mapping.insert("customer_email".to_owned(), "email".to_owned());
         // Old records under the new contract, and new records under it.
-        let old = LoadPlan::new(&v1, &v2, &mapping).unwrap();
+        let old = plan(&v1, &v2, &mapping).unwrap();
         assert_eq!(old.columns, vec!["email".to_owned()]);
-        let new = LoadPlan::new(&v2, &v2, &mapping).unwrap();
+        let new = plan(&v2, &v2, &mapping).unwrap();
         assert_eq!(
             new.row(Value::Record(vec![("customer_email".into(), Value::String("x".into()))])).unwrap(),
             vec![SqlValue::Text("x".into())]
@@ -369,13 +483,61 @@ mod tests {
     fn an_incompatible_type_is_not_loadable_and_a_promotion_is() {
         let v1 = schema(r#"{"name":"amount","type":"double"}"#);
         let text = schema(r#"{"name":"amount","type":"string"}"#);
-        assert!(LoadPlan::new(&text, &v1, &identity(&v1)).unwrap_err().contains("amount"));
+        assert!(plan(&text, &v1, &identity(&v1)).unwrap_err().contains("amount"));
         let int = schema(r#"{"name":"amount","type":"int"}"#);
-        let plan = LoadPlan::new(&int, &v1, &identity(&v1)).unwrap();
+        let plan = plan(&int, &v1, &identity(&v1)).unwrap();
         assert_eq!(
             plan.row(Value::Record(vec![("amount".into(), Value::Int(2))])).unwrap(),
             vec![SqlValue::Float(2.0)]
         );
+    }
+
+    #[test]
+    fn a_rename_without_alias_loads_old_records_through_the_mapping() {
+        let v1 = schema(r#"{"name":"id","type":"long"},{"name":"email","type":"string"}"#);
+        let v2 = schema(r#"{"name":"id","type":"long"},{"name":"mail","type":"string"}"#);
+        let mut mapping = identity(&v1);
+        mapping.insert("mail".into(), "email".into());
+        let old = plan(&v1, &v2, &mapping).unwrap();
+        assert_eq!(old.columns, ["id", "email"]);
+        let row = old
+            .row(Value::Record(vec![("id".into(), Value::Long(1)), ("email".into(), Value::String("a".into()))]))
+            .unwrap();
+        assert_eq!(row, vec![SqlValue::Int(1), SqlValue::Text("a".into())]);
+    }
+
+    #[test]
+    fn nested_records_flatten_to_parent_child_columns() {
+        let shipping = |extra: &str| {
+            schema(&format!(
+                r#"{{"name":"id","type":"long"}},{{"name":"ship","type":["null",{{"type":"record","name":"S","fields":[{{"name":"city","type":"string"}}{extra}]}}],"default":null}}"#
+            ))
+        };
+        let v1 = shipping("");
+        let (columns, mapping) = columns_for(&v1, Dialect::Postgres, Nested::Flatten).unwrap();
+        assert_eq!(columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "ship__city"]);
+        assert!(columns[1].nullable, "inside a nullable record");
+        assert_eq!(mapping.get("ship.city").map(String::as_str), Some("ship__city"));
+        let flat = LoadPlan::new(&v1, &v1, &mapping, Nested::Flatten).unwrap();
+        let city = Value::Record(vec![("city".into(), Value::String("Oslo".into()))]);
+        let row = flat
+            .row(Value::Record(vec![("id".into(), Value::Long(1)), ("ship".into(), Value::Union(1, Box::new(city)))]))
+            .unwrap();
+        assert_eq!(row, vec![SqlValue::Int(1), SqlValue::Text("Oslo".into())]);
+        let none = flat
+            .row(Value::Record(vec![
+                ("id".into(), Value::Long(2)),
+                ("ship".into(), Value::Union(0, Box::new(Value::Null))),
+            ]))
+            .unwrap();
+        assert_eq!(none, vec![SqlValue::Int(2), SqlValue::Null]);
+        // A new nested field has no column yet: not loadable (no silent loss).
+        let v2 = shipping(r#",{"name":"zip","type":["null","string"],"default":null}"#);
+        let error = LoadPlan::new(&v2, &v1, &mapping, Nested::Flatten).unwrap_err();
+        assert!(error.contains("ship.zip"), "{error}");
+        // In JSON mode the whole record is one column and the new field rides along.
+        let json = LoadPlan::new(&v2, &v1, &identity(&v1), Nested::Json).unwrap();
+        assert_eq!(json.columns, ["id", "ship"]);
     }
 
     #[test]

@@ -241,13 +241,13 @@ impl<H: Handler> Runner<H> {
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
         let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stalled_since: Option<(tokio::time::Instant, Vec<i64>)> = None;
+        let mut watch = Watch::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = self.consumer.recv() => Inbound::from_message(&message?),
                 _ = watchdog.tick() => {
-                    self.watch(&mut stalled_since).await;
+                    self.watch(&mut watch).await;
                     continue;
                 }
             };
@@ -271,20 +271,35 @@ impl<H: Handler> Runner<H> {
         }
     }
 
-    /// A member with no partitions looks at its group's progress: when the
-    /// subscribed partitions have records nobody has committed, and the
-    /// committed offsets have not moved for [`STALLED_AFTER`], no member is
-    /// consuming them and this one rejoins the group (leave, then subscribe
-    /// again) so the partitions are assigned anew.
+    /// A member with no partitions makes sure someone consumes them.
     ///
     /// Why: a broker's group coordinator can settle a rebalance with every
     /// partition assigned to a member that has died (measured on Tansu 0.6:
-    /// after a SIGKILL, the restarted member became leader without being
-    /// told and got an empty assignment, forever). On a healthy cluster an
-    /// idle member sees the offsets move, or no lag, and does nothing.
-    async fn watch(&self, stalled_since: &mut Option<(tokio::time::Instant, Vec<i64>)>) {
-        if self.status.assigned.load(Ordering::Relaxed) > 0 {
-            *stalled_since = None;
+    /// a member restarted after a SIGKILL, while its dead predecessor was
+    /// still within its session timeout, became the group's leader without
+    /// being told so and got an empty assignment, forever). So:
+    /// - a member whose first assignment is empty rejoins once, after a
+    ///   session timeout (a dead predecessor has then expired);
+    /// - later, when the subscribed partitions have records nobody has
+    ///   committed and the committed offsets have not moved for
+    ///   [`STALLED_AFTER`], it rejoins again.
+    ///
+    /// On a healthy cluster an idle extra member costs one rebalance at
+    /// start, then sees the offsets move (or no lag) and does nothing.
+    async fn watch(&self, watch: &mut Watch) {
+        let now = tokio::time::Instant::now();
+        if self.status.assigned.load(Ordering::Relaxed) > 0 || !self.status.consuming.load(Ordering::Relaxed) {
+            watch.empty_since = None;
+            watch.stalled_since = None;
+            return;
+        }
+        let empty_since = *watch.empty_since.get_or_insert(now);
+        if !watch.rejoined {
+            if now.duration_since(empty_since) >= FIRST_EMPTY_REJOIN {
+                self.rejoin("the first assignment was empty");
+                watch.rejoined = true;
+                watch.empty_since = None;
+            }
             return;
         }
         let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
@@ -292,25 +307,25 @@ impl<H: Handler> Runner<H> {
         let Ok(Ok((lag, committed))) = progress else {
             return; // the broker did not answer: nothing to conclude
         };
-        match stalled_since.as_ref() {
-            _ if lag == 0 => *stalled_since = None,
-            Some((_, before)) if *before != committed => {
-                *stalled_since = Some((tokio::time::Instant::now(), committed))
-            }
-            Some((since, _)) if since.elapsed() >= STALLED_AFTER => {
-                tracing::warn!(
-                    service = %self.config.service, group = %self.config.group_id, lag,
-                    "no member has consumed this group's partitions for {STALLED_AFTER:?} and this one has none: rejoining the group"
-                );
-                let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
-                self.consumer.unsubscribe();
-                if let Err(error) = self.consumer.subscribe(&topics) {
-                    tracing::error!(%error, "could not subscribe again; retrying at the next check");
-                }
-                *stalled_since = None;
+        match watch.stalled_since.as_ref() {
+            _ if lag == 0 => watch.stalled_since = None,
+            Some((_, before)) if *before != committed => watch.stalled_since = Some((now, committed)),
+            Some((since, _)) if now.duration_since(*since) >= STALLED_AFTER => {
+                self.rejoin(&format!("{lag} records unconsumed and no committed offset moved for {STALLED_AFTER:?}"));
+                watch.stalled_since = None;
             }
             Some(_) => {}
-            None => *stalled_since = Some((tokio::time::Instant::now(), committed)),
+            None => watch.stalled_since = Some((now, committed)),
+        }
+    }
+
+    /// Leaves the group and joins it again, so its partitions are assigned anew.
+    fn rejoin(&self, why: &str) {
+        tracing::warn!(service = %self.config.service, group = %self.config.group_id, "this member has no partitions and {why}: rejoining the group");
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        self.consumer.unsubscribe();
+        if let Err(error) = self.consumer.subscribe(&topics) {
+            tracing::error!(%error, "could not subscribe again; retrying at the next check");
         }
     }
 
@@ -488,10 +503,21 @@ impl<H: Handler> Runner<H> {
 }
 
 /// How often a member without partitions checks its group's progress.
-const WATCHDOG_EVERY: Duration = Duration::from_secs(5);
+const WATCHDOG_EVERY: Duration = Duration::from_secs(2);
+/// How long after an empty first assignment a member rejoins (more than the
+/// 6 s session timeout, so a dead predecessor has expired).
+const FIRST_EMPTY_REJOIN: Duration = Duration::from_secs(7);
 /// How long a group's lagging partitions may go unconsumed before an idle
 /// member rejoins (three session timeouts).
 pub const STALLED_AFTER: Duration = Duration::from_secs(18);
+
+/// What the watchdog remembers between checks.
+#[derive(Debug, Default)]
+struct Watch {
+    empty_since: Option<tokio::time::Instant>,
+    rejoined: bool,
+    stalled_since: Option<(tokio::time::Instant, Vec<i64>)>,
+}
 
 /// The group's total lag over `topics` and its committed offsets (blocking:
 /// metadata, watermark and offset requests).

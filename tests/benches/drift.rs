@@ -38,7 +38,7 @@ fn schemas() -> anyhow::Result<(Schema, Schema)> {
 fn main() -> anyhow::Result<()> {
     let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let (old, new) = schemas()?;
-    let (columns, mapping) = columns_for(&old, Dialect::Postgres).map_err(anyhow::Error::msg)?;
+    let (columns, mapping) = columns_for(&old, Dialect::Postgres, Nested::Json).map_err(anyhow::Error::msg)?;
     let dbt_text = format!(
         "version: 2\nmodels:\n  - name: orders\n    columns:\n{}",
         (0..40).map(|i| format!("      - name: field_{i}\n        description: \"field {i}\"\n")).collect::<String>()

@@ -355,3 +355,222 @@ async fn the_applier_refuses_tampered_and_disallowed_plans() -> anyhow::Result<(
     drop(up);
     Ok(())
 }
+
+/// A local stand-in for GitHub's REST API holding one repository in memory:
+/// refs, files per branch, pull requests. It checks the headers GitHub
+/// requires on every request and answers with GitHub's statuses.
+#[derive(Default)]
+struct FakeRepo {
+    refs: std::collections::BTreeMap<String, String>,
+    /// (branch, path) → content.
+    files: std::collections::BTreeMap<(String, String), String>,
+    pulls: Vec<Value>,
+    refused: Vec<String>,
+}
+
+type Repo = Arc<Mutex<FakeRepo>>;
+
+async fn fake_github(schema_yml: &str) -> anyhow::Result<(String, Repo)> {
+    use axum::extract::{Path, Query};
+    use axum::routing::get;
+    use base64::Engine as _;
+    let repo: Repo = Arc::default();
+    {
+        let mut state = repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.refs.insert("main".into(), "sha-main".into());
+        state.files.insert(("main".into(), "dbt/models/schema.yml".into()), schema_yml.to_owned());
+    }
+    fn checked(repo: &Repo, headers: &HeaderMap, what: &str) -> Option<(StatusCode, Json<Value>)> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let problem = if header("authorization") != "Bearer gh-token" {
+            Some((StatusCode::UNAUTHORIZED, "Bad credentials"))
+        } else if header("x-github-api-version") != "2022-11-28" || header("accept") != "application/vnd.github+json" {
+            Some((StatusCode::BAD_REQUEST, "missing API version or media type"))
+        } else if header("user-agent").is_empty() {
+            Some((StatusCode::FORBIDDEN, "a User-Agent is required"))
+        } else {
+            None
+        };
+        problem.map(|(status, message)| {
+            repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner).refused.push(format!("{what}: {message}"));
+            (status, Json(json!({"message": message})))
+        })
+    }
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    let app = axum::Router::new()
+        .route(
+            "/repos/acme/analytics/git/ref/heads/{*branch}",
+            get(|State(repo): State<Repo>, headers: HeaderMap, Path(branch): Path<String>| async move {
+                if let Some(refused) = checked(&repo, &headers, "get ref") {
+                    return refused;
+                }
+                let state = repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match state.refs.get(&branch) {
+                    Some(sha) => (StatusCode::OK, Json(json!({"ref": format!("refs/heads/{branch}"), "object": {"sha": sha}}))),
+                    None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))),
+                }
+            }),
+        )
+        .route(
+            "/repos/acme/analytics/git/refs",
+            axum::routing::post(|State(repo): State<Repo>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                if let Some(refused) = checked(&repo, &headers, "create ref") {
+                    return refused;
+                }
+                let mut state = repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let name = body["ref"].as_str().unwrap_or_default().trim_start_matches("refs/heads/").to_owned();
+                if state.refs.contains_key(&name) {
+                    return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "Reference already exists"})));
+                }
+                let from = state.refs.iter().find(|(_, sha)| body["sha"] == json!(sha)).map(|(b, _)| b.clone());
+                let Some(from) = from else { return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "Object does not exist"}))) };
+                let files: Vec<_> = state.files.iter().filter(|((b, _), _)| *b == from).map(|((_, p), c)| (p.clone(), c.clone())).collect();
+                for (path, content) in files {
+                    state.files.insert((name.clone(), path), content);
+                }
+                state.refs.insert(name.clone(), format!("sha-{name}"));
+                (StatusCode::CREATED, Json(json!({"ref": body["ref"]})))
+            }),
+        )
+        .route(
+            "/repos/acme/analytics/contents/{*path}",
+            get(|State(repo): State<Repo>, headers: HeaderMap, Path(path): Path<String>, Query(query): Query<std::collections::HashMap<String, String>>| async move {
+                if let Some(refused) = checked(&repo, &headers, "get contents") {
+                    return refused;
+                }
+                let state = repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let branch = query.get("ref").cloned().unwrap_or_else(|| "main".into());
+                match state.files.get(&(branch, path)) {
+                    Some(content) => (StatusCode::OK, Json(json!({"encoding": "base64", "content": B64.encode(content), "sha": format!("blob-{}", content.len())}))),
+                    None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))),
+                }
+            })
+            .put(|State(repo): State<Repo>, headers: HeaderMap, Path(path): Path<String>, Json(body): Json<Value>| async move {
+                if let Some(refused) = checked(&repo, &headers, "put contents") {
+                    return refused;
+                }
+                let mut state = repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let branch = body["branch"].as_str().unwrap_or("main").to_owned();
+                let Some(current) = state.files.get(&(branch.clone(), path.clone())) else {
+                    return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
+                };
+                if body["sha"] != json!(format!("blob-{}", current.len())) || body["message"].as_str().is_none() {
+                    return (StatusCode::CONFLICT, Json(json!({"message": "sha does not match"})));
+                }
+                let Some(content) = body["content"].as_str().and_then(|c| B64.decode(c).ok()).and_then(|c| String::from_utf8(c).ok()) else {
+                    return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "content is not base64"})));
+                };
+                state.files.insert((branch, path), content);
+                (StatusCode::OK, Json(json!({"commit": {"sha": "sha-commit"}})))
+            }),
+        )
+        .route(
+            "/repos/acme/analytics/pulls",
+            axum::routing::post(|State(repo): State<Repo>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                if let Some(refused) = checked(&repo, &headers, "pulls") {
+                    return refused;
+                }
+                let mut state = repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if state.pulls.iter().any(|p| p["head"] == body["head"]) {
+                    return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "A pull request already exists"})));
+                }
+                let number = state.pulls.len() + 1;
+                let mut pull = body.clone();
+                pull["number"] = json!(number);
+                pull["html_url"] = json!(format!("https://github.com/acme/analytics/pull/{number}"));
+                state.pulls.push(pull.clone());
+                (StatusCode::CREATED, Json(pull))
+            }),
+        )
+        .with_state(repo.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((base, repo))
+}
+
+#[tokio::test]
+async fn a_merged_pull_request_approves_its_plan() -> anyhow::Result<()> {
+    let dbt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dbt");
+    let schema_yml = std::fs::read_to_string(dbt.join("models/schema.yml"))?;
+    let (github, repo) = fake_github(&schema_yml).await?;
+    let extra = format!(
+        "dbt = {{ project = \"{}\", schema = \"models/schema.yml\", model = \"orders\" }}\n\
+         github = {{ repo = \"acme/analytics\", directory = \"dbt\" }}\n",
+        dbt.display()
+    );
+    let mut deployment = Deployment::new("postgres", &extra)?;
+    deployment.env = vec![
+        ("MEND_GITHUB_TOKEN".into(), "gh-token".into()),
+        ("MEND_GITHUB_API_URL".into(), github),
+        ("MEND_GITHUB_WEBHOOK_SECRET".into(), "hook-secret".into()),
+    ];
+    let up = deployment.up("up.log").await?;
+    produce_orders(&deployment, 1, 0..3).await?;
+    rows(&deployment, 3).await?;
+    produce_orders(&deployment, 2, 3..5).await?;
+
+    let pull = eventually("the pull request", || {
+        let repo = repo.clone();
+        async move { Ok(repo.lock().ok().and_then(|r| r.pulls.first().cloned())) }
+    })
+    .await?;
+    let (branch, proposal) = {
+        let state = repo.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert!(state.refused.is_empty(), "requests GitHub would refuse: {:?}", state.refused);
+        let branch = pull["head"].as_str().context("no head")?.to_owned();
+        let proposal = branch.strip_prefix("mend/").context("not a mend branch")?.to_owned();
+        assert_eq!(pull["base"], "main");
+        let body = pull["body"].as_str().unwrap_or_default();
+        assert!(body.contains("field_renamed") && body.contains("alias") && body.contains(&proposal), "{body}");
+        let patched =
+            state.files.get(&(branch.clone(), "dbt/models/schema.yml".into())).context("no file on the branch")?;
+        assert!(patched.contains("meta: {mend_source_field: customer_email, mend_renamed_from: email}"), "{patched}");
+        assert_eq!(
+            state.files.get(&("main".into(), "dbt/models/schema.yml".into())),
+            Some(&schema_yml),
+            "main untouched"
+        );
+        (branch, proposal)
+    };
+
+    // The merge webhook: refused without the right signature, then approving.
+    let event = json!({
+        "action": "closed", "number": 1,
+        "pull_request": {"number": 1, "merged": true, "head": {"ref": branch}, "merged_by": {"login": "octocat"}},
+        "sender": {"login": "octocat"},
+    })
+    .to_string();
+    let hook = |signature: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{}/github/webhook", deployment.api))
+            .header("x-github-event", "pull_request")
+            .header("content-type", "application/json")
+            .body(event.clone());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send()
+    };
+    assert_eq!(hook(None).await?.status().as_u16(), 401);
+    assert_eq!(hook(Some(mend_shared::github::sign("wrong", event.as_bytes()))).await?.status().as_u16(), 401);
+    let merged = hook(Some(mend_shared::github::sign("hook-secret", event.as_bytes()))).await?;
+    assert_eq!(merged.status().as_u16(), 200, "{}", merged.text().await?);
+    rows(&deployment, 5).await?;
+    let healed = eventually("the incident to heal", || {
+        let (api, proposal) = (format!("http://{}/incidents", deployment.api), proposal.clone());
+        async move {
+            let incidents: Value = reqwest::get(&api).await?.json().await?;
+            Ok(incidents.as_array().and_then(|l| {
+                l.iter().find(|i| i["proposal_id"] == json!(proposal) && i["status"] == "healed").cloned()
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(
+        (healed["decision"]["by"].as_str(), healed["decision"]["channel"].as_str()),
+        (Some("github:octocat"), Some("github"))
+    );
+    drop(up);
+    Ok(())
+}

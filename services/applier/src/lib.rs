@@ -236,7 +236,9 @@ impl Applier {
             if let std::collections::btree_map::Entry::Vacant(entry) = plans.entry(writer) {
                 entry.insert(match self.context.codec.schema(writer).await {
                     Ok(schema) => {
-                        LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping).ok().map(Arc::new)
+                        LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping, dataset.nested)
+                            .ok()
+                            .map(Arc::new)
                     }
                     Err(CodecError::Invalid(_)) => None,
                     Err(unavailable) => return Err(unavailable.into()),

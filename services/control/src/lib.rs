@@ -321,6 +321,8 @@ pub struct ApiSettings {
     pub tokens: Vec<ApiToken>,
     /// Verifies `POST /slack/interactions` (MEND_SLACK_SIGNING_SECRET).
     pub slack_signing_secret: Option<String>,
+    /// Verifies `POST /github/webhook` (MEND_GITHUB_WEBHOOK_SECRET).
+    pub github_webhook_secret: Option<String>,
 }
 
 /// The authenticated caller of a request (absent without authentication).
@@ -434,6 +436,7 @@ pub fn router(
         .route("/proposals/{id}/approve", post(approve))
         .route("/proposals/{id}/reject", post(reject))
         .route("/slack/interactions", post(slack_interaction))
+        .route("/github/webhook", post(github_webhook))
         .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
 }
@@ -582,6 +585,53 @@ pub async fn record_decision(
             undo(api);
             Err((StatusCode::SERVICE_UNAVAILABLE, format!("the decision was not recorded: {e}")))
         }
+    }
+}
+
+/// `POST /github/webhook`: a merged pull request of a mend branch
+/// (`mend/<proposal id>`) approves that proposal, recorded as decided by the
+/// GitHub user who merged it. The delivery must be signed with the webhook
+/// secret (`X-Hub-Signature-256`); other events are acknowledged and ignored.
+async fn github_webhook(
+    State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(secret) = api.settings.github_webhook_secret.as_deref() else {
+        return error(StatusCode::NOT_FOUND, "GitHub webhooks are not configured (MEND_GITHUB_WEBHOOK_SECRET)");
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !mend_shared::github::verify(secret, header("x-hub-signature-256"), &body) {
+        tracing::warn!("GitHub webhook with a missing or wrong signature refused");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256");
+    }
+    let ignored = |why: &str| (StatusCode::OK, Json(json!({"ignored": why}))).into_response();
+    match header("x-github-event") {
+        Some("ping") => return (StatusCode::OK, Json(json!({"pong": true}))).into_response(),
+        Some("pull_request") => {}
+        _ => return ignored("not a pull_request event"),
+    }
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not JSON");
+    };
+    let pull = &event["pull_request"];
+    if event["action"] != "closed" || pull["merged"] != true {
+        return ignored("not a merge");
+    }
+    let Some(proposal_id) = pull["head"]["ref"].as_str().and_then(|r| r.strip_prefix("mend/")) else {
+        return ignored("not a mend branch");
+    };
+    let login = pull["merged_by"]["login"].as_str().or(event["sender"]["login"].as_str()).unwrap_or("unknown");
+    let reason = Some(format!("merged pull request #{}", pull["number"]));
+    match record_decision(&api, proposal_id, "approved", format!("github:{login}"), "github".into(), reason).await {
+        Ok(decision) => (
+            StatusCode::OK,
+            Json(json!({"decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id})),
+        )
+            .into_response(),
+        // Decided already (say, applied by policy): the merge only documents it.
+        Err((StatusCode::CONFLICT, message)) => ignored(&message),
+        Err((status, message)) => error(status, message),
     }
 }
 

@@ -98,7 +98,7 @@ impl Detector {
         let contract_schema = self.context.codec.schema(contract.schema_id).await.map_err(HandleError::from)?;
         let (fits, changes) = match &writer_schema {
             Ok(schema) => (
-                LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping).is_ok(),
+                LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping, dataset.nested).is_ok(),
                 classify(&contract_schema.parsed, &schema.parsed),
             ),
             // An id the registry does not know: the loader quarantines those

@@ -88,7 +88,7 @@ impl Loader {
     /// Creates the table and the first contract from the first record's schema.
     async fn establish(&self, dataset: &Dataset, warehouse: &Warehouse, writer: u32) -> Result<(), HandleError> {
         let schema = self.context.codec.schema(writer).await.map_err(HandleError::from)?;
-        let (columns, mapping) = columns_for(&schema.parsed, warehouse.dialect())
+        let (columns, mapping) = columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
             .map_err(|e| HandleError::fatal(&format!("dataset {}: schema {writer}", dataset.name), e))?;
         let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
         let established = warehouse.establish(&dataset.name, &dataset.table, &dataset.key, &columns, &contract).await?;
@@ -106,11 +106,11 @@ impl Loader {
             return Ok(Err("the dataset has no contract yet".into()));
         };
         let plan = match self.context.codec.schema(writer).await {
-            Ok(schema) => {
-                LoadPlan::new(&schema.parsed, &contract_schema, &contract.mapping).map(Arc::new).map_err(|reason| {
+            Ok(schema) => LoadPlan::new(&schema.parsed, &contract_schema, &contract.mapping, dataset.nested)
+                .map(Arc::new)
+                .map_err(|reason| {
                     format!("writer schema {writer} does not match contract schema {}: {reason}", contract.schema_id)
-                })
-            }
+                }),
             Err(CodecError::Invalid(reason)) => {
                 Err(format!("writer schema {writer} is unknown to the registry: {reason}"))
             }

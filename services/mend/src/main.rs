@@ -73,6 +73,20 @@ struct Cli {
     #[arg(long, env = "MEND_SLACK_SIGNING_SECRET", hide_env_values = true)]
     slack_signing_secret: Option<Secret>,
 
+    /// GitHub token (contents and pull requests) for datasets that name a
+    /// repository: plans with a dbt patch open a pull request there.
+    #[arg(long, env = "MEND_GITHUB_TOKEN", hide_env_values = true)]
+    github_token: Option<Secret>,
+
+    /// GitHub REST API base.
+    #[arg(long, env = "MEND_GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api_url: String,
+
+    /// GitHub webhook secret: verifies `POST /github/webhook` (a merged
+    /// pull request approves its proposal). Without it that endpoint is off.
+    #[arg(long, env = "MEND_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    github_webhook_secret: Option<Secret>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -163,12 +177,14 @@ async fn other(cli: Cli) -> anyhow::Result<()> {
             tokens.extend(config.api.token.iter().cloned());
             let integrations = Integrations {
                 slack_webhook_url: cli.slack_webhook_url.map(|s| s.0).filter(|s| !s.is_empty()),
-                ..Integrations::default()
+                github_api_url: cli.github_api_url,
+                github_token: cli.github_token.map(|s| s.0).filter(|s| !s.is_empty()),
             };
             let context = Context::with(cli.connections, config, cli.warehouse, integrations)?;
             let settings = mend_control::ApiSettings {
                 tokens,
                 slack_signing_secret: cli.slack_signing_secret.map(|s| s.0).filter(|s| !s.is_empty()),
+                github_webhook_secret: cli.github_webhook_secret.map(|s| s.0).filter(|s| !s.is_empty()),
             };
             let shutdown = mend_shared::shutdown::on_signal();
             up::run(context, &services, cli.api_addr, cli.event_partitions, settings, shutdown).await

@@ -62,7 +62,7 @@ async fn baseline(
     let body: Value = response.error_for_status()?.json().await?;
     let id = u32::try_from(body["id"].as_u64().unwrap_or_default())?;
     let schema = Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
-    let (_, mapping) = columns_for(&schema, warehouse.dialect()).map_err(|e| anyhow::anyhow!(e))?;
+    let (_, mapping) = columns_for(&schema, warehouse.dialect(), dataset.nested).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some((id, schema, mapping, "latest registered version")))
 }
 
@@ -96,7 +96,7 @@ pub async fn run(args: Args, registry_url: &str, config: &FileConfig, warehouse_
 
 /// A dataset without a table yet: the first record creates it.
 fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> anyhow::Result<Plan> {
-    let (columns, _) = columns_for(schema, warehouse.dialect()).map_err(|e| anyhow::anyhow!(e))?;
+    let (columns, _) = columns_for(schema, warehouse.dialect(), dataset.nested).map_err(|e| anyhow::anyhow!(e))?;
     let list = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.sql_type)).collect::<Vec<_>>().join(", ");
     let rule = "no contract yet: the first record creates the table from its schema => auto (default)".to_owned();
     Ok(Plan {

@@ -24,8 +24,25 @@ pub fn patch(path: &str, text: &str, model: &str, edits: &[ColumnEdit]) -> Resul
     if patched == text {
         return Ok(None);
     }
-    let diff = similar::TextDiff::from_lines(text, &patched);
-    Ok(Some(diff.unified_diff().context_radius(3).header(&format!("a/{path}"), &format!("b/{path}")).to_string()))
+    let patch = diffy::DiffOptions::new()
+        .set_context_len(3)
+        .set_original_filename(format!("a/{path}"))
+        .set_modified_filename(format!("b/{path}"))
+        .create_patch(text, &patched);
+    Ok(Some(patch.to_string()))
+}
+
+/// Applies a patch made by [`patch`] to another copy of the file (say, the
+/// one in the team's repository). Err when it does not apply.
+pub fn apply_patch(text: &str, patch: &str) -> Result<String, String> {
+    let patch = diffy::Patch::from_str(patch).map_err(|e| format!("not a unified diff: {e}"))?;
+    diffy::apply(text, &patch).map_err(|e| format!("the patch does not apply: {e}"))
+}
+
+/// Whether `text` already holds what `patch` adds (it reverses cleanly).
+pub fn apply_patch_reverse(text: &str, patch: &str) -> Result<String, String> {
+    let patch = diffy::Patch::from_str(patch).map_err(|e| format!("not a unified diff: {e}"))?;
+    diffy::apply(text, &patch.reverse()).map_err(|e| format!("the patch does not reverse: {e}"))
 }
 
 fn indent_of(line: &str) -> usize {
@@ -189,6 +206,10 @@ models:
         let diff = patch("models/schema.yml", SCHEMA, "orders", &edits).unwrap().unwrap();
         assert!(diff.starts_with("--- a/models/schema.yml\n+++ b/models/schema.yml\n"));
         assert!(diff.contains("+      - name: coupon\n"));
+        // The diff applies to the original, and reverses on the result.
+        assert_eq!(apply_patch(SCHEMA, &diff).unwrap(), patched);
+        assert_eq!(apply_patch_reverse(&patched, &diff).unwrap(), SCHEMA);
+        assert!(apply_patch(&patched, &diff).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use mend_shared::config::{Dataset, Nested};
 use mend_shared::context::Context;
 use mend_shared::drift::kind;
 use mend_shared::events::{Decision, Diagnosis, Envelope, Event, FieldChange, PlanStep, Proposal};
-use mend_shared::mapping::{column_name, record_of, sql_type};
+use mend_shared::mapping::{column_name, columns_for, record_of, sql_type};
 use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
 use mend_shared::warehouse::{Column, Dialect, Warehouse, quote};
 use mend_shared::{HandleError, topics};
@@ -26,6 +26,7 @@ const SERVICE: &str = "proposer";
 const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_7072_6f70_6f73_616c_0000_0001);
 
 pub mod dbt;
+pub mod github;
 
 pub use mend_shared::config::Policy;
 
@@ -84,7 +85,7 @@ fn place(path: &str, nested: Nested, mapping: &BTreeMap<String, String>) -> Plac
     if top == path {
         Place::Column(column_of(path))
     } else if nested == Nested::Flatten && !path.contains(['[', '{']) {
-        Place::Column(column_of(&path.replace('.', "__")))
+        Place::Column(mapping.get(path).cloned().unwrap_or_else(|| path.replace('.', "__")))
     } else {
         Place::InJson(column_of(top))
     }
@@ -124,21 +125,40 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                 (Policy::Auto, format!("nested in the JSON column {column}"))
             }
             (kind::FIELD_ADDED, Place::Column(column)) => {
-                let sql_type =
-                    schema_at(writer, field).map_or_else(|| "TEXT".to_owned(), |s| sql_type(&s, target.dialect));
-                if column_info(column).is_none() {
+                // One column per leaf: the field itself, or with `flatten`
+                // every field of a new record.
+                let leaves: Vec<(String, Column)> = match columns_for(writer, target.dialect, target.nested) {
+                    Ok((columns, mapping)) => mapping
+                        .into_iter()
+                        .filter(|(path, _)| path == field || path.starts_with(&format!("{field}.")))
+                        .filter_map(|(path, name)| columns.iter().find(|c| c.name == name).map(|c| (path, c.clone())))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let leaves = if leaves.is_empty() {
+                    let sql_type =
+                        schema_at(writer, field).map_or_else(|| "TEXT".to_owned(), |s| sql_type(&s, target.dialect));
+                    vec![(field.to_owned(), Column { name: column.clone(), sql_type, nullable: true })]
+                } else {
+                    leaves
+                };
+                for (path, leaf) in &leaves {
+                    let name = &leaf.name;
+                    if column_info(name).is_none() {
+                        let sql_type = &leaf.sql_type;
+                        steps.push(PlanStep {
+                            sql: Some(format!("ALTER TABLE {table} ADD COLUMN {} {sql_type}", quote(name))),
+                            field: Some(path.clone()),
+                            column: Some(name.clone()),
+                            ..step("ddl", format!("add column {name} {sql_type} for the new field {path}"))
+                        });
+                    }
                     steps.push(PlanStep {
-                        sql: Some(format!("ALTER TABLE {table} ADD COLUMN {} {sql_type}", quote(column))),
-                        field: Some(field.into()),
-                        column: Some(column.clone()),
-                        ..step("ddl", format!("add column {column} {sql_type} for the new field {field}"))
+                        field: Some(path.clone()),
+                        column: Some(name.clone()),
+                        ..step("mapping", format!("map field {path} to column {name}"))
                     });
                 }
-                steps.push(PlanStep {
-                    field: Some(field.into()),
-                    column: Some(column.clone()),
-                    ..step("mapping", format!("map field {field} to column {column}"))
-                });
                 dbt_edits.push(dbt::ColumnEdit::Added {
                     column: column.clone(),
                     description: change.evidence.get("doc").cloned(),
@@ -155,7 +175,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                 match (place, self::place(from, target.nested, target.mapping)) {
                     (Place::Column(_), Place::Column(column)) => {
                         steps.push(PlanStep {
-                            field: Some(to.replace('.', "__").into()),
+                            field: Some(to.into()),
                             column: Some(column.clone()),
                             ..step(
                                 "mapping",
@@ -362,6 +382,33 @@ impl Proposer {
     /// Tells people a proposal waits for them (Slack). A notification that
     /// fails is logged, never retried at the pipeline's expense: the
     /// proposal is on `mend.proposals` and in the API either way.
+    /// Opens the pull request of a plan with a dbt patch, when the dataset
+    /// names a GitHub repository and mend has a token. Failures are logged
+    /// (the API and Slack still offer the decision).
+    async fn pull_request(&self, proposal: &Proposal) {
+        let integrations = &self.context.integrations;
+        let (Some(dataset), Some(token)) =
+            (self.context.dataset(&proposal.envelope.dataset), &integrations.github_token)
+        else {
+            return;
+        };
+        let (Some(repo), Some(dbt)) = (&dataset.github, &dataset.dbt) else { return };
+        let Some(patch) = proposal.steps.iter().find(|s| s.kind == "dbt_patch").and_then(|s| s.patch.as_deref()) else {
+            return;
+        };
+        let schema = dbt.schema.to_string_lossy();
+        let path = if repo.directory.is_empty() {
+            schema.into_owned()
+        } else {
+            format!("{}/{schema}", repo.directory.trim_end_matches('/'))
+        };
+        let client = github::Client { http: &self.http, api: &integrations.github_api_url, token, repo };
+        match client.open(proposal, &path, patch).await {
+            Ok(url) => tracing::info!(proposal = %proposal.proposal_id, %url, "pull request opened"),
+            Err(error) => tracing::warn!(proposal = %proposal.proposal_id, %error, "pull request failed"),
+        }
+    }
+
     async fn notify(&self, proposal: &Proposal) {
         if let Some(url) = &self.context.integrations.slack_webhook_url {
             let message = mend_shared::slack::proposal_message(proposal, false);
@@ -442,6 +489,9 @@ impl Handler for Proposer {
             if proposal.policy == Policy::Approve.name() {
                 self.notify(&proposal).await;
             }
+            if proposal.policy != Policy::Block.name() {
+                self.pull_request(&proposal).await;
+            }
             let key = proposal.envelope.dataset.clone().into_bytes();
             let mut outputs = vec![Outbound {
                 topic: Proposal::TOPIC.to_owned(),
@@ -493,7 +543,7 @@ mod tests {
         dbt: Option<DbtFile<'_>>,
     ) -> Plan {
         let (old, new) = (schema(old), schema(new));
-        let (columns, mapping) = mend_shared::mapping::columns_for(&old, dialect).unwrap();
+        let (columns, mapping) = mend_shared::mapping::columns_for(&old, dialect, Nested::Json).unwrap();
         let key = ["id".to_owned()];
         let target = Target {
             table: "orders",
@@ -536,6 +586,53 @@ mod tests {
         assert!(plan.rules.iter().any(|r| r.contains("add a column email_bigint BIGINT")), "{:?}", plan.rules);
         assert!(plan.rules.iter().any(|r| r.contains("cast column email to BIGINT")), "{:?}", plan.rules);
         assert!(plan.steps.iter().all(|s| s.sql.is_none()));
+    }
+
+    #[test]
+    fn nested_additions_are_columns_when_flattened_and_json_otherwise() {
+        let ship = |extra: &str| {
+            format!(
+                r#"{{"name":"id","type":"long"}},{{"name":"ship","type":{{"type":"record","name":"S","fields":[{{"name":"city","type":"string"}}{extra}]}}}}"#
+            )
+        };
+        let (old, new) =
+            (schema(&ship("")), schema(&ship(r#",{"name":"zip","type":["null","string"],"default":null}"#)));
+        let (columns, mapping) = columns_for(&old, Dialect::Postgres, Nested::Flatten).unwrap();
+        let policy = BTreeMap::new();
+        let key = ["id".to_owned()];
+        let target = |nested| Target {
+            table: "orders",
+            dialect: Dialect::Postgres,
+            columns: &columns,
+            mapping: &mapping,
+            key: &key,
+            policy: &policy,
+            nested,
+            dbt: None,
+        };
+        let flat = plan(&classify(&old, &new), &new, &target(Nested::Flatten));
+        assert_eq!(flat.policy, Policy::Auto);
+        assert_eq!(flat.steps[0].sql.as_deref(), Some(r#"ALTER TABLE "orders" ADD COLUMN "ship__zip" TEXT"#));
+        assert_eq!(
+            (flat.steps[1].field.as_deref(), flat.steps[1].column.as_deref()),
+            (Some("ship.zip"), Some("ship__zip"))
+        );
+        let json = plan(&classify(&old, &new), &new, &target(Nested::Json));
+        assert!(json.steps.iter().all(|s| s.sql.is_none()), "stored inside the JSON column");
+        // A whole new record, flattened: one column per field.
+        let bill = format!(
+            r#"{},{{"name":"bill","type":["null",{{"type":"record","name":"B","fields":[{{"name":"city","type":"string"}},{{"name":"zip","type":"string"}}]}}],"default":null}}"#,
+            ship("")
+        );
+        let with_bill = plan(&classify(&old, &schema(&bill)), &schema(&bill), &target(Nested::Flatten));
+        let sql: Vec<&str> = with_bill.steps.iter().filter_map(|s| s.sql.as_deref()).collect();
+        assert_eq!(
+            sql,
+            [
+                r#"ALTER TABLE "orders" ADD COLUMN "bill__city" TEXT"#,
+                r#"ALTER TABLE "orders" ADD COLUMN "bill__zip" TEXT"#
+            ]
+        );
     }
 
     #[test]
