@@ -534,7 +534,13 @@ async fn a_merged_pull_request_approves_its_plan() -> anyhow::Result<()> {
         (branch, proposal)
     };
 
-    // The merge webhook: refused without the right signature, then approving.
+    // The merge webhook (once mend lists the proposal, as a reviewer would
+    // see it): refused without the right signature, then approving.
+    eventually("the proposal in the API", || {
+        let (api, proposal) = (format!("http://{}/proposals/{proposal}", deployment.api), proposal.clone());
+        async move { Ok(reqwest::get(&api).await?.status().is_success().then_some(proposal)) }
+    })
+    .await?;
     let event = json!({
         "action": "closed", "number": 1,
         "pull_request": {"number": 1, "merged": true, "head": {"ref": branch}, "merged_by": {"login": "octocat"}},

@@ -393,6 +393,14 @@ async fn authorize(
 }
 
 impl Api {
+    /// Waits until the read model knows `proposal_id`, at most `timeout`.
+    async fn await_proposal(&self, proposal_id: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.model().proposals.contains_key(proposal_id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn model(&self) -> std::sync::MutexGuard<'_, ReadModel> {
         self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -622,6 +630,9 @@ async fn github_webhook(
         return ignored("not a mend branch");
     };
     let login = pull["merged_by"]["login"].as_str().or(event["sender"]["login"].as_str()).unwrap_or("unknown");
+    // A merge can arrive while this process is still reading the audit
+    // topics back (just started): give the read model a moment.
+    api.await_proposal(proposal_id, Duration::from_secs(10)).await;
     let reason = Some(format!("merged pull request #{}", pull["number"]));
     match record_decision(&api, proposal_id, "approved", format!("github:{login}"), "github".into(), reason).await {
         Ok(decision) => (
@@ -686,6 +697,7 @@ async fn slack_interaction(
         return error(StatusCode::FORBIDDEN, format!("Slack user {user} is not mapped to an approver"));
     };
     let reason = Some(format!("via Slack (user {user})"));
+    api.await_proposal(proposal_id, Duration::from_secs(2)).await;
     match record_decision(&api, proposal_id, outcome, approver.clone(), "slack".into(), reason).await {
         Ok(decision) => {
             let verb = if outcome == "approved" { "Approved" } else { "Rejected" };
