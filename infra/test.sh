@@ -34,7 +34,7 @@ cargo test -p mend-tests -q --test registry --test runner --test plan -- --test-
 # a SIGKILLed `mend up` never get partitions back while another deployment's
 # groups are active on the broker (measured: no progress in 120 s, twice);
 # alone, the same test recovers in ~20 s.
-cargo test -p mend-tests -q --test healing --test approvals -- --test-threads 1
+cargo test -p mend-tests -q --test healing --test approvals --test drift -- --test-threads 1
 
 log "integration tests (Python clients)"
 .mend/venv/bin/python -m pytest -q tests/python

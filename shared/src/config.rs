@@ -21,6 +21,14 @@ pub struct Connections {
     /// need different prefixes, or they split each other's partitions.
     #[arg(long, env = "MEND_GROUP_PREFIX", default_value = "mend")]
     pub group_prefix: String,
+
+    /// How stages get their partitions: `assign` (each process reads every
+    /// partition of its topics from its group's committed offsets; one
+    /// process per stage) or `group` (consumer-group rebalancing: run more
+    /// processes of a stage to share its partitions; on Tansu 0.6 a crashed
+    /// member can leave its group without a consumer).
+    #[arg(long, env = "MEND_CONSUMER_MODE", value_enum, default_value_t = crate::runner::ConsumerMode::Assign)]
+    pub consumer_mode: crate::runner::ConsumerMode,
 }
 
 /// Why the configuration cannot be used. Always fatal: fix and restart.
@@ -165,6 +173,10 @@ pub struct Dataset {
     pub subject: Option<String>,
     /// Warehouse URL (default `MEND_WAREHOUSE_URL`).
     pub warehouse: Option<String>,
+    /// Warehouse URL the applier uses (its DDL, contract moves and replays),
+    /// so it can run as a database role of its own (default: `warehouse`,
+    /// or `MEND_APPLIER_WAREHOUSE_URL` for datasets on the default warehouse).
+    pub applier_warehouse: Option<String>,
     /// What policy decides per change kind (`field_added = "auto"`, …);
     /// kinds not named here get mend's safe defaults.
     #[serde(default)]

@@ -85,7 +85,18 @@ impl Context {
 
     /// A dataset's warehouse pool (connected once per URL).
     pub async fn warehouse(&self, dataset: &Dataset) -> Result<Warehouse, WarehouseError> {
-        let url = self.warehouse_url_of(dataset);
+        self.pool(self.warehouse_url_of(dataset)).await
+    }
+
+    /// The pool the applier uses for a dataset (its own role when configured).
+    pub async fn applier_warehouse(&self, dataset: &Dataset) -> Result<Warehouse, WarehouseError> {
+        match &dataset.applier_warehouse {
+            Some(url) => self.pool(url.clone()).await,
+            None => self.warehouse(dataset).await,
+        }
+    }
+
+    async fn pool(&self, url: String) -> Result<Warehouse, WarehouseError> {
         let mut pools = self.warehouses.lock().await;
         if let Some(pool) = pools.get(&url) {
             return Ok(pool.clone());
@@ -145,6 +156,17 @@ impl Context {
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
         let mut config = RunnerConfig::new(service, &self.connections.brokers, group, topics);
         config.max_batch = max_batch;
+        self.runner_with(config, handler)
+    }
+
+    /// A runner for `handler` with its own [`RunnerConfig`] (the process's
+    /// consumer mode applies).
+    pub fn runner_with<H: Handler>(
+        &self,
+        mut config: RunnerConfig,
+        handler: H,
+    ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
+        config.mode = self.connections.consumer_mode;
         let runner = Runner::new(config, self.producer.clone(), self.codec.clone(), handler)?;
         let status = runner.status();
         Ok((runner, status))

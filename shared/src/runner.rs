@@ -130,6 +130,27 @@ pub struct RunnerConfig {
     pub max_batch: usize,
     /// How long to wait for more records once a batch has its first one.
     pub linger: Duration,
+    /// How partitions are shared out.
+    pub mode: ConsumerMode,
+    /// Topics a group without committed offsets starts reading at their end
+    /// rather than their beginning (assign mode): for a stage that only
+    /// needs what arrives after it first started.
+    pub new_group_starts_at_end: Vec<String>,
+}
+
+/// How a runner gets its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsumerMode {
+    /// Joins its consumer group, which shares the partitions among every
+    /// process running the stage (scale a stage by running more of it).
+    Group,
+    /// Reads every partition of its topics itself, from its consumer group's
+    /// committed offsets, without joining the group: one process per stage.
+    /// The default, because Tansu 0.6's group coordinator can leave a group
+    /// without a consumer after a crash (see the README); offsets, delivery
+    /// and exactly-once effects are the same in both modes.
+    #[default]
+    Assign,
 }
 
 impl RunnerConfig {
@@ -144,6 +165,8 @@ impl RunnerConfig {
             topics,
             max_batch: Self::DEFAULT_BATCH,
             linger: Duration::from_millis(50),
+            mode: ConsumerMode::default(),
+            new_group_starts_at_end: Vec::new(),
         }
     }
 }
@@ -213,7 +236,11 @@ impl<H: Handler> Runner<H> {
         let consumer: StreamConsumer<RunnerContext> = kafka::consumer_config(&config.brokers, &config.group_id)
             .create_with_context(RunnerContext { status: status.clone() })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        // In assign mode the partitions are assigned when `run` starts
+        // (metadata requests, retried while the broker is slow).
+        if config.mode == ConsumerMode::Group {
+            consumer.subscribe(&topics)?;
+        }
         Ok(Self { config, consumer: Arc::new(consumer), producer, codec, handler, status })
     }
 
@@ -238,7 +265,41 @@ impl<H: Handler> Runner<H> {
         result
     }
 
+    /// Assign mode: takes every partition of the topics, from the group's
+    /// committed offsets (the earliest when nothing is committed yet).
+    /// Retries while the broker does not answer; false when shut down first.
+    async fn assign_all(&self, shutdown: &CancellationToken) -> Result<bool, RunnerError> {
+        let mut backoff = retry_backoff();
+        loop {
+            let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
+            let at_end = self.config.new_group_starts_at_end.clone();
+            let listed =
+                tokio::task::spawn_blocking(move || list_partitions(consumer.as_ref(), &topics, &at_end)).await;
+            match listed {
+                Ok(Ok(list)) => {
+                    self.consumer.assign(&list)?;
+                    self.status.assigned.store(list.count(), Ordering::Relaxed);
+                    self.status.consuming.store(true, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Ok(Err(error)) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(service = %self.config.service, %error, ?delay, "cannot list the partitions to consume; retrying");
+                    if !sleep_unless_cancelled(delay, shutdown).await {
+                        return Ok(false);
+                    }
+                }
+                Err(join) => {
+                    return Err(RunnerError::Handler(HandleError::Fatal(format!("listing partitions: {join}"))));
+                }
+            }
+        }
+    }
+
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+        if self.config.mode == ConsumerMode::Assign && !self.assign_all(shutdown).await? {
+            return Ok(());
+        }
         let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = Watch::default();
@@ -246,7 +307,7 @@ impl<H: Handler> Runner<H> {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = self.consumer.recv() => Inbound::from_message(&message?),
-                _ = watchdog.tick() => {
+                _ = watchdog.tick(), if self.config.mode == ConsumerMode::Group => {
                     self.watch(&mut watch).await;
                     continue;
                 }
@@ -517,6 +578,33 @@ struct Watch {
     empty_since: Option<tokio::time::Instant>,
     rejoined: bool,
     stalled_since: Option<(tokio::time::Instant, Vec<i64>)>,
+}
+
+/// Every partition of `topics`, from the group's committed offset; for the
+/// topics in `at_end`, from their end when the group has committed nothing
+/// there (blocking: metadata and offset requests).
+fn list_partitions<C: Consumer<RunnerContext>>(
+    consumer: &C,
+    topics: &[String],
+    at_end: &[String],
+) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+            list.add_partition_offset(topic, partition, Offset::Stored)?;
+        }
+    }
+    if !at_end.is_empty() {
+        let committed = consumer.committed_offsets(list.clone(), timeout)?;
+        for element in committed.elements() {
+            if at_end.iter().any(|t| t == element.topic()) && !matches!(element.offset(), Offset::Offset(_)) {
+                list.set_partition_offset(element.topic(), element.partition(), Offset::End)?;
+            }
+        }
+    }
+    Ok(list)
 }
 
 /// The group's total lag over `topics` and its committed offsets (blocking:

@@ -151,16 +151,17 @@ const POSITION_COLUMNS: [&str; 2] = ["_mend_partition", "_mend_offset"];
 macro_rules! bookkeeping {
     ($tx:expr, $batch:expr, $max:literal) => {{
         let batch: &Batch<'_> = $batch;
-        for (position, writer) in batch.quarantined {
+        for record in batch.quarantined {
             sqlx::query(
-                "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset, writer_schema_id) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset, writer_schema_id, payload) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(batch.dataset)
             .bind(batch.topic)
-            .bind(position.partition)
-            .bind(position.offset)
-            .bind(writer.map(i64::from))
+            .bind(record.position.partition)
+            .bind(record.position.offset)
+            .bind(record.writer.map(i64::from))
+            .bind(record.payload)
             .execute(&mut *$tx)
             .await?;
         }
@@ -230,23 +231,31 @@ impl Warehouse {
         for statement in statements {
             self.execute(statement).await?;
         }
-        // Warehouses created before mend_quarantined recorded writer schemas.
-        let has_writer = "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'mend_quarantined' \
-                          AND column_name = 'writer_schema_id'";
-        let present: i64 = match self {
-            Self::Postgres(pool) => sqlx::query_scalar(has_writer).fetch_one(pool).await?,
-            Self::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM pragma_table_info('mend_quarantined') WHERE name = 'writer_schema_id'",
-                )
-                .fetch_one(pool)
-                .await?
-            }
-        };
-        if present == 0 {
-            self.execute("ALTER TABLE mend_quarantined ADD COLUMN writer_schema_id BIGINT").await?;
-        }
+        // Warehouses created before mend_quarantined recorded writer
+        // schemas and the quarantined bytes.
+        self.ensure_column("mend_quarantined", "writer_schema_id", "BIGINT", "BIGINT").await?;
+        self.ensure_column("mend_quarantined", "payload", "BYTEA", "BLOB").await?;
         Ok(())
+    }
+
+    /// Adds a column to one of mend's own tables when it is missing.
+    async fn ensure_column(&self, table: &str, column: &str, pg: &str, sqlite: &str) -> Result<(), WarehouseError> {
+        match self {
+            Self::Postgres(_) => {
+                self.execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg}")).await
+            }
+            Self::Sqlite(pool) => {
+                let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
+                    .bind(table)
+                    .bind(column)
+                    .fetch_one(pool)
+                    .await?;
+                if present == 0 {
+                    self.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {sqlite}")).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
@@ -396,6 +405,33 @@ impl Warehouse {
             Self::Sqlite(pool) => sqlx::query_as(sql).bind(dataset).bind(i64::from(writer)).fetch_all(pool).await?,
         };
         Ok(rows.into_iter().collect())
+    }
+
+    /// The records of `dataset` the loader quarantined with writer schema
+    /// `writer`, in source order: (partition, offset, bytes). Bytes are None
+    /// for records quarantined before the warehouse kept them.
+    pub async fn quarantined_records(
+        &self,
+        dataset: &str,
+        writer: u32,
+    ) -> Result<Vec<(i32, i64, Option<Vec<u8>>)>, WarehouseError> {
+        let sql = "SELECT partition_id, source_offset, payload FROM mend_quarantined \
+                   WHERE dataset = $1 AND writer_schema_id = $2 ORDER BY partition_id, source_offset";
+        Ok(match self {
+            Self::Postgres(pool) => sqlx::query_as(sql).bind(dataset).bind(i64::from(writer)).fetch_all(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_as(sql).bind(dataset).bind(i64::from(writer)).fetch_all(pool).await?,
+        })
+    }
+
+    /// How many records of `dataset` the loader quarantined, per writer schema.
+    pub async fn quarantine_counts(&self, dataset: &str) -> Result<HashMap<u32, i64>, WarehouseError> {
+        let sql = "SELECT writer_schema_id, COUNT(*) FROM mend_quarantined WHERE dataset = $1 \
+                   AND writer_schema_id IS NOT NULL GROUP BY writer_schema_id";
+        let rows: Vec<(i64, i64)> = match self {
+            Self::Postgres(pool) => sqlx::query_as(sql).bind(dataset).fetch_all(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_as(sql).bind(dataset).fetch_all(pool).await?,
+        };
+        Ok(rows.into_iter().filter_map(|(writer, count)| Some((u32::try_from(writer).ok()?, count))).collect())
     }
 
     /// Offsets of `topic` the loader quarantined, among `offsets`.
@@ -635,11 +671,21 @@ pub struct Batch<'a> {
     pub key: &'a [String],
     pub columns: &'a [String],
     pub rows: &'a [Row],
-    /// Source positions sent to quarantine in this batch, with the writer
-    /// schema of each (when the record had one).
-    pub quarantined: &'a [(Position, Option<u32>)],
+    /// Records sent to quarantine in this batch.
+    pub quarantined: &'a [QuarantinedRecord<'a>],
     /// Next offset per partition after this batch.
     pub next_offsets: &'a [(i32, i64)],
+}
+
+/// A record the loader quarantined: kept with its bytes in the warehouse (in
+/// the batch's transaction), so its incident's replay reads exactly these.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantinedRecord<'a> {
+    pub position: Position,
+    /// Its writer schema, when it had one.
+    pub writer: Option<u32>,
+    /// Its value bytes (Confluent wire format).
+    pub payload: Option<&'a [u8]>,
 }
 
 /// An approved plan, ready to apply.

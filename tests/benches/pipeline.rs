@@ -119,7 +119,12 @@ async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
 }
 
 fn context(datasets: Vec<Dataset>, prefix: &str) -> anyhow::Result<Arc<Context>> {
-    let connections = Connections { brokers: BROKER.into(), registry_url: registry_url(), group_prefix: prefix.into() };
+    let connections = Connections {
+        brokers: BROKER.into(),
+        registry_url: registry_url(),
+        group_prefix: prefix.into(),
+        consumer_mode: Default::default(),
+    };
     Ok(Context::new(connections, FileConfig { datasets, ..FileConfig::default() }, postgres())?)
 }
 
@@ -285,8 +290,12 @@ async fn main() -> anyhow::Result<()> {
     kafka::ensure_topics(&durable, &specs).await?;
     let subject = format!("{topic}-value");
     let heal = dataset(&unique("bench_heal").replace('-', "_"), &topic, &[]);
-    let connections =
-        Connections { brokers: durable.clone(), registry_url: registry_url(), group_prefix: unique("bench") };
+    let connections = Connections {
+        brokers: durable.clone(),
+        registry_url: registry_url(),
+        group_prefix: unique("bench"),
+        consumer_mode: Default::default(),
+    };
     let context =
         Context::new(connections, FileConfig { datasets: vec![heal.clone()], ..FileConfig::default() }, postgres())?;
     context.codec.register_event_schemas().await?;

@@ -55,7 +55,7 @@ impl Applier {
     /// Applies an approved decision and replays; returns the application event.
     pub async fn apply(&self, decision: &Decision) -> Result<Application, HandleError> {
         let dataset = self.dataset(&decision.envelope.dataset)?;
-        let warehouse = self.context.warehouse(dataset).await?;
+        let warehouse = self.context.applier_warehouse(dataset).await?;
         let mut application = Application {
             envelope: Envelope::answering(SERVICE, &decision.envelope),
             proposal_id: decision.proposal_id.clone(),
@@ -147,10 +147,12 @@ impl Applier {
 
     /// Replays every quarantined record of `incident`, in source order.
     ///
-    /// The loader recorded every position it quarantined with `writer`; the
-    /// scan reads `mend.quarantine` until it has found each of them (not just
-    /// to the broker's high watermark), or until [`REPLAY_SCAN`] passes: a
-    /// record still in flight then loads through the straggler path.
+    /// The loader kept each record it quarantined with `writer`, bytes and
+    /// all, in `mend_quarantined` (in its batch's transaction), so the
+    /// replay reads exactly those: its cost grows with the incident, not with
+    /// `mend.quarantine`. Only records kept before the warehouse held bytes
+    /// are looked up on the topic (until found, or [`REPLAY_SCAN`]); a record
+    /// quarantined after the replay loads through the straggler path.
     pub async fn replay(
         &self,
         dataset: &Dataset,
@@ -158,6 +160,13 @@ impl Applier {
         incident: &IncidentId,
         writer: u32,
     ) -> Result<Replay, HandleError> {
+        // The loader kept every record it quarantined, with its bytes, in the
+        // transaction of its batch: the replay reads exactly those.
+        let kept = warehouse.quarantined_records(&dataset.name, writer).await?;
+        if kept.iter().all(|(_, _, payload)| payload.is_some()) {
+            return self.load(dataset, warehouse, kept).await;
+        }
+        // Kept before the warehouse held the bytes: find them on the topic.
         let brokers = &self.context.connections.brokers;
         let mut missing = warehouse.quarantined_positions(&dataset.name, writer).await?;
         let records = if missing.is_empty() {
@@ -197,23 +206,24 @@ impl Applier {
                 Err(unavailable) => return Err(unavailable.into()),
             };
             if event.envelope.incident_id == *incident && event.topic == dataset.topic {
-                events.push(event);
+                events.push((event.partition, event.offset, event.value));
             }
         }
         self.load(dataset, warehouse, events).await
     }
 
-    /// Loads quarantined records under the current contract (idempotent).
+    /// Loads quarantined records — (partition, offset, bytes) — under the
+    /// current contract, in source order (idempotent).
     async fn load(
         &self,
         dataset: &Dataset,
         warehouse: &Warehouse,
-        events: Vec<Quarantined>,
+        records: Vec<(i32, i64, Option<Vec<u8>>)>,
     ) -> Result<Replay, HandleError> {
         // A record quarantined twice (a re-delivery) counts once.
-        let mut by_position: BTreeMap<(i32, i64), Quarantined> = BTreeMap::new();
-        for event in events {
-            by_position.entry((event.partition, event.offset)).or_insert(event);
+        let mut by_position: BTreeMap<(i32, i64), Option<Vec<u8>>> = BTreeMap::new();
+        for (partition, offset, payload) in records {
+            by_position.entry((partition, offset)).or_insert(payload);
         }
         let mut counts = Replay { replayed: by_position.len() as i64, ..Replay::default() };
         let Some(contract) = warehouse.contract(&dataset.name).await? else {
@@ -224,8 +234,8 @@ impl Applier {
         let mut plans: BTreeMap<u32, Option<Arc<LoadPlan>>> = BTreeMap::new();
         let mut rows: Vec<Row> = Vec::new();
         let mut columns = Vec::new();
-        for ((partition, offset), event) in by_position {
-            let Some(payload) = event.value.as_deref() else {
+        for ((partition, offset), payload) in by_position {
+            let Some(payload) = payload.as_deref() else {
                 counts.still_quarantined += 1;
                 continue;
             };
@@ -279,12 +289,13 @@ impl Applier {
     /// contract read and one plan per writer schema per batch, not per record.
     async fn stragglers(&self, dataset: &str, events: Vec<Quarantined>) -> Result<(), HandleError> {
         let Some(dataset) = self.context.dataset(dataset) else { return Ok(()) };
-        let events: Vec<Quarantined> = events.into_iter().filter(|e| e.topic == dataset.topic).collect();
-        if events.is_empty() {
+        let records: Vec<(i32, i64, Option<Vec<u8>>)> =
+            events.into_iter().filter(|e| e.topic == dataset.topic).map(|e| (e.partition, e.offset, e.value)).collect();
+        if records.is_empty() {
             return Ok(());
         }
-        let warehouse = self.context.warehouse(dataset).await?;
-        let replay = self.load(dataset, &warehouse, events).await?;
+        let warehouse = self.context.applier_warehouse(dataset).await?;
+        let replay = self.load(dataset, &warehouse, records).await?;
         if replay.loaded > 0 {
             tracing::info!(dataset = %dataset.name, loaded = replay.loaded, "loaded records quarantined after their incident was healed");
         }
@@ -341,5 +352,16 @@ impl Handler for Applier {
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<RunnerStatus>)> {
     let topics = vec![topics::DECISIONS.to_owned(), topics::QUARANTINE.to_owned()];
-    Ok(context.runner(SERVICE, &context.group("applier"), topics, Applier::new(context.clone()))?)
+    let mut config = mend_shared::runner::RunnerConfig::new(
+        SERVICE,
+        &context.connections.brokers,
+        &context.group("applier"),
+        topics,
+    );
+    // Records quarantined before the applier first ran are replayed from the
+    // warehouse with their incident; only later ones are stragglers. (A new
+    // group reading all of mend.quarantine would cost a scan of every
+    // deployment's quarantine history.)
+    config.new_group_starts_at_end = vec![topics::QUARANTINE.to_owned()];
+    Ok(context.runner_with(config, Applier::new(context.clone()))?)
 }

@@ -1,8 +1,9 @@
 //! control — the HTTP API over mend's audit log.
 //!
 //! - input topics: `mend.detections`, `mend.diagnoses`, `mend.proposals`,
-//!   `mend.decisions`, `mend.applications`, `mend.quarantine`, read from the
-//!   beginning at every start (a fresh consumer group) into the read model;
+//!   `mend.decisions`, `mend.applications`, read from the beginning at every
+//!   start (a fresh consumer group) into the read model; quarantine counts
+//!   come from the warehouse, where the loader keeps what it quarantined;
 //! - output topic: `mend.decisions` (approvals and rejections via the API);
 //! - key: the dataset name;
 //! - delivery: a decision is acknowledged to the caller only after the broker
@@ -20,9 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mend_shared::config::{ApiToken, Role};
 use mend_shared::context::Context;
-use mend_shared::events::{
-    Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, Proposal, Quarantined,
-};
+use mend_shared::events::{Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, Proposal};
 use mend_shared::runner::{Disposition, Handler, Inbound, Runner, RunnerStatus};
 use mend_shared::{HandleError, topics};
 use rdkafka::producer::FutureRecord;
@@ -164,18 +163,6 @@ impl ReadModel {
         });
     }
 
-    fn quarantined(&mut self, event: &Quarantined) {
-        if let Some(incident) = self.incidents.get_mut(&event.envelope.incident_id.0) {
-            incident.quarantined += 1;
-        } else {
-            // Quarantine can precede the detection: count it once the incident exists.
-            let incident = self.incident(&event.envelope);
-            incident.quarantined += 1;
-            incident.status = "open".into();
-            incident.writer_schema_id = event.writer_schema_id;
-        }
-    }
-
     pub fn incidents(&self) -> Vec<Incident> {
         let mut all: Vec<Incident> =
             self.incidents.values().filter(|i| i.writer_schema_id.is_some()).cloned().collect();
@@ -248,7 +235,6 @@ enum AuditEvent {
     Proposal(Proposal),
     Decision(Decision),
     Application(Application),
-    Quarantined(Quarantined),
 }
 
 impl Projector {
@@ -261,7 +247,6 @@ impl Projector {
             topics::PROPOSALS => codec.decode_event(payload).await.map(AuditEvent::Proposal),
             topics::DECISIONS => codec.decode_event(payload).await.map(AuditEvent::Decision),
             topics::APPLICATIONS => codec.decode_event(payload).await.map(AuditEvent::Application),
-            topics::QUARANTINE => codec.decode_event(payload).await.map(AuditEvent::Quarantined),
             _ => return Ok(None),
         };
         match decoded {
@@ -288,7 +273,6 @@ impl Handler for Projector {
             AuditEvent::Proposal(e) => managed(&e.envelope),
             AuditEvent::Decision(e) => managed(&e.envelope),
             AuditEvent::Application(e) => managed(&e.envelope),
-            AuditEvent::Quarantined(e) => managed(&e.envelope),
         });
         let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events {
@@ -298,7 +282,6 @@ impl Handler for Projector {
                 AuditEvent::Proposal(e) => model.proposal(e),
                 AuditEvent::Decision(e) => model.decision(e),
                 AuditEvent::Application(e) => model.application(e),
-                AuditEvent::Quarantined(e) => model.quarantined(&e),
             }
         }
         Ok(vec![Disposition::Emit(Vec::new()); batch.len()])
@@ -412,16 +395,9 @@ pub type Projection = (Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<Projection> {
     let model = Arc::new(Mutex::new(ReadModel::default()));
-    let topics = [
-        topics::DETECTIONS,
-        topics::DIAGNOSES,
-        topics::PROPOSALS,
-        topics::DECISIONS,
-        topics::APPLICATIONS,
-        topics::QUARANTINE,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let topics = [topics::DETECTIONS, topics::DIAGNOSES, topics::PROPOSALS, topics::DECISIONS, topics::APPLICATIONS]
+        .map(str::to_owned)
+        .to_vec();
     let group = context.group(&format!("control-{}", uuid::Uuid::now_v7()));
     let projector = Projector { context: context.clone(), model: model.clone() };
     let (runner, status) = context.runner(SERVICE, &group, topics, projector)?;
@@ -462,13 +438,37 @@ async fn health_check(State(api): State<Arc<Api>>) -> Response {
     (status, Json(json!({"healthy": healthy, "consuming": services}))).into_response()
 }
 
+/// Fills each incident's quarantined count from the warehouse, where the
+/// loader keeps every record it quarantined (per dataset and writer schema,
+/// which is what an incident is). Reading `mend.quarantine` for this would
+/// cost a scan of an ever-growing topic at every start.
+async fn with_quarantine_counts(api: &Api, mut incidents: Vec<Incident>) -> Vec<Incident> {
+    let mut counts: BTreeMap<String, std::collections::HashMap<u32, i64>> = BTreeMap::new();
+    for incident in &mut incidents {
+        let Some(dataset) = api.context.dataset(&incident.dataset) else { continue };
+        if !counts.contains_key(&incident.dataset) {
+            let found = match api.context.warehouse(dataset).await {
+                Ok(warehouse) => warehouse.quarantine_counts(&dataset.name).await.unwrap_or_default(),
+                Err(_) => Default::default(),
+            };
+            counts.insert(incident.dataset.clone(), found);
+        }
+        let writer = incident.writer_schema_id.and_then(|id| u32::try_from(id).ok());
+        let count = writer.and_then(|w| counts.get(&incident.dataset).and_then(|c| c.get(&w))).copied().unwrap_or(0);
+        incident.quarantined = u64::try_from(count).unwrap_or(0);
+    }
+    incidents
+}
+
 async fn list_incidents(State(api): State<Arc<Api>>) -> Response {
-    Json(api.model().incidents()).into_response()
+    let incidents = api.model().incidents();
+    Json(with_quarantine_counts(&api, incidents).await).into_response()
 }
 
 async fn show_incident(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.model().incidents.get(&id).filter(|i| i.writer_schema_id.is_some()) {
-        Some(incident) => Json(incident.clone()).into_response(),
+    let incident = api.model().incidents.get(&id).filter(|i| i.writer_schema_id.is_some()).cloned();
+    match incident {
+        Some(incident) => Json(with_quarantine_counts(&api, vec![incident]).await.remove(0)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
     }
 }

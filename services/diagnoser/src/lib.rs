@@ -19,10 +19,10 @@ use mend_shared::codec::schema_id;
 use mend_shared::config::Dataset;
 use mend_shared::context::Context;
 use mend_shared::drift::{
-    OverlapEvidence, classify_with, comparable, comparable_value, rename_candidates, value_overlap,
+    OverlapEvidence, classify, classify_with, comparable, comparable_value, kind, rename_candidates, value_overlap,
 };
-use mend_shared::events::{Detection, Diagnosis, Envelope, Event};
-use mend_shared::mapping::{record_of, to_sql};
+use mend_shared::events::{Detection, Diagnosis, Envelope, Event, FieldChange};
+use mend_shared::mapping::{record_of, strip_null, to_sql, type_name};
 use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
 use mend_shared::{HandleError, kafka, tools, topics};
 
@@ -39,23 +39,19 @@ impl Diagnoser {
         Self { context }
     }
 
-    /// Value overlap of each rename candidate (a field removed and one added
-    /// with agreeing types): the new field's values in the drifted records
-    /// (sampled from the source topic at the drift) against the old column's
-    /// values in the table.
-    async fn rename_evidence(
+    /// Values of `fields` in the drifted records (writer schema `writer`),
+    /// sampled from the source topic at the drift: comparable text per field,
+    /// and how many records were read.
+    async fn sample(
         &self,
-        dataset: &Dataset,
         detection: &Detection,
         writer: u32,
-        old: &Schema,
         new: &Schema,
-        evidence: &mut BTreeMap<String, String>,
-    ) -> Result<OverlapEvidence, HandleError> {
-        let candidates = rename_candidates(old, new);
-        let mut overlap = OverlapEvidence::new();
-        if candidates.is_empty() {
-            return Ok(overlap);
+        fields: &[String],
+    ) -> Result<(usize, BTreeMap<String, Vec<String>>), HandleError> {
+        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if fields.is_empty() {
+            return Ok((0, values));
         }
         let records = kafka::read_range(
             &self.context.connections.brokers,
@@ -67,14 +63,9 @@ impl Diagnoser {
         )
         .await
         .map_err(|e| HandleError::retry("sampling drifted records", e))?;
-        // Per added field, the comparable text of its values.
-        let mut values: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        let fields: Vec<(&str, Schema)> = candidates
+        let schemas: Vec<(&String, Schema)> = fields
             .iter()
-            .filter_map(|(_, to)| {
-                let schema = record_of(new)?.fields.iter().find(|f| &f.name == to)?.schema.clone();
-                Some((to.as_str(), schema))
-            })
+            .filter_map(|name| Some((name, record_of(new)?.fields.iter().find(|f| &f.name == name)?.schema.clone())))
             .collect();
         let mut sampled = 0;
         for record in &records {
@@ -85,21 +76,52 @@ impl Diagnoser {
             let Ok(Value::Record(decoded)) = self.context.codec.decode(payload).await else { continue };
             sampled += 1;
             for (name, value) in decoded {
-                if let Some((to, schema)) = fields.iter().find(|(f, _)| *f == name)
+                if let Some((field, schema)) = schemas.iter().find(|(f, _)| **f == name)
                     && let Ok(sql) = to_sql(value, schema)
                     && let Some(text) = comparable_value(&sql)
                 {
-                    values.entry(to).or_default().push(text);
+                    values.entry((*field).clone()).or_default().push(text);
                 }
             }
         }
-        evidence.insert(
-            "rename_sample".into(),
-            format!(
-                "{sampled} drifted records from {} partition {} offset {}",
-                detection.topic, detection.partition, detection.offset
-            ),
-        );
+        Ok((sampled, values))
+    }
+
+    /// Classifies with the evidence values give: the overlap of each rename
+    /// candidate (a removed and an added field with agreeing types) between
+    /// the new field's values in the drifted records and the old column in
+    /// the table, and for each type change whether every sampled value
+    /// parses as the old type (then a cast is an option).
+    async fn classify_with_values(
+        &self,
+        dataset: &Dataset,
+        detection: &Detection,
+        writer: u32,
+        old: &Schema,
+        new: &Schema,
+        evidence: &mut BTreeMap<String, String>,
+    ) -> Result<Vec<FieldChange>, HandleError> {
+        let candidates = rename_candidates(old, new);
+        let retyped: Vec<String> = classify(old, new)
+            .into_iter()
+            .filter(|c| c.kind == kind::TYPE_CHANGED && !c.field.contains(['.', '[', '{']))
+            .map(|c| c.field)
+            .collect();
+        let mut fields: Vec<String> =
+            candidates.iter().map(|(_, to)| to.clone()).chain(retyped.iter().cloned()).collect();
+        fields.sort();
+        fields.dedup();
+        let (sampled, values) = self.sample(detection, writer, new, &fields).await?;
+        if !fields.is_empty() {
+            evidence.insert(
+                "value_sample".into(),
+                format!(
+                    "{sampled} drifted records from {} partition {} offset {}",
+                    detection.topic, detection.partition, detection.offset
+                ),
+            );
+        }
+        let mut overlap = OverlapEvidence::new();
         let warehouse = self.context.warehouse(dataset).await?;
         let mapping = warehouse.contract(&dataset.name).await?.map(|c| c.mapping).unwrap_or_default();
         for (from, to) in &candidates {
@@ -110,14 +132,28 @@ impl Diagnoser {
                 .iter()
                 .map(|v| comparable(v))
                 .collect();
-            let new_values = values.get(to.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let new_values = values.get(to).map(Vec::as_slice).unwrap_or_default();
             if new_values.is_empty() || old_values.is_empty() {
                 continue; // nothing to compare: names and types decide
             }
             overlap
                 .insert((from.clone(), to.clone()), value_overlap(new_values.iter().map(String::as_str), &old_values));
         }
-        Ok(overlap)
+        let mut changes = classify_with(old, new, &overlap);
+        for change in changes.iter_mut().filter(|c| c.kind == kind::TYPE_CHANGED && retyped.contains(&c.field)) {
+            let Some(old_type) = record_of(old).and_then(|r| r.fields.iter().find(|f| f.name == change.field)) else {
+                continue;
+            };
+            let sampled = values.get(&change.field).map(Vec::as_slice).unwrap_or_default();
+            let parsing = sampled.iter().filter(|v| parses_as(v, &old_type.schema)).count();
+            change.evidence.insert("cast_sampled".into(), sampled.len().to_string());
+            change.evidence.insert("cast_parsing".into(), parsing.to_string());
+            change.evidence.insert(
+                "cast_check".into(),
+                format!("{parsing} of {} sampled values parse as {}", sampled.len(), type_name(&old_type.schema)),
+            );
+        }
+        Ok(changes)
     }
 
     /// Diagnoses one detection.
@@ -137,10 +173,8 @@ impl Diagnoser {
                     Ok(new) => {
                         evidence.insert("writer_schema".into(), new.raw.clone());
                         evidence.insert("contract_schema".into(), old.raw.clone());
-                        let overlap = self
-                            .rename_evidence(dataset, detection, writer, &old.parsed, &new.parsed, &mut evidence)
-                            .await?;
-                        classify_with(&old.parsed, &new.parsed, &overlap)
+                        self.classify_with_values(dataset, detection, writer, &old.parsed, &new.parsed, &mut evidence)
+                            .await?
                     }
                     Err(mend_shared::codec::CodecError::Invalid(reason)) => {
                         evidence.insert("writer_schema".into(), format!("unknown to the registry: {reason}"));
@@ -177,6 +211,18 @@ impl Diagnoser {
         };
         diagnosis.seal();
         Ok(diagnosis)
+    }
+}
+
+/// Whether a value's text (as sampled) is a value of the old type.
+fn parses_as(text: &str, old: &Schema) -> bool {
+    match strip_null(old).0 {
+        Schema::Int => text.trim().parse::<i32>().is_ok(),
+        Schema::Long => text.trim().parse::<i64>().is_ok(),
+        Schema::Float | Schema::Double => text.trim().parse::<f64>().is_ok_and(f64::is_finite),
+        Schema::Boolean => matches!(text.trim(), "true" | "false"),
+        Schema::String | Schema::Bytes => true,
+        _ => false,
     }
 }
 

@@ -25,7 +25,7 @@ use mend_shared::config::Dataset;
 use mend_shared::context::Context;
 use mend_shared::mapping::{LoadPlan, columns_for};
 use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerStatus};
-use mend_shared::warehouse::{Batch, Contract, Position, Row, Warehouse};
+use mend_shared::warehouse::{Batch, Contract, Position, QuarantinedRecord, Row, Warehouse};
 
 /// Records per loader batch (one warehouse transaction each).
 pub const BATCH: usize = 5000;
@@ -217,7 +217,11 @@ impl Loader {
                 }
                 Verdict::Quarantine(reason) => {
                     let writer = record.payload.as_deref().and_then(schema_id);
-                    quarantined.push((Position { partition: record.partition, offset: record.offset }, writer));
+                    quarantined.push(QuarantinedRecord {
+                        position: Position { partition: record.partition, offset: record.offset },
+                        writer,
+                        payload: record.payload.as_deref(),
+                    });
                     Disposition::Quarantine(reason)
                 }
                 Verdict::Skip => Disposition::Emit(Vec::new()),

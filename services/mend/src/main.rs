@@ -32,6 +32,12 @@ struct Cli {
     #[arg(long, env = "MEND_WAREHOUSE_URL", default_value = DEFAULT_WAREHOUSE, global = true)]
     warehouse: String,
 
+    /// Warehouse URL for the applier (DDL, contract moves, replays) of
+    /// datasets on the default warehouse: run it as a database role of its
+    /// own. Default: the same as the loader's.
+    #[arg(long, env = "MEND_APPLIER_WAREHOUSE_URL", hide_env_values = true, global = true)]
+    applier_warehouse: Option<Secret>,
+
     /// Address of the control API (HTTP), served by `mend up` and used by the
     /// other commands.
     #[arg(long, env = "MEND_API_ADDR", default_value = "127.0.0.1:18080", global = true)]
@@ -172,7 +178,12 @@ async fn other(cli: Cli) -> anyhow::Result<()> {
                 Command::Run { service } => vec![service],
                 _ => up::Service::ALL.to_vec(),
             };
-            let config = load_config(&cli.config)?;
+            let mut config = load_config(&cli.config)?;
+            if let Some(url) = cli.applier_warehouse.filter(|u| !u.0.is_empty()) {
+                for dataset in config.datasets.iter_mut().filter(|d| d.warehouse.is_none()) {
+                    dataset.applier_warehouse.get_or_insert_with(|| url.0.clone());
+                }
+            }
             let mut tokens = ApiToken::parse_list(&cli.api_tokens.0).map_err(anyhow::Error::msg)?;
             tokens.extend(config.api.token.iter().cloned());
             let integrations = Integrations {

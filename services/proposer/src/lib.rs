@@ -5,9 +5,10 @@
 //! - output topics: `mend.proposals`, and `mend.decisions` when policy
 //!   approves automatically;
 //! - key: the dataset name;
-//! - delivery: at least once; the proposal id is derived from the incident and
-//!   the plan, so a re-delivered diagnosis yields the same proposal, which the
-//!   applier applies at most once.
+//! - delivery: at least once; the proposal id is derived from the incident,
+//!   so a re-delivered diagnosis yields the same proposal, which the applier
+//!   applies at most once; a diagnosis of an incident already healed yields
+//!   nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use mend_shared::warehouse::{Column, Dialect, Warehouse, quote};
 use mend_shared::{HandleError, topics};
 
 const SERVICE: &str = "proposer";
+/// Namespace of proposal ids (UUIDv5 of the incident id).
 const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_7072_6f70_6f73_616c_0000_0001);
 
 pub mod dbt;
@@ -268,9 +270,18 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                         "option for a person: add a column {column}_{} {sql_type} and map {field} to it (the old column keeps its values)",
                         sql_type.split(['(', ' ']).next().unwrap_or("new").to_lowercase()
                     ));
-                    options.push(format!(
-                        "option for a person: cast column {column} to {sql_type}, only if every quarantined value parses as {new}"
-                    ));
+                    // A cast is an option only when the sampled values all parse.
+                    let count = |key: &str| change.evidence.get(key).and_then(|v| v.parse::<usize>().ok());
+                    let check = change.evidence.get("cast_check").cloned().unwrap_or_default();
+                    match (count("cast_sampled"), count("cast_parsing")) {
+                        (Some(sampled), Some(parsing)) if sampled > 0 && parsing == sampled => options.push(format!(
+                            "option for a person: keep column {column} and cast the new values to its type ({check})"
+                        )),
+                        (Some(_), Some(_)) => options.push(format!("no cast: {check}")),
+                        _ => options.push(format!(
+                            "option for a person: cast column {column} to {sql_type}, only if every quarantined value parses as {new}"
+                        )),
+                    }
                 }
                 (
                     Policy::Block,
@@ -419,8 +430,10 @@ impl Proposer {
         }
     }
 
-    /// The proposal (and, when policy allows, the decision) for a diagnosis.
-    pub async fn propose(&self, diagnosis: &Diagnosis) -> Result<(Proposal, Option<Decision>), HandleError> {
+    /// The proposal (and, when policy allows, the decision) for a diagnosis;
+    /// None when the incident is healed already (the contract has moved to
+    /// its writer schema: a diagnosis re-delivered after the apply).
+    pub async fn propose(&self, diagnosis: &Diagnosis) -> Result<Option<(Proposal, Option<Decision>)>, HandleError> {
         let name = &diagnosis.envelope.dataset;
         let dataset = self
             .context
@@ -432,6 +445,10 @@ impl Proposer {
             schema_id: 0,
             mapping: BTreeMap::new(),
         });
+        if diagnosis.writer_schema_id.is_some_and(|id| i64::from(id) == i64::from(contract.schema_id)) {
+            tracing::info!(incident = %diagnosis.envelope.incident_id, "already healed: the contract is at the writer schema");
+            return Ok(None);
+        }
         let writer = match diagnosis.writer_schema_id.and_then(|id| u32::try_from(id).ok()) {
             Some(id) => match self.context.codec.schema(id).await {
                 Ok(schema) => schema.parsed.clone(),
@@ -442,11 +459,11 @@ impl Proposer {
         };
         let plan = plan_dataset(dataset, &warehouse, &contract.mapping, &diagnosis.changes, &writer).await?;
         let plan_hash = Proposal::hash_steps(&plan.steps);
-        let proposal_id = uuid::Uuid::new_v5(
-            &PROPOSAL_NAMESPACE,
-            format!("{}\u{0}{plan_hash}", diagnosis.envelope.incident_id).as_bytes(),
-        )
-        .to_string();
+        // One proposal per incident: a diagnosis re-delivered after a crash
+        // (even when the table has changed since, so the plan differs) names
+        // the same proposal, which the applier applies at most once.
+        let proposal_id =
+            uuid::Uuid::new_v5(&PROPOSAL_NAMESPACE, diagnosis.envelope.incident_id.0.as_bytes()).to_string();
         let mut proposal = Proposal {
             envelope: Envelope::answering(SERVICE, &diagnosis.envelope),
             proposal_id,
@@ -462,7 +479,7 @@ impl Proposer {
             let reason = Some(proposal.rules.join("; "));
             Decision::on(&proposal, SERVICE, "approved", "policy".into(), "policy".into(), reason)
         });
-        Ok((proposal, decision))
+        Ok(Some((proposal, decision)))
     }
 }
 
@@ -481,7 +498,10 @@ impl Handler for Proposer {
                 out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
                 continue;
             }
-            let (proposal, decision) = self.propose(&diagnosis).await?;
+            let Some((proposal, decision)) = self.propose(&diagnosis).await? else {
+                out.push(Disposition::Emit(Vec::new()));
+                continue;
+            };
             tracing::info!(
                 incident = %proposal.envelope.incident_id, proposal = %proposal.proposal_id, policy = %proposal.policy,
                 "proposed"
