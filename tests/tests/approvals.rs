@@ -223,6 +223,15 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
     let unknown = "/proposals/00000000-0000-0000-0000-000000000000/approve";
     assert_eq!(api.call(reqwest::Method::POST, unknown, Some("approver-token"), body.clone()).await?.0, 404);
     assert_eq!(api.call(reqwest::Method::GET, "/health", None, None).await?.0, 200, "health stays open for probes");
+    // The CLI sends its token (MEND_API_TOKEN): a viewer is refused, and says so.
+    let refused = deployment
+        .command(&["approve", &proposal, "--by", "vic"])?
+        .env("MEND_API_TOKEN", "viewer-token")
+        .output()
+        .await?;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("403") && said.contains("approver"), "{said}");
 
     // Slack: unsigned, forged, stale and unmapped presses are refused.
     let now = mend_shared::events::now_millis() / 1000;
@@ -265,6 +274,14 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
     .await?;
     assert_eq!(healed["decision"]["by"], "alice");
     assert_eq!(healed["decision"]["channel"], "slack");
+    // `mend replay` re-runs the incident's replay by hand: idempotent.
+    let incident = healed["id"].as_str().context("no incident id")?;
+    let replayed = deployment.command(&["replay", "--incident", incident])?.output().await?;
+    let said = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{said}{}", String::from_utf8_lossy(&replayed.stderr));
+    assert!(said.contains("replayed 2, loaded 2, still quarantined 0"), "{said}");
+    let warehouse = Warehouse::connect(&deployment.warehouse).await?;
+    assert_eq!(warehouse.count(&deployment.dataset).await?, 5, "a replay twice changes nothing");
 
     // The audit log: one decision, by alice through Slack, naming the plan's hash.
     let codec = Codec::new(&registry_url())?;
