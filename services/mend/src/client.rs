@@ -81,10 +81,11 @@ pub fn print_incidents(incidents: &Value) {
         println!("no incidents");
         return;
     }
-    println!("{:<36}  {:<12} {:<18} {:<36}  changes", "incident", "dataset", "status", "proposal");
+    let width = list.iter().filter_map(|i| i["dataset"].as_str()).map(str::len).max().unwrap_or(0).max(7);
+    println!("{:<36}  {:<width$}  {:<17}  {:<36}  changes", "incident", "dataset", "status", "proposal");
     for incident in list {
         println!(
-            "{:<36}  {:<12} {:<18} {:<36}  {}",
+            "{:<36}  {:<width$}  {:<17}  {:<36}  {}",
             incident["id"].as_str().unwrap_or(""),
             incident["dataset"].as_str().unwrap_or(""),
             incident["status"].as_str().unwrap_or(""),
