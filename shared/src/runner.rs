@@ -185,8 +185,6 @@ pub enum RunnerError {
 pub struct RunnerStatus {
     /// Set once the consumer has partitions assigned or has fetched a record.
     pub consuming: AtomicBool,
-    /// Partitions assigned to this member now.
-    pub assigned: std::sync::atomic::AtomicUsize,
     pub records: std::sync::atomic::AtomicU64,
     pub quarantined: std::sync::atomic::AtomicU64,
 }
@@ -202,13 +200,8 @@ impl rdkafka::ClientContext for RunnerContext {}
 
 impl rdkafka::consumer::ConsumerContext for RunnerContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        match rebalance {
-            rdkafka::consumer::Rebalance::Assign(partitions) => {
-                self.status.assigned.store(partitions.count(), Ordering::Relaxed);
-                self.status.consuming.store(true, Ordering::Relaxed);
-            }
-            rdkafka::consumer::Rebalance::Revoke(_) => self.status.assigned.store(0, Ordering::Relaxed),
-            rdkafka::consumer::Rebalance::Error(_) => {}
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            self.status.consuming.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -278,7 +271,6 @@ impl<H: Handler> Runner<H> {
             match listed {
                 Ok(Ok(list)) => {
                     self.consumer.assign(&list)?;
-                    self.status.assigned.store(list.count(), Ordering::Relaxed);
                     self.status.consuming.store(true, Ordering::Relaxed);
                     return Ok(true);
                 }
@@ -300,17 +292,10 @@ impl<H: Handler> Runner<H> {
         if self.config.mode == ConsumerMode::Assign && !self.assign_all(shutdown).await? {
             return Ok(());
         }
-        let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
-        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut watch = Watch::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = self.consumer.recv() => Inbound::from_message(&message?),
-                _ = watchdog.tick(), if self.config.mode == ConsumerMode::Group => {
-                    self.watch(&mut watch).await;
-                    continue;
-                }
             };
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.config.linger;
@@ -329,64 +314,6 @@ impl<H: Handler> Runner<H> {
             if !self.process(&batch, shutdown).await? {
                 return Ok(());
             }
-        }
-    }
-
-    /// A member with no partitions makes sure someone consumes them.
-    ///
-    /// Why: a broker's group coordinator can settle a rebalance with every
-    /// partition assigned to a member that has died (measured on Tansu 0.6:
-    /// a member restarted after a SIGKILL, while its dead predecessor was
-    /// still within its session timeout, became the group's leader without
-    /// being told so and got an empty assignment, forever). So:
-    /// - a member whose first assignment is empty rejoins once, after a
-    ///   session timeout (a dead predecessor has then expired);
-    /// - later, when the subscribed partitions have records nobody has
-    ///   committed and the committed offsets have not moved for
-    ///   [`STALLED_AFTER`], it rejoins again.
-    ///
-    /// On a healthy cluster an idle extra member costs one rebalance at
-    /// start, then sees the offsets move (or no lag) and does nothing.
-    async fn watch(&self, watch: &mut Watch) {
-        let now = tokio::time::Instant::now();
-        if self.status.assigned.load(Ordering::Relaxed) > 0 || !self.status.consuming.load(Ordering::Relaxed) {
-            watch.empty_since = None;
-            watch.stalled_since = None;
-            return;
-        }
-        let empty_since = *watch.empty_since.get_or_insert(now);
-        if !watch.rejoined {
-            if now.duration_since(empty_since) >= FIRST_EMPTY_REJOIN {
-                self.rejoin("the first assignment was empty");
-                watch.rejoined = true;
-                watch.empty_since = None;
-            }
-            return;
-        }
-        let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
-        let progress = tokio::task::spawn_blocking(move || group_progress(consumer.as_ref(), &topics)).await;
-        let Ok(Ok((lag, committed))) = progress else {
-            return; // the broker did not answer: nothing to conclude
-        };
-        match watch.stalled_since.as_ref() {
-            _ if lag == 0 => watch.stalled_since = None,
-            Some((_, before)) if *before != committed => watch.stalled_since = Some((now, committed)),
-            Some((since, _)) if now.duration_since(*since) >= STALLED_AFTER => {
-                self.rejoin(&format!("{lag} records unconsumed and no committed offset moved for {STALLED_AFTER:?}"));
-                watch.stalled_since = None;
-            }
-            Some(_) => {}
-            None => watch.stalled_since = Some((now, committed)),
-        }
-    }
-
-    /// Leaves the group and joins it again, so its partitions are assigned anew.
-    fn rejoin(&self, why: &str) {
-        tracing::warn!(service = %self.config.service, group = %self.config.group_id, "this member has no partitions and {why}: rejoining the group");
-        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
-        self.consumer.unsubscribe();
-        if let Err(error) = self.consumer.subscribe(&topics) {
-            tracing::error!(%error, "could not subscribe again; retrying at the next check");
         }
     }
 
@@ -563,23 +490,6 @@ impl<H: Handler> Runner<H> {
     }
 }
 
-/// How often a member without partitions checks its group's progress.
-const WATCHDOG_EVERY: Duration = Duration::from_secs(2);
-/// How long after an empty first assignment a member rejoins (more than the
-/// 6 s session timeout, so a dead predecessor has expired).
-const FIRST_EMPTY_REJOIN: Duration = Duration::from_secs(7);
-/// How long a group's lagging partitions may go unconsumed before an idle
-/// member rejoins (three session timeouts).
-pub const STALLED_AFTER: Duration = Duration::from_secs(18);
-
-/// What the watchdog remembers between checks.
-#[derive(Debug, Default)]
-struct Watch {
-    empty_since: Option<tokio::time::Instant>,
-    rejoined: bool,
-    stalled_since: Option<(tokio::time::Instant, Vec<i64>)>,
-}
-
 /// Every partition of `topics`, from the group's committed offset; for the
 /// topics in `at_end`, from their end when the group has committed nothing
 /// there (blocking: metadata and offset requests).
@@ -605,38 +515,6 @@ fn list_partitions<C: Consumer<RunnerContext>>(
         }
     }
     Ok(list)
-}
-
-/// The group's total lag over `topics` and its committed offsets (blocking:
-/// metadata, watermark and offset requests).
-fn group_progress<C: Consumer<RunnerContext>>(
-    consumer: &C,
-    topics: &[String],
-) -> Result<(i64, Vec<i64>), rdkafka::error::KafkaError> {
-    let timeout = Duration::from_secs(5);
-    let mut list = TopicPartitionList::new();
-    let mut highs = HashMap::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
-            let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-            highs.insert((topic.clone(), partition), (low, high));
-            list.add_partition(topic, partition);
-        }
-    }
-    let committed = consumer.committed_offsets(list, timeout)?;
-    let mut lag = 0;
-    let mut offsets = Vec::new();
-    for element in committed.elements() {
-        let (low, high) = highs.get(&(element.topic().to_owned(), element.partition())).copied().unwrap_or((0, 0));
-        let at = match element.offset() {
-            Offset::Offset(offset) => offset,
-            _ => low,
-        };
-        lag += (high - at).max(0);
-        offsets.push(at);
-    }
-    Ok((lag, offsets))
 }
 
 fn retry_backoff() -> impl Iterator<Item = Duration> {
