@@ -30,10 +30,9 @@ export MEND_BIN=$CARGO_TARGET_DIR/debug/mend
 
 log "integration tests (Rust)"
 cargo test -p mend-tests -q --test registry --test runner --test plan -- --test-threads 2
-# The healing stories run one at a time: on Tansu 0.6 the consumer groups of
-# a SIGKILLed `mend up` never get partitions back while another deployment's
-# groups are active on the broker (measured: no progress in 120 s, twice);
-# alone, the same test recovers in ~20 s.
+# Tests that start a whole `mend up` (and kill it) run one at a time: each is
+# six consumers and a producer on a 2-core machine, against a broker whose
+# sqlite engine serialises its storage.
 cargo test -p mend-tests -q --test healing --test approvals --test drift -- --test-threads 1
 
 log "integration tests (Python clients)"

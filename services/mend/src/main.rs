@@ -45,9 +45,8 @@ struct Cli {
 
     /// Partitions of mend's event topics when `mend up` creates them. One
     /// dataset's events always share a partition (the dataset is the key);
-    /// more partitions let more instances of a stage share the work. Keep 1
-    /// on Tansu 0.6: there, a consumer group over a multi-partition topic
-    /// does not recover from a crashed member (measured).
+    /// more partitions let several processes of a stage share the work
+    /// (MEND_CONSUMER_MODE=group, on Kafka).
     #[arg(long, env = "MEND_EVENT_PARTITIONS", default_value_t = 1, global = true)]
     event_partitions: i32,
 
