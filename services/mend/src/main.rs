@@ -101,7 +101,8 @@ enum Command {
     /// Run every pipeline service in this process (loader, detector,
     /// diagnoser, proposer, applier, control). SIGTERM stops it cleanly.
     Up,
-    /// Run one service (scale a stage by running more of it).
+    /// Run one service in this process (with MEND_CONSUMER_MODE=group, run
+    /// more of a stage to share its partitions).
     Run {
         #[arg(value_enum)]
         service: up::Service,
