@@ -106,20 +106,27 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
     Ok(())
 }
 
+/// A consumer for reading a topic by assignment: a group id of its own (no
+/// group is joined, nothing is committed), shared with blocking calls.
+fn scan_consumer(
+    brokers: &str,
+) -> Result<std::sync::Arc<rdkafka::consumer::StreamConsumer>, rdkafka::error::KafkaError> {
+    let consumer: rdkafka::consumer::StreamConsumer = client_config(brokers)
+        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    Ok(std::sync::Arc::new(consumer))
+}
+
 /// Reads every record of `topic` written before the call (all partitions,
 /// from the beginning to the current end), without a consumer group.
 /// For read models and replays; not for hot paths.
 pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer: StreamConsumer = client_config(brokers)
-        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(failed)?;
-    let consumer = std::sync::Arc::new(consumer);
+    let consumer = scan_consumer(brokers).map_err(failed)?;
     let (name, probe) = (topic.to_owned(), consumer.clone());
     // Metadata and watermarks are blocking calls.
     let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
@@ -175,14 +182,9 @@ pub async fn read_until(
     timeout: Duration,
     mut done: impl FnMut(&rdkafka::message::OwnedMessage) -> bool,
 ) -> Result<(Vec<rdkafka::message::OwnedMessage>, bool), TopicError> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::consumer::Consumer;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer: StreamConsumer = client_config(brokers)
-        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(failed)?;
-    let consumer = std::sync::Arc::new(consumer);
+    let consumer = scan_consumer(brokers).map_err(failed)?;
     let (name, probe) = (topic.to_owned(), consumer.clone());
     let partitions = tokio::task::spawn_blocking(move || {
         probe.fetch_metadata(Some(&name), Duration::from_secs(10)).map(|metadata| {
@@ -225,15 +227,10 @@ pub async fn read_range(
     max: usize,
     timeout: Duration,
 ) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer: StreamConsumer = client_config(brokers)
-        .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(failed)?;
-    let consumer = std::sync::Arc::new(consumer);
+    let consumer = scan_consumer(brokers).map_err(failed)?;
     let (name, probe) = (topic.to_owned(), consumer.clone());
     let (_, high) =
         tokio::task::spawn_blocking(move || probe.fetch_watermarks(&name, partition, Duration::from_secs(10)))
