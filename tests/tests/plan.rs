@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use apache_avro::Schema;
 use mend_shared::mapping::columns_for;
 use mend_shared::warehouse::{Contract, Warehouse};
-use mend_tests::{mend_bin, postgres_url, register_schema, registry_url, unique};
+use mend_tests::{Deployment, mend_bin, register_schema, registry_url, unique};
 use serde_json::{Value, json};
 
 /// A dataset with an established contract (schema v1 and its table).
@@ -41,17 +41,7 @@ fn v2(edit: impl FnOnce(&mut Vec<Value>)) -> Value {
 
 impl Planned {
     async fn new(dialect: &str, extra_config: &str) -> anyhow::Result<Self> {
-        let name = unique("plan").replace('-', "_");
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
-        let warehouse =
-            if dialect == "sqlite" { format!("sqlite://{}/warehouse.db", dir.display()) } else { postgres_url() };
-        std::fs::write(
-            dir.join("mend.toml"),
-            format!(
-                "[[dataset]]\nname = \"{name}\"\ntopic = \"{name}.orders\"\ntable = \"{name}\"\nkey = [\"id\"]\n{extra_config}"
-            ),
-        )?;
+        let Deployment { dir, dataset: name, warehouse, .. } = Deployment::new(dialect, extra_config)?;
         let text = v1().to_string();
         let id = register_schema(&format!("{name}.orders-value"), &text).await?;
         let db = Warehouse::connect(&warehouse).await?;

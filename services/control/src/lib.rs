@@ -448,9 +448,14 @@ async fn with_quarantine_counts(api: &Api, mut incidents: Vec<Incident>) -> Vec<
         let Some(dataset) = api.context.dataset(&incident.dataset) else { continue };
         if !counts.contains_key(&incident.dataset) {
             let found = match api.context.warehouse(dataset).await {
-                Ok(warehouse) => warehouse.quarantine_counts(&dataset.name).await.unwrap_or_default(),
-                Err(_) => Default::default(),
+                Ok(warehouse) => warehouse.quarantine_counts(&dataset.name).await,
+                Err(error) => Err(error),
             };
+            let found = found.unwrap_or_else(|error| {
+                // The incidents are still worth showing; the counts say 0.
+                tracing::warn!(dataset = %dataset.name, %error, "cannot count quarantined records");
+                Default::default()
+            });
             counts.insert(incident.dataset.clone(), found);
         }
         let writer = incident.writer_schema_id.and_then(|id| u32::try_from(id).ok());
