@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt as _};
 use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -149,31 +150,31 @@ const POSITION_COLUMNS: [&str; 2] = ["_mend_partition", "_mend_offset"];
 /// batch's transaction. The SQL is the same on both dialects but for the name
 /// of the two-argument maximum (`$max`).
 macro_rules! bookkeeping {
-    ($tx:expr, $batch:expr, $max:literal) => {{
-        let batch: &Batch<'_> = $batch;
-        for record in batch.quarantined {
+    ($tx:expr, $target:expr, $bookkeeping:expr, $max:literal) => {{
+        let (batch, bookkeeping): (&LoadTarget, &Bookkeeping) = ($target, $bookkeeping);
+        for record in &bookkeeping.quarantined {
             sqlx::query(
                 "INSERT INTO mend_quarantined (dataset, topic, partition_id, source_offset, writer_schema_id, payload) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
-            .bind(batch.dataset)
-            .bind(batch.topic)
+            .bind(&batch.dataset)
+            .bind(&batch.topic)
             .bind(record.position.partition)
             .bind(record.position.offset)
             .bind(record.writer.map(i64::from))
-            .bind(record.payload)
+            .bind(record.payload.as_deref())
             .execute(&mut *$tx)
             .await?;
         }
-        for (partition, next) in batch.next_offsets {
+        for (partition, next) in &bookkeeping.next_offsets {
             sqlx::query(concat!(
                 "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) ",
                 "ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = ",
                 $max,
                 "(mend_offsets.next_offset, excluded.next_offset)"
             ))
-            .bind(batch.dataset)
-            .bind(batch.topic)
+            .bind(&batch.dataset)
+            .bind(&batch.topic)
             .bind(*partition)
             .bind(*next)
             .execute(&mut *$tx)
@@ -467,20 +468,33 @@ impl Warehouse {
         Ok(rows.into_iter().map(|(o,)| o).collect())
     }
 
-    /// Writes a loader batch in one transaction: the rows, the offsets of
-    /// quarantined records, and the next offsets of every partition.
-    pub async fn load_batch(&self, batch: &Batch<'_>) -> Result<(), WarehouseError> {
+    /// Writes a loader batch in one transaction: its rows, arriving in chunks
+    /// (written as they arrive), then the quarantined records and the next
+    /// offsets of every partition, which `done` delivers once every chunk is
+    /// sent. Nothing is committed when `done` is dropped unsent.
+    pub async fn load_batch(
+        &self,
+        target: &LoadTarget,
+        chunks: impl Stream<Item = Vec<Row>> + Unpin,
+        done: tokio::sync::oneshot::Receiver<Bookkeeping>,
+    ) -> Result<(), WarehouseError> {
+        let incomplete = || WarehouseError::Invalid("the loader batch ended before its bookkeeping".into());
         match self {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                pg_write(&mut tx, batch.table, batch.key, batch.columns, batch.rows, WriteMode::Load).await?;
-                bookkeeping!(tx, batch, "GREATEST");
+                pg_write(&mut tx, &target.table, &target.key, &target.columns, chunks, WriteMode::Load).await?;
+                let bookkeeping = done.await.map_err(|_| incomplete())?;
+                bookkeeping!(tx, target, &bookkeeping, "GREATEST");
                 tx.commit().await?;
             }
             Self::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlite_write(&mut tx, batch.table, batch.key, batch.columns, batch.rows, WriteMode::Load).await?;
-                bookkeeping!(tx, batch, "MAX");
+                let mut chunks = chunks;
+                while let Some(rows) = chunks.next().await {
+                    sqlite_write(&mut tx, &target.table, &target.key, &target.columns, &rows, WriteMode::Load).await?;
+                }
+                let bookkeeping = done.await.map_err(|_| incomplete())?;
+                bookkeeping!(tx, target, &bookkeeping, "MAX");
                 tx.commit().await?;
             }
         }
@@ -498,7 +512,7 @@ impl Warehouse {
         match self {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                pg_write(&mut tx, table, key, columns, rows, WriteMode::Replay).await?;
+                pg_write(&mut tx, table, key, columns, futures::stream::iter([rows]), WriteMode::Replay).await?;
                 tx.commit().await?;
             }
             Self::Sqlite(pool) => {
@@ -662,30 +676,35 @@ impl Warehouse {
     }
 }
 
-/// A loader batch for one dataset.
-#[derive(Debug)]
-pub struct Batch<'a> {
-    pub dataset: &'a str,
-    pub topic: &'a str,
-    pub table: &'a str,
-    pub key: &'a [String],
-    pub columns: &'a [String],
-    pub rows: &'a [Row],
+/// Where a loader batch goes.
+#[derive(Debug, Clone)]
+pub struct LoadTarget {
+    pub dataset: String,
+    pub topic: String,
+    pub table: String,
+    pub key: Vec<String>,
+    /// The columns every row fills, in order.
+    pub columns: Vec<String>,
+}
+
+/// What a loader batch records besides its rows, in the same transaction.
+#[derive(Debug, Default)]
+pub struct Bookkeeping {
     /// Records sent to quarantine in this batch.
-    pub quarantined: &'a [QuarantinedRecord<'a>],
+    pub quarantined: Vec<QuarantinedRecord>,
     /// Next offset per partition after this batch.
-    pub next_offsets: &'a [(i32, i64)],
+    pub next_offsets: Vec<(i32, i64)>,
 }
 
 /// A record the loader quarantined: kept with its bytes in the warehouse (in
 /// the batch's transaction), so its incident's replay reads exactly these.
-#[derive(Debug, Clone, Copy)]
-pub struct QuarantinedRecord<'a> {
+#[derive(Debug, Clone)]
+pub struct QuarantinedRecord {
     pub position: Position,
     /// Its writer schema, when it had one.
     pub writer: Option<u32>,
     /// Its value bytes (Confluent wire format).
-    pub payload: Option<&'a [u8]>,
+    pub payload: Option<Vec<u8>>,
 }
 
 /// An approved plan, ready to apply.
@@ -759,37 +778,50 @@ fn conflict_clause(table: &str, key: &[String], columns: &[String], mode: WriteM
     )
 }
 
-async fn pg_write(
+/// Writes rows arriving in chunks: COPY streams each chunk to PostgreSQL as
+/// it comes, so the server parses one chunk while the next is decoded.
+async fn pg_write<R: AsRef<[Row]>>(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     key: &[String],
     columns: &[String],
-    rows: &[Row],
+    mut chunks: impl Stream<Item = R> + Unpin,
     mode: WriteMode,
 ) -> Result<(), WarehouseError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let names = all_columns(columns).join(", ");
-    let data = copy_text(rows);
-    if key.is_empty() && mode == WriteMode::Load {
+    let direct = key.is_empty() && mode == WriteMode::Load;
+    let first = loop {
+        match chunks.next().await {
+            Some(chunk) if !chunk.as_ref().is_empty() => break chunk,
+            Some(_) => {}
+            None => return Ok(()), // no rows
+        }
+    };
+    let target = if direct {
         // Append-only: COPY straight into the table.
-        let mut copy = tx.copy_in_raw(&format!("COPY {} ({names}) FROM STDIN", quote(table))).await?;
-        copy.send(data).await?;
-        copy.finish().await?;
+        quote(table)
+    } else {
+        // Keyed, or a replay: COPY into a staging table, then one statement.
+        sqlx::query("DROP TABLE IF EXISTS pg_temp._mend_stage").execute(&mut **tx).await?;
+        sqlx::query(dynamic(&format!(
+            "CREATE TEMP TABLE _mend_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA",
+            quote(table)
+        )))
+        .execute(&mut **tx)
+        .await?;
+        "_mend_stage".to_owned()
+    };
+    let mut copy = tx.copy_in_raw(&format!("COPY {target} ({names}) FROM STDIN")).await?;
+    copy.send(copy_text(first.as_ref())).await?;
+    while let Some(chunk) = chunks.next().await {
+        if !chunk.as_ref().is_empty() {
+            copy.send(copy_text(chunk.as_ref())).await?;
+        }
+    }
+    copy.finish().await?;
+    if direct {
         return Ok(());
     }
-    // Keyed, or a replay: COPY into a staging table, then one statement.
-    sqlx::query("DROP TABLE IF EXISTS pg_temp._mend_stage").execute(&mut **tx).await?;
-    sqlx::query(dynamic(&format!(
-        "CREATE TEMP TABLE _mend_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA",
-        quote(table)
-    )))
-    .execute(&mut **tx)
-    .await?;
-    let mut copy = tx.copy_in_raw(&format!("COPY _mend_stage ({names}) FROM STDIN")).await?;
-    copy.send(data).await?;
-    copy.finish().await?;
     // Within a batch, the latest record of a key wins.
     let select = if key.is_empty() {
         format!("SELECT {names} FROM _mend_stage")

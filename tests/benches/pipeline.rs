@@ -105,7 +105,7 @@ async fn produce(
 }
 
 async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
-    let consumer: StreamConsumer = kafka::client_config(BROKER)
+    let consumer: StreamConsumer = kafka::reader_config(BROKER)
         .set("group.id", unique("bench-raw"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -148,18 +148,25 @@ async fn wait_rows(warehouse: &Warehouse, table: &str, rows: i64) -> anyhow::Res
     }
 }
 
-/// Runs the loader on `dataset` until the table holds `rows` rows; rows/s.
+/// Runs the loader on `dataset` until it has committed `rows` records; rows/s.
+/// Progress is read from the runner's counter (a record counts once its
+/// batch is committed), not by counting the table while it loads, which
+/// would compete with the load for PostgreSQL; the table is counted once at
+/// the end.
 async fn load(dataset: Dataset, rows: i64) -> anyhow::Result<f64> {
     let context = context(vec![dataset.clone()], &unique("bench"))?;
-    let (runner, _) = mend_loader::runner(&context)?;
+    let (runner, status) = mend_loader::runner(&context)?;
     let shutdown = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(runner.run(shutdown.clone()));
-    let warehouse = context.warehouse(&dataset).await?;
-    wait_rows(&warehouse, &dataset.table, rows).await?;
+    while status.records.load(Ordering::Relaxed) < u64::try_from(rows)? {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let rate = rows as f64 / start.elapsed().as_secs_f64();
     shutdown.cancel();
     task.await??;
+    let loaded = context.warehouse(&dataset).await?.count(&dataset.table).await?;
+    anyhow::ensure!(loaded == rows, "the loader reported {rows} records but the table holds {loaded} rows");
     Ok(rate)
 }
 

@@ -52,7 +52,7 @@ pub async fn consume_until(
     keep: impl Fn(&OwnedMessage) -> bool,
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: StreamConsumer = mend_shared::kafka::client_config(&brokers())
+    let consumer: StreamConsumer = mend_shared::kafka::reader_config(&brokers())
         .set("group.id", unique("test-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

@@ -54,12 +54,12 @@ impl Log {
         let producer: FutureProducer =
             kafka::producer_config(brokers).set("linger.ms", "0").create().map_err(unavailable)?;
         let metadata: BaseConsumer = kafka::client_config(brokers).create().map_err(unavailable)?;
-        let reader: StreamConsumer = kafka::client_config(brokers)
+        // Its short fetch wait also bounds how long a write waits to see
+        // itself applied.
+        let reader: StreamConsumer = kafka::reader_config(brokers)
             .set("group.id", format!("mend-registry-reader-{}", uuid::Uuid::now_v7()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            // Bounds how long a write waits to see itself applied.
-            .set("fetch.wait.max.ms", "25")
             .create()
             .map_err(unavailable)?;
         let mut assignment = TopicPartitionList::new();
