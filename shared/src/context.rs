@@ -160,13 +160,14 @@ impl Context {
     }
 
     /// A runner for `handler` with its own [`RunnerConfig`] (the process's
-    /// consumer mode applies).
+    /// consumer mode and fetch wait apply).
     pub fn runner_with<H: Handler>(
         &self,
         mut config: RunnerConfig,
         handler: H,
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
         config.mode = self.connections.consumer_mode;
+        config.fetch_wait_ms = self.connections.fetch_wait_ms;
         let runner = Runner::new(config, self.producer.clone(), self.codec.clone(), handler)?;
         let status = runner.status();
         Ok((runner, status))

@@ -15,23 +15,25 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Longest a fetch may wait for records (librdkafka's default is 500 ms).
-/// Tansu 0.6 sleeps after every fetch, even one that found records, for up
-/// to this long (half of it when that is 250 ms or more: read in
-/// `tansu-storage` `service/fetch.rs`). With the default, every fetch costs
-/// 250 ms and a consumer reads about 240k small records/s; with 25 ms,
-/// about 940k (measured with `cargo bench -p mend-tests --bench pipeline`).
-/// The price is an idle consumer asking the broker 40 times a second.
-pub const FETCH_WAIT_MS: &str = "25";
+/// Longest a fetch waits for records unless configured otherwise
+/// (`MEND_FETCH_WAIT_MS`; librdkafka's default is 500 ms). Tansu 0.6 sleeps
+/// after every fetch, even one that found records, for up to this long (half
+/// of it from 250 ms up: read in `tansu-storage` `service/fetch.rs`). With
+/// librdkafka's default every fetch costs 250 ms and a consumer of the
+/// `memory://` broker reads about 240k small records/s; with 50 ms about
+/// 740k, with 25 ms 940k (measured with a plain rdkafka consumer, 300,000
+/// records of 60 bytes), and the pipeline bench's added field heals in
+/// 1.3–2.9 s at 25 ms, 5.3–5.8 s at 50 ms.
+pub const DEFAULT_FETCH_WAIT_MS: u32 = 25;
 
-/// Base configuration of every consumer: [`client_config`] with a short
-/// [`FETCH_WAIT_MS`], and a short pause when the local queue is full
-/// (librdkafka's default, 1 s, left a loader that drains 100,000 queued
-/// records in a third of a second idle for the rest of it: measured 0.4 s
-/// gaps in the pipeline bench).
-pub fn reader_config(brokers: &str) -> ClientConfig {
+/// Base configuration of every consumer: [`client_config`] with the given
+/// fetch wait, and a short pause when the local queue is full (librdkafka's
+/// default, 1 s, left a loader that drains 100,000 queued records in a third
+/// of a second idle for the rest of it: measured 0.4 s gaps in the pipeline
+/// bench).
+pub fn reader_config(brokers: &str, fetch_wait_ms: u32) -> ClientConfig {
     let mut config = client_config(brokers);
-    config.set("fetch.wait.max.ms", FETCH_WAIT_MS).set("fetch.queue.backoff.ms", "50");
+    config.set("fetch.wait.max.ms", fetch_wait_ms.to_string()).set("fetch.queue.backoff.ms", "50");
     config
 }
 
@@ -50,8 +52,8 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 /// A group consumer that commits automatically only the offsets the
 /// application stored: an offset is stored after the record's outputs are
 /// delivered, so a crash re-delivers instead of skipping.
-pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
-    let mut config = reader_config(brokers);
+pub fn consumer_config(brokers: &str, group_id: &str, fetch_wait_ms: u32) -> ClientConfig {
+    let mut config = reader_config(brokers, fetch_wait_ms);
     config
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
@@ -131,7 +133,7 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
 fn scan_consumer(
     brokers: &str,
 ) -> Result<std::sync::Arc<rdkafka::consumer::StreamConsumer>, rdkafka::error::KafkaError> {
-    let consumer: rdkafka::consumer::StreamConsumer = reader_config(brokers)
+    let consumer: rdkafka::consumer::StreamConsumer = reader_config(brokers, DEFAULT_FETCH_WAIT_MS)
         .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

@@ -132,6 +132,8 @@ pub struct RunnerConfig {
     pub linger: Duration,
     /// How partitions are shared out.
     pub mode: ConsumerMode,
+    /// Longest a fetch waits for records (ms); see `MEND_FETCH_WAIT_MS`.
+    pub fetch_wait_ms: u32,
     /// Topics a group without committed offsets starts reading at their end
     /// rather than their beginning (assign mode): for a stage that only
     /// needs what arrives after it first started.
@@ -166,6 +168,7 @@ impl RunnerConfig {
             max_batch: Self::DEFAULT_BATCH,
             linger: Duration::from_millis(50),
             mode: ConsumerMode::default(),
+            fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
             new_group_starts_at_end: Vec::new(),
         }
     }
@@ -226,8 +229,9 @@ impl<H: Handler> Runner<H> {
         handler: H,
     ) -> Result<Self, RunnerError> {
         let status = Arc::<RunnerStatus>::default();
-        let consumer: StreamConsumer<RunnerContext> = kafka::consumer_config(&config.brokers, &config.group_id)
-            .create_with_context(RunnerContext { status: status.clone() })?;
+        let consumer: StreamConsumer<RunnerContext> =
+            kafka::consumer_config(&config.brokers, &config.group_id, config.fetch_wait_ms)
+                .create_with_context(RunnerContext { status: status.clone() })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         // In assign mode the partitions are assigned when `run` starts
         // (metadata requests, retried while the broker is slow).

@@ -105,7 +105,7 @@ async fn produce(
 }
 
 async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
-    let consumer: StreamConsumer = kafka::reader_config(BROKER)
+    let consumer: StreamConsumer = kafka::reader_config(BROKER, kafka::DEFAULT_FETCH_WAIT_MS)
         .set("group.id", unique("bench-raw"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -124,6 +124,7 @@ fn context(datasets: Vec<Dataset>, prefix: &str) -> anyhow::Result<Arc<Context>>
         registry_url: registry_url(),
         group_prefix: prefix.into(),
         consumer_mode: Default::default(),
+        fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
     };
     Ok(Context::new(connections, FileConfig { datasets, ..FileConfig::default() }, postgres())?)
 }
@@ -167,7 +168,15 @@ async fn load(dataset: Dataset, rows: i64) -> anyhow::Result<f64> {
     task.await??;
     let loaded = context.warehouse(&dataset).await?.count(&dataset.table).await?;
     anyhow::ensure!(loaded == rows, "the loader reported {rows} records but the table holds {loaded} rows");
+    drop_table(&dataset.table).await?;
     Ok(rate)
+}
+
+/// Drops a table the bench filled (a million rows each run add up).
+async fn drop_table(table: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(&postgres()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{table}\""))).execute(&pool).await?;
+    Ok(())
 }
 
 /// COPY of the same rows: straight into a table, or staged and upserted.
@@ -213,7 +222,9 @@ async fn copy_baseline(rows: i64, keyed: bool) -> anyhow::Result<f64> {
         .await?;
     }
     tx.commit().await?;
-    Ok(rows as f64 / start.elapsed().as_secs_f64())
+    let rate = rows as f64 / start.elapsed().as_secs_f64();
+    drop_table(&table).await?;
+    Ok(rate)
 }
 
 #[tokio::main]
@@ -302,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         registry_url: registry_url(),
         group_prefix: unique("bench"),
         consumer_mode: Default::default(),
+        fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
     };
     let context =
         Context::new(connections, FileConfig { datasets: vec![heal.clone()], ..FileConfig::default() }, postgres())?;

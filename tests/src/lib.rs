@@ -52,11 +52,12 @@ pub async fn consume_until(
     keep: impl Fn(&OwnedMessage) -> bool,
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: StreamConsumer = mend_shared::kafka::reader_config(&brokers())
-        .set("group.id", unique("test-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer: StreamConsumer =
+        mend_shared::kafka::reader_config(&brokers(), mend_shared::kafka::DEFAULT_FETCH_WAIT_MS)
+            .set("group.id", unique("test-reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
     consumer.subscribe(&[topic])?;
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;

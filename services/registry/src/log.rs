@@ -54,9 +54,9 @@ impl Log {
         let producer: FutureProducer =
             kafka::producer_config(brokers).set("linger.ms", "0").create().map_err(unavailable)?;
         let metadata: BaseConsumer = kafka::client_config(brokers).create().map_err(unavailable)?;
-        // Its short fetch wait also bounds how long a write waits to see
-        // itself applied.
-        let reader: StreamConsumer = kafka::reader_config(brokers)
+        // Its fetch wait also bounds how long a write waits to see itself
+        // applied.
+        let reader: StreamConsumer = kafka::reader_config(brokers, 25)
             .set("group.id", format!("mend-registry-reader-{}", uuid::Uuid::now_v7()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
