@@ -23,7 +23,7 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// `memory://` broker reads about 240k small records/s; with 50 ms about
 /// 740k, with 25 ms 940k (measured with a plain rdkafka consumer, 300,000
 /// records of 60 bytes), and the pipeline bench's added field heals in
-/// 1.3–2.9 s at 25 ms, 5.3–5.8 s at 50 ms.
+/// 1.2–1.4 s at 25 ms, 1.8–2.3 s at 500 ms (fresh broker).
 pub const DEFAULT_FETCH_WAIT_MS: u32 = 25;
 
 /// Base configuration of every consumer: [`client_config`] with the given
