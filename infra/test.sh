@@ -29,7 +29,7 @@ export MEND_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/warehouse
 export MEND_BIN=$CARGO_TARGET_DIR/debug/mend
 
 log "integration tests (Rust)"
-cargo test -p mend-tests -q --test registry --test runner --test plan -- --test-threads 2
+cargo test -p mend-tests -q --test registry --test runner --test plan --test loader -- --test-threads 2
 # Tests that start a whole `mend up` (and kill it) run one at a time: each is
 # six consumers and a producer on a 2-core machine, against a broker whose
 # sqlite engine serialises its storage.

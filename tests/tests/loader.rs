@@ -1,0 +1,149 @@
+//! The loader alone, in process, on batches of several chunks: every good
+//! record lands once with its values, every bad one is quarantined with its
+//! bytes, and a full re-delivery (a new consumer group reading from offset 0)
+//! changes nothing but quarantines the bad records again. On PostgreSQL
+//! (append-only: COPY into the table; keyed: COPY into a stage, then upsert)
+//! and SQLite. Needs the broker, the registry and PostgreSQL (`make test`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use mend_shared::config::{Connections, Dataset, FileConfig};
+use mend_shared::context::Context;
+use mend_shared::kafka;
+use mend_tests::{brokers, create_topic, eventually, postgres_url, producer, register_schema, registry_url, unique};
+use tokio_util::sync::CancellationToken;
+
+const SCHEMA: &str = r#"{"type":"record","name":"Order","namespace":"loadertest","fields":[
+  {"name":"id","type":"long"},{"name":"email","type":"string"},{"name":"amount","type":"double"}]}"#;
+
+/// More than several loader chunks (`mend_loader::CHUNK`), in one batch.
+const RECORDS: i64 = 7_321;
+/// Every this many records, one that is not Avro.
+const BAD_EVERY: i64 = 997;
+/// Keyed datasets: ids repeat with this period, so later records replace
+/// earlier ones within a batch and across chunks.
+const KEYS: i64 = 3_000;
+
+fn context(dataset: &Dataset, warehouse: &str) -> anyhow::Result<Arc<Context>> {
+    let connections = Connections {
+        brokers: brokers(),
+        registry_url: registry_url(),
+        group_prefix: unique("loadertest"),
+        consumer_mode: Default::default(),
+        fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
+    };
+    let config = FileConfig { datasets: vec![dataset.clone()], ..FileConfig::default() };
+    Ok(Context::new(connections, config, warehouse.to_owned())?)
+}
+
+/// Runs the loader (a new consumer group) until it has handled every record.
+async fn load(dataset: &Dataset, warehouse: &str) -> anyhow::Result<()> {
+    let context = context(dataset, warehouse)?;
+    let (runner, status) = mend_loader::runner(&context)?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let records = u64::try_from(RECORDS)?;
+    eventually("the loader to handle every record", || {
+        let handled = status.records.load(Ordering::Relaxed);
+        async move { Ok((handled >= records).then_some(())) }
+    })
+    .await?;
+    shutdown.cancel();
+    task.await??;
+    Ok(())
+}
+
+fn is_bad(offset: i64) -> bool {
+    offset % BAD_EVERY == BAD_EVERY - 1
+}
+
+fn id_of(offset: i64, keyed: bool) -> i64 {
+    if keyed { offset % KEYS } else { offset }
+}
+
+async fn story(warehouse: &str, keyed: bool) -> anyhow::Result<()> {
+    let name = unique("loadertest").replace('-', "_");
+    let topic = format!("{name}.orders");
+    create_topic(&topic, 1).await?;
+    let id = register_schema(&format!("{topic}-value"), SCHEMA).await?;
+    let schema = Schema::parse_str(SCHEMA)?;
+    let producer = producer()?;
+    let mut deliveries = Vec::new();
+    for offset in 0..RECORDS {
+        let payload = if is_bad(offset) {
+            format!("not avro {offset}").into_bytes()
+        } else {
+            let record = Value::Record(vec![
+                ("id".into(), Value::Long(id_of(offset, keyed))),
+                ("email".into(), Value::String(format!("user{offset}@example.com"))),
+                ("amount".into(), Value::Double(offset as f64 / 4.0)),
+            ]);
+            #[allow(deprecated)]
+            let datum = apache_avro::to_avro_datum(&schema, record)?;
+            [&[0u8][..], &id.to_be_bytes()[..], &datum].concat()
+        };
+        let key = offset.to_string();
+        let record = rdkafka::producer::FutureRecord::to(&topic).key(&key).payload(&payload);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for delivery in deliveries {
+        let delivered = delivery.await?.map_err(|(e, _)| e)?;
+        anyhow::ensure!(delivered.partition == 0 && delivered.offset < RECORDS, "unexpected position {delivered:?}");
+    }
+    let dataset = Dataset {
+        name: name.clone(),
+        topic: topic.clone(),
+        table: name.clone(),
+        key: if keyed { vec!["id".into()] } else { Vec::new() },
+        ..Dataset::default()
+    };
+
+    // The expected table: per id, the last good record written for it.
+    let mut expected = std::collections::BTreeMap::new();
+    for offset in (0..RECORDS).filter(|o| !is_bad(*o)) {
+        expected.insert(id_of(offset, keyed), offset);
+    }
+    let bad: HashSet<i64> = (0..RECORDS).filter(|o| is_bad(*o)).collect();
+
+    for delivery in ["first delivery", "full re-delivery"] {
+        load(&dataset, warehouse).await?;
+        let store = context(&dataset, warehouse)?.warehouse(&dataset).await?;
+        let rows = store.rows_as_text(&name, &["id", "email", "amount", "_mend_offset"]).await?;
+        assert_eq!(rows.len(), expected.len(), "{delivery}: one row per id");
+        for row in &rows {
+            let [Some(id), Some(email), Some(amount), Some(offset)] = &row[..] else {
+                anyhow::bail!("{delivery}: a NULL in {row:?}");
+            };
+            let (id, offset): (i64, i64) = (id.parse()?, offset.parse()?);
+            assert_eq!(expected.get(&id), Some(&offset), "{delivery}: id {id} holds the last record written for it");
+            assert_eq!(email, &format!("user{offset}@example.com"), "{delivery}: email of offset {offset}");
+            assert_eq!(amount.parse::<f64>()?, offset as f64 / 4.0, "{delivery}: amount of offset {offset}");
+        }
+        let quarantined = store.quarantined(&name, &topic, 0, RECORDS).await?;
+        assert_eq!(quarantined, bad, "{delivery}: the records that are not Avro, and only those, are quarantined");
+        let next = store.offsets(&name).await?.get(&(topic.clone(), 0)).copied();
+        assert_eq!(next, Some(RECORDS), "{delivery}: the next offset is stored with the rows");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_append_only_batches_of_several_chunks() -> anyhow::Result<()> {
+    story(&postgres_url(), false).await
+}
+
+#[tokio::test]
+async fn postgres_keyed_batches_of_several_chunks() -> anyhow::Result<()> {
+    story(&postgres_url(), true).await
+}
+
+#[tokio::test]
+async fn sqlite_batches_of_several_chunks() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(unique("loadertest"));
+    std::fs::create_dir_all(&dir)?;
+    story(&format!("sqlite://{}/warehouse.db", dir.display()), true).await
+}
