@@ -108,7 +108,8 @@ impl Judge<'_> {
         let (plan, reader) = match (self.plans.get(&writer), self.readers.get(&writer)) {
             (Some(Ok(plan)), Some(reader)) => (plan, reader),
             (Some(Err(reason)), _) => return quarantine("schema_mismatch", reason.clone()),
-            _ => return quarantine("schema_mismatch", format!("writer schema {writer} could not be read")),
+            // Every writer of the batch has a plan or a reason (see `load`).
+            _ => return quarantine("schema_mismatch", format!("writer schema {writer} was not looked up")),
         };
         let value = match reader.read_value(&mut &payload[5..]) {
             Ok(value) => value,
@@ -275,12 +276,17 @@ impl Loader {
         }
         let schemas: Vec<(u32, Arc<Plan>)> =
             plans.iter().filter_map(|(writer, plan)| Some((*writer, plan.as_ref().ok()?.clone()))).collect();
-        let readers = schemas
-            .iter()
-            .filter_map(|(writer, plan)| {
-                GenericDatumReader::builder(&plan.writer.parsed).build().ok().map(|reader| (*writer, reader))
-            })
-            .collect();
+        let mut readers = HashMap::new();
+        for (writer, plan) in &schemas {
+            match GenericDatumReader::builder(&plan.writer.parsed).build() {
+                Ok(reader) => {
+                    readers.insert(*writer, reader);
+                }
+                Err(error) => {
+                    plans.insert(*writer, Err(format!("writer schema {writer} cannot be decoded: {error}")));
+                }
+            }
+        }
         // Every plan under one contract writes the same columns (the
         // contract's fields, mapped).
         let columns = schemas.first().map(|(_, plan)| plan.load.columns.clone()).unwrap_or_default();
