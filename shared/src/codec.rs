@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -55,6 +56,25 @@ pub fn schema_id(payload: &[u8]) -> Option<u32> {
     match payload {
         [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
         _ => None,
+    }
+}
+
+/// A datum reader for apache-avro that reports a datum ending early as an
+/// error: apache-avro turns an unexpected end of input while reading a
+/// string, a boolean or a union index into a null, which would load a
+/// truncated record with NULLs.
+pub struct StrictReader<'d>(pub &'d [u8]);
+
+impl std::io::Read for StrictReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        if buf.len() > self.0.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the record ends before its schema does"));
+        }
+        self.0.read_exact(buf)
     }
 }
 
@@ -110,6 +130,22 @@ impl Codec {
         Ok(decoded?.value)
     }
 
+    /// Decodes a dataset record with its writer schema, strictly (a datum
+    /// that ends early is invalid, see [`StrictReader`]).
+    pub async fn decode_record(&self, payload: &[u8]) -> Result<Value, CodecError> {
+        let id = schema_id(payload)
+            .ok_or_else(|| CodecError::Invalid("not in the Confluent wire format (magic byte 0 + schema id)".into()))?;
+        let schema = self.schema(id).await?;
+        let invalid = |e: apache_avro::Error| {
+            CodecError::Invalid(format!("the value does not match its writer schema {id}: {e}"))
+        };
+        GenericDatumReader::builder(&schema.parsed)
+            .build()
+            .map_err(invalid)?
+            .read_value(&mut StrictReader(&payload[5..]))
+            .map_err(invalid)
+    }
+
     /// The writer schema of `id` (cached).
     pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
         let schema = self.decoder.get_schema(id).await;
@@ -153,5 +189,28 @@ mod tests {
         assert_eq!(schema_id(&[1, 0, 0, 0, 7]), None, "wrong magic byte");
         assert_eq!(schema_id(&[0, 0, 0]), None, "short header");
         assert_eq!(schema_id(b"{\"json\":1}"), None);
+    }
+
+    #[test]
+    fn a_record_cut_short_is_an_error_not_nulls() -> Result<(), apache_avro::Error> {
+        let schema = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"O","fields":[{"name":"id","type":"long"},{"name":"email","type":["null","string"]}]}"#,
+        )?;
+        let reader = GenericDatumReader::builder(&schema).build()?;
+        let cut = [0x02]; // id 1, then nothing
+        // apache-avro alone reads the missing union as null ...
+        let lenient = reader.read_value(&mut &cut[..])?;
+        assert_eq!(
+            lenient,
+            Value::Record(vec![
+                ("id".into(), Value::Long(1)),
+                ("email".into(), Value::Union(0, Box::new(Value::Null)))
+            ])
+        );
+        // ... which would load the record with a NULL email.
+        assert!(reader.read_value(&mut StrictReader(&cut)).is_err());
+        let whole = [0x02, 0x02, 0x02, b'a'];
+        assert!(reader.read_value(&mut StrictReader(&whole)).is_ok());
+        Ok(())
     }
 }

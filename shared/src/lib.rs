@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod copy;
 pub mod drift;
 pub mod error;
 pub mod events;

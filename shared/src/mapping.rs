@@ -146,7 +146,7 @@ pub fn columns_for(
 
 /// Where one column's value comes from.
 #[derive(Debug, Clone)]
-enum Source {
+pub(crate) enum Source {
     /// Field indices from the top record down to the writer field.
     Field(Vec<usize>),
     /// The contract field's default (or NULL).
@@ -228,6 +228,12 @@ impl LoadPlan {
             ));
         }
         Ok(Self { columns, sources })
+    }
+
+    /// Per column, in row order: where its value comes from, and the
+    /// contract field's schema (what the value is converted for).
+    pub(crate) fn sources(&self) -> &[(Source, Schema)] {
+        &self.sources
     }
 
     /// The row of one decoded record (decoded with the writer schema).

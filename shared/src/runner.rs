@@ -296,29 +296,23 @@ impl<H: Handler> Runner<H> {
         if self.config.mode == ConsumerMode::Assign && !self.assign_all(shutdown).await? {
             return Ok(());
         }
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => Inbound::from_message(&message?),
-            };
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + self.config.linger;
-            while batch.len() < self.config.max_batch {
-                // Take what is already fetched without arming a timer per
-                // record; wait (up to the linger) only when the queue is empty.
-                if let Some(message) = futures::FutureExt::now_or_never(self.consumer.recv()) {
-                    batch.push(Inbound::from_message(&message?));
-                    continue;
-                }
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(message) => batch.push(Inbound::from_message(&message?)),
-                    Err(_elapsed) => break,
-                }
-            }
-            if !self.process(&batch, shutdown).await? {
+        // Batches are collected on a task of their own, so the next batch is
+        // read (on another core) while this one is handled. They are still
+        // handled one at a time, in order, and a batch's offsets are stored
+        // only after its outputs are delivered; records collected for a
+        // batch that is never handled (shutdown, fatal error) are read again.
+        let stop = shutdown.child_token();
+        let _stop_collecting = stop.clone().drop_guard();
+        let (batches, mut collected) = tokio::sync::mpsc::channel(1);
+        let collector =
+            Collector { consumer: self.consumer.clone(), max_batch: self.config.max_batch, linger: self.config.linger };
+        tokio::spawn(collector.run(batches, stop));
+        while let Some(batch) = collected.recv().await {
+            if !self.process(&batch?, shutdown).await? {
                 return Ok(());
             }
         }
+        Ok(())
     }
 
     /// Handles, delivers and stores one batch. Returns false when shutdown
@@ -491,6 +485,61 @@ impl<H: Handler> Runner<H> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Reads records into batches for a runner.
+struct Collector {
+    consumer: Arc<StreamConsumer<RunnerContext>>,
+    max_batch: usize,
+    linger: Duration,
+}
+
+impl Collector {
+    /// Sends batches until `stop` is cancelled or the runner stops taking them.
+    async fn run(self, batches: tokio::sync::mpsc::Sender<Result<Vec<Inbound>, RunnerError>>, stop: CancellationToken) {
+        loop {
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                batch = self.collect() => batch,
+            };
+            if batch.as_ref().is_ok_and(Vec::is_empty) {
+                return; // the consumer's stream ended (it does not while the consumer lives)
+            }
+            let failed = batch.is_err();
+            if batches.send(batch).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// Waits for a record, then takes up to `max_batch` records, lingering
+    /// at most `linger` for more once the first has arrived.
+    async fn collect(&self) -> Result<Vec<Inbound>, RunnerError> {
+        use futures::StreamExt as _;
+        // One stream per batch: each `recv()` would register and unregister
+        // a waker with the consumer, twice a lock per record.
+        let mut stream = self.consumer.stream();
+        let Some(first) = stream.next().await else { return Ok(Vec::new()) };
+        let mut batch = Vec::with_capacity(self.max_batch.min(4096));
+        batch.push(Inbound::from_message(&first?));
+        let deadline = tokio::time::Instant::now() + self.linger;
+        while batch.len() < self.max_batch {
+            // Take what is already fetched without arming a timer per
+            // record; wait (up to the linger) only when the queue is empty.
+            let message = match futures::FutureExt::now_or_never(stream.next()) {
+                Some(message) => message,
+                None => match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(message) => message,
+                    Err(_elapsed) => break,
+                },
+            };
+            match message {
+                Some(message) => batch.push(Inbound::from_message(&message?)),
+                None => break,
+            }
+        }
+        Ok(batch)
     }
 }
 

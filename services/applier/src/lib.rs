@@ -8,8 +8,9 @@
 //! - delivery: exactly once in effect. The plan's statements, the contract
 //!   move and the proposal id are committed in one transaction, so a
 //!   re-delivered decision changes nothing; the replay after it is idempotent
-//!   (rows are written by source position), so a crash anywhere between the
-//!   decision and the end of the replay is finished by the re-delivery.
+//!   (each quarantined record's row is written in the transaction that claims
+//!   it in `mend_quarantined`), so a crash anywhere between the decision and
+//!   the end of the replay is finished by the re-delivery.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use mend_shared::mapping::LoadPlan;
 use mend_shared::runner::{
     Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, Runner, RunnerStatus, SOURCE_HEADER, decode_event,
 };
-use mend_shared::warehouse::{Apply, Contract, Position, Row, Warehouse};
+use mend_shared::warehouse::{Apply, Contract, LoadTarget, Position, Row, Warehouse};
 use mend_shared::{HandleError, fault, guard, kafka, topics};
 
 const SERVICE: &str = "applier";
@@ -258,7 +259,7 @@ impl Applier {
                 counts.still_quarantined += 1;
                 continue;
             };
-            let value = match self.context.codec.decode(payload).await {
+            let value = match self.context.codec.decode_record(payload).await {
                 Ok(value) => value,
                 Err(CodecError::Invalid(_)) => {
                     counts.still_quarantined += 1;
@@ -276,9 +277,20 @@ impl Applier {
                 Err(_) => counts.still_quarantined += 1,
             }
         }
+        let target = LoadTarget {
+            dataset: dataset.name.clone(),
+            topic: dataset.topic.clone(),
+            table: dataset.table.clone(),
+            key: dataset.key.clone(),
+            columns,
+        };
+        let mut written = 0;
         for chunk in rows.chunks(REPLAY_CHUNK) {
-            warehouse.replay_rows(&dataset.table, &dataset.key, &columns, chunk).await?;
+            written += warehouse.replay_rows(&target, chunk).await?;
             fault::point("applier.mid_replay");
+        }
+        if written < rows.len() {
+            tracing::info!(dataset = %dataset.name, already = rows.len() - written, "replayed records loaded before were left as they are");
         }
         counts.loaded = rows.len() as i64;
         Ok(counts)

@@ -21,12 +21,15 @@ use std::sync::{Arc, Mutex};
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use mend_shared::HandleError;
-use mend_shared::codec::{CodecError, schema_id};
+use mend_shared::codec::{CodecError, StrictReader, schema_id};
 use mend_shared::config::Dataset;
 use mend_shared::context::Context;
+use mend_shared::copy::{self, FlatDecoder, FlatError};
 use mend_shared::mapping::{LoadPlan, columns_for};
 use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerStatus};
-use mend_shared::warehouse::{Bookkeeping, Contract, LoadTarget, Position, QuarantinedRecord, Row, Warehouse};
+use mend_shared::warehouse::{
+    Bookkeeping, Chunk, Contract, Dialect, LoadTarget, Position, QuarantinedRecord, Row, Warehouse,
+};
 use schema_registry_converter::avro_common::AvroSchema;
 
 /// Largest batch the runner hands the loader: one warehouse transaction.
@@ -57,11 +60,14 @@ struct DatasetCache {
 struct Plan {
     load: LoadPlan,
     writer: Arc<AvroSchema>,
+    /// For a flat writer schema: straight from Avro to COPY text.
+    flat: Option<FlatDecoder>,
 }
 
 /// What to do with one record.
 enum Verdict {
-    Load(Row),
+    /// Its row is in the chunk.
+    Loaded,
     Quarantine(QuarantineReason),
     /// Already written by an earlier delivery of this batch.
     Skip,
@@ -72,16 +78,19 @@ enum Verdict {
 /// the records quarantined then.
 struct Judge<'p> {
     dataset: &'p Dataset,
+    dialect: Dialect,
     plans: HashMap<u32, Result<Arc<Plan>, String>>,
     readers: HashMap<u32, GenericDatumReader<'p>>,
     /// Next offset per partition of the dataset's topic, as stored.
     stored: HashMap<i32, i64>,
-    /// Per partition: offsets below `stored` that went to quarantine.
+    /// Per partition: offsets below `stored` that went to quarantine and
+    /// have not been loaded since (by a replay).
     requarantine: HashMap<i32, HashSet<i64>>,
 }
 
 impl Judge<'_> {
-    fn verdict(&self, record: &Inbound) -> Verdict {
+    /// Judges one record; a record that loads has its row added to `chunk`.
+    fn verdict(&self, record: &Inbound, chunk: &mut Chunk) -> Verdict {
         let next = self.stored.get(&record.partition).copied().unwrap_or(0);
         // Written by an earlier delivery: skip, unless it was sent to
         // quarantine then (that output may not have been delivered).
@@ -111,26 +120,38 @@ impl Judge<'_> {
             // Every writer of the batch has a plan or a reason (see `load`).
             _ => return quarantine("schema_mismatch", format!("writer schema {writer} was not looked up")),
         };
-        let value = match reader.read_value(&mut &payload[5..]) {
+        let undecodable = |error: &dyn std::fmt::Display| {
+            quarantine("undecodable", format!("the value does not match its writer schema {writer}: {error}"))
+        };
+        let position = Position { partition: record.partition, offset: record.offset };
+        let datum = &payload[5..];
+        if let (Chunk::Copy(text), Some(flat)) = (&mut *chunk, &plan.flat) {
+            return match flat.decode(datum, position, text) {
+                Ok(()) => Verdict::Loaded,
+                Err(FlatError::Undecodable(error)) => undecodable(&error),
+                Err(FlatError::Rejected(reason)) => quarantine("value_rejected", reason),
+            };
+        }
+        let value = match reader.read_value(&mut StrictReader(datum)) {
             Ok(value) => value,
-            Err(error) => {
-                return quarantine(
-                    "undecodable",
-                    format!("the value does not match its writer schema {writer}: {error}"),
-                );
-            }
+            Err(error) => return undecodable(&error),
         };
         match plan.load.row(value) {
             Ok(values) => {
-                let position = Position { partition: record.partition, offset: record.offset };
-                Verdict::Load(Row { position, values })
+                let row = Row { position, values };
+                match chunk {
+                    Chunk::Rows(rows) => rows.push(row),
+                    Chunk::Copy(text) => copy::encode_row(&row, text),
+                }
+                Verdict::Loaded
             }
             Err(reason) => quarantine("value_rejected", reason),
         }
     }
 
-    /// Judges one chunk of records: the rows to write, each record's
-    /// disposition in `out`, and the batch's bookkeeping so far.
+    /// Judges one chunk of records: the rows to write (COPY text for
+    /// PostgreSQL, typed rows for SQLite), each record's disposition in
+    /// `out`, and the batch's bookkeeping so far.
     fn chunk(
         &self,
         records: &[Inbound],
@@ -138,15 +159,21 @@ impl Judge<'_> {
         out: &mut [Option<Disposition>],
         bookkeeping: &mut Bookkeeping,
         next_offsets: &mut BTreeMap<i32, i64>,
-    ) -> Vec<Row> {
-        let mut rows = Vec::with_capacity(indices.len());
+    ) -> Chunk {
+        let mut chunk = match self.dialect {
+            Dialect::Postgres => Chunk::Copy(Vec::with_capacity(indices.len() * 80)),
+            Dialect::Sqlite => Chunk::Rows(Vec::with_capacity(indices.len())),
+        };
         for &index in indices {
             let record = &records[index];
             let next = next_offsets.entry(record.partition).or_insert(0);
             *next = (*next).max(record.offset + 1);
-            out[index] = Some(match self.verdict(record) {
-                Verdict::Load(row) => {
-                    rows.push(row);
+            out[index] = Some(match self.verdict(record, &mut chunk) {
+                Verdict::Loaded => {
+                    if self.stored.get(&record.partition).is_some_and(|next| record.offset < *next) {
+                        // Quarantined by an earlier delivery, loadable now.
+                        bookkeeping.reloaded.push(Position { partition: record.partition, offset: record.offset });
+                    }
                     Disposition::Emit(Vec::new())
                 }
                 Verdict::Quarantine(reason) => {
@@ -160,7 +187,7 @@ impl Judge<'_> {
                 Verdict::Skip => Disposition::Emit(Vec::new()),
             });
         }
-        rows
+        chunk
     }
 }
 
@@ -219,7 +246,10 @@ impl Loader {
         };
         let plan = match self.context.codec.schema(writer).await {
             Ok(schema) => LoadPlan::new(&schema.parsed, &contract_schema, &contract.mapping, dataset.nested)
-                .map(|load| Arc::new(Plan { load, writer: schema }))
+                .map(|load| {
+                    let flat = FlatDecoder::new(&schema.parsed, &load);
+                    Arc::new(Plan { load, writer: schema, flat })
+                })
                 .map_err(|reason| {
                     format!("writer schema {writer} does not match contract schema {}: {reason}", contract.schema_id)
                 }),
@@ -290,7 +320,7 @@ impl Loader {
         // Every plan under one contract writes the same columns (the
         // contract's fields, mapped).
         let columns = schemas.first().map(|(_, plan)| plan.load.columns.clone()).unwrap_or_default();
-        let judge = Judge { dataset, plans, readers, stored, requarantine };
+        let judge = Judge { dataset, dialect: warehouse.dialect(), plans, readers, stored, requarantine };
 
         // The batch's transaction, on a task of its own; rows reach it chunk
         // by chunk, the bookkeeping last. If judging stops half-way (it
@@ -302,7 +332,7 @@ impl Loader {
             key: dataset.key.clone(),
             columns,
         };
-        let (chunks, received) = tokio::sync::mpsc::channel::<Vec<Row>>(2);
+        let (chunks, received) = tokio::sync::mpsc::channel::<Chunk>(2);
         let (done, bookkept) = tokio::sync::oneshot::channel();
         let received = futures::stream::unfold(received, |mut rx| async { rx.recv().await.map(|rows| (rows, rx)) });
         let writer = tokio::spawn(async move { warehouse.load_batch(&target, Box::pin(received), bookkept).await });
