@@ -142,21 +142,7 @@ impl Context {
         topics: Vec<String>,
         handler: H,
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
-        self.runner_batched(service, group, topics, RunnerConfig::DEFAULT_BATCH, handler)
-    }
-
-    /// Like [`Context::runner`], with batches of up to `max_batch` records.
-    pub fn runner_batched<H: Handler>(
-        &self,
-        service: &str,
-        group: &str,
-        topics: Vec<String>,
-        max_batch: usize,
-        handler: H,
-    ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
-        let mut config = RunnerConfig::new(service, &self.connections.brokers, group, topics);
-        config.max_batch = max_batch;
-        self.runner_with(config, handler)
+        self.runner_with(RunnerConfig::new(service, &self.connections.brokers, group, topics), handler)
     }
 
     /// A runner for `handler` with its own [`RunnerConfig`] (the process's

@@ -3,7 +3,8 @@
 //! bytes, and a full re-delivery (a new consumer group reading from offset 0)
 //! changes nothing but quarantines the bad records again. On PostgreSQL
 //! (append-only: COPY into the table; keyed: COPY into a stage, then upsert)
-//! and SQLite. Needs the broker, the registry and PostgreSQL (`make test`).
+//! and SQLite. Also: replays write each quarantined record once. Needs the
+//! broker, the registry and PostgreSQL (`make test`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -149,4 +150,64 @@ async fn sqlite_batches_of_several_chunks() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(unique("loadertest"));
     std::fs::create_dir_all(&dir)?;
     story(&format!("sqlite://{}/warehouse.db", dir.display()), true).await
+}
+
+/// Replays write each quarantined record once, whoever replays it and how
+/// often: the claim in `mend_quarantined` is made in the transaction that
+/// writes the row (append-only tables have no index on the position to
+/// fall back on). A record a replay loaded is no longer judged again by a
+/// re-delivered loader batch.
+async fn replays_claim(warehouse: &str) -> anyhow::Result<()> {
+    use mend_shared::warehouse::{
+        Bookkeeping, Chunk, Column, Contract, LoadTarget, Position, QuarantinedRecord, Row, SqlValue, Warehouse,
+    };
+    let store = Warehouse::connect(warehouse).await?;
+    let name = unique("claimtest").replace('-', "_");
+    let column = Column { name: "id".into(), sql_type: "BIGINT".into(), nullable: false };
+    let mapping = [("id".to_owned(), "id".to_owned())].into();
+    let contract = Contract { dataset: name.clone(), schema_id: 1, mapping };
+    store.establish(&name, &name, &[], &[column], &contract).await?;
+    let target = LoadTarget {
+        dataset: name.clone(),
+        topic: format!("{name}.orders"),
+        table: name.clone(),
+        key: Vec::new(),
+        columns: vec!["id".into()],
+    };
+    // The loader quarantined offsets 0..10 of partition 0.
+    let position = |offset| Position { partition: 0, offset };
+    let bookkeeping = Bookkeeping {
+        quarantined: (0..10)
+            .map(|offset| QuarantinedRecord { position: position(offset), writer: Some(2), payload: Some(vec![0]) })
+            .collect(),
+        reloaded: Vec::new(),
+        next_offsets: vec![(0, 10)],
+    };
+    let (done, bookkept) = tokio::sync::oneshot::channel();
+    done.send(bookkeeping).map_err(|_| anyhow::anyhow!("bookkeeping not sent"))?;
+    store.load_batch(&target, futures::stream::iter(Vec::<Chunk>::new()), bookkept).await?;
+    assert_eq!(store.quarantined(&name, &target.topic, 0, 10).await?.len(), 10);
+
+    let rows: Vec<Row> =
+        (0..10).map(|offset| Row { position: position(offset), values: vec![SqlValue::Int(offset)] }).collect();
+    assert_eq!(store.replay_rows(&target, &rows[..6]).await?, 6, "the first replay claims what it loads");
+    assert_eq!(store.replay_rows(&target, &rows).await?, 4, "a second replay only what is left");
+    assert_eq!(store.replay_rows(&target, &rows).await?, 0, "a third replay nothing");
+    assert_eq!(store.count(&name).await?, 10, "one row per quarantined record");
+    let ids = store.rows_as_text(&name, &["id", "_mend_offset"]).await?;
+    assert!(ids.iter().all(|row| row[0] == row[1]), "each row at its own position: {ids:?}");
+    assert!(store.quarantined(&name, &target.topic, 0, 10).await?.is_empty(), "nothing left to judge again");
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_replays_claim_each_record_once() -> anyhow::Result<()> {
+    replays_claim(&postgres_url()).await
+}
+
+#[tokio::test]
+async fn sqlite_replays_claim_each_record_once() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(unique("claimtest"));
+    std::fs::create_dir_all(&dir)?;
+    replays_claim(&format!("sqlite://{}/warehouse.db", dir.display())).await
 }

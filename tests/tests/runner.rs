@@ -250,3 +250,52 @@ async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()>
     task.await??;
     Ok(())
 }
+
+/// Records the size of every batch it is handed: (records, bytes).
+struct Sizes(Arc<std::sync::Mutex<Vec<(usize, usize)>>>);
+
+impl Handler for Sizes {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let bytes = batch.iter().map(|r| r.key.as_ref().map_or(0, Vec::len) + r.payload.as_ref().map_or(0, Vec::len));
+        let size = (batch.len(), bytes.sum());
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(size);
+        Ok(batch.iter().map(|_| Disposition::Emit(Vec::new())).collect())
+    }
+}
+
+#[tokio::test]
+async fn batches_end_at_their_byte_limit() -> anyhow::Result<()> {
+    let input = unique("runner-bytes");
+    create_topic(&input, 1).await?;
+    let producer = mend_tests::producer()?;
+    for _ in 0..40 {
+        produce(&producer, &input, &[b'k'; 10], &[b'v'; 120]).await?; // 130 bytes each
+    }
+    // Every record is on the broker before the runner starts, so only the
+    // byte limit can end a batch early.
+    let mut config = config(&unique("runner-group"), &input);
+    config.max_batch = 1000;
+    config.max_batch_bytes = 1000;
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let runner = Runner::new(
+        config,
+        mend_shared::runner::producer(&brokers())?,
+        Codec::new(&registry_url())?,
+        Sizes(sizes.clone()),
+    )?;
+    let status = runner.status();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    eventually("every record handled", || {
+        let handled = status.records.load(Ordering::Relaxed);
+        async move { Ok((handled >= 40).then_some(())) }
+    })
+    .await?;
+    shutdown.cancel();
+    task.await??;
+    let sizes = sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    assert_eq!(sizes.iter().map(|(records, _)| records).sum::<usize>(), 40, "{sizes:?}");
+    assert!(sizes.iter().all(|(_, bytes)| *bytes <= 1000), "no batch beyond its byte limit: {sizes:?}");
+    assert!(sizes.len() >= 6, "40 records of 130 bytes take at least six batches of 1000 bytes: {sizes:?}");
+    Ok(())
+}

@@ -320,7 +320,7 @@ impl Handler for Applier {
         let mut out = Vec::with_capacity(batch.len());
         let mut stragglers: BTreeMap<String, Vec<Quarantined>> = BTreeMap::new();
         for record in batch {
-            if record.topic == topics::QUARANTINE {
+            if &*record.topic == topics::QUARANTINE {
                 let payload = record.payload.as_deref().unwrap_or_default();
                 match self.context.codec.decode_event::<Quarantined>(payload).await {
                     Ok(event) => stragglers.entry(event.envelope.dataset.clone()).or_default().push(event),

@@ -241,7 +241,7 @@ impl Projector {
     async fn decode(&self, record: &Inbound) -> Result<Option<AuditEvent>, HandleError> {
         let payload = record.payload.as_deref().unwrap_or_default();
         let codec = &self.context.codec;
-        let decoded = match record.topic.as_str() {
+        let decoded = match &*record.topic {
             topics::DETECTIONS => codec.decode_event(payload).await.map(AuditEvent::Detection),
             topics::DIAGNOSES => codec.decode_event(payload).await.map(AuditEvent::Diagnosis),
             topics::PROPOSALS => codec.decode_event(payload).await.map(AuditEvent::Proposal),

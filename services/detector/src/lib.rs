@@ -116,7 +116,7 @@ impl Detector {
         let mut detection = Detection {
             envelope: Envelope::new(SERVICE, &dataset.name, IncidentId::for_drift(&dataset.name, writer)),
             source: "schema_id".into(),
-            topic: record.topic.clone(),
+            topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
             subject: dataset.subject(),

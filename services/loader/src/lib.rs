@@ -26,17 +26,23 @@ use mend_shared::config::Dataset;
 use mend_shared::context::Context;
 use mend_shared::copy::{self, FlatDecoder, FlatError};
 use mend_shared::mapping::{LoadPlan, columns_for};
-use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerStatus};
+use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerConfig, RunnerStatus};
 use mend_shared::warehouse::{
     Bookkeeping, Chunk, Contract, Dialect, LoadTarget, Position, QuarantinedRecord, Row, Warehouse,
 };
 use schema_registry_converter::avro_common::AvroSchema;
 
 /// Largest batch the runner hands the loader: one warehouse transaction.
-/// Measured here (`cargo bench --bench pipeline`'s COPY figures): a commit
-/// costs several milliseconds, so 1000-row transactions reach 61k rows/s,
-/// 5000-row ones 450k and 50,000-row ones 1.2M, as fast as one COPY.
-pub const BATCH: usize = 50_000;
+/// Each batch leaves the database idle for a few milliseconds (its last
+/// rows and commit, then the next batch's first reads), so larger batches
+/// load faster: measured with `cargo bench --bench pipeline` (1M records),
+/// append-only 0.49–0.52 of COPY with 50,000-record batches, 0.55–0.59 with
+/// 100,000. A batch also ends at [`BATCH_BYTES`].
+pub const BATCH: usize = 100_000;
+
+/// Largest batch in bytes of keys and values: with large records, a batch
+/// of [`BATCH`] records would hold gigabytes.
+pub const BATCH_BYTES: usize = 64 << 20;
 
 /// Records decoded before they are sent to the warehouse: the batch's COPY
 /// streams chunk by chunk, so the database parses one while the loader
@@ -79,8 +85,8 @@ enum Verdict {
 struct Judge<'p> {
     dataset: &'p Dataset,
     dialect: Dialect,
-    plans: HashMap<u32, Result<Arc<Plan>, String>>,
-    readers: HashMap<u32, GenericDatumReader<'p>>,
+    /// Per writer schema: its plan and decoder, or why its records cannot load.
+    writers: HashMap<u32, Result<(Arc<Plan>, GenericDatumReader<'p>), String>>,
     /// Next offset per partition of the dataset's topic, as stored.
     stored: HashMap<i32, i64>,
     /// Per partition: offsets below `stored` that went to quarantine and
@@ -88,14 +94,20 @@ struct Judge<'p> {
     requarantine: HashMap<i32, HashSet<i64>>,
 }
 
+/// What the judge knows of the partition of the records it is judging.
+struct Partition<'j> {
+    /// The next offset stored for it: records below were written before.
+    stored: i64,
+    /// Of those, the ones that went to quarantine (judged again).
+    requarantine: Option<&'j HashSet<i64>>,
+}
+
 impl Judge<'_> {
     /// Judges one record; a record that loads has its row added to `chunk`.
-    fn verdict(&self, record: &Inbound, chunk: &mut Chunk) -> Verdict {
-        let next = self.stored.get(&record.partition).copied().unwrap_or(0);
+    fn verdict(&self, record: &Inbound, partition: &Partition<'_>, chunk: &mut Chunk) -> Verdict {
         // Written by an earlier delivery: skip, unless it was sent to
         // quarantine then (that output may not have been delivered).
-        if record.offset < next && !self.requarantine.get(&record.partition).is_some_and(|q| q.contains(&record.offset))
-        {
+        if record.offset < partition.stored && !partition.requarantine.is_some_and(|q| q.contains(&record.offset)) {
             return Verdict::Skip;
         }
         let quarantine = |kind: &str, reason: String| {
@@ -114,11 +126,11 @@ impl Judge<'_> {
                 "the value is not in the Confluent wire format (magic byte 0 + schema id)".into(),
             );
         };
-        let (plan, reader) = match (self.plans.get(&writer), self.readers.get(&writer)) {
-            (Some(Ok(plan)), Some(reader)) => (plan, reader),
-            (Some(Err(reason)), _) => return quarantine("schema_mismatch", reason.clone()),
+        let (plan, reader) = match self.writers.get(&writer) {
+            Some(Ok((plan, reader))) => (plan, reader),
+            Some(Err(reason)) => return quarantine("schema_mismatch", reason.clone()),
             // Every writer of the batch has a plan or a reason (see `load`).
-            _ => return quarantine("schema_mismatch", format!("writer schema {writer} was not looked up")),
+            None => return quarantine("schema_mismatch", format!("writer schema {writer} was not looked up")),
         };
         let undecodable = |error: &dyn std::fmt::Display| {
             quarantine("undecodable", format!("the value does not match its writer schema {writer}: {error}"))
@@ -164,28 +176,38 @@ impl Judge<'_> {
             Dialect::Postgres => Chunk::Copy(Vec::with_capacity(indices.len() * 80)),
             Dialect::Sqlite => Chunk::Rows(Vec::with_capacity(indices.len())),
         };
-        for &index in indices {
-            let record = &records[index];
-            let next = next_offsets.entry(record.partition).or_insert(0);
-            *next = (*next).max(record.offset + 1);
-            out[index] = Some(match self.verdict(record, &mut chunk) {
-                Verdict::Loaded => {
-                    if self.stored.get(&record.partition).is_some_and(|next| record.offset < *next) {
-                        // Quarantined by an earlier delivery, loadable now.
-                        bookkeeping.reloaded.push(Position { partition: record.partition, offset: record.offset });
+        // Records come in runs of one partition: its state is looked up once.
+        for run in indices.chunk_by(|a, b| records[*a].partition == records[*b].partition) {
+            let number = records[run[0]].partition;
+            let partition = Partition {
+                stored: self.stored.get(&number).copied().unwrap_or(0),
+                requarantine: self.requarantine.get(&number),
+            };
+            let mut last = -1;
+            for &index in run {
+                let record = &records[index];
+                last = last.max(record.offset);
+                out[index] = Some(match self.verdict(record, &partition, &mut chunk) {
+                    Verdict::Loaded => {
+                        if record.offset < partition.stored {
+                            // Quarantined by an earlier delivery, loadable now.
+                            bookkeeping.reloaded.push(Position { partition: number, offset: record.offset });
+                        }
+                        Disposition::Emit(Vec::new())
                     }
-                    Disposition::Emit(Vec::new())
-                }
-                Verdict::Quarantine(reason) => {
-                    bookkeeping.quarantined.push(QuarantinedRecord {
-                        position: Position { partition: record.partition, offset: record.offset },
-                        writer: record.payload.as_deref().and_then(schema_id),
-                        payload: record.payload.clone(),
-                    });
-                    Disposition::Quarantine(reason)
-                }
-                Verdict::Skip => Disposition::Emit(Vec::new()),
-            });
+                    Verdict::Quarantine(reason) => {
+                        bookkeeping.quarantined.push(QuarantinedRecord {
+                            position: Position { partition: number, offset: record.offset },
+                            writer: record.payload.as_deref().and_then(schema_id),
+                            payload: record.payload.clone(),
+                        });
+                        Disposition::Quarantine(reason)
+                    }
+                    Verdict::Skip => Disposition::Emit(Vec::new()),
+                });
+            }
+            let next = next_offsets.entry(number).or_insert(0);
+            *next = (*next).max(last + 1);
         }
         chunk
     }
@@ -289,38 +311,48 @@ impl Loader {
             .collect();
         let mut requarantine: HashMap<i32, HashSet<i64>> = HashMap::new();
         let mut plans = HashMap::new();
-        for &index in indices {
-            let record = &batch[index];
-            if let Some(&next) = stored.get(&record.partition)
-                && record.offset < next
-                && !requarantine.contains_key(&record.partition)
+        // Records come in runs of one partition and mostly of one writer.
+        for run in indices.chunk_by(|a, b| batch[*a].partition == batch[*b].partition) {
+            let first = &batch[run[0]];
+            if let Some(&next) = stored.get(&first.partition)
+                && !requarantine.contains_key(&first.partition)
+                && run.iter().any(|i| batch[*i].offset < next)
             {
-                let quarantined = warehouse.quarantined(&dataset.name, &record.topic, record.partition, next).await?;
-                requarantine.insert(record.partition, quarantined);
+                let quarantined = warehouse.quarantined(&dataset.name, &first.topic, first.partition, next).await?;
+                requarantine.insert(first.partition, quarantined);
             }
-            if let Some(writer) = record.payload.as_deref().and_then(schema_id)
-                && !plans.contains_key(&writer)
-            {
-                plans.insert(writer, self.plan(dataset, writer).await?);
+            let mut last = None;
+            for &index in run {
+                let writer = batch[index].payload.as_deref().and_then(schema_id);
+                if writer == last {
+                    continue;
+                }
+                last = writer;
+                if let Some(writer) = writer
+                    && !plans.contains_key(&writer)
+                {
+                    plans.insert(writer, self.plan(dataset, writer).await?);
+                }
             }
         }
-        let schemas: Vec<(u32, Arc<Plan>)> =
-            plans.iter().filter_map(|(writer, plan)| Some((*writer, plan.as_ref().ok()?.clone()))).collect();
-        let mut readers = HashMap::new();
-        for (writer, plan) in &schemas {
-            match GenericDatumReader::builder(&plan.writer.parsed).build() {
-                Ok(reader) => {
-                    readers.insert(*writer, reader);
-                }
-                Err(error) => {
-                    plans.insert(*writer, Err(format!("writer schema {writer} cannot be decoded: {error}")));
-                }
-            }
+        let mut writers = HashMap::new();
+        for (writer, plan) in &plans {
+            let entry = match plan {
+                Ok(plan) => GenericDatumReader::builder(&plan.writer.parsed)
+                    .build()
+                    .map(|reader| (plan.clone(), reader))
+                    .map_err(|error| format!("writer schema {writer} cannot be decoded: {error}")),
+                Err(reason) => Err(reason.clone()),
+            };
+            writers.insert(*writer, entry);
         }
         // Every plan under one contract writes the same columns (the
         // contract's fields, mapped).
-        let columns = schemas.first().map(|(_, plan)| plan.load.columns.clone()).unwrap_or_default();
-        let judge = Judge { dataset, dialect: warehouse.dialect(), plans, readers, stored, requarantine };
+        let columns = writers
+            .values()
+            .find_map(|entry| entry.as_ref().ok().map(|(plan, _)| plan.load.columns.clone()))
+            .unwrap_or_default();
+        let judge = Judge { dataset, dialect: warehouse.dialect(), writers, stored, requarantine };
 
         // The batch's transaction, on a task of its own; rows reach it chunk
         // by chunk, the bookkeeping last. If judging stops half-way (it
@@ -357,15 +389,21 @@ impl Handler for Loader {
     async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
         let mut out: Vec<Option<Disposition>> = vec![None; batch.len()];
         let mut by_dataset: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (index, record) in batch.iter().enumerate() {
-            match self.context.dataset_of_topic(&record.topic) {
-                Some(dataset) => by_dataset.entry(dataset.name.as_str()).or_default().push(index),
+        // Records come in runs of one topic: one dataset look-up per run.
+        let mut start = 0;
+        for run in batch.chunk_by(|a, b| Arc::ptr_eq(&a.topic, &b.topic)) {
+            let indices = start..start + run.len();
+            start = indices.end;
+            match self.context.dataset_of_topic(&run[0].topic) {
+                Some(dataset) => by_dataset.entry(dataset.name.as_str()).or_default().extend(indices),
                 None => {
-                    out[index] = Some(Disposition::Quarantine(QuarantineReason {
-                        dataset: None,
-                        kind: "unknown_dataset".into(),
-                        reason: format!("no dataset reads topic {}", record.topic),
-                    }));
+                    for index in indices {
+                        out[index] = Some(Disposition::Quarantine(QuarantineReason {
+                            dataset: None,
+                            kind: "unknown_dataset".into(),
+                            reason: format!("no dataset reads topic {}", run[0].topic),
+                        }));
+                    }
                 }
             }
         }
@@ -382,5 +420,8 @@ pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Loader>, Arc<Run
     let topics = context.dataset_topics();
     anyhow::ensure!(!topics.is_empty(), "no datasets configured: add [[dataset]] tables to mend.toml");
     // Large batches: one transaction (one COPY) per batch is the loader's cost.
-    Ok(context.runner_batched("loader", &context.group("loader"), topics, BATCH, Loader::new(context.clone()))?)
+    let mut config = RunnerConfig::new("loader", &context.connections.brokers, &context.group("loader"), topics);
+    config.max_batch = BATCH;
+    config.max_batch_bytes = BATCH_BYTES;
+    Ok(context.runner_with(config, Loader::new(context.clone()))?)
 }
