@@ -335,6 +335,9 @@ impl<H: Handler> Runner<H> {
         };
         tokio::spawn(collector.run(batches, stop));
         while let Some(batch) = collected.recv().await {
+            if shutdown.is_cancelled() {
+                return Ok(()); // a batch collected before the request is read again later
+            }
             let batch = batch?;
             if !self.process(&batch, shutdown).await? {
                 return Ok(());
@@ -345,7 +348,10 @@ impl<H: Handler> Runner<H> {
                 tokio::task::spawn_blocking(move || drop(batch));
             }
         }
-        Ok(())
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        Err(RunnerError::Handler(HandleError::Fatal("the consumer stopped delivering records".into())))
     }
 
     /// Handles, delivers and stores one batch. Returns false when shutdown
