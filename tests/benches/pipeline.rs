@@ -191,6 +191,19 @@ async fn load(dataset: Dataset, rows: i64) -> anyhow::Result<Loaded> {
     Ok(Loaded { rate: rows as f64 / elapsed.as_secs_f64(), steady })
 }
 
+/// Starts the process's peak-memory mark afresh (Linux: `clear_refs` 5).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory since the last reset (`VmHWM`), MiB.
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 /// Drops a table the bench filled (a million rows each run add up).
 async fn drop_table(table: &str) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(&postgres()).await?;
@@ -285,7 +298,9 @@ async fn main() -> anyhow::Result<()> {
     println!("broker raw consume (rdkafka)  {raw:>10.0} rec/s");
 
     let append = dataset(&unique("bench_append").replace('-', "_"), &topic, &[]);
+    reset_peak_memory();
     let loaded = load(append.clone(), records).await?;
+    let peak = peak_memory_mib();
     let copy = copy_baseline(records, false).await?;
     println!(
         "loader append-only            {:>10.0} rows/s   COPY {copy:>10.0} rows/s   ratio {:.2}   (after the first batch {:.0} rows/s)",
@@ -293,6 +308,9 @@ async fn main() -> anyhow::Result<()> {
         loaded.rate / copy,
         loaded.steady
     );
+    if let Some(peak) = peak {
+        println!("loader append-only peak RSS    {peak:>10} MiB (the whole bench process, earlier phases included)");
+    }
     let keyed = dataset(&unique("bench_keyed").replace('-', "_"), &topic, &["id"]);
     let loaded = load(keyed, records).await?;
     let copy = copy_baseline(records, true).await?;
