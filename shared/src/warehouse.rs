@@ -255,20 +255,47 @@ impl Warehouse {
         }
     }
 
+    /// Creates mend's own tables, and adds the columns later versions need.
+    /// On PostgreSQL what exists is looked up first, so a role that may only
+    /// read and write these tables connects (CREATE TABLE IF NOT EXISTS needs
+    /// the right to create in the schema even when the table exists).
     async fn create_state_tables(&self) -> Result<(), WarehouseError> {
-        let statements = [
-            "CREATE TABLE IF NOT EXISTS mend_offsets (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
-             partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (dataset, topic, partition_id))",
-            "CREATE TABLE IF NOT EXISTS mend_quarantined (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
-             partition_id INTEGER NOT NULL, source_offset BIGINT NOT NULL, writer_schema_id BIGINT, \
-             PRIMARY KEY (dataset, topic, partition_id, source_offset))",
-            "CREATE TABLE IF NOT EXISTS mend_contracts (dataset TEXT PRIMARY KEY, schema_id BIGINT NOT NULL, \
-             mapping TEXT NOT NULL, updated_by TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS mend_applied (proposal_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, \
-             dataset TEXT NOT NULL, statements INTEGER NOT NULL)",
+        let tables = [
+            (
+                "mend_offsets",
+                "CREATE TABLE IF NOT EXISTS mend_offsets (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
+                 partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (dataset, topic, partition_id))",
+            ),
+            (
+                "mend_quarantined",
+                "CREATE TABLE IF NOT EXISTS mend_quarantined (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
+                 partition_id INTEGER NOT NULL, source_offset BIGINT NOT NULL, writer_schema_id BIGINT, \
+                 PRIMARY KEY (dataset, topic, partition_id, source_offset))",
+            ),
+            (
+                "mend_contracts",
+                "CREATE TABLE IF NOT EXISTS mend_contracts (dataset TEXT PRIMARY KEY, schema_id BIGINT NOT NULL, \
+                 mapping TEXT NOT NULL, updated_by TEXT NOT NULL)",
+            ),
+            (
+                "mend_applied",
+                "CREATE TABLE IF NOT EXISTS mend_applied (proposal_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, \
+                 dataset TEXT NOT NULL, statements INTEGER NOT NULL)",
+            ),
         ];
-        for statement in statements {
-            self.execute(statement).await?;
+        for (table, create) in tables {
+            let exists = match self {
+                Self::Postgres(pool) => {
+                    sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                        .bind(table)
+                        .fetch_one(pool)
+                        .await?
+                }
+                Self::Sqlite(_) => false,
+            };
+            if !exists {
+                self.execute(create).await?;
+            }
         }
         // Warehouses created before mend_quarantined recorded writer
         // schemas and the quarantined bytes.
@@ -284,11 +311,25 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Adds a column to one of mend's own tables when it is missing.
+    /// Adds a column to one of mend's own tables when it is missing. Looked
+    /// up first: PostgreSQL lets only the table's owner run ALTER TABLE, even
+    /// one that changes nothing, and a role with only the rights to read and
+    /// write mend's tables must be able to connect.
     async fn ensure_column(&self, table: &str, column: &str, pg: &str, sqlite: &str) -> Result<(), WarehouseError> {
         match self {
-            Self::Postgres(_) => {
-                self.execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg}")).await
+            Self::Postgres(pool) => {
+                let present: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
+                     AND table_name = $1 AND column_name = $2",
+                )
+                .bind(table)
+                .bind(column)
+                .fetch_one(pool)
+                .await?;
+                if present == 0 {
+                    self.execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg}")).await?;
+                }
+                Ok(())
             }
             Self::Sqlite(pool) => {
                 let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")

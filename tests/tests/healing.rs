@@ -239,3 +239,64 @@ async fn crash_after_the_replay_before_the_application_event() -> anyhow::Result
 async fn crash_after_delivery_before_the_offsets() -> anyhow::Result<()> {
     drift_story_survives_a_crash_at("runner.after_deliver.applier").await
 }
+
+/// The applier on a database role of its own (`MEND_APPLIER_WAREHOUSE_URL`):
+/// a warehouse owned by the loader's role, and an applier role that is a
+/// member of it (PostgreSQL lets only a table's owner, or a member of the
+/// owning role, alter it). The story heals as on one role, and the applier's
+/// connections are its role's.
+#[tokio::test]
+async fn drift_story_with_an_applier_role_of_its_own() -> anyhow::Result<()> {
+    let admin = sqlx::PgPool::connect(&mend_tests::postgres_url()).await?;
+    let suffix = mend_tests::unique("r").replace('-', "_");
+    let (loader, applier, database) = (format!("loader_{suffix}"), format!("applier_{suffix}"), format!("wh_{suffix}"));
+    for statement in [
+        format!("CREATE ROLE {loader} LOGIN"),
+        format!("CREATE ROLE {applier} LOGIN IN ROLE {loader}"),
+        format!("CREATE DATABASE {database} OWNER {loader}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&admin).await?;
+    }
+    let url = |role: &str| -> anyhow::Result<String> {
+        let mut url = reqwest::Url::parse(&mend_tests::postgres_url())?;
+        url.set_username(role).map_err(|()| anyhow::anyhow!("cannot set the user of {url}"))?;
+        url.set_path(&database);
+        Ok(url.to_string())
+    };
+    let records = 50;
+    let mut deployment = Deployment::new("postgres", "")?;
+    deployment.warehouse = url(&loader)?;
+    deployment.env = vec![("MEND_APPLIER_WAREHOUSE_URL".into(), url(&applier)?)];
+    let up = deployment.up("up.log").await?;
+    let status = deployment.demo(records)?.wait().await?;
+    assert!(status.success(), "mend demo failed (see {})", deployment.dir.display());
+    let report = deployment.report()?;
+    assert_eq!((report["lost"].as_i64(), report["misplaced"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["loaded"], 3 * records);
+    check_warehouse(&deployment, i64::try_from(records)?).await?;
+    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = $1 AND datname = $2")
+        .bind(&applier)
+        .bind(&database)
+        .fetch_one(&admin)
+        .await?;
+    assert!(sessions > 0, "the applier connects as {applier}");
+    // The applier's DDL leaves every table with the loader's role, which
+    // created them, so the loader can go on writing them.
+    let owners: Vec<(String, String)> =
+        sqlx::query_as("SELECT tablename::text, tableowner::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&sqlx::PgPool::connect(&url("postgres")?).await?)
+            .await?;
+    assert!(owners.iter().any(|(table, _)| *table == deployment.dataset), "{owners:?}");
+    assert!(owners.iter().all(|(_, owner)| *owner == loader), "{owners:?}");
+    let exit = stop(up).await?;
+    assert!(exit.success());
+    for statement in [
+        format!("DROP DATABASE {database} WITH (FORCE)"),
+        format!("DROP ROLE {applier}"),
+        format!("DROP ROLE {loader}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&admin).await?;
+    }
+    Ok(())
+}

@@ -211,3 +211,38 @@ async fn sqlite_replays_claim_each_record_once() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     replays_claim(&format!("sqlite://{}/warehouse.db", dir.display())).await
 }
+
+/// A PostgreSQL role that may only read and write mend's tables (created
+/// before by another role) connects: nothing it does at start-up needs the
+/// right to create or alter.
+#[tokio::test]
+async fn postgres_role_with_only_table_rights_connects() -> anyhow::Result<()> {
+    use mend_shared::warehouse::Warehouse;
+    Warehouse::connect(&postgres_url()).await?; // mend's tables exist
+    let admin = sqlx::PgPool::connect(&postgres_url()).await?;
+    let role = unique("dml").replace('-', "_");
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON mend_offsets, mend_quarantined, mend_contracts, mend_applied TO {role}"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&admin).await?;
+    }
+    let mut url = reqwest::Url::parse(&postgres_url())?;
+    url.set_username(&role).map_err(|()| anyhow::anyhow!("cannot set the user of {url}"))?;
+    let used = async {
+        let store = Warehouse::connect(url.as_str()).await?;
+        let offsets = store.offsets("nothing").await?;
+        if let Warehouse::Postgres(pool) = store {
+            pool.close().await;
+        }
+        anyhow::Ok(offsets)
+    }
+    .await;
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&admin).await?;
+    }
+    assert!(used?.is_empty());
+    Ok(())
+}
