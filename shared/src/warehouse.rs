@@ -31,6 +31,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Postgres, Sqlite, Transaction};
 
+use crate::config::Dataset;
 use crate::copy;
 use crate::error::HandleError;
 
@@ -811,6 +812,19 @@ pub struct LoadTarget {
     pub key: Vec<String>,
     /// The columns every row fills, in order.
     pub columns: Vec<String>,
+}
+
+impl LoadTarget {
+    /// Where rows of `dataset` go, filling `columns` in order.
+    pub fn new(dataset: &Dataset, columns: Vec<String>) -> Self {
+        Self {
+            dataset: dataset.name.clone(),
+            topic: dataset.topic.clone(),
+            table: dataset.table.clone(),
+            key: dataset.key.clone(),
+            columns,
+        }
+    }
 }
 
 /// What a loader batch records besides its rows, in the same transaction.

@@ -277,13 +277,7 @@ impl Applier {
                 Err(_) => counts.still_quarantined += 1,
             }
         }
-        let target = LoadTarget {
-            dataset: dataset.name.clone(),
-            topic: dataset.topic.clone(),
-            table: dataset.table.clone(),
-            key: dataset.key.clone(),
-            columns,
-        };
+        let target = LoadTarget::new(dataset, columns);
         let mut written = 0;
         for chunk in rows.chunks(REPLAY_CHUNK) {
             written += warehouse.replay_rows(&target, chunk).await?;

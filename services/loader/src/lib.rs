@@ -357,13 +357,7 @@ impl Loader {
         // The batch's transaction, on a task of its own; rows reach it chunk
         // by chunk, the bookkeeping last. If judging stops half-way (it
         // cannot fail today), `done` is dropped and nothing is committed.
-        let target = LoadTarget {
-            dataset: dataset.name.clone(),
-            topic: dataset.topic.clone(),
-            table: dataset.table.clone(),
-            key: dataset.key.clone(),
-            columns,
-        };
+        let target = LoadTarget::new(dataset, columns);
         let (chunks, received) = tokio::sync::mpsc::channel::<Chunk>(2);
         let (done, bookkept) = tokio::sync::oneshot::channel();
         let received = futures::stream::unfold(received, |mut rx| async { rx.recv().await.map(|rows| (rows, rx)) });
