@@ -317,33 +317,31 @@ impl Warehouse {
     /// one that changes nothing, and a role with only the rights to read and
     /// write mend's tables must be able to connect.
     async fn ensure_column(&self, table: &str, column: &str, pg: &str, sqlite: &str) -> Result<(), WarehouseError> {
-        match self {
-            Self::Postgres(pool) => {
-                let present: i64 = sqlx::query_scalar(
+        let (present, add): (i64, String) = match self {
+            Self::Postgres(pool) => (
+                sqlx::query_scalar(
                     "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
                      AND table_name = $1 AND column_name = $2",
                 )
                 .bind(table)
                 .bind(column)
                 .fetch_one(pool)
-                .await?;
-                if present == 0 {
-                    self.execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg}")).await?;
-                }
-                Ok(())
-            }
-            Self::Sqlite(pool) => {
-                let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
+                .await?,
+                format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg}"),
+            ),
+            Self::Sqlite(pool) => (
+                sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
                     .bind(table)
                     .bind(column)
                     .fetch_one(pool)
-                    .await?;
-                if present == 0 {
-                    self.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {sqlite}")).await?;
-                }
-                Ok(())
-            }
+                    .await?,
+                format!("ALTER TABLE {table} ADD COLUMN {column} {sqlite}"),
+            ),
+        };
+        if present == 0 {
+            self.execute(&add).await?;
         }
+        Ok(())
     }
 
     async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
