@@ -339,7 +339,13 @@ impl Warehouse {
             ),
         };
         if present == 0 {
-            self.execute(&add).await?;
+            match self.execute(&add).await {
+                // Another process connecting at the same moment added it
+                // first (SQLite has no ADD COLUMN IF NOT EXISTS).
+                Err(WarehouseError::Sql(sqlx::Error::Database(e))) if e.message().contains("duplicate column name") => {
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
