@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use apache_avro::Schema;
+use mend_avro::drift::{OverlapEvidence, classify_with, comparable, rename_candidates, value_overlap};
+use mend_avro::schema::columns_for;
+use mend_config::Nested;
+use mend_model::Dialect;
 use mend_proposer::{DbtFile, Target, plan};
-use mend_shared::config::Nested;
-use mend_shared::drift::{OverlapEvidence, classify_with, comparable, rename_candidates, value_overlap};
-use mend_shared::mapping::columns_for;
-use mend_shared::warehouse::Dialect;
 use serde_json::json;
 
 fn schemas() -> anyhow::Result<(Schema, Schema)> {
@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     let key = vec!["field_0".to_owned()];
     let evidence = OverlapEvidence::from([(
         ("amount".to_owned(), "total".to_owned()),
-        mend_shared::drift::Overlap { fraction: 0.97, sampled: 10_000 },
+        mend_avro::drift::Overlap { fraction: 0.97, sampled: 10_000 },
     )]);
     let started = Instant::now();
     let mut steps = 0;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use mend_shared::codec::Codec;
+use mend_avro::codec::Codec;
 use mend_tests::{registry_url, unique};
 
 const SCHEMA: &str = r#"{"type":"record","name":"Order","namespace":"bench","fields":[

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use mend_shared::config::{Connections, Dataset, FileConfig};
-use mend_shared::context::Context;
-use mend_shared::warehouse::Warehouse;
-use mend_shared::{kafka, topics};
+use mend_config::{Dataset, FileConfig};
+use mend_model::topics;
+use mend_runtime::Connections;
+use mend_runtime::Context;
+use mend_runtime::kafka;
+use mend_store::Warehouse;
 use mend_tests::{registry_url, unique};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -105,7 +107,7 @@ async fn produce(
 }
 
 async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
-    let consumer: StreamConsumer = kafka::reader_config(BROKER, kafka::DEFAULT_FETCH_WAIT_MS)
+    let consumer: StreamConsumer = kafka::reader_config(BROKER, mend_runtime::compat::SCAN_FETCH_WAIT_MS)
         .set("group.id", unique("bench-raw"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -119,13 +121,7 @@ async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
 }
 
 fn context(datasets: Vec<Dataset>, prefix: &str) -> anyhow::Result<Arc<Context>> {
-    let connections = Connections {
-        brokers: BROKER.into(),
-        registry_url: registry_url(),
-        group_prefix: prefix.into(),
-        consumer_mode: Default::default(),
-        fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
-    };
+    let connections = Connections { group_prefix: prefix.into(), ..Connections::new(BROKER, &registry_url()) };
     Ok(Context::new(connections, FileConfig { datasets, ..FileConfig::default() }, postgres())?)
 }
 
@@ -263,7 +259,7 @@ async fn copy_baseline(rows: i64, keyed: bool) -> anyhow::Result<f64> {
 async fn main() -> anyhow::Result<()> {
     let records: i64 = std::env::var("BENCH_RECORDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
     let count = usize::try_from(records)?;
-    let _telemetry = mend_shared::telemetry::init("bench");
+    let _telemetry = mend_runtime::telemetry::init("bench");
     let mut broker = tokio::process::Command::new(tansu())
         .args([
             "broker",
@@ -349,13 +345,7 @@ async fn main() -> anyhow::Result<()> {
     kafka::ensure_topics(&durable, &specs).await?;
     let subject = format!("{topic}-value");
     let heal = dataset(&unique("bench_heal").replace('-', "_"), &topic, &[]);
-    let connections = Connections {
-        brokers: durable.clone(),
-        registry_url: registry_url(),
-        group_prefix: unique("bench"),
-        consumer_mode: Default::default(),
-        fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
-    };
+    let connections = Connections { group_prefix: unique("bench"), ..Connections::new(&durable, &registry_url()) };
     let context =
         Context::new(connections, FileConfig { datasets: vec![heal.clone()], ..FileConfig::default() }, postgres())?;
     context.codec.register_event_schemas().await?;

@@ -28,12 +28,12 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates topics (the broker does not auto-create them).
 pub async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
-    mend_shared::kafka::ensure_topics(&brokers(), &[mend_shared::kafka::TopicSpec::new(name, partitions)]).await?;
+    mend_runtime::kafka::ensure_topics(&brokers(), &[mend_runtime::kafka::TopicSpec::new(name, partitions)]).await?;
     Ok(())
 }
 
 pub fn producer() -> anyhow::Result<FutureProducer> {
-    Ok(mend_shared::kafka::producer_config(&brokers()).create()?)
+    Ok(mend_runtime::kafka::producer_config(&brokers()).create()?)
 }
 
 /// Produces one record and waits for its delivery.
@@ -53,7 +53,7 @@ pub async fn consume_until(
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> anyhow::Result<Vec<OwnedMessage>> {
     let consumer: StreamConsumer =
-        mend_shared::kafka::reader_config(&brokers(), mend_shared::kafka::DEFAULT_FETCH_WAIT_MS)
+        mend_runtime::kafka::reader_config(&brokers(), mend_runtime::compat::SCAN_FETCH_WAIT_MS)
             .set("group.id", unique("test-reader"))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
@@ -82,7 +82,7 @@ pub async fn consume_keyed(topic: &str, key: &str, n: usize) -> anyhow::Result<V
 
 /// The offset committed by `group` on partition 0 of `topic` (None when nothing is committed).
 pub fn committed_offset(group: &str, topic: &str) -> anyhow::Result<Option<i64>> {
-    let consumer: StreamConsumer = mend_shared::kafka::client_config(&brokers()).set("group.id", group).create()?;
+    let consumer: StreamConsumer = mend_runtime::kafka::client_config(&brokers()).set("group.id", group).create()?;
     let mut list = rdkafka::TopicPartitionList::new();
     list.add_partition(topic, 0);
     let committed = consumer.committed_offsets(list, Duration::from_secs(10)).context("committed offsets")?;
@@ -114,23 +114,9 @@ pub fn postgres_url() -> String {
 /// Registers `schema` under `subject` (compatibility NONE first, as upstream
 /// teams that change types do) and returns its id.
 pub async fn register_schema(subject: &str, schema: &str) -> anyhow::Result<u32> {
-    let http = reqwest::Client::new();
-    let base = registry_url();
-    http.put(format!("{base}/config/{subject}"))
-        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"NONE"}"#)
-        .send()
-        .await?
-        .error_for_status()?;
-    let response = http
-        .post(format!("{base}/subjects/{subject}/versions"))
-        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        .body(serde_json::json!({ "schema": schema }).to_string())
-        .send()
-        .await?
-        .error_for_status()?;
-    let body: serde_json::Value = response.json().await?;
-    Ok(u32::try_from(body["id"].as_u64().context("no id")?)?)
+    let registry = registry_url();
+    mend_avro::registry::set_compatibility(&reqwest::Client::new(), &registry, subject, "NONE").await?;
+    Ok(mend_avro::codec::Codec::new(&registry)?.register(subject, schema).await?)
 }
 
 /// Polls `check` until it returns Some, or fails after [`WAIT`].

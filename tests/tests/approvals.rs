@@ -11,9 +11,9 @@ use apache_avro::types::Value as Avro;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use mend_shared::codec::Codec;
-use mend_shared::events::{Application, Decision, Envelope, Event, IncidentId, PlanStep, Proposal};
-use mend_shared::warehouse::Warehouse;
+use mend_avro::codec::Codec;
+use mend_model::events::{Application, Decision, Envelope, Event, IncidentId, PlanStep, Proposal};
+use mend_store::Warehouse;
 use mend_tests::{Deployment, consume_until, eventually, produce_avro, producer, register_schema, registry_url};
 use rdkafka::message::Message;
 use serde_json::{Value, json};
@@ -234,17 +234,20 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
     assert!(said.contains("403") && said.contains("approver"), "{said}");
 
     // Slack: unsigned, forged, stale and unmapped presses are refused.
-    let now = mend_shared::events::now_millis() / 1000;
+    let now = mend_model::events::now_millis() / 1000;
     let press = slack_press("U_ALICE", "approve", &proposal, &format!("{slack}/response"));
     assert_eq!(api.slack(&press, now, None).await?.0, 401);
-    let forged = mend_shared::slack::sign("wrong-secret", now, press.as_bytes());
+    let forged = mend_integrations::slack::sign("wrong-secret", now, press.as_bytes());
     assert_eq!(api.slack(&press, now, Some(forged)).await?.0, 401);
     let stale = now - 400;
-    assert_eq!(api.slack(&press, stale, Some(mend_shared::slack::sign(secret, stale, press.as_bytes()))).await?.0, 401);
+    assert_eq!(
+        api.slack(&press, stale, Some(mend_integrations::slack::sign(secret, stale, press.as_bytes()))).await?.0,
+        401
+    );
     let eve = slack_press("U_EVE", "approve", &proposal, &format!("{slack}/response"));
-    assert_eq!(api.slack(&eve, now, Some(mend_shared::slack::sign(secret, now, eve.as_bytes()))).await?.0, 403);
+    assert_eq!(api.slack(&eve, now, Some(mend_integrations::slack::sign(secret, now, eve.as_bytes()))).await?.0, 403);
     // A body changed after signing.
-    let signed = mend_shared::slack::sign(secret, now, press.as_bytes());
+    let signed = mend_integrations::slack::sign(secret, now, press.as_bytes());
     assert_eq!(api.slack(&eve, now, Some(signed.clone())).await?.0, 401);
 
     // Alice presses Approve.
@@ -320,7 +323,7 @@ async fn the_applier_refuses_tampered_and_disallowed_plans() -> anyhow::Result<(
         let steps: Vec<PlanStep> = statements
             .into_iter()
             .map(|sql| PlanStep {
-                kind: "ddl".into(),
+                kind: mend_model::StepKind::Ddl,
                 description: name.into(),
                 sql: Some(sql),
                 field: None,
@@ -334,9 +337,9 @@ async fn the_applier_refuses_tampered_and_disallowed_plans() -> anyhow::Result<(
             plan_hash: Proposal::hash_steps(&steps),
             writer_schema_id: Some(i32::try_from(schema_id)?),
             steps,
-            outcome: "approved".into(),
+            outcome: mend_model::Verdict::Approved,
             by: "mallory".into(),
-            channel: "api".into(),
+            channel: mend_model::Channel::Api,
             reason: None,
         };
         if tamper {
@@ -357,12 +360,12 @@ async fn the_applier_refuses_tampered_and_disallowed_plans() -> anyhow::Result<(
         let application: Application = codec.decode_event(message.payload().unwrap_or_default()).await?;
         let (_, name) =
             expected.iter().find(|(p, _)| *p == application.proposal_id).context("unexpected application")?;
-        assert_ne!(application.outcome, "applied", "{name}: {application:?}");
+        assert_ne!(application.outcome.as_str(), "applied", "{name}: {application:?}");
         assert_eq!(application.statements, 0, "{name}");
         let error = application.error.clone().unwrap_or_default();
         match *name {
             "tampered" => assert!(error.contains("approved hash"), "{error}"),
-            _ => assert_eq!(application.outcome, "refused", "{name}: {error}"),
+            _ => assert_eq!(application.outcome.as_str(), "refused", "{name}: {error}"),
         }
     }
     let warehouse = Warehouse::connect(&deployment.warehouse).await?;
@@ -576,8 +579,8 @@ async fn a_merged_pull_request_approves_its_plan() -> anyhow::Result<()> {
         request.send()
     };
     assert_eq!(hook(None).await?.status().as_u16(), 401);
-    assert_eq!(hook(Some(mend_shared::github::sign("wrong", event.as_bytes()))).await?.status().as_u16(), 401);
-    let merged = hook(Some(mend_shared::github::sign("hook-secret", event.as_bytes()))).await?;
+    assert_eq!(hook(Some(mend_integrations::github::sign("wrong", event.as_bytes()))).await?.status().as_u16(), 401);
+    let merged = hook(Some(mend_integrations::github::sign("hook-secret", event.as_bytes()))).await?;
     assert_eq!(merged.status().as_u16(), 200, "{}", merged.text().await?);
     rows(&deployment, 5).await?;
     let healed = eventually("the incident to heal", || {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
-use mend_shared::warehouse::Warehouse;
+use mend_store::Warehouse;
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema};
 use serde_json::{Value, json};
 

@@ -11,9 +11,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mend_shared::codec::Codec;
-use mend_shared::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
-use mend_shared::warehouse::Warehouse;
+use mend_avro::codec::Codec;
+use mend_model::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
+use mend_store::Warehouse;
 use mend_tests::{Deployment, brokers, eventually, registry_url};
 use rdkafka::message::Message;
 use tokio::process::Child;
@@ -51,7 +51,7 @@ async fn stop(mut child: Child) -> anyhow::Result<std::process::ExitStatus> {
 /// The events of `dataset` on an audit topic.
 async fn events<E: Event>(codec: &Codec, dataset: &str) -> anyhow::Result<Vec<E>> {
     let mut out = Vec::new();
-    for message in mend_shared::kafka::read_to_end(&brokers(), E::TOPIC).await? {
+    for message in mend_runtime::kafka::read_to_end(&brokers(), E::TOPIC).await? {
         if message.key() == Some(dataset.as_bytes()) {
             out.push(codec.decode_event::<E>(message.payload().unwrap_or_default()).await?);
         }
@@ -67,7 +67,7 @@ async fn check_audit_chains(dataset: &str, healed: usize) -> anyhow::Result<()> 
     let proposals: Vec<Proposal> = events(&codec, dataset).await?;
     let decisions: Vec<Decision> = events(&codec, dataset).await?;
     let applications: Vec<Application> = events(&codec, dataset).await?;
-    let applied: Vec<&Application> = applications.iter().filter(|a| a.outcome == "applied").collect();
+    let applied: Vec<&Application> = applications.iter().filter(|a| a.outcome.as_str() == "applied").collect();
     let mut chains = BTreeMap::new();
     for application in &applied {
         let decision =
@@ -173,7 +173,7 @@ async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let codec = Codec::new(&registry_url())?;
     let applications: Vec<Application> = events(&codec, &deployment.dataset).await?;
     let mut proposals: Vec<&str> =
-        applications.iter().filter(|a| a.outcome == "applied").map(|a| a.proposal_id.as_str()).collect();
+        applications.iter().filter(|a| a.outcome.as_str() == "applied").map(|a| a.proposal_id.as_str()).collect();
     proposals.sort_unstable();
     proposals.dedup();
     assert_eq!(proposals.len(), 2, "two plans applied (added field, rename)");

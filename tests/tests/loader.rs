@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use mend_shared::config::{Connections, Dataset, FileConfig};
-use mend_shared::context::Context;
-use mend_shared::kafka;
+use mend_config::{Dataset, FileConfig};
+use mend_runtime::Connections;
+use mend_runtime::Context;
+use mend_runtime::kafka;
 use mend_tests::{brokers, create_topic, eventually, postgres_url, producer, register_schema, registry_url, unique};
 use tokio_util::sync::CancellationToken;
 
@@ -30,13 +31,8 @@ const BAD_EVERY: i64 = 997;
 const KEYS: i64 = 3_000;
 
 fn context(dataset: &Dataset, warehouse: &str) -> anyhow::Result<Arc<Context>> {
-    let connections = Connections {
-        brokers: brokers(),
-        registry_url: registry_url(),
-        group_prefix: unique("loadertest"),
-        consumer_mode: Default::default(),
-        fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
-    };
+    let connections =
+        Connections { group_prefix: unique("loadertest"), ..Connections::new(&brokers(), &registry_url()) };
     let config = FileConfig { datasets: vec![dataset.clone()], ..FileConfig::default() };
     Ok(Context::new(connections, config, warehouse.to_owned())?)
 }
@@ -68,7 +64,7 @@ fn id_of(offset: i64, keyed: bool) -> i64 {
 
 async fn story(warehouse: &str, keyed: bool) -> anyhow::Result<()> {
     // Quarantined records go to mend.quarantine (`mend up` creates it).
-    let specs = mend_shared::topics::EVENT_TOPICS.map(|t| kafka::TopicSpec::new(t, 1));
+    let specs = mend_model::topics::EVENT_TOPICS.map(|t| kafka::TopicSpec::new(t, 1));
     kafka::ensure_topics(&brokers(), &specs).await?;
     let name = unique("loadertest").replace('-', "_");
     let topic = format!("{name}.orders");
@@ -158,9 +154,8 @@ async fn sqlite_batches_of_several_chunks() -> anyhow::Result<()> {
 /// fall back on). A record a replay loaded is no longer judged again by a
 /// re-delivered loader batch.
 async fn replays_claim(warehouse: &str) -> anyhow::Result<()> {
-    use mend_shared::warehouse::{
-        Bookkeeping, Chunk, Column, Contract, LoadTarget, Position, QuarantinedRecord, Row, SqlValue, Warehouse,
-    };
+    use mend_model::{Column, Contract, Position, Row, SqlValue};
+    use mend_store::{Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
     let store = Warehouse::connect(warehouse).await?;
     let name = unique("claimtest").replace('-', "_");
     let column = Column { name: "id".into(), sql_type: "BIGINT".into(), nullable: false };
@@ -217,7 +212,7 @@ async fn sqlite_replays_claim_each_record_once() -> anyhow::Result<()> {
 /// right to create or alter.
 #[tokio::test]
 async fn postgres_role_with_only_table_rights_connects() -> anyhow::Result<()> {
-    use mend_shared::warehouse::Warehouse;
+    use mend_store::Warehouse;
     Warehouse::connect(&postgres_url()).await?; // mend's tables exist
     let admin = sqlx::PgPool::connect(&postgres_url()).await?;
     let role = unique("dml").replace('-', "_");
@@ -234,9 +229,7 @@ async fn postgres_role_with_only_table_rights_connects() -> anyhow::Result<()> {
     let used = async {
         let store = Warehouse::connect(url.as_str()).await?;
         let offsets = store.offsets("nothing").await?;
-        if let Warehouse::Postgres(pool) = store {
-            pool.close().await;
-        }
+        store.close().await;
         anyhow::Ok(offsets)
     }
     .await;

@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use apache_avro::Schema;
-use mend_shared::mapping::columns_for;
-use mend_shared::warehouse::{Contract, Warehouse};
+use mend_avro::schema::columns_for;
+use mend_model::Contract;
+use mend_store::Warehouse;
 use mend_tests::{Deployment, mend_bin, register_schema, registry_url, unique};
 use serde_json::{Value, json};
 
@@ -45,9 +46,8 @@ impl Planned {
         let text = v1().to_string();
         let id = register_schema(&format!("{name}.orders-value"), &text).await?;
         let db = Warehouse::connect(&warehouse).await?;
-        let (columns, mapping) =
-            columns_for(&Schema::parse_str(&text)?, db.dialect(), mend_shared::config::Nested::Json)
-                .map_err(anyhow::Error::msg)?;
+        let (columns, mapping) = columns_for(&Schema::parse_str(&text)?, db.dialect(), mend_config::Nested::Json)
+            .map_err(anyhow::Error::msg)?;
         let contract = Contract { dataset: name.clone(), schema_id: id, mapping };
         db.establish(&name, &name, &["id".to_owned()], &columns, &contract).await?;
         Ok(Self { dir, name, warehouse })

@@ -395,7 +395,7 @@ async fn two_instances_agree() -> anyhow::Result<()> {
     let config = mend_registry::RegistryConfig {
         brokers: mend_tests::brokers(),
         listen: "127.0.0.1:0".parse()?,
-        topic: mend_shared::topics::SCHEMAS.into(),
+        topic: mend_model::topics::SCHEMAS.into(),
     };
     let second = mend_registry::Registry::open(&config, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

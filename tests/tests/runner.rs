@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mend_shared::codec::{Codec, CodecError};
-use mend_shared::events::Quarantined;
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, QuarantineReason, Runner, RunnerConfig};
-use mend_shared::{HandleError, kafka, topics};
+use mend_avro::codec::{Codec, CodecError};
+use mend_model::events::Quarantined;
+use mend_model::topics;
+use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, QuarantineReason};
+use mend_runtime::runner::{Runner, RunnerConfig};
+use mend_runtime::{HandleError, kafka};
 use mend_tests::{brokers, committed_offset, consume_keyed, create_topic, eventually, produce, registry_url, unique};
 use rdkafka::message::Message;
 use tokio::sync::Notify;
@@ -99,7 +101,7 @@ async fn a_consumer_killed_mid_batch_skips_nothing() -> anyhow::Result<()> {
     hanging.hang_at = Some(25);
     let reached = hanging.reached.clone();
     let runner =
-        Runner::new(config(&group, &input), mend_shared::runner::producer(&brokers())?, codec.clone(), hanging)?;
+        Runner::new(config(&group, &input), mend_runtime::kafka::producer(&brokers())?, codec.clone(), hanging)?;
     let task = tokio::spawn(runner.run(CancellationToken::new()));
     reached.notified().await;
     task.abort();
@@ -110,7 +112,7 @@ async fn a_consumer_killed_mid_batch_skips_nothing() -> anyhow::Result<()> {
 
     // Second consumer in the same group resumes from the committed offset.
     let runner =
-        Runner::new(config(&group, &input), mend_shared::runner::producer(&brokers())?, codec, Echo::new(&output))?;
+        Runner::new(config(&group, &input), mend_runtime::kafka::producer(&brokers())?, codec, Echo::new(&output))?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let outputs =
@@ -132,7 +134,7 @@ async fn retryable_failures_are_retried_without_loss() -> anyhow::Result<()> {
     echo.failures_left.store(3, Ordering::SeqCst);
     let runner = Runner::new(
         config(&group, &input),
-        mend_shared::runner::producer(&brokers())?,
+        mend_runtime::kafka::producer(&brokers())?,
         Codec::new(&registry_url())?,
         echo,
     )?;
@@ -171,7 +173,7 @@ impl Handler for Decoder {
                 }]),
                 Err(CodecError::Invalid(reason)) => Disposition::Quarantine(QuarantineReason {
                     dataset: Some(self.dataset.clone()),
-                    kind: "undecodable".into(),
+                    kind: mend_model::QuarantineKind::Undecodable,
                     reason,
                 }),
                 Err(unavailable) => return Err(HandleError::retry("decoding", unavailable)),
@@ -219,7 +221,7 @@ async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()>
     let handler = Decoder { codec: codec.clone(), dataset: dataset.clone(), output: output.clone() };
     let runner = Runner::new(
         config(&unique("decode-group"), &input),
-        mend_shared::runner::producer(&brokers())?,
+        mend_runtime::kafka::producer(&brokers())?,
         codec.clone(),
         handler,
     )?;
@@ -242,7 +244,7 @@ async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()>
         assert_eq!(event.offset, offset);
         assert_eq!(event.topic, input);
         assert_eq!(event.value.as_ref(), Some(payload), "original bytes kept");
-        assert_eq!(event.reason_kind, "undecodable");
+        assert_eq!(event.reason_kind.as_str(), "undecodable");
         assert!(!event.reason.is_empty());
         assert_eq!(event.envelope.dataset, dataset);
     }
@@ -279,7 +281,7 @@ async fn batches_end_at_their_byte_limit() -> anyhow::Result<()> {
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let runner = Runner::new(
         config,
-        mend_shared::runner::producer(&brokers())?,
+        mend_runtime::kafka::producer(&brokers())?,
         Codec::new(&registry_url())?,
         Sizes(sizes.clone()),
     )?;

@@ -15,16 +15,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mend_shared::codec::{CodecError, schema_id};
-use mend_shared::config::Dataset;
-use mend_shared::context::Context;
-use mend_shared::events::{Application, Decision, Envelope, Event, IncidentId, Proposal, Quarantined};
-use mend_shared::mapping::LoadPlan;
-use mend_shared::runner::{
-    Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, Runner, RunnerStatus, SOURCE_HEADER, decode_event,
-};
-use mend_shared::warehouse::{Apply, Contract, LoadTarget, Position, Row, Warehouse};
-use mend_shared::{HandleError, fault, guard, kafka, topics};
+use mend_avro::codec::CodecError;
+use mend_config::Dataset;
+use mend_model::events::{Application, Decision, Envelope, Event, IncidentId, Proposal, Quarantined};
+use mend_model::{ApplicationOutcome, Classify as _, Contract, Position, Row, StepKind, Verdict, topics};
+use mend_runtime::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, SOURCE_HEADER, decode_event};
+use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
+use mend_runtime::{Context, HandleError, fault, kafka};
+use mend_store::{Apply, LoadTarget, Warehouse, guard};
 
 const SERVICE: &str = "applier";
 /// Rows per replay transaction.
@@ -50,7 +48,9 @@ impl Applier {
     }
 
     fn dataset(&self, name: &str) -> Result<&Dataset, HandleError> {
-        self.context.dataset(name).ok_or_else(|| HandleError::Fatal(format!("decision for unknown dataset {name}")))
+        self.context
+            .dataset(name)
+            .ok_or_else(|| HandleError::Fatal(format!("decision for unknown dataset {name}").into()))
     }
 
     /// Applies an approved decision and replays; returns the application event.
@@ -61,7 +61,7 @@ impl Applier {
             envelope: Envelope::answering(SERVICE, &decision.envelope),
             proposal_id: decision.proposal_id.clone(),
             decision_id: decision.envelope.event_id.clone(),
-            outcome: "applied".into(),
+            outcome: ApplicationOutcome::Applied,
             contract_schema_id: decision.writer_schema_id,
             statements: 0,
             replayed: 0,
@@ -71,25 +71,25 @@ impl Applier {
         };
         // Only the plan that was approved, unchanged.
         if Proposal::hash_steps(&decision.steps) != decision.plan_hash {
-            application.outcome = "failed".into();
+            application.outcome = ApplicationOutcome::Failed;
             application.error = Some("the plan does not match its approved hash; nothing applied".into());
             return Ok(application);
         }
         let Some(writer) = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok()) else {
-            application.outcome = "failed".into();
+            application.outcome = ApplicationOutcome::Failed;
             application.error = Some("the decision names no schema to move the contract to".into());
             return Ok(application);
         };
         let current = warehouse.contract(&dataset.name).await?;
         let mut mapping = current.map(|c| c.mapping).unwrap_or_default();
-        for step in decision.steps.iter().filter(|s| s.kind == "mapping") {
+        for step in decision.steps.iter().filter(|s| s.kind == StepKind::Mapping) {
             if let (Some(field), Some(column)) = (&step.field, &step.column) {
                 mapping.insert(field.clone(), column.clone());
             }
         }
         let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
         let statements: Vec<String> =
-            decision.steps.iter().filter(|s| s.kind == "ddl").filter_map(|s| s.sql.clone()).collect();
+            decision.steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect();
         application.statements = i32::try_from(statements.len()).unwrap_or(i32::MAX);
         if !warehouse.applied(&decision.proposal_id).await? {
             // Guardrails: only allowed statement kinds on the dataset's own
@@ -102,15 +102,15 @@ impl Applier {
                 .collect();
             if !refused.is_empty() {
                 tracing::warn!(proposal = %decision.proposal_id, ?refused, "plan refused by the guardrails");
-                application.outcome = "refused".into();
+                application.outcome = ApplicationOutcome::Refused;
                 application.statements = 0;
                 application.error = Some(refused.join("; "));
                 return Ok(application);
             }
             match warehouse.dry_run(&statements).await {
                 Ok(()) => {}
-                Err(error) if !error.is_transient() => {
-                    application.outcome = "failed".into();
+                Err(error) if !error.is_retryable() => {
+                    application.outcome = ApplicationOutcome::Failed;
                     application.statements = 0;
                     application.error = Some(format!("dry run: {error}"));
                     return Ok(application);
@@ -128,9 +128,9 @@ impl Applier {
         match warehouse.apply(&apply).await {
             Ok(true) => tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied"),
             Ok(false) => tracing::info!(proposal = %decision.proposal_id, "plan applied before; finishing its replay"),
-            Err(error) if !error.is_transient() => {
+            Err(error) if !error.is_retryable() => {
                 // The database refused the plan: nothing was committed.
-                application.outcome = "failed".into();
+                application.outcome = ApplicationOutcome::Failed;
                 application.statements = 0;
                 application.error = Some(error.to_string());
                 return Ok(application);
@@ -231,8 +231,7 @@ impl Applier {
             counts.still_quarantined = counts.replayed;
             return Ok(counts);
         };
-        let contract_schema = self.context.codec.schema(contract.schema_id).await.map_err(HandleError::from)?;
-        let mut plans: BTreeMap<u32, Option<Arc<LoadPlan>>> = BTreeMap::new();
+        let loader = self.context.loaders.get(&self.context.codec, contract, dataset.nested).await?;
         let mut rows: Vec<Row> = Vec::new();
         let mut columns = Vec::new();
         for ((partition, offset), payload) in by_position {
@@ -240,41 +239,15 @@ impl Applier {
                 counts.still_quarantined += 1;
                 continue;
             };
-            let Some(writer) = schema_id(payload) else {
-                counts.still_quarantined += 1;
-                continue;
-            };
-            if let std::collections::btree_map::Entry::Vacant(entry) = plans.entry(writer) {
-                entry.insert(match self.context.codec.schema(writer).await {
-                    Ok(schema) => {
-                        LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping, dataset.nested)
-                            .ok()
-                            .map(Arc::new)
-                    }
-                    Err(CodecError::Invalid(_)) => None,
-                    Err(unavailable) => return Err(unavailable.into()),
-                });
+            match loader.row(&self.context.codec, payload).await? {
+                Ok(values) => rows.push(Row { position: Position { partition, offset }, values }),
+                Err(_still) => counts.still_quarantined += 1,
             }
-            let Some(Some(plan)) = plans.get(&writer) else {
-                counts.still_quarantined += 1;
-                continue;
-            };
-            let value = match self.context.codec.decode_record(payload).await {
-                Ok(value) => value,
-                Err(CodecError::Invalid(_)) => {
-                    counts.still_quarantined += 1;
-                    continue;
-                }
-                Err(unavailable) => return Err(unavailable.into()),
-            };
-            match plan.row(value) {
-                Ok(values) => {
-                    if columns.is_empty() {
-                        columns.clone_from(&plan.columns);
-                    }
-                    rows.push(Row { position: Position { partition, offset }, values });
-                }
-                Err(_) => counts.still_quarantined += 1,
+            if columns.is_empty()
+                && let Some(writer) = mend_avro::codec::schema_id(payload)
+                && let Ok(plan) = loader.fit(&self.context.codec, writer).await?
+            {
+                columns.clone_from(&plan.load.columns);
             }
         }
         let target = LoadTarget::new(dataset, columns);
@@ -331,7 +304,7 @@ impl Handler for Applier {
                     continue;
                 }
             };
-            if decision.outcome != "approved" || !self.context.manages(&decision.envelope.dataset) {
+            if decision.outcome != Verdict::Approved || !self.context.manages(&decision.envelope.dataset) {
                 out.push(Disposition::Emit(Vec::new()));
                 continue;
             }
@@ -344,7 +317,7 @@ impl Handler for Applier {
             out.push(Disposition::Emit(vec![Outbound {
                 topic: Application::TOPIC.to_owned(),
                 key: application.envelope.dataset.clone().into_bytes(),
-                payload: self.context.codec.encode_event(&application).await.map_err(HandleError::from)?,
+                payload: self.context.codec.encode_event(&application).await?,
                 headers: record.headers.clone(),
             }]));
         }
@@ -358,16 +331,11 @@ impl Handler for Applier {
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<RunnerStatus>)> {
     let topics = vec![topics::DECISIONS.to_owned(), topics::QUARANTINE.to_owned()];
-    let mut config = mend_shared::runner::RunnerConfig::new(
-        SERVICE,
-        &context.connections.brokers,
-        &context.group("applier"),
-        topics,
-    );
+    let mut config = RunnerConfig::new(SERVICE, &context.connections.brokers, &context.group("applier"), topics);
     // Records quarantined before the applier first ran are replayed from the
     // warehouse with their incident; only later ones are stragglers. (A new
     // group reading all of mend.quarantine would cost a scan of every
-    // deployment's quarantine history.)
+    // deployment's quarantine history.) See `mend_runtime::compat`.
     config.new_group_starts_at_end = vec![topics::QUARANTINE.to_owned()];
     Ok(context.runner_with(config, Applier::new(context.clone()))?)
 }

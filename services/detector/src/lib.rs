@@ -15,14 +15,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use mend_shared::codec::schema_id;
-use mend_shared::config::Dataset;
-use mend_shared::context::Context;
-use mend_shared::drift::classify;
-use mend_shared::events::{Detection, Envelope, Event, IncidentId};
-use mend_shared::mapping::LoadPlan;
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus};
-use mend_shared::{HandleError, kafka, topics};
+use mend_avro::codec::{CodecError, schema_id};
+use mend_avro::drift::classify;
+use mend_config::Dataset;
+use mend_model::events::{Detection, Envelope, Event, IncidentId};
+use mend_model::{DetectionSource, topics};
+use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound};
+use mend_runtime::runner::{Runner, RunnerStatus};
+use mend_runtime::{Context, HandleError, kafka};
 
 const SERVICE: &str = "detector";
 
@@ -94,16 +94,14 @@ impl Detector {
                 return Ok(None);
             }
         }
-        let writer_schema = self.context.codec.schema(writer).await;
-        let contract_schema = self.context.codec.schema(contract.schema_id).await.map_err(HandleError::from)?;
-        let (fits, changes) = match &writer_schema {
-            Ok(schema) => (
-                LoadPlan::new(&schema.parsed, &contract_schema.parsed, &contract.mapping, dataset.nested).is_ok(),
-                classify(&contract_schema.parsed, &schema.parsed),
-            ),
+        let contract_id = contract.schema_id;
+        let loader = self.context.loaders.get(&self.context.codec, contract, dataset.nested).await?;
+        let fits = loader.fit(&self.context.codec, writer).await?.is_ok();
+        let changes = match self.context.codec.schema(writer).await {
+            Ok(schema) => classify(loader.schema(), &schema.parsed),
             // An id the registry does not know: the loader quarantines those
             // records; the detection says so with no changes.
-            Err(mend_shared::codec::CodecError::Invalid(_)) => (false, Vec::new()),
+            Err(CodecError::Invalid(_)) => Vec::new(),
             Err(unavailable) => return Err(HandleError::retry("fetching a writer schema", unavailable)),
         };
         let mut known = self.lock();
@@ -115,18 +113,18 @@ impl Detector {
         drop(known);
         let mut detection = Detection {
             envelope: Envelope::new(SERVICE, &dataset.name, IncidentId::for_drift(&dataset.name, writer)),
-            source: "schema_id".into(),
+            source: DetectionSource::SchemaId,
             topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
             subject: dataset.subject(),
             writer_schema_id: i32::try_from(writer).ok(),
-            contract_schema_id: i32::try_from(contract.schema_id).ok(),
+            contract_schema_id: i32::try_from(contract_id).ok(),
             changes,
         };
         detection.seal();
         tracing::info!(
-            dataset = %dataset.name, writer, contract = contract.schema_id, incident = %detection.envelope.incident_id,
+            dataset = %dataset.name, writer, contract = contract_id, incident = %detection.envelope.incident_id,
             changes = detection.changes.len(), "drift detected"
         );
         Ok(Some(detection))
@@ -145,11 +143,11 @@ impl Handler for Detector {
                 && let Some(detection) = self.look(dataset, record, writer).await?
             {
                 let mut headers = record.headers.clone();
-                mend_shared::telemetry::inject_context(&mut headers);
+                mend_runtime::telemetry::inject_context(&mut headers);
                 outputs.push(Outbound {
                     topic: Detection::TOPIC.to_owned(),
                     key: dataset.name.clone().into_bytes(),
-                    payload: self.context.codec.encode_event(&detection).await.map_err(HandleError::from)?,
+                    payload: self.context.codec.encode_event(&detection).await?,
                     headers,
                 });
             }

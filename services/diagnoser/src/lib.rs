@@ -6,8 +6,9 @@
 //! - delivery: at least once; a diagnosis is a pure function of its detection
 //!   and the evidence, so a re-delivery yields an equivalent diagnosis.
 //!
-//! Evidence comes from the shared tool functions (`mend_shared::tools`), the
-//! same ones the MCP server exposes.
+//! Evidence: the registry's versions of the subject, the table's columns
+//! from the database catalog, the drifted records sampled at the drift, and
+//! the old column's values (for renames without an alias).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -15,16 +16,19 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use apache_avro::types::Value;
 
-use mend_shared::codec::schema_id;
-use mend_shared::config::Dataset;
-use mend_shared::context::Context;
-use mend_shared::drift::{
-    OverlapEvidence, classify, classify_with, comparable, comparable_value, kind, rename_candidates, value_overlap,
+use mend_avro::codec::{CodecError, schema_id};
+use mend_avro::drift::{
+    OverlapEvidence, classify, classify_with, comparable, comparable_value, rename_candidates, value_overlap,
 };
-use mend_shared::events::{Detection, Diagnosis, Envelope, Event, FieldChange};
-use mend_shared::mapping::{record_of, strip_null, to_sql, type_name};
-use mend_shared::runner::{Disposition, Handler, Inbound, Outbound, Runner, RunnerStatus, decode_event};
-use mend_shared::{HandleError, kafka, tools, topics};
+use mend_avro::schema::{record_of, strip_null, type_name};
+use mend_avro::values::to_sql;
+use mend_config::Dataset;
+use mend_model::events::{Detection, Diagnosis, Envelope, Event, FieldChange};
+use mend_model::table::describe_columns;
+use mend_model::{ChangeKind, topics};
+use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
+use mend_runtime::runner::{Runner, RunnerStatus};
+use mend_runtime::{Context, HandleError, kafka};
 
 const SERVICE: &str = "diagnoser";
 /// Drifted records and column values sampled to score a rename.
@@ -104,7 +108,7 @@ impl Diagnoser {
         let candidates = rename_candidates(old, new);
         let retyped: Vec<String> = classify(old, new)
             .into_iter()
-            .filter(|c| c.kind == kind::TYPE_CHANGED && !c.field.contains(['.', '[', '{']))
+            .filter(|c| c.kind == ChangeKind::TypeChanged && !c.field.contains(['.', '[', '{']))
             .map(|c| c.field)
             .collect();
         let mut fields: Vec<String> =
@@ -140,7 +144,7 @@ impl Diagnoser {
                 .insert((from.clone(), to.clone()), value_overlap(new_values.iter().map(String::as_str), &old_values));
         }
         let mut changes = classify_with(old, new, &overlap);
-        for change in changes.iter_mut().filter(|c| c.kind == kind::TYPE_CHANGED && retyped.contains(&c.field)) {
+        for change in changes.iter_mut().filter(|c| c.kind == ChangeKind::TypeChanged && retyped.contains(&c.field)) {
             let Some(old_type) = record_of(old).and_then(|r| r.fields.iter().find(|f| f.name == change.field)) else {
                 continue;
             };
@@ -159,7 +163,7 @@ impl Diagnoser {
     /// Diagnoses one detection.
     pub async fn diagnose(&self, detection: &Detection) -> Result<Diagnosis, HandleError> {
         let dataset = self.context.dataset(&detection.envelope.dataset).ok_or_else(|| {
-            HandleError::Fatal(format!("detection for unknown dataset {}", detection.envelope.dataset))
+            HandleError::Fatal(format!("detection for unknown dataset {}", detection.envelope.dataset).into())
         })?;
         let codec = &self.context.codec;
         let mut evidence = BTreeMap::new();
@@ -168,7 +172,7 @@ impl Diagnoser {
         let changes = match (writer, contract) {
             (Some(writer), Some(contract)) => {
                 let new = codec.schema(writer).await;
-                let old = codec.schema(contract).await.map_err(HandleError::from)?;
+                let old = codec.schema(contract).await?;
                 match new {
                     Ok(new) => {
                         evidence.insert("writer_schema".into(), new.raw.clone());
@@ -176,7 +180,7 @@ impl Diagnoser {
                         self.classify_with_values(dataset, detection, writer, &old.parsed, &new.parsed, &mut evidence)
                             .await?
                     }
-                    Err(mend_shared::codec::CodecError::Invalid(reason)) => {
+                    Err(CodecError::Invalid(reason)) => {
                         evidence.insert("writer_schema".into(), format!("unknown to the registry: {reason}"));
                         Vec::new()
                     }
@@ -185,19 +189,16 @@ impl Diagnoser {
             }
             _ => detection.changes.clone(),
         };
-        let versions = tools::registry_versions(&self.context.connections.registry_url, &dataset.subject())
-            .await
-            .map_err(|e| HandleError::retry("registry versions", e))?;
-        evidence.insert(
-            "registry_versions".into(),
-            format!("{}: {}", dataset.subject(), versions.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
-        );
+        let versions = match codec.versions(&dataset.subject()).await {
+            Ok(versions) => versions.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            Err(CodecError::Invalid(reason)) => format!("unknown to the registry: {reason}"),
+            Err(unavailable) => return Err(HandleError::retry("registry versions", unavailable)),
+        };
+        evidence.insert("registry_versions".into(), format!("{}: {versions}", dataset.subject()));
         let warehouse = self.context.warehouse(dataset).await?;
-        let columns = tools::table_columns(&warehouse, &dataset.table)
-            .await
-            .map_err(|e| HandleError::retry("table columns", e))?;
+        let columns = warehouse.columns(&dataset.table).await?;
         evidence.insert("table".into(), format!("{} ({})", dataset.table, warehouse.dialect().name()));
-        evidence.insert("table_columns".into(), tools::describe_columns(&columns));
+        evidence.insert("table_columns".into(), describe_columns(&columns));
         evidence.insert(
             "drift_at".into(),
             format!("{} partition {} offset {}", detection.topic, detection.partition, detection.offset),
@@ -246,7 +247,7 @@ impl Handler for Diagnoser {
             out.push(Disposition::Emit(vec![Outbound {
                 topic: Diagnosis::TOPIC.to_owned(),
                 key: diagnosis.envelope.dataset.clone().into_bytes(),
-                payload: self.context.codec.encode_event(&diagnosis).await.map_err(HandleError::from)?,
+                payload: self.context.codec.encode_event(&diagnosis).await?,
                 headers: record.headers.clone(),
             }]));
         }

@@ -12,25 +12,24 @@
 //!   through a staging table and one upsert per batch.
 //!
 //! A record is loaded only when its writer schema resolves to the dataset's
-//! contract without loss (see `mend_shared::mapping`); anything else goes to
-//! quarantine, never into a guessed column.
+//! contract without loss (the contract check is `mend_avro`'s
+//! `RecordLoader`, which the detector and the applier ask too); anything
+//! else goes to quarantine, never into a guessed column.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
-use mend_shared::HandleError;
-use mend_shared::codec::{CodecError, StrictReader, schema_id};
-use mend_shared::config::Dataset;
-use mend_shared::context::Context;
-use mend_shared::copy::{self, FlatDecoder, FlatError};
-use mend_shared::mapping::{LoadPlan, columns_for};
-use mend_shared::runner::{Disposition, Handler, Inbound, QuarantineReason, Runner, RunnerConfig, RunnerStatus};
-use mend_shared::warehouse::{
-    Bookkeeping, Chunk, Contract, Dialect, LoadTarget, Position, QuarantinedRecord, Row, Warehouse,
-};
-use schema_registry_converter::avro_common::AvroSchema;
+use mend_avro::codec::{StrictReader, schema_id};
+use mend_avro::copy::{self, FlatError};
+use mend_avro::loader::{NOT_WIRE_FORMAT, RecordLoader, Rejection, WriterPlan, undecodable};
+use mend_avro::schema::columns_for;
+use mend_config::Dataset;
+use mend_model::{Contract, Dialect, Position, QuarantineKind, Row};
+use mend_runtime::handler::{Disposition, Handler, Inbound, QuarantineReason};
+use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
+use mend_runtime::{Context, HandleError};
+use mend_store::{Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
 
 /// Largest batch the runner hands the loader: one warehouse transaction.
 /// Each batch leaves the database idle for a few milliseconds (its last
@@ -52,22 +51,6 @@ pub const CHUNK: usize = 2000;
 /// The loader's handler.
 pub struct Loader {
     context: Arc<Context>,
-    /// Per dataset: the contract in force and a plan per writer schema.
-    cache: Mutex<HashMap<String, DatasetCache>>,
-}
-
-#[derive(Default)]
-struct DatasetCache {
-    contract: Option<(Contract, Arc<Schema>)>,
-    plans: HashMap<u32, Result<Arc<Plan>, String>>,
-}
-
-/// How the records of one writer schema load under the contract in force.
-struct Plan {
-    load: LoadPlan,
-    writer: Arc<AvroSchema>,
-    /// For a flat writer schema: straight from Avro to COPY text.
-    flat: Option<FlatDecoder>,
 }
 
 /// What to do with one record.
@@ -86,7 +69,7 @@ struct Judge<'p> {
     dataset: &'p Dataset,
     dialect: Dialect,
     /// Per writer schema: its plan and decoder, or why its records cannot load.
-    writers: HashMap<u32, Result<(Arc<Plan>, GenericDatumReader<'p>), String>>,
+    writers: HashMap<u32, Result<(Arc<WriterPlan>, GenericDatumReader<'p>), Rejection>>,
     /// Next offset per partition of the dataset's topic, as stored.
     stored: HashMap<i32, i64>,
     /// Per partition: offsets below `stored` that went to quarantine and
@@ -110,43 +93,40 @@ impl Judge<'_> {
         if record.offset < partition.stored && !partition.requarantine.is_some_and(|q| q.contains(&record.offset)) {
             return Verdict::Skip;
         }
-        let quarantine = |kind: &str, reason: String| {
-            Verdict::Quarantine(QuarantineReason {
-                dataset: Some(self.dataset.name.clone()),
-                kind: kind.into(),
-                reason,
-            })
-        };
+        let quarantine =
+            |rejection: Rejection| Verdict::Quarantine(QuarantineReason::of(&self.dataset.name, rejection));
         let Some(payload) = record.payload.as_deref() else {
-            return quarantine("null_value", "a record without a value (tombstone): mend never deletes rows".into());
+            return quarantine(Rejection::new(
+                QuarantineKind::NullValue,
+                "a record without a value (tombstone): mend never deletes rows",
+            ));
         };
         let Some(writer) = schema_id(payload) else {
-            return quarantine(
-                "undecodable",
-                "the value is not in the Confluent wire format (magic byte 0 + schema id)".into(),
-            );
+            return quarantine(Rejection::new(QuarantineKind::Undecodable, NOT_WIRE_FORMAT));
         };
         let (plan, reader) = match self.writers.get(&writer) {
             Some(Ok((plan, reader))) => (plan, reader),
-            Some(Err(reason)) => return quarantine("schema_mismatch", reason.clone()),
+            Some(Err(rejection)) => return quarantine(rejection.clone()),
             // Every writer of the batch has a plan or a reason (see `load`).
-            None => return quarantine("schema_mismatch", format!("writer schema {writer} was not looked up")),
-        };
-        let undecodable = |error: &dyn std::fmt::Display| {
-            quarantine("undecodable", format!("the value does not match its writer schema {writer}: {error}"))
+            None => {
+                return quarantine(Rejection::new(
+                    QuarantineKind::SchemaMismatch,
+                    format!("writer schema {writer} was not looked up"),
+                ));
+            }
         };
         let position = Position { partition: record.partition, offset: record.offset };
         let datum = &payload[5..];
         if let (Chunk::Copy(text), Some(flat)) = (&mut *chunk, &plan.flat) {
             return match flat.decode(datum, position, text) {
                 Ok(()) => Verdict::Loaded,
-                Err(FlatError::Undecodable(error)) => undecodable(&error),
-                Err(FlatError::Rejected(reason)) => quarantine("value_rejected", reason),
+                Err(FlatError::Undecodable(error)) => quarantine(undecodable(writer, &error)),
+                Err(FlatError::Rejected(reason)) => quarantine(Rejection::new(QuarantineKind::ValueRejected, reason)),
             };
         }
         let value = match reader.read_value(&mut StrictReader(datum)) {
             Ok(value) => value,
-            Err(error) => return undecodable(&error),
+            Err(error) => return quarantine(undecodable(writer, &error)),
         };
         match plan.load.row(value) {
             Ok(values) => {
@@ -157,7 +137,7 @@ impl Judge<'_> {
                 }
                 Verdict::Loaded
             }
-            Err(reason) => quarantine("value_rejected", reason),
+            Err(reason) => quarantine(Rejection::new(QuarantineKind::ValueRejected, reason)),
         }
     }
 
@@ -215,73 +195,29 @@ impl Judge<'_> {
 
 impl Loader {
     pub fn new(context: Arc<Context>) -> Self {
-        Self { context, cache: Mutex::default() }
+        Self { context }
     }
 
-    fn cached_contract(&self, dataset: &str) -> Option<(Contract, Arc<Schema>)> {
-        self.lock().get(dataset).and_then(|c| c.contract.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DatasetCache>> {
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Reads the contract from the warehouse; when it moved, forgets the plans.
-    async fn refresh_contract(
+    /// How records load under the dataset's contract in force (read from
+    /// the warehouse with every batch: the applier moves it).
+    async fn record_loader(
         &self,
         dataset: &Dataset,
         warehouse: &Warehouse,
-    ) -> Result<Option<(Contract, Arc<Schema>)>, HandleError> {
+    ) -> Result<Option<Arc<RecordLoader>>, HandleError> {
         let Some(contract) = warehouse.contract(&dataset.name).await? else { return Ok(None) };
-        if let Some(cached) = self.cached_contract(&dataset.name)
-            && cached.0 == contract
-        {
-            return Ok(Some(cached));
-        }
-        let schema = self.context.codec.schema(contract.schema_id).await.map_err(HandleError::from)?;
-        let entry = (contract, Arc::new(schema.parsed.clone()));
-        let mut cache = self.lock();
-        let state = cache.entry(dataset.name.clone()).or_default();
-        state.contract = Some(entry.clone());
-        state.plans.clear();
-        Ok(Some(entry))
+        Ok(Some(self.context.loaders.get(&self.context.codec, contract, dataset.nested).await?))
     }
 
     /// Creates the table and the first contract from the first record's schema.
     async fn establish(&self, dataset: &Dataset, warehouse: &Warehouse, writer: u32) -> Result<(), HandleError> {
-        let schema = self.context.codec.schema(writer).await.map_err(HandleError::from)?;
+        let schema = self.context.codec.schema(writer).await?;
         let (columns, mapping) = columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
             .map_err(|e| HandleError::fatal(&format!("dataset {}: schema {writer}", dataset.name), e))?;
         let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
         let established = warehouse.establish(&dataset.name, &dataset.table, &dataset.key, &columns, &contract).await?;
         tracing::info!(dataset = %dataset.name, table = %dataset.table, schema_id = established.schema_id, "contract established");
         Ok(())
-    }
-
-    /// The plan for records of `writer` under the current contract (cached).
-    async fn plan(&self, dataset: &Dataset, writer: u32) -> Result<Result<Arc<Plan>, String>, HandleError> {
-        if let Some(plan) = self.lock().get(&dataset.name).and_then(|c| c.plans.get(&writer).cloned()) {
-            return Ok(plan);
-        }
-        let Some((contract, contract_schema)) = self.cached_contract(&dataset.name) else {
-            return Ok(Err("the dataset has no contract yet".into()));
-        };
-        let plan = match self.context.codec.schema(writer).await {
-            Ok(schema) => LoadPlan::new(&schema.parsed, &contract_schema, &contract.mapping, dataset.nested)
-                .map(|load| {
-                    let flat = FlatDecoder::new(&schema.parsed, &load);
-                    Arc::new(Plan { load, writer: schema, flat })
-                })
-                .map_err(|reason| {
-                    format!("writer schema {writer} does not match contract schema {}: {reason}", contract.schema_id)
-                }),
-            Err(CodecError::Invalid(reason)) => {
-                Err(format!("writer schema {writer} is unknown to the registry: {reason}"))
-            }
-            Err(unavailable) => return Err(unavailable.into()),
-        };
-        self.lock().entry(dataset.name.clone()).or_default().plans.insert(writer, plan.clone());
-        Ok(plan)
     }
 
     /// Handles the records of one dataset (indices into the batch) in one
@@ -295,11 +231,12 @@ impl Loader {
         out: &mut [Option<Disposition>],
     ) -> Result<(), HandleError> {
         let warehouse = self.context.warehouse(dataset).await?;
-        if self.refresh_contract(dataset, &warehouse).await?.is_none() {
+        let mut loader = self.record_loader(dataset, &warehouse).await?;
+        if loader.is_none() {
             let first = indices.iter().find_map(|i| batch[*i].payload.as_deref().and_then(schema_id));
             if let Some(writer) = first {
                 self.establish(dataset, &warehouse, writer).await?;
-                self.refresh_contract(dataset, &warehouse).await?;
+                loader = self.record_loader(dataset, &warehouse).await?;
             }
         }
         let stored: HashMap<i32, i64> = warehouse
@@ -331,18 +268,19 @@ impl Loader {
                 if let Some(writer) = writer
                     && !plans.contains_key(&writer)
                 {
-                    plans.insert(writer, self.plan(dataset, writer).await?);
+                    let fit = match &loader {
+                        Some(loader) => loader.fit(&self.context.codec, writer).await?,
+                        None => Err(Rejection::new(QuarantineKind::SchemaMismatch, "the dataset has no contract yet")),
+                    };
+                    plans.insert(writer, fit);
                 }
             }
         }
         let mut writers = HashMap::new();
         for (writer, plan) in &plans {
             let entry = match plan {
-                Ok(plan) => GenericDatumReader::builder(&plan.writer.parsed)
-                    .build()
-                    .map(|reader| (plan.clone(), reader))
-                    .map_err(|error| format!("writer schema {writer} cannot be decoded: {error}")),
-                Err(reason) => Err(reason.clone()),
+                Ok(plan) => plan.reader().map(|reader| (plan.clone(), reader)),
+                Err(rejection) => Err(rejection.clone()),
             };
             writers.insert(*writer, entry);
         }
@@ -394,7 +332,7 @@ impl Handler for Loader {
                     for index in indices {
                         out[index] = Some(Disposition::Quarantine(QuarantineReason {
                             dataset: None,
-                            kind: "unknown_dataset".into(),
+                            kind: QuarantineKind::UnknownDataset,
                             reason: format!("no dataset reads topic {}", run[0].topic),
                         }));
                     }

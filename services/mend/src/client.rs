@@ -42,13 +42,13 @@ impl Client {
     }
 
     pub async fn decide(&self, proposal: &str, verb: &str, by: &str, reason: Option<&str>) -> anyhow::Result<Value> {
-        let body = json!({"by": by, "reason": reason, "channel": "cli"});
+        let body = json!({"by": by, "reason": reason, "channel": mend_model::Channel::Cli});
         self.call(self.http.post(format!("{}/proposals/{proposal}/{verb}", self.base)).json(&body)).await
     }
 }
 
 /// One change as a line: `kind field (details)`.
-pub fn describe_change(change: &mend_shared::events::FieldChange) -> String {
+pub fn describe_change(change: &mend_model::events::FieldChange) -> String {
     describe_changes(&Value::Array(vec![serde_json::to_value(change).unwrap_or_default()]))
 }
 
@@ -72,25 +72,4 @@ pub fn describe_changes(changes: &Value) -> String {
                 .join(", ")
         })
         .unwrap_or_default()
-}
-
-/// The incidents as a table for people.
-pub fn print_incidents(incidents: &Value) {
-    let Some(list) = incidents.as_array() else { return };
-    if list.is_empty() {
-        println!("no incidents");
-        return;
-    }
-    let width = list.iter().filter_map(|i| i["dataset"].as_str()).map(str::len).max().unwrap_or(0).max(7);
-    println!("{:<36}  {:<width$}  {:<17}  {:<36}  changes", "incident", "dataset", "status", "proposal");
-    for incident in list {
-        println!(
-            "{:<36}  {:<width$}  {:<17}  {:<36}  {}",
-            incident["id"].as_str().unwrap_or(""),
-            incident["dataset"].as_str().unwrap_or(""),
-            incident["status"].as_str().unwrap_or(""),
-            incident["proposal_id"].as_str().unwrap_or("-"),
-            describe_changes(&incident["changes"]),
-        );
-    }
 }

@@ -12,11 +12,15 @@ use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
-use mend_shared::config::{Connections, FileConfig};
-use mend_shared::warehouse::Warehouse;
+use std::sync::Arc;
+
+use mend_avro::codec::Codec;
+use mend_avro::registry::set_compatibility;
+use mend_store::Warehouse;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
+use crate::Global;
 use crate::client::{Client, describe_changes};
 
 #[derive(Debug, clap::Args)]
@@ -87,25 +91,14 @@ fn record(version: u8, id: i64, expected: &Expected) -> Avro {
 struct Driver<'a> {
     api: &'a Client,
     dataset: String,
-    http: reqwest::Client,
-    registry: String,
+    codec: Arc<Codec>,
     subject: String,
     timeout: Duration,
 }
 
 impl Driver<'_> {
     async fn register(&self, schema: &str) -> anyhow::Result<u32> {
-        let response = self
-            .http
-            .post(format!("{}/subjects/{}/versions", self.registry, self.subject))
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(json!({"schema": schema}).to_string())
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        anyhow::ensure!(status.is_success(), "registering a schema: {status} {body}");
-        Ok(u32::try_from(body["id"].as_u64().unwrap_or_default())?)
+        self.codec.register(&self.subject, schema).await.map_err(|e| anyhow::anyhow!("registering a schema: {e}"))
     }
 
     /// Polls the control API until `check` finds what it waits for. The API
@@ -168,13 +161,9 @@ async fn wait_rows(warehouse: &Warehouse, table: &str, at_least: i64, timeout: D
     }
 }
 
-pub async fn run(
-    args: Args,
-    connections: &Connections,
-    config: &FileConfig,
-    warehouse_url: &str,
-    api: &Client,
-) -> anyhow::Result<()> {
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
+    let config = global.load_config()?;
+    let (connections, warehouse_url, api) = (&global.connections, global.warehouse.as_str(), &global.api());
     let dataset = match &args.dataset {
         Some(name) => config.dataset(name).ok_or_else(|| anyhow::anyhow!("no dataset {name} in the configuration"))?,
         None => config.datasets.first().ok_or_else(|| anyhow::anyhow!("no dataset configured"))?,
@@ -183,8 +172,7 @@ pub async fn run(
     let driver = Driver {
         api,
         dataset: dataset.name.clone(),
-        http: reqwest::Client::new(),
-        registry: connections.registry_url.trim_end_matches('/').to_owned(),
+        codec: Codec::new(&connections.registry_url)?,
         subject: dataset.subject(),
         timeout: Duration::from_secs(args.timeout_secs),
     };
@@ -192,15 +180,8 @@ pub async fn run(
     driver.wait("mend up to answer", |_| Some(())).await?;
     // The upstream team changes types without asking: compatibility checks
     // are off for this subject, as they are on many real ones.
-    driver
-        .http
-        .put(format!("{}/config/{}", driver.registry, driver.subject))
-        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"NONE"}"#)
-        .send()
-        .await?
-        .error_for_status()?;
-    let producer: FutureProducer = mend_shared::kafka::producer_config(&connections.brokers).create()?;
+    set_compatibility(&reqwest::Client::new(), &connections.registry_url, &driver.subject, "NONE").await?;
+    let producer: FutureProducer = mend_runtime::kafka::producer(&connections.brokers)?;
     let n = args.records;
     let mut expected: BTreeMap<i64, Expected> = BTreeMap::new();
     let mut ids = Vec::new();

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use apache_avro::Schema;
-use mend_proposer::{Plan, Policy, plan_dataset};
-use mend_shared::codec::Codec;
-use mend_shared::config::{Dataset, FileConfig};
-use mend_shared::drift::classify;
-use mend_shared::events::FieldChange;
-use mend_shared::mapping::columns_for;
-use mend_shared::warehouse::{Warehouse, quote};
+use mend_avro::codec::Codec;
+use mend_avro::drift::classify;
+use mend_avro::schema::columns_for;
+use mend_config::Dataset;
+use mend_model::events::{FieldChange, PlanStep};
+use mend_model::{Policy, StepKind};
+use mend_proposer::{Plan, plan_dataset};
+use mend_store::{Warehouse, quote};
+
+use crate::Global;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -54,19 +57,21 @@ async fn baseline(
             .map_err(|e| anyhow::anyhow!("contract schema {} of {}: {e}", contract.schema_id, dataset.name))?;
         return Ok(Some((contract.schema_id, schema.parsed.clone(), contract.mapping, "contract")));
     }
-    let url = format!("{}/subjects/{}/versions/latest", registry_url.trim_end_matches('/'), dataset.subject());
-    let response = reqwest::get(&url).await.map_err(|e| anyhow::anyhow!("schema registry at {registry_url}: {e}"))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    let body: Value = response.error_for_status()?.json().await?;
-    let id = u32::try_from(body["id"].as_u64().unwrap_or_default())?;
-    let schema = Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
+    let latest = match codec.subject_version(&dataset.subject(), None).await {
+        Ok(latest) => latest,
+        // A subject nothing was registered under: no table yet either.
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(anyhow::anyhow!("schema registry at {registry_url}: {error}")),
+    };
+    let id = latest.id;
+    let schema = Schema::parse_str(&latest.schema)?;
     let (_, mapping) = columns_for(&schema, warehouse.dialect(), dataset.nested).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some((id, schema, mapping, "latest registered version")))
 }
 
-pub async fn run(args: Args, registry_url: &str, config: &FileConfig, warehouse_url: &str) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let config = global.load_config()?;
+    let (registry_url, warehouse_url) = (global.connections.registry_url.as_str(), global.warehouse.as_str());
     let dataset = config.dataset(&args.dataset).ok_or_else(|| {
         let known: Vec<&str> = config.datasets.iter().map(|d| d.name.as_str()).collect();
         anyhow::anyhow!("no dataset {:?} in the configuration (known: {})", args.dataset, known.join(", "))
@@ -100,8 +105,8 @@ fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> any
     let list = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.sql_type)).collect::<Vec<_>>().join(", ");
     let rule = "no contract yet: the first record creates the table from its schema => auto (default)".to_owned();
     Ok(Plan {
-        steps: vec![mend_shared::events::PlanStep {
-            kind: "ddl".into(),
+        steps: vec![PlanStep {
+            kind: StepKind::Ddl,
             description: format!("create table {} from this schema", dataset.table),
             sql: Some(format!("CREATE TABLE {} ({list})", quote(&dataset.table))),
             field: None,

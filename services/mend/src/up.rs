@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mend_shared::context::Context;
-use mend_shared::kafka::{self, TopicSpec};
-use mend_shared::runner::{Handler, Runner, RunnerStatus};
-use mend_shared::topics;
+use mend_config::ApiToken;
+use mend_model::topics;
+use mend_runtime::context::{Context, Integrations};
+use mend_runtime::handler::Handler;
+use mend_runtime::kafka::{self, TopicSpec};
+use mend_runtime::runner::{Runner, RunnerStatus};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +39,39 @@ impl Service {
     }
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    pub service: Service,
+}
+
+/// `mend up` (every service) and `mend run` (one): the context, the API's
+/// settings and a shutdown on SIGTERM, then [`serve`].
+pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<()> {
+    let mut config = global.load_config()?;
+    if let Some(url) = global.applier_warehouse.filter(|u| !u.0.is_empty()) {
+        for dataset in config.datasets.iter_mut().filter(|d| d.warehouse.is_none()) {
+            dataset.applier_warehouse.get_or_insert_with(|| url.0.clone());
+        }
+    }
+    let mut tokens = ApiToken::parse_list(&global.api_tokens.0).map_err(anyhow::Error::msg)?;
+    tokens.extend(config.api.token.iter().cloned());
+    let integrations = Integrations {
+        slack_webhook_url: global.slack_webhook_url.map(|s| s.0).filter(|s| !s.is_empty()),
+        github_api_url: global.github_api_url,
+        github_token: global.github_token.map(|s| s.0).filter(|s| !s.is_empty()),
+    };
+    let context = Context::with(global.connections, config, global.warehouse, integrations)?;
+    let settings = mend_control::ApiSettings {
+        tokens,
+        slack_signing_secret: global.slack_signing_secret.map(|s| s.0).filter(|s| !s.is_empty()),
+        github_webhook_secret: global.github_webhook_secret.map(|s| s.0).filter(|s| !s.is_empty()),
+    };
+    let shutdown = mend_runtime::shutdown::on_signal();
+    serve(context, services, global.api_addr, global.event_partitions, settings, shutdown).await
+}
+
 /// Creates the topics mend needs (event topics with `partitions` each, when
 /// missing) and registers its event schemas.
 pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
@@ -61,7 +96,7 @@ fn spawn<H: Handler + 'static>(
 
 /// Runs `services` until `shutdown` (or until one of them fails, which stops
 /// the others). Returns an error naming the failed service.
-pub async fn run(
+pub async fn serve(
     context: Arc<Context>,
     services: &[Service],
     api_addr: SocketAddr,
@@ -149,12 +184,12 @@ pub async fn run(
         }
         if shutdown.is_cancelled() {
             // Everyone else finishes in-flight work within the grace period.
-            let deadline = tokio::time::sleep(mend_shared::shutdown::DEFAULT_GRACE);
+            let deadline = tokio::time::sleep(mend_runtime::shutdown::DEFAULT_GRACE);
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     _ = &mut deadline => {
-                        tracing::warn!("services did not stop within {:?}; exiting", mend_shared::shutdown::DEFAULT_GRACE);
+                        tracing::warn!("services did not stop within {:?}; exiting", mend_runtime::shutdown::DEFAULT_GRACE);
                         tasks.abort_all();
                         break;
                     }

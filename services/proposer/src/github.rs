@@ -8,8 +8,8 @@
 //! the commit or the pull request already there and goes on.
 
 use base64::Engine as _;
-use mend_shared::config::GitHub;
-use mend_shared::events::Proposal;
+use mend_config::GitHub;
+use mend_model::events::Proposal;
 use serde_json::{Value, json};
 
 /// The branch of a proposal.

@@ -33,7 +33,7 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
 
     /// Topic holding the registry's state.
-    #[arg(long, env = "MEND_REGISTRY_TOPIC", default_value = mend_shared::topics::SCHEMAS)]
+    #[arg(long, env = "MEND_REGISTRY_TOPIC", default_value = mend_model::topics::SCHEMAS)]
     pub topic: String,
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use mend_shared::kafka::{self, TopicSpec};
+use mend_runtime::kafka::{self, TopicSpec};
 
 use crate::store::{LogKey, Store};
 

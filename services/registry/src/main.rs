@@ -14,8 +14,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let _telemetry = mend_shared::telemetry::init("registry");
-    let shutdown = mend_shared::shutdown::on_signal();
+    let _telemetry = mend_runtime::telemetry::init("registry");
+    let shutdown = mend_runtime::shutdown::on_signal();
     match mend_registry::run(cli.config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

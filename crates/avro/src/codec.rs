@@ -1,0 +1,249 @@
+//! The Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro
+//! datum) and mend's one client of a Confluent-compatible registry, both
+//! through schema_registry_converter.
+//!
+//! Schemas are fetched once per id and cached by schema_registry_converter, so
+//! the cost per record is the Avro decode alone, never an HTTP call.
+
+use std::sync::Arc;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_all_versions, get_schema_by_subject_and_version, post_schema,
+};
+use schema_registry_converter::avro_common::AvroSchema;
+use schema_registry_converter::error::SRCError;
+pub use schema_registry_converter::schema_registry_common::RegisteredSchema;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+
+use mend_model::events::Event;
+use mend_model::topics;
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The registry could not be reached or answered with a retryable error:
+    /// try again later, the record is fine.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// The payload is not what it claims to be (no magic byte, unknown schema
+    /// id, bytes that do not match the schema): the record is bad input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<SRCError> for CodecError {
+    fn from(error: SRCError) -> Self {
+        let message = match &error.cause {
+            Some(cause) => format!("{}: {cause}", error.error),
+            None => error.error.clone(),
+        };
+        if error.retriable { Self::Unavailable(message) } else { Self::Invalid(message) }
+    }
+}
+
+impl CodecError {
+    /// Whether the registry answered 404: no such subject, version or id.
+    /// (schema_registry_converter keeps the status only in its message.)
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Invalid(message) if message.contains("status 404"))
+    }
+}
+
+impl mend_model::Classify for CodecError {
+    fn next(&self) -> mend_model::Next {
+        match self {
+            Self::Unavailable(_) => mend_model::Next::Retry,
+            Self::Invalid(_) => mend_model::Next::Quarantine(mend_model::QuarantineKind::Undecodable),
+        }
+    }
+}
+
+/// The writer schema id in a wire-format payload's 5-byte header, if the
+/// payload has one. This is the detector's per-record cost: no decode.
+pub fn schema_id(payload: &[u8]) -> Option<u32> {
+    match payload {
+        [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// A datum reader for apache-avro that reports a datum ending early as an
+/// error: apache-avro turns an unexpected end of input while reading a
+/// string, a boolean or a union index into a null, which would load a
+/// truncated record with NULLs.
+pub struct StrictReader<'d>(pub &'d [u8]);
+
+impl std::io::Read for StrictReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        if buf.len() > self.0.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the record ends before its schema does"));
+        }
+        self.0.read_exact(buf)
+    }
+}
+
+/// Encodes and decodes Avro payloads in the Confluent wire format, caching
+/// schemas per id (decode) and per subject (encode).
+pub struct Codec {
+    settings: SrSettings,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").finish_non_exhaustive()
+    }
+}
+
+impl Codec {
+    /// A codec talking to the registry at `registry_url`.
+    pub fn new(registry_url: &str) -> Result<Arc<Self>, CodecError> {
+        let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
+            .set_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(CodecError::from)?;
+        Ok(Arc::new(Self {
+            encoder: AvroEncoder::new(settings.clone()),
+            decoder: AvroDecoder::new(settings.clone()),
+            settings,
+        }))
+    }
+
+    /// Encodes an event with its `.avsc` schema, registering the schema under
+    /// `<topic>-value` the first time.
+    pub async fn encode_event<E: Event>(&self, event: &E) -> Result<Vec<u8>, CodecError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            E::TOPIC.to_owned(),
+            false,
+            SuppliedSchema::new(None, SchemaType::Avro, E::SCHEMA.to_owned()),
+        );
+        Ok(self.encoder.encode_struct(event, &strategy).await?)
+    }
+
+    /// Decodes an event published by any version of its schema.
+    pub async fn decode_event<E: Event>(&self, payload: &[u8]) -> Result<E, CodecError> {
+        let value = self.decode(payload).await?;
+        apache_avro::from_value(&value)
+            .map_err(|e| CodecError::Invalid(format!("payload does not match {}: {e}", E::TOPIC)))
+    }
+
+    /// Decodes any wire-format payload with its writer schema.
+    pub async fn decode(&self, payload: &[u8]) -> Result<Value, CodecError> {
+        let decoded = self.decoder.decode(Some(payload)).await;
+        if decoded.is_err() {
+            // A schema id unknown now may be registered a moment later (the
+            // producer registers before it writes): never keep that verdict.
+            self.decoder.remove_errors_from_cache();
+        }
+        Ok(decoded?.value)
+    }
+
+    /// Decodes a dataset record with its writer schema, strictly (a datum
+    /// that ends early is invalid, see [`StrictReader`]).
+    pub async fn decode_record(&self, payload: &[u8]) -> Result<Value, CodecError> {
+        let id = schema_id(payload)
+            .ok_or_else(|| CodecError::Invalid("not in the Confluent wire format (magic byte 0 + schema id)".into()))?;
+        let schema = self.schema(id).await?;
+        let invalid = |e: apache_avro::Error| {
+            CodecError::Invalid(format!("the value does not match its writer schema {id}: {e}"))
+        };
+        GenericDatumReader::builder(&schema.parsed)
+            .build()
+            .map_err(invalid)?
+            .read_value(&mut StrictReader(&payload[5..]))
+            .map_err(invalid)
+    }
+
+    /// The writer schema of `id` (cached).
+    pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
+        let schema = self.decoder.get_schema(id).await;
+        if schema.is_err() {
+            self.decoder.remove_errors_from_cache();
+        }
+        Ok(schema?)
+    }
+
+    /// The versions registered under `subject`, ascending.
+    pub async fn versions(&self, subject: &str) -> Result<Vec<u32>, CodecError> {
+        Ok(get_all_versions(&self.settings, subject.to_owned()).await?)
+    }
+
+    /// A version of `subject` (the latest when `version` is None).
+    pub async fn subject_version(&self, subject: &str, version: Option<u32>) -> Result<RegisteredSchema, CodecError> {
+        Ok(get_schema_by_subject_and_version(&self.settings, subject, version).await?)
+    }
+
+    /// Registers an Avro schema (JSON text) under `subject`, or finds it
+    /// registered; returns its id.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, CodecError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
+        Ok(post_schema(&self.settings, subject.to_owned(), supplied).await?.id)
+    }
+
+    /// Registers the schemas of every mend event type (idempotent), so
+    /// readers of the audit topics can decode from the first event.
+    pub async fn register_event_schemas(&self) -> Result<(), CodecError> {
+        use mend_model::events::*;
+        async fn register<E: Event>(encoder: &AvroEncoder) -> Result<(), CodecError> {
+            let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+                E::TOPIC.to_owned(),
+                false,
+                SuppliedSchema::new(None, SchemaType::Avro, E::SCHEMA.to_owned()),
+            );
+            encoder.get_schema_and_id(&topics::value_subject(E::TOPIC), strategy).await?;
+            Ok(())
+        }
+        register::<Quarantined>(&self.encoder).await?;
+        register::<Detection>(&self.encoder).await?;
+        register::<Diagnosis>(&self.encoder).await?;
+        register::<Proposal>(&self.encoder).await?;
+        register::<Decision>(&self.encoder).await?;
+        register::<Application>(&self.encoder).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_schema_id_from_the_header() {
+        assert_eq!(schema_id(&[0, 0, 0, 1, 2, 9, 9]), Some(258));
+        assert_eq!(schema_id(&[0, 0, 0, 0, 7]), Some(7));
+        assert_eq!(schema_id(&[1, 0, 0, 0, 7]), None, "wrong magic byte");
+        assert_eq!(schema_id(&[0, 0, 0]), None, "short header");
+        assert_eq!(schema_id(b"{\"json\":1}"), None);
+    }
+
+    #[test]
+    fn a_record_cut_short_is_an_error_not_nulls() -> Result<(), apache_avro::Error> {
+        let schema = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"O","fields":[{"name":"id","type":"long"},{"name":"email","type":["null","string"]}]}"#,
+        )?;
+        let reader = GenericDatumReader::builder(&schema).build()?;
+        let cut = [0x02]; // id 1, then nothing
+        // apache-avro alone reads the missing union as null ...
+        let lenient = reader.read_value(&mut &cut[..])?;
+        assert_eq!(
+            lenient,
+            Value::Record(vec![
+                ("id".into(), Value::Long(1)),
+                ("email".into(), Value::Union(0, Box::new(Value::Null)))
+            ])
+        );
+        // ... which would load the record with a NULL email.
+        assert!(reader.read_value(&mut StrictReader(&cut)).is_err());
+        let whole = [0x02, 0x02, 0x02, b'a'];
+        assert!(reader.read_value(&mut StrictReader(&whole)).is_ok());
+        Ok(())
+    }
+}

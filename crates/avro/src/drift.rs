@@ -1,0 +1,482 @@
+//! Classifies what changed between a dataset's contract schema and a new
+//! writer schema, field by field. Used by the detector (for the detection)
+//! and the diagnoser (with evidence), so both name changes the same way.
+
+use std::collections::BTreeMap;
+
+use apache_avro::Schema;
+use apache_avro::schema::RecordField;
+
+use mend_model::ChangeKind;
+use mend_model::events::FieldChange;
+
+use crate::schema::{record_of, strip_null, type_name};
+
+/// Renames without an alias are accepted at or above this score.
+pub const RENAME_THRESHOLD: f64 = 0.8;
+
+/// How many of the new field's distinct values were found in the old column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overlap {
+    /// Share of the new field's distinct sampled values present in the old column (0–1).
+    pub fraction: f64,
+    /// Distinct new values sampled.
+    pub sampled: usize,
+}
+
+/// Share of the distinct `new` values that also occur in `old`. The cost of
+/// the value-overlap evidence: one hash lookup per distinct sampled value.
+pub fn value_overlap<'a>(new: impl IntoIterator<Item = &'a str>, old: &std::collections::HashSet<String>) -> Overlap {
+    let distinct: std::collections::HashSet<&str> = new.into_iter().collect();
+    let found = distinct.iter().filter(|v| old.contains(**v)).count();
+    let fraction = if distinct.is_empty() { 0.0 } else { found as f64 / distinct.len() as f64 };
+    Overlap { fraction, sampled: distinct.len() }
+}
+
+/// A value's text, comparable across Avro values and warehouse text casts
+/// (numbers in one canonical form: `3`, `3.0` and `3.00` are one value).
+pub fn comparable(text: &str) -> String {
+    match text.trim().parse::<f64>() {
+        Ok(number) if number.is_finite() => format!("{number}"),
+        _ => text.to_owned(),
+    }
+}
+
+/// The comparable text of a loaded value (None for NULL).
+pub fn comparable_value(value: &mend_model::SqlValue) -> Option<String> {
+    use mend_model::SqlValue;
+    Some(match value {
+        SqlValue::Null => return None,
+        SqlValue::Bool(b) => b.to_string(),
+        SqlValue::Int(i) => i.to_string(),
+        SqlValue::Float(f) => comparable(&f.to_string()),
+        SqlValue::Bytes(b) => hex::encode(b),
+        SqlValue::Text(s) | SqlValue::Json(s) | SqlValue::Timestamp(s) | SqlValue::Date(s) => s.clone(),
+        SqlValue::Decimal(s) => comparable(s),
+    })
+}
+
+/// Value evidence for rename candidates: `(removed path, added path)` →
+/// overlap. Absent pairs are scored on name and type alone.
+pub type OverlapEvidence = BTreeMap<(String, String), Overlap>;
+
+/// Every field-level change from `old` to `new`, in the new schema's field
+/// order (removals last). Changes that need no action (field order, docs,
+/// namespaces) produce nothing. Renames are proven by aliases; without one,
+/// a removed and an added field are paired when name, type and (when given)
+/// value overlap score at least [`RENAME_THRESHOLD`].
+pub fn classify(old: &Schema, new: &Schema) -> Vec<FieldChange> {
+    classify_with(old, new, &OverlapEvidence::new())
+}
+
+/// [`classify`] with value-overlap evidence for rename candidates.
+pub fn classify_with(old: &Schema, new: &Schema, overlap: &OverlapEvidence) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    if let (Some(old), Some(new)) = (record_of(old), record_of(new)) {
+        diff_fields(&old.fields, &new.fields, "", overlap, &mut changes);
+    } else if type_name(old) != type_name(new) {
+        changes.push(change(ChangeKind::TypeChanged, "", Some(old), Some(new)));
+    }
+    changes
+}
+
+/// Pairs of top-level (removed, added) fields whose types agree: the
+/// rename candidates worth sampling values for (names alone may not tell).
+pub fn rename_candidates(old: &Schema, new: &Schema) -> Vec<(String, String)> {
+    let (Some(old), Some(new)) = (record_of(old), record_of(new)) else { return Vec::new() };
+    let removed =
+        old.fields.iter().filter(|o| !new.fields.iter().any(|n| n.name == o.name || n.aliases.contains(&o.name)));
+    let mut pairs = Vec::new();
+    for r in removed {
+        let added =
+            new.fields.iter().filter(|n| !old.fields.iter().any(|o| o.name == n.name || n.aliases.contains(&o.name)));
+        for a in added {
+            if type_agreement(&r.schema, &a.schema) > 0.0 {
+                pairs.push((r.name.clone(), a.name.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+fn change(kind: ChangeKind, field: &str, old: Option<&Schema>, new: Option<&Schema>) -> FieldChange {
+    FieldChange { old_type: old.map(type_name), new_type: new.map(type_name), ..FieldChange::new(kind, field) }
+}
+
+/// Similarity of two field names (0–1): Jaro-Winkler on the names without
+/// case and separators; a name contained in the other (`email` in
+/// `customer_email`) counts at least 0.8.
+pub fn name_similarity(a: &str, b: &str) -> f64 {
+    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
+    let (a, b) = (norm(a), norm(b));
+    let score = strsim::jaro_winkler(&a, &b);
+    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+    if short.len() >= 3 && long.contains(short.as_str()) { score.max(0.8) } else { score }
+}
+
+/// How well the old field's values fit the new field's type: 1 for the same
+/// type, 0.7 for a widening, 0 otherwise (then it is no rename).
+pub fn type_agreement(old: &Schema, new: &Schema) -> f64 {
+    let (old, _) = strip_null(old);
+    let (new, _) = strip_null(new);
+    if type_name(old) == type_name(new) {
+        1.0
+    } else if widens(old, new) {
+        0.7
+    } else {
+        0.0
+    }
+}
+
+/// The rename score of a removed/added pair and its parts.
+fn rename_score(
+    removed: &RecordField,
+    added: &RecordField,
+    overlap: Option<Overlap>,
+) -> (f64, BTreeMap<String, String>) {
+    let name = name_similarity(&removed.name, &added.name);
+    let types = type_agreement(&removed.schema, &added.schema);
+    // Names and types alone can prove a rename (customerId -> customer_id);
+    // values can prove one the names do not suggest (amount -> total).
+    let by_name = 0.6 * name + 0.4 * types;
+    let by_values = overlap.map_or(0.0, |o| 0.25 * name + 0.25 * types + 0.5 * o.fraction);
+    let score = if types == 0.0 { 0.0 } else { by_name.max(by_values) };
+    let mut evidence = BTreeMap::from([
+        ("method".to_owned(), "similarity (no Avro alias)".to_owned()),
+        ("name_similarity".to_owned(), format!("{name:.2}")),
+        ("type_agreement".to_owned(), format!("{types:.2}")),
+        ("score".to_owned(), format!("{score:.2}")),
+        ("threshold".to_owned(), format!("{RENAME_THRESHOLD:.2}")),
+    ]);
+    match overlap {
+        Some(o) => {
+            evidence.insert("value_overlap".into(), format!("{:.2}", o.fraction));
+            evidence.insert("values_sampled".into(), o.sampled.to_string());
+        }
+        None => {
+            evidence.insert("value_overlap".into(), "not sampled".into());
+        }
+    }
+    (score, evidence)
+}
+
+fn diff_fields(
+    old: &[RecordField],
+    new: &[RecordField],
+    prefix: &str,
+    overlap: &OverlapEvidence,
+    changes: &mut Vec<FieldChange>,
+) {
+    let path = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+    let mut matched = vec![false; old.len()];
+    let mut added = Vec::new();
+    // Per new field, its changes (kept in the new schema's order).
+    let mut per_field: Vec<Vec<FieldChange>> = vec![Vec::new(); new.len()];
+    for (position, field) in new.iter().enumerate() {
+        let by_name = old.iter().position(|o| o.name == field.name);
+        let by_alias = by_name.or_else(|| old.iter().position(|o| field.aliases.contains(&o.name)));
+        match by_alias {
+            Some(index) if !matched[index] => {
+                matched[index] = true;
+                let previous = &old[index];
+                let out = &mut per_field[position];
+                if previous.name != field.name {
+                    let mut renamed = change(
+                        ChangeKind::FieldRenamed,
+                        &path(&field.name),
+                        Some(&previous.schema),
+                        Some(&field.schema),
+                    );
+                    renamed.from = Some(path(&previous.name));
+                    renamed.to = Some(path(&field.name));
+                    renamed.confidence = Some(1.0);
+                    renamed.evidence = BTreeMap::from([
+                        ("method".to_owned(), "Avro alias".to_owned()),
+                        ("alias".to_owned(), format!("{} lists {} among its aliases", field.name, previous.name)),
+                    ]);
+                    out.push(renamed);
+                }
+                diff_types(previous, field, &path(&field.name), overlap, out);
+            }
+            _ => added.push(position),
+        }
+    }
+    // Renames without an alias: the best-scoring removed/added pairs at or
+    // above the threshold, each field used once.
+    let removed: Vec<usize> = (0..old.len()).filter(|i| !matched[*i]).collect();
+    let mut scored = Vec::new();
+    for &r in &removed {
+        for &a in &added {
+            let key = (path(&old[r].name), path(&new[a].name));
+            let (score, evidence) = rename_score(&old[r], &new[a], overlap.get(&key).copied());
+            if score >= RENAME_THRESHOLD {
+                scored.push((score, r, a, evidence));
+            }
+        }
+    }
+    scored.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let mut paired_new = std::collections::BTreeSet::new();
+    for (score, r, a, evidence) in scored {
+        if matched[r] || paired_new.contains(&a) {
+            continue;
+        }
+        matched[r] = true;
+        paired_new.insert(a);
+        let (previous, field) = (&old[r], &new[a]);
+        let mut renamed =
+            change(ChangeKind::FieldRenamed, &path(&field.name), Some(&previous.schema), Some(&field.schema));
+        renamed.from = Some(path(&previous.name));
+        renamed.to = Some(path(&field.name));
+        renamed.confidence = Some((score * 100.0).round() / 100.0);
+        renamed.evidence = evidence;
+        per_field[a].push(renamed);
+        diff_types(previous, field, &path(&field.name), overlap, &mut per_field[a]);
+    }
+    for a in added.into_iter().filter(|a| !paired_new.contains(a)) {
+        let field = &new[a];
+        let (_, nullable) = strip_null(&field.schema);
+        let mut addition = change(ChangeKind::FieldAdded, &path(&field.name), None, Some(&field.schema));
+        addition.nullable = Some(nullable);
+        addition.has_default = Some(field.default.is_some());
+        if let Some(doc) = &field.doc {
+            addition.evidence.insert("doc".into(), doc.clone());
+        }
+        per_field[a].push(addition);
+    }
+    changes.extend(per_field.into_iter().flatten());
+    for (field, _) in old.iter().zip(&matched).filter(|(_, m)| !**m) {
+        let (_, nullable) = strip_null(&field.schema);
+        let mut removal = change(ChangeKind::FieldRemoved, &path(&field.name), Some(&field.schema), None);
+        removal.nullable = Some(nullable);
+        changes.push(removal);
+    }
+}
+
+fn diff_types(
+    old: &RecordField,
+    new: &RecordField,
+    path: &str,
+    overlap: &OverlapEvidence,
+    changes: &mut Vec<FieldChange>,
+) {
+    let (old_inner, old_nullable) = strip_null(&old.schema);
+    let (new_inner, new_nullable) = strip_null(&new.schema);
+    if old_nullable != new_nullable {
+        let mut nullability = change(ChangeKind::NullabilityChanged, path, Some(&old.schema), Some(&new.schema));
+        nullability.nullable = Some(new_nullable);
+        changes.push(nullability);
+    }
+    diff_schemas(old_inner, new_inner, path, overlap, changes);
+    if old.default != new.default && !(old.default.is_none() && new.default.is_none()) {
+        let mut default = change(ChangeKind::DefaultChanged, path, None, None);
+        default.has_default = Some(new.default.is_some());
+        default.evidence = BTreeMap::from([
+            ("old_default".to_owned(), old.default.as_ref().map_or("none".into(), ToString::to_string)),
+            ("new_default".to_owned(), new.default.as_ref().map_or("none".into(), ToString::to_string)),
+        ]);
+        changes.push(default);
+    }
+}
+
+/// Changes between two (non-null) types at `path`; arrays and maps recurse
+/// into their items as `path[]`.
+fn diff_schemas(old: &Schema, new: &Schema, path: &str, overlap: &OverlapEvidence, changes: &mut Vec<FieldChange>) {
+    match (old, new) {
+        (Schema::Record(a), Schema::Record(b)) => diff_fields(&a.fields, &b.fields, path, overlap, changes),
+        (Schema::Array(a), Schema::Array(b)) => {
+            let (a, _) = strip_null(&a.items);
+            let (b, _) = strip_null(&b.items);
+            diff_schemas(a, b, &format!("{path}[]"), overlap, changes);
+        }
+        (Schema::Map(a), Schema::Map(b)) => {
+            let (a, _) = strip_null(&a.types);
+            let (b, _) = strip_null(&b.types);
+            diff_schemas(a, b, &format!("{path}{{}}"), overlap, changes);
+        }
+        (Schema::Enum(a), Schema::Enum(b)) => {
+            let added: Vec<&String> = b.symbols.iter().filter(|s| !a.symbols.contains(s)).collect();
+            let removed: Vec<&String> = a.symbols.iter().filter(|s| !b.symbols.contains(s)).collect();
+            for (kind, symbols) in [(ChangeKind::EnumSymbolsAdded, added), (ChangeKind::EnumSymbolsRemoved, removed)] {
+                if !symbols.is_empty() {
+                    let mut enum_change = change(kind, path, Some(old), Some(new));
+                    enum_change
+                        .evidence
+                        .insert("symbols".into(), symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
+                    enum_change.evidence.insert("all_symbols".into(), b.symbols.join(","));
+                    changes.push(enum_change);
+                }
+            }
+        }
+        (a, b) if type_name(a) == type_name(b) => {}
+        (a, b) if widens(a, b) => changes.push(change(ChangeKind::TypeWidened, path, Some(a), Some(b))),
+        (a, b) => changes.push(change(ChangeKind::TypeChanged, path, Some(a), Some(b))),
+    }
+}
+
+/// Whether every value of `old` is a value of `new` (Avro promotions, and
+/// decimals gaining precision at the same scale).
+pub fn widens(old: &Schema, new: &Schema) -> bool {
+    matches!(
+        (old, new),
+        (Schema::Int, Schema::Long | Schema::Float | Schema::Double)
+            | (Schema::Long, Schema::Float | Schema::Double)
+            | (Schema::Float, Schema::Double)
+            | (Schema::String, Schema::Bytes)
+            | (Schema::Bytes, Schema::String)
+    ) || matches!((old, new), (Schema::Decimal(a), Schema::Decimal(b)) if b.precision > a.precision && a.scale == b.scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(fields: &str) -> Schema {
+        Schema::parse_str(&format!(r#"{{"type":"record","name":"O","fields":[{fields}]}}"#)).unwrap()
+    }
+
+    fn kinds(old: &str, new: &str) -> Vec<(String, String)> {
+        classify(&schema(old), &schema(new)).into_iter().map(|c| (c.kind.to_string(), c.field)).collect()
+    }
+
+    #[test]
+    fn classifies_top_level_changes() {
+        let base = r#"{"name":"id","type":"long"},{"name":"email","type":"string"}"#;
+        assert_eq!(
+            kinds(base, &format!(r#"{base},{{"name":"coupon","type":["null","string"],"default":null}}"#)),
+            vec![("field_added".to_owned(), "coupon".to_owned())]
+        );
+        assert_eq!(
+            kinds(base, r#"{"name":"id","type":"long"},{"name":"customer_email","type":"string","aliases":["email"]}"#),
+            vec![("field_renamed".to_owned(), "customer_email".to_owned())]
+        );
+        assert_eq!(
+            kinds(base, r#"{"name":"id","type":"long"}"#),
+            vec![("field_removed".to_owned(), "email".to_owned())]
+        );
+        assert_eq!(
+            kinds(r#"{"name":"n","type":"int"}"#, r#"{"name":"n","type":"long"}"#),
+            vec![("type_widened".to_owned(), "n".to_owned())]
+        );
+        assert_eq!(
+            kinds(r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":"string"}"#),
+            vec![("type_changed".to_owned(), "n".to_owned())]
+        );
+        assert_eq!(
+            kinds(r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":["null","long"],"default":null}"#),
+            vec![("nullability_changed".to_owned(), "n".to_owned()), ("default_changed".to_owned(), "n".to_owned())]
+        );
+    }
+
+    #[test]
+    fn order_and_docs_are_no_change() {
+        assert!(
+            kinds(
+                r#"{"name":"a","type":"int"},{"name":"b","type":"string"}"#,
+                r#"{"name":"b","type":"string","doc":"now documented"},{"name":"a","type":"int"}"#
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn nested_fields_are_dotted() {
+        let old =
+            r#"{"name":"shipping","type":{"type":"record","name":"S","fields":[{"name":"street","type":"string"}]}}"#;
+        let new = r#"{"name":"shipping","type":{"type":"record","name":"S","fields":[{"name":"street","type":"string"},{"name":"city","type":["null","string"],"default":null}]}}"#;
+        assert_eq!(kinds(old, new), vec![("field_added".to_owned(), "shipping.city".to_owned())]);
+    }
+
+    #[test]
+    fn renames_without_alias_need_names_or_values() {
+        // Same name but for case and separators: a rename on names alone.
+        let renamed = classify(
+            &schema(r#"{"name":"customerId","type":"long"}"#),
+            &schema(r#"{"name":"customer_id","type":"long"}"#),
+        );
+        assert_eq!(renamed.len(), 1, "{renamed:?}");
+        assert_eq!(renamed[0].kind, ChangeKind::FieldRenamed);
+        assert_eq!((renamed[0].from.as_deref(), renamed[0].to.as_deref()), (Some("customerId"), Some("customer_id")));
+        assert!(renamed[0].confidence.unwrap_or(0.0) >= RENAME_THRESHOLD);
+        assert_eq!(renamed[0].evidence["value_overlap"], "not sampled");
+
+        // Unrelated names: a removal and an addition, never a guess.
+        let (old, new) = (
+            schema(r#"{"name":"id","type":"long"},{"name":"amount","type":"double"}"#),
+            schema(r#"{"name":"id","type":"long"},{"name":"total","type":"double"}"#),
+        );
+        assert_eq!(
+            classify(&old, &new).into_iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(),
+            ["field_added", "field_removed"]
+        );
+        assert_eq!(rename_candidates(&old, &new), vec![("amount".to_owned(), "total".to_owned())]);
+        // The values prove it: every sampled total was an amount.
+        let evidence = OverlapEvidence::from([(
+            ("amount".to_owned(), "total".to_owned()),
+            Overlap { fraction: 1.0, sampled: 50 },
+        )]);
+        let proven = classify_with(&old, &new, &evidence);
+        assert_eq!(proven.len(), 1, "{proven:?}");
+        assert_eq!(proven[0].kind, ChangeKind::FieldRenamed);
+        assert_eq!(proven[0].evidence["value_overlap"], "1.00");
+        assert_eq!(proven[0].evidence["values_sampled"], "50");
+        // Values that do not overlap leave it a removal and an addition.
+        let disproven = OverlapEvidence::from([(
+            ("amount".to_owned(), "total".to_owned()),
+            Overlap { fraction: 0.02, sampled: 50 },
+        )]);
+        assert_eq!(classify_with(&old, &new, &disproven).len(), 2);
+        // Types that disagree are never a rename.
+        let typed =
+            classify(&schema(r#"{"name":"email","type":"string"}"#), &schema(r#"{"name":"e_mail","type":"long"}"#));
+        assert_eq!(typed.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(), ["field_added", "field_removed"]);
+    }
+
+    #[test]
+    fn value_overlap_counts_distinct_values() {
+        let old: std::collections::HashSet<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+        let overlap = value_overlap(["a", "a", "b", "z"], &old);
+        assert_eq!(overlap.sampled, 3);
+        assert!((overlap.fraction - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(value_overlap([], &old).fraction, 0.0);
+    }
+
+    #[test]
+    fn enums_decimals_arrays_and_namespaces() {
+        let status =
+            |symbols: &str| format!(r#"{{"name":"status","type":{{"type":"enum","name":"S","symbols":[{symbols}]}}}}"#);
+        let changes = classify(&schema(&status(r#""A","B""#)), &schema(&status(r#""A","C""#)));
+        assert_eq!(
+            changes.iter().map(|c| (c.kind.as_str(), c.evidence["symbols"].as_str())).collect::<Vec<_>>(),
+            [("enum_symbols_added", "C"), ("enum_symbols_removed", "B")]
+        );
+        let decimal = |p: u32| {
+            format!(r#"{{"name":"price","type":{{"type":"bytes","logicalType":"decimal","precision":{p},"scale":2}}}}"#)
+        };
+        assert_eq!(kinds(&decimal(10), &decimal(12)), vec![("type_widened".to_owned(), "price".to_owned())]);
+        assert_eq!(kinds(&decimal(12), &decimal(10)), vec![("type_changed".to_owned(), "price".to_owned())]);
+        let lines = |extra: &str| {
+            format!(
+                r#"{{"name":"lines","type":{{"type":"array","items":{{"type":"record","name":"L","fields":[{{"name":"sku","type":"string"}}{extra}]}}}}}}"#
+            )
+        };
+        assert_eq!(
+            kinds(&lines(""), &lines(r#",{"name":"qty","type":"int","default":1}"#)),
+            vec![("field_added".to_owned(), "lines[].qty".to_owned())]
+        );
+        let old =
+            Schema::parse_str(r#"{"type":"record","name":"O","namespace":"a","fields":[{"name":"x","type":"int"}]}"#)
+                .unwrap();
+        let new =
+            Schema::parse_str(r#"{"type":"record","name":"O","namespace":"b","fields":[{"name":"x","type":"int"}]}"#)
+                .unwrap();
+        assert!(classify(&old, &new).is_empty(), "a namespace-only change needs nothing");
+        assert_eq!(
+            kinds(r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":"string"}"#),
+            vec![("type_changed".to_owned(), "n".to_owned())]
+        );
+        assert_eq!(
+            kinds(r#"{"name":"s","type":"string"}"#, r#"{"name":"s","type":"bytes"}"#),
+            vec![("type_widened".to_owned(), "s".to_owned())]
+        );
+    }
+}

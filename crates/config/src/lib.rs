@@ -1,0 +1,375 @@
+//! `mend.toml`: the datasets mend loads and heals, their policy (keyed by
+//! change kind), API tokens and roles, Slack approvers; and the secret type
+//! that never prints itself. Connection settings (brokers, registry, consumer
+//! mode) are flags and environment variables, in `mend-runtime`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mend_model::{ChangeKind, Policy};
+use serde::Deserialize;
+
+/// Why the configuration cannot be used. Always fatal: fix and restart.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The contents of `mend.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The datasets mend loads and heals.
+    #[serde(default, rename = "dataset")]
+    pub datasets: Vec<Dataset>,
+    /// The control API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Slack approvals.
+    #[serde(default)]
+    pub slack: SlackConfig,
+}
+
+/// `[slack]` in mend.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Slack user id → approver name (`approvers = { U012AB3CD = "alice" }`):
+    /// only these users' button presses count, recorded under these names.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, String>,
+}
+
+/// `[api]` in mend.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `[[api.token]]`: who may call the API. The file holds each token's
+    /// SHA-256, never the token.
+    #[serde(default)]
+    pub token: Vec<ApiToken>,
+}
+
+/// One API caller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who this is (recorded as the approver of their decisions).
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+}
+
+/// What an API caller may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read incidents, proposals and evidence.
+    Viewer,
+    /// Also approve and reject proposals.
+    Approver,
+    /// Also operate mend (replays).
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "approver" => Ok(Self::Approver),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {other:?} (viewer, approver or admin)")),
+        }
+    }
+}
+
+/// A secret from the environment or a flag; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl ApiToken {
+    /// Parses `MEND_API_TOKENS`: comma-separated `name:role:token`.
+    pub fn parse_list(list: &str) -> Result<Vec<Self>, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let mut parts = entry.splitn(3, ':');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(name), Some(role), Some(token)) if !name.is_empty() && !token.is_empty() => {
+                        Ok(Self { name: name.to_owned(), role: role.parse()?, sha256: sha256_hex(token) })
+                    }
+                    _ => Err("MEND_API_TOKENS entries are name:role:token, comma-separated".to_owned()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// SHA-256 of `text`, hex.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// One dataset: a source topic loaded into a table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Dataset id; the key of all its events.
+    pub name: String,
+    /// Source topic (Avro in the Confluent wire format).
+    pub topic: String,
+    /// Destination table.
+    pub table: String,
+    /// Key columns: later records replace earlier ones with the same key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Registry subject (default `<topic>-value`).
+    pub subject: Option<String>,
+    /// Warehouse URL (default `MEND_WAREHOUSE_URL`).
+    pub warehouse: Option<String>,
+    /// Warehouse URL the applier uses (its DDL, contract moves and replays),
+    /// so it can run as a database role of its own (default: `warehouse`,
+    /// or `MEND_APPLIER_WAREHOUSE_URL` for datasets on the default warehouse).
+    pub applier_warehouse: Option<String>,
+    /// What policy decides per change kind (`field_added = "auto"`, …);
+    /// kinds not named here get mend's safe defaults.
+    #[serde(default)]
+    pub policy: BTreeMap<ChangeKind, Policy>,
+    /// Where nested records go: one JSON column per record field (`json`,
+    /// the default) or one `parent__child` column per nested field (`flatten`).
+    #[serde(default)]
+    pub nested: Nested,
+    /// The dbt model documenting the table, patched when columns change.
+    pub dbt: Option<Dbt>,
+    /// The GitHub repository holding the dbt project: plans with a dbt
+    /// patch open a pull request there, and merging it approves the plan.
+    pub github: Option<GitHub>,
+    /// How long a proposal may wait for a decision before it is escalated
+    /// (notified again; it stays open): `30m`, `2h`, `1d`.
+    pub approval_timeout: Option<String>,
+}
+
+/// How nested records become columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nested {
+    /// One JSON column holds the whole record (JSONB on PostgreSQL).
+    #[default]
+    Json,
+    /// One `parent__child` column per nested field.
+    Flatten,
+}
+
+/// A dataset's dbt model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dbt {
+    /// The dbt project's directory (default: the working directory).
+    #[serde(default = "current_dir")]
+    pub project: PathBuf,
+    /// The properties file describing the model (`models/schema.yml`),
+    /// relative to the project: patches name it so, for `git apply`.
+    pub schema: PathBuf,
+    /// The model's name in that file (default: the dataset's table).
+    pub model: Option<String>,
+}
+
+/// A dataset's GitHub repository.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHub {
+    /// `owner/name`.
+    pub repo: String,
+    /// The branch pull requests target.
+    #[serde(default = "main_branch")]
+    pub base: String,
+    /// Where the dbt project is inside the repository (default: its root);
+    /// the patched file is `<directory>/<dbt.schema>`.
+    #[serde(default)]
+    pub directory: String,
+}
+
+fn main_branch() -> String {
+    "main".into()
+}
+
+fn current_dir() -> PathBuf {
+    PathBuf::from(".")
+}
+
+impl Dataset {
+    /// [`Dataset::approval_timeout`] as a duration (validated at load).
+    pub fn approval_timeout(&self) -> Option<std::time::Duration> {
+        self.approval_timeout.as_deref().and_then(|t| humantime::parse_duration(t).ok())
+    }
+
+    /// The registry subject of the dataset's records.
+    pub fn subject(&self) -> String {
+        self.subject.clone().unwrap_or_else(|| mend_model::topics::value_subject(&self.topic))
+    }
+}
+
+impl FileConfig {
+    /// Reads `path`. A missing file is an empty configuration only when
+    /// `required` is false (the default path may be absent).
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates the text of a configuration file.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        for token in &self.api.token {
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "[[api.token]] {:?}: sha256 must be the token's SHA-256 in hex (64 characters), e.g. \
+                     `printf %s TOKEN | sha256sum`",
+                    token.name
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for dataset in &self.datasets {
+            if dataset.name.is_empty() || dataset.topic.is_empty() || dataset.table.is_empty() {
+                return Err(invalid("every [[dataset]] needs a non-empty name, topic and table".into()));
+            }
+            if !names.insert(dataset.name.as_str()) {
+                return Err(invalid(format!("dataset {:?} is declared twice", dataset.name)));
+            }
+            if let Some(timeout) = &dataset.approval_timeout
+                && humantime::parse_duration(timeout).is_err()
+            {
+                return Err(invalid(format!(
+                    "dataset {:?}: approval_timeout {timeout:?} is not a duration (e.g. \"30m\", \"2h\")",
+                    dataset.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_datasets_with_defaults() -> anyhow::Result<()> {
+        let config = FileConfig::parse(
+            Path::new("mend.toml"),
+            r#"
+            [[dataset]]
+            name = "orders"
+            topic = "shop.orders"
+            table = "orders"
+            key = ["id"]
+            "#,
+        )?;
+        let orders = config.dataset("orders").ok_or_else(|| anyhow::anyhow!("missing"))?;
+        assert_eq!(orders.key, vec!["id".to_owned()]);
+        assert_eq!(orders.subject(), "shop.orders-value");
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_duplicates() {
+        let unknown =
+            FileConfig::parse(Path::new("m.toml"), "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\ntabel='x'\n");
+        assert!(matches!(unknown, Err(ConfigError::Parse { .. })));
+        let twice = FileConfig::parse(
+            Path::new("m.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[[dataset]]\nname='a'\ntopic='u'\ntable='u'\n",
+        );
+        assert!(matches!(twice, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn reads_policy_nesting_and_dbt() -> anyhow::Result<()> {
+        let config = FileConfig::parse(
+            Path::new("mend.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\nnested='flatten'\n\
+             dbt={schema='models/schema.yml'}\n[dataset.policy]\nfield_renamed='auto'\ntype_changed='approve'\n",
+        )?;
+        let a = config.dataset("a").ok_or_else(|| anyhow::anyhow!("missing"))?;
+        assert_eq!(a.policy.get(&ChangeKind::FieldRenamed), Some(&Policy::Auto));
+        assert_eq!(a.nested, Nested::Flatten);
+        assert_eq!(a.dbt.as_ref().map(|d| d.schema.clone()), Some(PathBuf::from("models/schema.yml")));
+        let unknown = FileConfig::parse(
+            Path::new("m.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[dataset.policy]\nfield_moved='auto'\n",
+        );
+        // An unknown change kind is refused, naming the known ones.
+        let Err(ConfigError::Parse { source, .. }) = unknown else { panic!("{unknown:?}") };
+        assert!(source.to_string().contains("field_added, field_removed"), "{source}");
+        let bad = FileConfig::parse(
+            Path::new("m.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\n[dataset.policy]\nfield_added='sometimes'\n",
+        );
+        assert!(matches!(bad, Err(ConfigError::Parse { .. })), "{bad:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn api_tokens_from_the_file_and_the_environment() -> anyhow::Result<()> {
+        let hash = sha256_hex("s3cret");
+        let config = FileConfig::parse(
+            Path::new("m.toml"),
+            &format!("[[api.token]]\nname='alice'\nrole='approver'\nsha256='{hash}'\n"),
+        )?;
+        assert_eq!(config.api.token[0].role, Role::Approver);
+        assert!(FileConfig::parse(Path::new("m.toml"), "[[api.token]]\nname='a'\nrole='admin'\nsha256='x'\n").is_err());
+        let listed = ApiToken::parse_list("bob:viewer:tok1, carol:admin:a:b").map_err(anyhow::Error::msg)?;
+        assert_eq!(listed[0], ApiToken { name: "bob".into(), role: Role::Viewer, sha256: sha256_hex("tok1") });
+        assert_eq!(listed[1].sha256, sha256_hex("a:b"));
+        assert!(ApiToken::parse_list("bob:owner:x").is_err());
+        assert!(ApiToken::parse_list("bob").is_err());
+        assert_eq!(format!("{:?}", Secret("x".into())), "\"***\"");
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_optional_file_is_empty() -> anyhow::Result<()> {
+        let config = FileConfig::load(Path::new("/nonexistent/mend.toml"), false)?;
+        assert!(config.datasets.is_empty());
+        assert!(FileConfig::load(Path::new("/nonexistent/mend.toml"), true).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! Typed mend events. The `.avsc` files under `schemas/` are the contract; each
+//! type here mirrors one of them and is registered under `<topic>-value`.
+//!
+//! Every event carries an [`Envelope`]: identity, causality, provenance and a
+//! hash chained to the previous event of its incident, so an edited or missing
+//! audit event is detectable by recomputing the chain.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::protocol::{
+    ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, QuarantineKind, StepKind, Verdict,
+};
+use crate::topics;
+
+/// Identifier of an incident: one per (dataset, writer schema).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IncidentId(pub String);
+
+impl IncidentId {
+    /// The incident of `dataset` drifting to writer schema `schema_id`. Derived
+    /// (UUIDv5), so every service that sees the same drift names the same
+    /// incident without coordinating, and a redelivered record cannot open a
+    /// second one.
+    pub fn for_drift(dataset: &str, schema_id: u32) -> Self {
+        let name = format!("{dataset}\u{0}{schema_id}");
+        Self(Uuid::new_v5(&INCIDENT_NAMESPACE, name.as_bytes()).to_string())
+    }
+}
+
+impl std::fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Namespace of incident ids (a fixed random UUID).
+const INCIDENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d656e64_8c1e_4f0a_9b7d_2a3c4e5f6071);
+
+/// Fields every event carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: String,
+    pub incident_id: IncidentId,
+    pub causation_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub time: i64,
+    pub service: String,
+    pub service_version: String,
+    pub dataset: String,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+}
+
+impl Envelope {
+    /// A fresh envelope for an event of `service` about `dataset`. The hash is
+    /// filled by [`Event::seal`].
+    pub fn new(service: &str, dataset: &str, incident_id: IncidentId) -> Self {
+        Self {
+            event_id: Uuid::now_v7().to_string(),
+            incident_id,
+            causation_id: None,
+            time: now_millis(),
+            service: service.to_owned(),
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
+            dataset: dataset.to_owned(),
+            prev_hash: None,
+            hash: String::new(),
+        }
+    }
+
+    /// An envelope answering `cause`: same incident and dataset, chained to it.
+    pub fn answering(service: &str, cause: &Envelope) -> Self {
+        let mut envelope = Self::new(service, &cause.dataset, cause.incident_id.clone());
+        envelope.causation_id = Some(cause.event_id.clone());
+        envelope.prev_hash = Some(cause.hash.clone());
+        envelope
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One classified change of one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub kind: ChangeKind,
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub old_type: Option<String>,
+    pub new_type: Option<String>,
+    pub nullable: Option<bool>,
+    pub has_default: Option<bool>,
+    pub confidence: Option<f64>,
+    pub evidence: BTreeMap<String, String>,
+}
+
+impl FieldChange {
+    /// A change of `kind` to `field`, everything else unknown.
+    pub fn new(kind: ChangeKind, field: &str) -> Self {
+        Self {
+            kind,
+            field: field.to_owned(),
+            from: None,
+            to: None,
+            old_type: None,
+            new_type: None,
+            nullable: None,
+            has_default: None,
+            confidence: None,
+            evidence: BTreeMap::new(),
+        }
+    }
+}
+
+/// A record that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub envelope: Envelope,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub key: Option<Vec<u8>>,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub value: Option<Vec<u8>>,
+    pub writer_schema_id: Option<i32>,
+    pub reason_kind: QuarantineKind,
+    pub reason: String,
+}
+
+/// Drift noticed on a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub envelope: Envelope,
+    pub source: DetectionSource,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub subject: String,
+    pub writer_schema_id: Option<i32>,
+    pub contract_schema_id: Option<i32>,
+    pub changes: Vec<FieldChange>,
+}
+
+/// Classified changes and their evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub envelope: Envelope,
+    pub writer_schema_id: Option<i32>,
+    pub contract_schema_id: Option<i32>,
+    pub changes: Vec<FieldChange>,
+    pub evidence: BTreeMap<String, String>,
+}
+
+/// One step of a remediation plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    pub kind: StepKind,
+    pub description: String,
+    pub sql: Option<String>,
+    pub field: Option<String>,
+    pub column: Option<String>,
+    pub patch: Option<String>,
+}
+
+/// An ordered remediation plan and the policy reached on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub envelope: Envelope,
+    pub proposal_id: String,
+    pub writer_schema_id: Option<i32>,
+    pub changes: Vec<FieldChange>,
+    pub steps: Vec<PlanStep>,
+    pub plan_hash: String,
+    pub policy: Policy,
+    pub rules: Vec<String>,
+}
+
+impl Proposal {
+    /// SHA-256 (hex) of the plan steps: what an approval names, so a plan
+    /// changed after approval is recognisable.
+    pub fn hash_steps(steps: &[PlanStep]) -> String {
+        hex::encode(Sha256::digest(canonical_json(&steps)))
+    }
+}
+
+/// An approval or rejection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub envelope: Envelope,
+    pub proposal_id: String,
+    pub plan_hash: String,
+    /// The schema the contract moves to when the plan is applied.
+    pub writer_schema_id: Option<i32>,
+    /// The plan approved (its hash must equal `plan_hash`).
+    pub steps: Vec<PlanStep>,
+    pub outcome: Verdict,
+    pub by: String,
+    pub channel: Channel,
+    pub reason: Option<String>,
+}
+
+impl Decision {
+    /// A sealed decision on `proposal`, carrying exactly the plan it decides
+    /// (steps, hash, target schema) and chained to the proposal.
+    pub fn on(
+        proposal: &Proposal,
+        service: &str,
+        outcome: Verdict,
+        by: String,
+        channel: Channel,
+        reason: Option<String>,
+    ) -> Self {
+        let mut decision = Self {
+            envelope: Envelope::answering(service, &proposal.envelope),
+            proposal_id: proposal.proposal_id.clone(),
+            plan_hash: proposal.plan_hash.clone(),
+            writer_schema_id: proposal.writer_schema_id,
+            steps: proposal.steps.clone(),
+            outcome,
+            by,
+            channel,
+            reason,
+        };
+        decision.seal();
+        decision
+    }
+}
+
+/// The result of applying a decided plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Application {
+    pub envelope: Envelope,
+    pub proposal_id: String,
+    pub decision_id: String,
+    pub outcome: ApplicationOutcome,
+    pub contract_schema_id: Option<i32>,
+    pub statements: i32,
+    pub replayed: i64,
+    pub loaded: i64,
+    pub still_quarantined: i64,
+    pub error: Option<String>,
+}
+
+/// What every event type provides: its topic, its Avro schema, its envelope.
+pub trait Event: Serialize + DeserializeOwned + Clone + Send + Sync {
+    /// Topic the event is published on.
+    const TOPIC: &'static str;
+    /// The `.avsc` contract of the event.
+    const SCHEMA: &'static str;
+
+    fn envelope(&self) -> &Envelope;
+    fn envelope_mut(&mut self) -> &mut Envelope;
+
+    /// Computes and stores the hash of this event, chained to
+    /// `envelope.prev_hash`.
+    fn seal(&mut self) {
+        let hash = self.compute_hash();
+        self.envelope_mut().hash = hash;
+    }
+
+    /// The hash this event should carry: SHA-256 over the previous hash and
+    /// the event serialised with an empty `hash`.
+    fn compute_hash(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.envelope_mut().hash.clear();
+        let mut digest = Sha256::new();
+        digest.update(self.envelope().prev_hash.as_deref().unwrap_or("").as_bytes());
+        digest.update(b"\n");
+        digest.update(canonical_json(&unsealed));
+        hex::encode(digest.finalize())
+    }
+
+    /// Whether the stored hash matches the content.
+    fn verify_hash(&self) -> bool {
+        self.compute_hash() == self.envelope().hash
+    }
+}
+
+/// Serialisation used for hashing: serde_json of typed structs is
+/// deterministic (struct fields in declaration order, maps are `BTreeMap`s).
+fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+macro_rules! event {
+    ($ty:ty, $topic:expr, $file:literal) => {
+        impl Event for $ty {
+            const TOPIC: &'static str = $topic;
+            const SCHEMA: &'static str = include_str!(concat!("../../../schemas/", $file));
+            fn envelope(&self) -> &Envelope {
+                &self.envelope
+            }
+            fn envelope_mut(&mut self) -> &mut Envelope {
+                &mut self.envelope
+            }
+        }
+    };
+}
+
+event!(Quarantined, topics::QUARANTINE, "quarantine.avsc");
+event!(Detection, topics::DETECTIONS, "detection.avsc");
+event!(Diagnosis, topics::DIAGNOSES, "diagnosis.avsc");
+event!(Proposal, topics::PROPOSALS, "proposal.avsc");
+event!(Decision, topics::DECISIONS, "decision.avsc");
+event!(Application, topics::APPLICATIONS, "application.avsc");
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+use super::*;
+use crate::protocol::*;
+use apache_avro::Schema;
+
+fn envelope() -> Envelope {
+    Envelope::new("test", "orders", IncidentId::for_drift("orders", 7))
+}
+
+fn change() -> FieldChange {
+    FieldChange {
+        from: Some("email".into()),
+        to: Some("customer_email".into()),
+        confidence: Some(0.93),
+        evidence: BTreeMap::from([("alias".into(), "email".into())]),
+        ..FieldChange::new(ChangeKind::FieldRenamed, "customer_email")
+    }
+}
+
+/// Encodes with the event's own `.avsc`, decodes, and compares.
+fn round_trip<E: Event + Clone + PartialEq + std::fmt::Debug>(mut event: E) -> anyhow::Result<()> {
+    event.seal();
+    let schema = Schema::parse_str(E::SCHEMA)?;
+    let value = apache_avro::to_value(&event)?.resolve(&schema)?;
+    #[allow(deprecated)]
+    let bytes = apache_avro::to_avro_datum(&schema, value)?;
+    #[allow(deprecated)]
+    let decoded = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None)?;
+    let back: E = apache_avro::from_value(&decoded)?;
+    assert_eq!(back, event);
+    assert!(back.verify_hash());
+    Ok(())
+}
+
+#[test]
+fn quarantined_round_trips() -> anyhow::Result<()> {
+    round_trip(Quarantined {
+        envelope: envelope(),
+        topic: "shop.orders".into(),
+        partition: 2,
+        offset: 42,
+        key: Some(b"k".to_vec()),
+        value: Some(vec![0, 0, 0, 0, 7, 2, 4]),
+        writer_schema_id: Some(7),
+        reason_kind: QuarantineKind::SchemaMismatch,
+        reason: "field customer_email has no column".into(),
+    })
+}
+
+#[test]
+fn detection_round_trips() -> anyhow::Result<()> {
+    round_trip(Detection {
+        envelope: envelope(),
+        source: DetectionSource::SchemaId,
+        topic: "shop.orders".into(),
+        partition: 0,
+        offset: 10,
+        subject: "shop.orders-value".into(),
+        writer_schema_id: Some(7),
+        contract_schema_id: None,
+        changes: vec![change()],
+    })
+}
+
+#[test]
+fn diagnosis_round_trips() -> anyhow::Result<()> {
+    round_trip(Diagnosis {
+        envelope: envelope(),
+        writer_schema_id: Some(7),
+        contract_schema_id: Some(3),
+        changes: vec![change(), FieldChange::new(ChangeKind::DefaultChanged, "x")],
+        evidence: BTreeMap::from([("table_columns".into(), "id,email".into())]),
+    })
+}
+
+#[test]
+fn proposal_round_trips() -> anyhow::Result<()> {
+    let steps = vec![PlanStep {
+        kind: StepKind::Ddl,
+        description: "add column".into(),
+        sql: Some("ALTER TABLE orders ADD COLUMN coupon TEXT".into()),
+        field: Some("coupon".into()),
+        column: Some("coupon".into()),
+        patch: None,
+    }];
+    round_trip(Proposal {
+        envelope: envelope(),
+        proposal_id: Uuid::now_v7().to_string(),
+        writer_schema_id: Some(7),
+        changes: vec![change()],
+        plan_hash: Proposal::hash_steps(&steps),
+        steps,
+        policy: Policy::Auto,
+        rules: vec!["field_added(nullable) => auto".into()],
+    })
+}
+
+#[test]
+fn decision_round_trips() -> anyhow::Result<()> {
+    round_trip(Decision {
+        envelope: envelope(),
+        proposal_id: "p".into(),
+        plan_hash: "h".into(),
+        writer_schema_id: Some(3),
+        steps: vec![],
+        outcome: Verdict::Approved,
+        by: "alice".into(),
+        channel: Channel::Cli,
+        reason: None,
+    })
+}
+
+#[test]
+fn application_round_trips() -> anyhow::Result<()> {
+    round_trip(Application {
+        envelope: envelope(),
+        proposal_id: "p".into(),
+        decision_id: "d".into(),
+        outcome: ApplicationOutcome::Applied,
+        contract_schema_id: Some(7),
+        statements: 1,
+        replayed: 10,
+        loaded: 10,
+        still_quarantined: 0,
+        error: Some("none".into()),
+    })
+}
+
+#[test]
+fn every_schema_embeds_the_same_envelope() -> anyhow::Result<()> {
+    let envelope_of = |schema: &str| -> anyhow::Result<serde_json::Value> {
+        let json: serde_json::Value = serde_json::from_str(schema)?;
+        Ok(json["fields"][0]["type"].clone())
+    };
+    let reference = envelope_of(Detection::SCHEMA)?;
+    for schema in [Quarantined::SCHEMA, Diagnosis::SCHEMA, Proposal::SCHEMA, Decision::SCHEMA, Application::SCHEMA] {
+        assert_eq!(envelope_of(schema)?, reference);
+    }
+    Ok(())
+}
+
+#[test]
+fn editing_a_sealed_event_breaks_its_hash() {
+    let mut first = Decision {
+        envelope: envelope(),
+        proposal_id: "p".into(),
+        plan_hash: "h".into(),
+        writer_schema_id: None,
+        steps: vec![],
+        outcome: Verdict::Approved,
+        by: "alice".into(),
+        channel: Channel::Cli,
+        reason: None,
+    };
+    first.seal();
+    let mut next = Decision { envelope: Envelope::answering("test", &first.envelope), ..first.clone() };
+    next.seal();
+    assert!(first.verify_hash() && next.verify_hash());
+    assert_eq!(next.envelope.prev_hash.as_deref(), Some(first.envelope.hash.as_str()));
+
+    let mut tampered = first.clone();
+    tampered.by = "mallory".into();
+    assert!(!tampered.verify_hash());
+}
+
+#[test]
+fn incident_ids_are_stable_per_dataset_and_schema() {
+    assert_eq!(IncidentId::for_drift("orders", 7), IncidentId::for_drift("orders", 7));
+    assert_ne!(IncidentId::for_drift("orders", 7), IncidentId::for_drift("orders", 8));
+    assert_ne!(IncidentId::for_drift("orders", 7), IncidentId::for_drift("order", 7));
+}
+
+/// Every value of every enum an event carries, encoded with the event's own
+/// `.avsc` and decoded back: the contracts hold them as strings, so topics
+/// written before the enums existed stay readable.
+#[test]
+fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
+    let step =
+        |kind: StepKind| PlanStep { kind, description: "d".into(), sql: None, field: None, column: None, patch: None };
+    for kind in ChangeKind::ALL {
+        let changes = vec![FieldChange::new(*kind, "f")];
+        round_trip(Detection {
+            envelope: envelope(),
+            source: DetectionSource::SchemaId,
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            subject: "t-value".into(),
+            writer_schema_id: None,
+            contract_schema_id: None,
+            changes: changes.clone(),
+        })?;
+        round_trip(Diagnosis {
+            envelope: envelope(),
+            writer_schema_id: None,
+            contract_schema_id: None,
+            changes,
+            evidence: BTreeMap::new(),
+        })?;
+    }
+    for source in DetectionSource::ALL {
+        round_trip(Detection {
+            envelope: envelope(),
+            source: *source,
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            subject: "t-value".into(),
+            writer_schema_id: None,
+            contract_schema_id: None,
+            changes: vec![],
+        })?;
+    }
+    for kind in QuarantineKind::ALL {
+        round_trip(Quarantined {
+            envelope: envelope(),
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            value: None,
+            writer_schema_id: None,
+            reason_kind: *kind,
+            reason: "r".into(),
+        })?;
+    }
+    for policy in Policy::ALL {
+        let steps: Vec<PlanStep> = StepKind::ALL.iter().map(|k| step(*k)).collect();
+        round_trip(Proposal {
+            envelope: envelope(),
+            proposal_id: "p".into(),
+            writer_schema_id: None,
+            changes: ChangeKind::ALL.iter().map(|k| FieldChange::new(*k, "f")).collect(),
+            plan_hash: Proposal::hash_steps(&steps),
+            steps,
+            policy: *policy,
+            rules: vec![],
+        })?;
+    }
+    for outcome in Verdict::ALL {
+        for channel in Channel::ALL {
+            round_trip(Decision {
+                envelope: envelope(),
+                proposal_id: "p".into(),
+                plan_hash: "h".into(),
+                writer_schema_id: None,
+                steps: StepKind::ALL.iter().map(|k| step(*k)).collect(),
+                outcome: *outcome,
+                by: "b".into(),
+                channel: *channel,
+                reason: None,
+            })?;
+        }
+    }
+    for outcome in ApplicationOutcome::ALL {
+        round_trip(Application {
+            envelope: envelope(),
+            proposal_id: "p".into(),
+            decision_id: "d".into(),
+            outcome: *outcome,
+            contract_schema_id: None,
+            statements: 0,
+            replayed: 0,
+            loaded: 0,
+            still_quarantined: 0,
+            error: None,
+        })?;
+    }
+    Ok(())
+}
+
+/// A decision written before the enums existed (outcome and channel as
+/// plain strings, hashed as such) still verifies: the enums hash as the
+/// same JSON strings.
+#[test]
+fn hashes_are_the_same_as_with_plain_strings() -> anyhow::Result<()> {
+    let mut typed = Decision {
+        envelope: envelope(),
+        proposal_id: "p".into(),
+        plan_hash: "h".into(),
+        writer_schema_id: None,
+        steps: vec![],
+        outcome: Verdict::Rejected,
+        by: "alice".into(),
+        channel: Channel::Slack,
+        reason: None,
+    };
+    typed.seal();
+    let json = serde_json::to_value(&typed)?;
+    assert_eq!(json["outcome"], "rejected");
+    assert_eq!(json["channel"], "slack");
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! mend's domain, with no I/O: the events stages exchange (and their Avro
+//! contracts under `schemas/`), the enums of their closed vocabularies, the
+//! warehouse's value types and the topic names. Every other mend crate
+//! stands on this one.
+
+pub mod events;
+pub mod next;
+pub mod protocol;
+pub mod table;
+pub mod topics;
+
+pub use next::{Classify, Next};
+pub use protocol::{
+    ApplicationOutcome, ChangeKind, Channel, DetectionSource, IncidentStatus, Policy, QuarantineKind, StepKind, Verdict,
+};
+pub use table::{Column, Contract, Dialect, Position, Row, SqlValue};

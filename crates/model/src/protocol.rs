@@ -1,0 +1,222 @@
+//! The words stages say to each other: every string of a closed set that an
+//! event carries is an enum here. Each serialises to exactly the string the
+//! `.avsc` contracts document (they are `string` fields there), so topics
+//! written before these types existed stay readable, and a typo between two
+//! stages is a compile error instead of a silent mismatch.
+
+/// Defines a string enum: its variants, their wire strings, `as_str`,
+/// `Display`, `FromStr` (listing the known values in its error) and serde as
+/// a plain string.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The string on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(text: &str) -> Result<Self, UnknownValue> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownValue {
+                        what: stringify!($name),
+                        given: text.to_owned(),
+                        known: Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                    }),
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A string that is not one of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?} (known: {known})")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub given: String,
+    pub known: String,
+}
+
+wire_enum! {
+    /// What happened to one field between a contract schema and a writer
+    /// schema (the `kind` of a field change; the keys of a dataset's policy).
+    ChangeKind {
+        FieldAdded = "field_added",
+        FieldRemoved = "field_removed",
+        FieldRenamed = "field_renamed",
+        TypeWidened = "type_widened",
+        TypeChanged = "type_changed",
+        NullabilityChanged = "nullability_changed",
+        EnumSymbolsAdded = "enum_symbols_added",
+        EnumSymbolsRemoved = "enum_symbols_removed",
+        DefaultChanged = "default_changed",
+    }
+}
+
+wire_enum! {
+    /// What policy decides for a change, most permissive first.
+    Policy {
+        /// Applied without asking anyone.
+        Auto = "auto",
+        /// Waits for a person's approval.
+        Approve = "approve",
+        /// Not applied: the records stay quarantined and the incident open.
+        Block = "block",
+    }
+}
+
+wire_enum! {
+    /// The kind of one step of a remediation plan.
+    StepKind {
+        /// A statement run on the warehouse.
+        Ddl = "ddl",
+        /// A change of the contract's field → column mapping.
+        Mapping = "mapping",
+        /// A patch of the dataset's dbt properties file.
+        DbtPatch = "dbt_patch",
+        /// The replay of the incident's quarantined records.
+        Replay = "replay",
+    }
+}
+
+wire_enum! {
+    /// What a person (or policy) decided on a proposal.
+    Verdict {
+        Approved = "approved",
+        Rejected = "rejected",
+    }
+}
+
+wire_enum! {
+    /// Through which channel a decision came.
+    Channel {
+        /// The dataset's policy, without a person.
+        Policy = "policy",
+        Api = "api",
+        Cli = "cli",
+        Slack = "slack",
+        /// A merged pull request.
+        Github = "github",
+        Mcp = "mcp",
+    }
+}
+
+wire_enum! {
+    /// What became of a decided plan.
+    ApplicationOutcome {
+        /// Applied (or applied before) and replayed.
+        Applied = "applied",
+        /// The database or the plan's integrity check refused it; nothing changed.
+        Failed = "failed",
+        /// The guardrails refused a statement; nothing changed.
+        Refused = "refused",
+    }
+}
+
+wire_enum! {
+    /// What noticed a drift.
+    DetectionSource {
+        /// A writer schema id the contract does not fit.
+        SchemaId = "schema_id",
+        Quarantine = "quarantine",
+        /// A pipeline failure reported as an OpenLineage RunEvent.
+        Openlineage = "openlineage",
+    }
+}
+
+wire_enum! {
+    /// Why a record went to quarantine.
+    QuarantineKind {
+        /// Not in the wire format, an unknown schema id, or bytes that do
+        /// not match their writer schema.
+        Undecodable = "undecodable",
+        /// Its writer schema does not fit the dataset's contract.
+        SchemaMismatch = "schema_mismatch",
+        /// A value its column cannot hold.
+        ValueRejected = "value_rejected",
+        /// A record without a value (a tombstone).
+        NullValue = "null_value",
+        /// No dataset reads its topic.
+        UnknownDataset = "unknown_dataset",
+    }
+}
+
+wire_enum! {
+    /// Where an incident stands (the read model's view of its events).
+    IncidentStatus {
+        /// Detected or diagnosed; no plan decided yet.
+        Open = "open",
+        AwaitingApproval = "awaiting_approval",
+        /// Policy blocked it or a person rejected it: a person must act.
+        Blocked = "blocked",
+        Healed = "healed",
+        /// Applying its plan failed.
+        Failed = "failed",
+    }
+}
+
+// Written out: the enum comes from `wire_enum!`, which derives no Default.
+#[allow(clippy::derivable_impls)]
+impl Default for IncidentStatus {
+    fn default() -> Self {
+        Self::Open
+    }
+}
+
+impl Policy {
+    /// Deserialised from `mend.toml` keys too, so the name is the wire string.
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_strings_parse_back_and_unknown_ones_say_what_is_known() {
+        for kind in ChangeKind::ALL {
+            assert_eq!(kind.as_str().parse::<ChangeKind>(), Ok(*kind));
+        }
+        let error = "field_moved".parse::<ChangeKind>().unwrap_err();
+        assert!(error.to_string().contains("field_added"), "{error}");
+        assert_eq!(serde_json::to_string(&StepKind::DbtPatch).unwrap(), "\"dbt_patch\"");
+        assert_eq!(serde_json::from_str::<Verdict>("\"approved\"").unwrap(), Verdict::Approved);
+        assert!(serde_json::from_str::<Verdict>("\"maybe\"").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! What a service implements: a [`Handler`] that decides, per consumed
+//! record, what becomes of it ([`Disposition`]). The runner owns the loop.
+
+use std::sync::Arc;
+
+use mend_avro::codec::{Codec, CodecError};
+use mend_avro::loader::Rejection;
+use mend_model::QuarantineKind;
+use mend_model::events::Event;
+use rdkafka::message::{Headers, Message};
+
+use crate::error::HandleError;
+
+/// Header of a quarantine record naming its incident.
+pub const INCIDENT_HEADER: &str = "mend-incident";
+/// Header of a quarantine record naming its source `partition:offset`.
+pub const SOURCE_HEADER: &str = "mend-source";
+
+/// A consumed record, detached from the consumer.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// Shared by the records of a batch from one topic.
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Inbound {
+    /// Copies what the handler needs out of the consumer's buffer (once);
+    /// `topic` is the name of the previous record's topic, reused when the
+    /// same.
+    pub(crate) fn from_message<M: Message>(message: &M, topic: &mut Option<Arc<str>>) -> Self {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+            })
+            .unwrap_or_default();
+        let topic = match topic {
+            Some(same) if **same == *message.topic() => same.clone(),
+            _ => topic.insert(Arc::from(message.topic())).clone(),
+        };
+        Self {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+}
+
+impl Inbound {
+    /// Bytes of its key and value.
+    pub(crate) fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What became of one inbound record.
+#[derive(Debug, Clone)]
+pub enum Disposition {
+    /// Handled; these records are its outputs (possibly none).
+    Emit(Vec<Outbound>),
+    /// Bad input: publish it to `mend.quarantine` with this reason.
+    Quarantine(QuarantineReason),
+}
+
+/// Why a record goes to quarantine, and for which dataset.
+#[derive(Debug, Clone)]
+pub struct QuarantineReason {
+    /// The dataset the record belongs to, when known (it keys the event).
+    pub dataset: Option<String>,
+    pub kind: QuarantineKind,
+    /// The explanation a person reads.
+    pub reason: String,
+}
+
+impl QuarantineReason {
+    /// A record of `dataset` that the dataset's contract rejected.
+    pub fn of(dataset: &str, rejection: Rejection) -> Self {
+        Self { dataset: Some(dataset.to_owned()), kind: rejection.kind, reason: rejection.reason }
+    }
+}
+
+/// A service's logic. The runner owns the loop; handlers only decide.
+pub trait Handler: Send + Sync {
+    /// Handles a batch; returns one disposition per record, in order. May be
+    /// called again with the same batch after a retryable error or a crash,
+    /// so its effects must be idempotent.
+    fn handle(
+        &self,
+        batch: &[Inbound],
+    ) -> impl std::future::Future<Output = Result<Vec<Disposition>, HandleError>> + Send;
+}
+
+/// Decodes one of mend's own events from a consumed record. `Ok(Err(_))` is
+/// bad input, already turned into its quarantine disposition; `Err` is a
+/// registry outage (retry).
+pub async fn decode_event<E: Event>(codec: &Codec, record: &Inbound) -> Result<Result<E, Disposition>, HandleError> {
+    match codec.decode_event(record.payload.as_deref().unwrap_or_default()).await {
+        Ok(event) => Ok(Ok(event)),
+        Err(CodecError::Invalid(reason)) => Ok(Err(Disposition::Quarantine(QuarantineReason {
+            dataset: None,
+            kind: QuarantineKind::Undecodable,
+            reason: format!("not a valid {} event: {reason}", E::TOPIC),
+        }))),
+        Err(unavailable) => Err(unavailable.into()),
+    }
+}

@@ -1,0 +1,134 @@
+//! Deciding: approve and reject through the API, and the one path every
+//! channel (API, CLI, Slack, GitHub) records a decision through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mend_model::events::{Decision, Event};
+use mend_model::{Channel, IncidentStatus, Policy, Verdict};
+use rdkafka::producer::FutureRecord;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::{Api, error};
+
+/// Body of approve and reject.
+#[derive(Debug, Default, Deserialize)]
+pub struct DecisionRequest {
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    pub channel: Option<Channel>,
+}
+
+pub(crate) async fn approve(
+    State(api): State<Arc<Api>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionRequest>>,
+) -> Response {
+    decide(&api, caller.map(|c| c.0), &id, Verdict::Approved, body.map(|b| b.0).unwrap_or_default()).await
+}
+
+pub(crate) async fn reject(
+    State(api): State<Arc<Api>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionRequest>>,
+) -> Response {
+    decide(&api, caller.map(|c| c.0), &id, Verdict::Rejected, body.map(|b| b.0).unwrap_or_default()).await
+}
+
+async fn decide(
+    api: &Api,
+    caller: Option<Caller>,
+    proposal_id: &str,
+    outcome: Verdict,
+    request: DecisionRequest,
+) -> Response {
+    // An authenticated caller is who decides, whatever the body says.
+    let by = match caller {
+        Some(caller) => Some(caller.name),
+        None => request.by.filter(|b| !b.trim().is_empty()),
+    };
+    let Some(by) = by else {
+        return error(StatusCode::BAD_REQUEST, "say who decides: {\"by\": \"name\"}");
+    };
+    let channel = request.channel.unwrap_or(Channel::Api);
+    match record_decision(api, proposal_id, outcome, by, channel, request.reason).await {
+        Ok(decision) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id,
+                "outcome": decision.outcome, "by": decision.by, "plan_hash": decision.plan_hash,
+            })),
+        )
+            .into_response(),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Records a decision on a proposal: checked against the read model (it
+/// exists, it is not decided yet, policy does not block it), published to
+/// `mend.decisions` and acknowledged by the broker before it counts.
+pub async fn record_decision(
+    api: &Api,
+    proposal_id: &str,
+    outcome: Verdict,
+    by: String,
+    channel: Channel,
+    reason: Option<String>,
+) -> Result<Decision, (StatusCode, String)> {
+    let decision = {
+        let mut model = api.model();
+        let Some(proposal) = model.proposals.get(proposal_id).cloned() else {
+            return Err((StatusCode::NOT_FOUND, format!("no proposal {proposal_id}")));
+        };
+        let incident = model.incident(&proposal.envelope);
+        if let Some(decided) = &incident.decision {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("proposal {proposal_id} was already {} by {}; nothing applied", decided.outcome, decided.by),
+            ));
+        }
+        if proposal.policy == Policy::Block && outcome == Verdict::Approved {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("proposal {proposal_id} is blocked by policy: {}", proposal.rules.join("; ")),
+            ));
+        }
+        let decision = Decision::on(&proposal, crate::SERVICE, outcome, by, channel, reason);
+        // Hold the proposal as decided now, so a second call is refused
+        // even before the event comes back through the topic.
+        model.decision(decision.clone());
+        decision
+    };
+    let undo = |api: &Api| {
+        let mut model = api.model();
+        if let Some(incident) = model.incidents.get_mut(&decision.envelope.incident_id.0) {
+            incident.decision = None;
+            incident.status = IncidentStatus::AwaitingApproval;
+        }
+    };
+    let payload = match api.context.codec.encode_event(&decision).await {
+        Ok(payload) => payload,
+        Err(e) => {
+            undo(api);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the decision: {e}")));
+        }
+    };
+    let key = decision.envelope.dataset.clone();
+    let record = FutureRecord::to(Decision::TOPIC).key(&key).payload(&payload);
+    match api.context.producer.send(record, Duration::from_secs(30)).await {
+        Ok(_) => Ok(decision),
+        Err((e, _)) => {
+            // Not recorded: let the proposal be decided again.
+            undo(api);
+            Err((StatusCode::SERVICE_UNAVAILABLE, format!("the decision was not recorded: {e}")))
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The read model: every incident as the audit topics tell it, kept current
+//! by the projector (a fresh consumer group at every start, so it is rebuilt
+//! from the beginning of the topics).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use mend_avro::codec::CodecError;
+use mend_model::events::{Application, Decision, Detection, Diagnosis, Envelope, FieldChange, PlanStep, Proposal};
+use mend_model::{ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict, topics};
+use mend_runtime::handler::{Disposition, Handler, Inbound};
+use mend_runtime::{Context, HandleError};
+use serde::Serialize;
+
+/// One incident as the API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Incident {
+    pub id: String,
+    pub dataset: String,
+    pub status: IncidentStatus,
+    pub writer_schema_id: Option<i32>,
+    pub contract_schema_id: Option<i32>,
+    pub detected_at: i64,
+    pub healed_at: Option<i64>,
+    pub changes: Vec<FieldChange>,
+    pub evidence: BTreeMap<String, String>,
+    pub proposal_id: Option<String>,
+    pub policy: Option<Policy>,
+    pub rules: Vec<String>,
+    pub steps: Vec<PlanStep>,
+    pub decision: Option<DecisionView>,
+    pub application: Option<ApplicationView>,
+    pub quarantined: u64,
+    /// When the proposal was made (ms), and how often it was escalated.
+    pub proposed_at: Option<i64>,
+    pub escalations: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub id: String,
+    pub outcome: Verdict,
+    pub by: String,
+    pub channel: Channel,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplicationView {
+    pub outcome: ApplicationOutcome,
+    pub statements: i32,
+    pub replayed: i64,
+    pub loaded: i64,
+    pub still_quarantined: i64,
+    pub error: Option<String>,
+}
+
+/// The read model: incidents and the proposals that can be decided.
+#[derive(Debug, Default)]
+pub struct ReadModel {
+    pub(crate) incidents: BTreeMap<String, Incident>,
+    pub(crate) proposals: BTreeMap<String, Proposal>,
+}
+
+impl ReadModel {
+    pub(crate) fn incident(&mut self, envelope: &Envelope) -> &mut Incident {
+        let incident = self.incidents.entry(envelope.incident_id.0.clone()).or_default();
+        if incident.id.is_empty() {
+            incident.id = envelope.incident_id.0.clone();
+            incident.dataset = envelope.dataset.clone();
+            incident.status = IncidentStatus::Open;
+            incident.detected_at = envelope.time;
+        }
+        incident
+    }
+
+    fn detection(&mut self, event: Detection) {
+        let incident = self.incident(&event.envelope);
+        incident.writer_schema_id = event.writer_schema_id;
+        incident.contract_schema_id = event.contract_schema_id;
+        if incident.changes.is_empty() {
+            incident.changes = event.changes;
+        }
+    }
+
+    fn diagnosis(&mut self, event: Diagnosis) {
+        let incident = self.incident(&event.envelope);
+        incident.changes = event.changes;
+        incident.evidence = event.evidence;
+    }
+
+    fn proposal(&mut self, event: Proposal) {
+        let incident = self.incident(&event.envelope);
+        incident.proposal_id = Some(event.proposal_id.clone());
+        incident.policy = Some(event.policy);
+        incident.rules.clone_from(&event.rules);
+        incident.steps.clone_from(&event.steps);
+        incident.proposed_at.get_or_insert(event.envelope.time);
+        if incident.decision.is_none() && incident.application.is_none() {
+            incident.status = match event.policy {
+                Policy::Approve => IncidentStatus::AwaitingApproval,
+                Policy::Block => IncidentStatus::Blocked,
+                Policy::Auto => IncidentStatus::Open,
+            };
+        }
+        self.proposals.insert(event.proposal_id.clone(), event);
+    }
+
+    pub(crate) fn decision(&mut self, event: Decision) {
+        let incident = self.incident(&event.envelope);
+        if incident.decision.is_some() {
+            return; // the first decision stands
+        }
+        if event.outcome == Verdict::Rejected {
+            incident.status = IncidentStatus::Blocked;
+        } else if incident.application.is_none() {
+            incident.status = IncidentStatus::Open;
+        }
+        incident.decision = Some(DecisionView {
+            id: event.envelope.event_id.clone(),
+            outcome: event.outcome,
+            by: event.by,
+            channel: event.channel,
+            reason: event.reason,
+            at: event.envelope.time,
+        });
+    }
+
+    fn application(&mut self, event: Application) {
+        let incident = self.incident(&event.envelope);
+        let applied = event.outcome == ApplicationOutcome::Applied;
+        incident.status = if applied { IncidentStatus::Healed } else { IncidentStatus::Failed };
+        if applied && incident.healed_at.is_none() {
+            incident.healed_at = Some(event.envelope.time);
+        }
+        incident.application = Some(ApplicationView {
+            outcome: event.outcome,
+            statements: event.statements,
+            replayed: event.replayed,
+            loaded: event.loaded,
+            still_quarantined: event.still_quarantined,
+            error: event.error,
+        });
+    }
+
+    pub fn incidents(&self) -> Vec<Incident> {
+        let mut all: Vec<Incident> =
+            self.incidents.values().filter(|i| i.writer_schema_id.is_some()).cloned().collect();
+        all.sort_by_key(|i| i.detected_at);
+        all
+    }
+}
+
+/// Keeps the read model current.
+pub struct Projector {
+    pub(crate) context: Arc<Context>,
+    pub(crate) model: Arc<Mutex<ReadModel>>,
+}
+
+/// A decoded audit event.
+enum AuditEvent {
+    Detection(Detection),
+    Diagnosis(Diagnosis),
+    Proposal(Proposal),
+    Decision(Decision),
+    Application(Application),
+}
+
+impl Projector {
+    async fn decode(&self, record: &Inbound) -> Result<Option<AuditEvent>, HandleError> {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let codec = &self.context.codec;
+        let decoded = match &*record.topic {
+            topics::DETECTIONS => codec.decode_event(payload).await.map(AuditEvent::Detection),
+            topics::DIAGNOSES => codec.decode_event(payload).await.map(AuditEvent::Diagnosis),
+            topics::PROPOSALS => codec.decode_event(payload).await.map(AuditEvent::Proposal),
+            topics::DECISIONS => codec.decode_event(payload).await.map(AuditEvent::Decision),
+            topics::APPLICATIONS => codec.decode_event(payload).await.map(AuditEvent::Application),
+            _ => return Ok(None),
+        };
+        match decoded {
+            Ok(event) => Ok(Some(event)),
+            Err(CodecError::Invalid(reason)) => {
+                tracing::warn!(topic = %record.topic, %reason, "unreadable audit event skipped");
+                Ok(None)
+            }
+            Err(unavailable) => Err(unavailable.into()),
+        }
+    }
+}
+
+impl Handler for Projector {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut events = Vec::with_capacity(batch.len());
+        for record in batch {
+            events.extend(self.decode(record).await?);
+        }
+        let managed = |envelope: &Envelope| self.context.manages(&envelope.dataset);
+        events.retain(|event| match event {
+            AuditEvent::Detection(e) => managed(&e.envelope),
+            AuditEvent::Diagnosis(e) => managed(&e.envelope),
+            AuditEvent::Proposal(e) => managed(&e.envelope),
+            AuditEvent::Decision(e) => managed(&e.envelope),
+            AuditEvent::Application(e) => managed(&e.envelope),
+        });
+        let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for event in events {
+            match event {
+                AuditEvent::Detection(e) => model.detection(e),
+                AuditEvent::Diagnosis(e) => model.diagnosis(e),
+                AuditEvent::Proposal(e) => model.proposal(e),
+                AuditEvent::Decision(e) => model.decision(e),
+                AuditEvent::Application(e) => model.application(e),
+            }
+        }
+        Ok(vec![Disposition::Emit(Vec::new()); batch.len()])
+    }
+}

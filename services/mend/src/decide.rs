@@ -1,0 +1,37 @@
+//! `mend approve` and `mend reject`: a decision through the control API,
+//! recorded in the audit log with who decided and why.
+
+use crate::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    proposal: String,
+    /// Who approves (recorded in the audit log).
+    #[arg(long)]
+    by: String,
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RejectArgs {
+    proposal: String,
+    /// Who rejects (recorded in the audit log).
+    #[arg(long)]
+    by: String,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    reason: String,
+}
+
+pub async fn approve(args: ApproveArgs, global: &Global) -> anyhow::Result<()> {
+    let answer = global.api().decide(&args.proposal, "approve", &args.by, args.reason.as_deref()).await?;
+    println!("approved {} (decision {})", args.proposal, answer["decision_id"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+pub async fn reject(args: RejectArgs, global: &Global) -> anyhow::Result<()> {
+    let answer = global.api().decide(&args.proposal, "reject", &args.by, Some(&args.reason)).await?;
+    println!("rejected {} (decision {})", args.proposal, answer["decision_id"].as_str().unwrap_or("?"));
+    Ok(())
+}
