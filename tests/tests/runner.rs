@@ -301,3 +301,47 @@ async fn batches_end_at_their_byte_limit() -> anyhow::Result<()> {
     assert!(sizes.len() >= 6, "40 records of 130 bytes take at least six batches of 1000 bytes: {sizes:?}");
     Ok(())
 }
+
+/// Emits one output per input, each larger than the broker (and the
+/// producer) accepts.
+struct Oversized {
+    output: String,
+}
+
+impl Handler for Oversized {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        Ok(batch
+            .iter()
+            .map(|_| {
+                Disposition::Emit(vec![Outbound {
+                    topic: self.output.clone(),
+                    key: b"k".to_vec(),
+                    payload: vec![b'x'; 3 << 20],
+                    headers: vec![],
+                }])
+            })
+            .collect())
+    }
+}
+
+/// A record the broker refuses for good (too large) stops the stage with
+/// that reason instead of being resent forever, and its batch's offsets are
+/// not committed: after the fix, the batch is handled again.
+#[tokio::test]
+async fn a_permanently_refused_output_stops_the_runner_without_committing() -> anyhow::Result<()> {
+    let (input, output, _) = setup(3).await?;
+    let group = unique("runner-refused");
+    let runner = Runner::new(
+        config(&group, &input),
+        mend_runtime::kafka::producer(&brokers())?,
+        Codec::new(&registry_url())?,
+        Oversized { output },
+    )?;
+    let stopped = tokio::time::timeout(mend_tests::WAIT, runner.run(CancellationToken::new()))
+        .await
+        .map_err(|_| anyhow::anyhow!("the runner kept resending a record the broker refuses"))?;
+    let error = stopped.err().ok_or_else(|| anyhow::anyhow!("the runner should stop with an error"))?;
+    assert!(error.to_string().contains(&format!("delivering {} bytes", 3 << 20)), "{error}");
+    assert_eq!(committed_offset(&group, &input)?, None, "nothing of the refused batch is committed");
+    Ok(())
+}

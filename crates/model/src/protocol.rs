@@ -131,6 +131,8 @@ wire_enum! {
         Slack = "slack",
         /// A merged pull request.
         Github = "github",
+        /// Named in the contract for decisions through MCP; nothing emits
+        /// it yet.
         Mcp = "mcp",
     }
 }
@@ -153,7 +155,8 @@ wire_enum! {
         /// A writer schema id the contract does not fit.
         SchemaId = "schema_id",
         Quarantine = "quarantine",
-        /// A pipeline failure reported as an OpenLineage RunEvent.
+        /// Named in the contract for pipeline failures reported as
+        /// OpenLineage RunEvents; nothing emits it yet.
         Openlineage = "openlineage",
     }
 }

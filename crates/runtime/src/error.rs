@@ -84,3 +84,36 @@ where
         Self::classified("", error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::ProduceError;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn each_error_converts_as_it_classifies_itself_and_keeps_its_source() {
+        let unavailable = mend_avro::CodecError::Unavailable("registry down".into());
+        let error = HandleError::from(unavailable);
+        assert!(matches!(&error, HandleError::Retry(f) if f.source.is_some()), "{error:?}");
+        assert_eq!(error.to_string(), "schema registry unavailable: registry down (retrying)");
+        // Bad input that reaches the runner as an error is a bug: stop.
+        let invalid = mend_avro::CodecError::Invalid("not Avro".into());
+        assert!(matches!(HandleError::from(invalid), HandleError::Fatal(_)));
+        let context = HandleError::classified("loading orders", mend_store::StoreError::Invalid("refused".into()));
+        assert_eq!(context.to_string(), "loading orders: warehouse: refused");
+    }
+
+    #[test]
+    fn a_record_the_broker_refuses_for_good_is_not_resent_forever() {
+        let too_large = ProduceError(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge));
+        assert_eq!(mend_model::Classify::next(&too_large), Next::Fatal);
+        let denied = ProduceError(KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed));
+        assert_eq!(mend_model::Classify::next(&denied), Next::Fatal);
+        let timeout = ProduceError(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        assert_eq!(mend_model::Classify::next(&timeout), Next::Retry);
+        let down = ProduceError(KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown));
+        assert_eq!(mend_model::Classify::next(&down), Next::Retry);
+    }
+}

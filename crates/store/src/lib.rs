@@ -51,15 +51,34 @@ pub enum StoreError {
 }
 
 impl Classify for StoreError {
-    /// Connection-level failures (and SQLite's busy lock) are worth
-    /// retrying; a refused statement or a bad URL is not.
+    /// Connection-level failures, a database restarting or short of
+    /// resources, and lost serialisation races are worth retrying; a refused
+    /// statement or a bad URL is not.
     fn next(&self) -> Next {
-        let transient = matches!(
-            self,
+        let transient = match self {
             Self::Sql(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_)
-            )
-        ) || matches!(self, Self::Sql(sqlx::Error::Database(e)) if e.message().contains("locked"));
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_),
+            ) => true,
+            Self::Sql(sqlx::Error::Database(e)) => {
+                // SQLite: busy or locked. PostgreSQL SQLSTATEs: connection
+                // exceptions (08), serialisation failures and deadlocks
+                // (40001, 40P01), insufficient resources (53), an
+                // administrator shutting the server down or a server still
+                // starting (57P01–57P03), a lock not available (55P03).
+                let code = e.code().unwrap_or_default();
+                e.message().contains("locked")
+                    || e.message().contains("busy")
+                    || code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
+            }
+            _ => false,
+        };
         if transient { Next::Retry } else { Next::Fatal }
     }
 }
@@ -370,5 +389,20 @@ impl Warehouse {
     /// Counts the rows of a table (for reports and tests).
     pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
         dispatch!(self.count(table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_retried_and_refusals_are_not() {
+        assert_eq!(StoreError::Sql(sqlx::Error::PoolTimedOut).next(), Next::Retry);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(StoreError::Sql(sqlx::Error::Io(io)).next(), Next::Retry);
+        assert_eq!(StoreError::Invalid("a plan that does not apply".into()).next(), Next::Fatal);
+        assert_eq!(StoreError::Url("mysql://x".into()).next(), Next::Fatal);
+        assert_eq!(StoreError::Sql(sqlx::Error::RowNotFound).next(), Next::Fatal);
     }
 }

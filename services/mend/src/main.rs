@@ -172,6 +172,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a person can do about a failure, from the classification of the
+/// error behind it (the same one the runner and the applier act on).
+fn advice(error: &anyhow::Error) -> Option<&'static str> {
+    use mend_model::{Classify, Next};
+    let next = error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<mend_store::StoreError>()
+            .map(Classify::next)
+            .or_else(|| cause.downcast_ref::<mend_avro::CodecError>().map(Classify::next))
+    })?;
+    match next {
+        Next::Retry => Some(
+            "a service mend needs (the broker, the registry or the warehouse) is unavailable; nothing was \
+             changed: try again once it answers",
+        ),
+        Next::Quarantine(_) => Some("the input is not what mend expects; see the reason above"),
+        Next::Fatal => None,
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,6 +200,9 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("mend: {error:#}");
+            if let Some(advice) = advice(&error) {
+                eprintln!("mend: {advice}");
+            }
             ExitCode::FAILURE
         }
     }
