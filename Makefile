@@ -28,13 +28,17 @@ infra-down:
 infra-reset: infra-down
 	rm -f .mend/tansu.db .mend/tansu.db-shm .mend/tansu.db-wal
 
-## venv: the Python clients tests drive mend with (confluent-kafka, …)
-venv: $(VENV)/.installed
+## venv: the third-party clients tests drive mend with: Python's
+## (confluent-kafka, dbt, the MCP SDK) and the MCP Inspector CLI (Node)
+INSPECTOR := .mend/node/node_modules/.bin/mcp-inspector
+venv: $(VENV)/.installed $(INSPECTOR)
 $(VENV)/.installed: tests/python/requirements.txt
 	@mkdir -p .mend
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
+$(INSPECTOR):
+	npm install -q --prefix .mend/node --no-audit --no-fund @modelcontextprotocol/inspector@0.15.0
 
 ## test: unit tests, then integration tests against the real broker, registry
 ## and PostgreSQL (started here when not running, and stopped again after)

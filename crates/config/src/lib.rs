@@ -90,6 +90,14 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Who is calling the API (or an MCP tool over HTTP), once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name: recorded as the author of their decisions.
+    pub name: String,
+    pub role: Role,
+}
+
 /// A secret from the environment or a flag; never printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);

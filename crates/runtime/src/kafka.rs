@@ -158,17 +158,22 @@ fn scan_consumer(
     Ok(std::sync::Arc::new(consumer))
 }
 
-/// Reads every record of `topic` written before the call (all partitions,
-/// from the beginning to the current end), without a consumer group.
-/// For read models and replays; not for hot paths.
-pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
+/// Every partition of `topic` with its low and high watermarks.
+pub async fn watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>, TopicError> {
+    let consumer = scan_consumer(brokers).map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?;
+    partition_ends(&consumer, topic).await
+}
+
+/// (partition, low, high) of every partition of `topic` (blocking calls, on
+/// a blocking thread).
+async fn partition_ends(
+    consumer: &std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+    topic: &str,
+) -> Result<Vec<(i32, i64, i64)>, TopicError> {
     use rdkafka::consumer::Consumer;
-    use rdkafka::message::Message;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer = scan_consumer(brokers).map_err(failed)?;
     let (name, probe) = (topic.to_owned(), consumer.clone());
-    // Metadata and watermarks are blocking calls.
-    let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
         let metadata = probe.fetch_metadata(Some(&name), Duration::from_secs(10))?;
         let partitions: Vec<i32> =
             metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
@@ -179,7 +184,18 @@ pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::mess
     })
     .await
     .map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?
-    .map_err(failed)?;
+    .map_err(failed)
+}
+
+/// Reads every record of `topic` written before the call (all partitions,
+/// from the beginning to the current end), without a consumer group.
+/// For read models and replays; not for hot paths.
+pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
+    let consumer = scan_consumer(brokers).map_err(failed)?;
+    let ends = partition_ends(&consumer, topic).await?;
     let mut assignment = rdkafka::TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
     for (partition, low, high) in ends {

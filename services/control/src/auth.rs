@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+pub use mend_config::Caller;
 use mend_config::{ApiToken, Role};
 
 use crate::Api;
@@ -22,13 +23,6 @@ pub struct ApiSettings {
     pub github_webhook_secret: Option<String>,
 }
 
-/// The authenticated caller of a request (absent without authentication).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub role: Role,
-}
-
 /// The role a request needs: reading is for viewers, deciding for approvers,
 /// anything else (operations) for admins.
 pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
@@ -36,6 +30,10 @@ pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
         Role::Viewer
     } else if path.starts_with("/proposals/") && (path.ends_with("/approve") || path.ends_with("/reject")) {
         Role::Approver
+    } else if path == "/mcp" {
+        // Each MCP tool checks the caller's role itself (read tools are
+        // for viewers, decisions and proposals for approvers).
+        Role::Viewer
     } else {
         Role::Admin
     }

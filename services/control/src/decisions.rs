@@ -64,7 +64,8 @@ async fn decide(
             StatusCode::ACCEPTED,
             Json(json!({
                 "decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id,
-                "outcome": decision.outcome, "by": decision.by, "plan_hash": decision.plan_hash,
+                "outcome": decision.outcome, "by": decision.by, "channel": decision.channel,
+                "plan_hash": decision.plan_hash,
             })),
         )
             .into_response(),

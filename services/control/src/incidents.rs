@@ -26,7 +26,7 @@ pub(crate) async fn health_check(State(api): State<Arc<Api>>) -> Response {
 /// loader keeps every record it quarantined (per dataset and writer schema,
 /// which is what an incident is). Reading `mend.quarantine` for this would
 /// cost a scan of an ever-growing topic at every start.
-async fn with_quarantine_counts(api: &Api, mut incidents: Vec<Incident>) -> Vec<Incident> {
+pub(crate) async fn with_quarantine_counts(api: &Api, mut incidents: Vec<Incident>) -> Vec<Incident> {
     let mut counts: BTreeMap<String, std::collections::HashMap<u32, i64>> = BTreeMap::new();
     for incident in &mut incidents {
         let Some(dataset) = api.context.dataset(&incident.dataset) else { continue };

@@ -33,6 +33,7 @@ pub mod decisions;
 pub mod escalation;
 pub mod incidents;
 pub mod integrations;
+pub mod mcp;
 pub mod read_model;
 
 pub use auth::{ApiSettings, Caller};
@@ -97,6 +98,7 @@ pub fn router(
         .route("/proposals/{id}/reject", post(decisions::reject))
         .route("/slack/interactions", post(integrations::slack_interaction))
         .route("/github/webhook", post(integrations::github_webhook))
+        .nest_service("/mcp", mcp::service(api.clone()))
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth::authorize))
         .with_state(api)
 }

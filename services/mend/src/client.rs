@@ -41,8 +41,15 @@ impl Client {
         self.call(self.http.get(format!("{}/incidents/{id}", self.base))).await
     }
 
-    pub async fn decide(&self, proposal: &str, verb: &str, by: &str, reason: Option<&str>) -> anyhow::Result<Value> {
-        let body = json!({"by": by, "reason": reason, "channel": mend_model::Channel::Cli});
+    pub async fn decide(
+        &self,
+        proposal: &str,
+        verb: &str,
+        by: &str,
+        reason: Option<&str>,
+        channel: mend_model::Channel,
+    ) -> anyhow::Result<Value> {
+        let body = json!({"by": by, "reason": reason, "channel": channel});
         self.call(self.http.post(format!("{}/proposals/{proposal}/{verb}", self.base)).json(&body)).await
     }
 }

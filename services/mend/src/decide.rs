@@ -25,13 +25,17 @@ pub struct RejectArgs {
 }
 
 pub async fn approve(args: ApproveArgs, global: &Global) -> anyhow::Result<()> {
-    let answer = global.api().decide(&args.proposal, "approve", &args.by, args.reason.as_deref()).await?;
+    let answer = global
+        .api()
+        .decide(&args.proposal, "approve", &args.by, args.reason.as_deref(), mend_model::Channel::Cli)
+        .await?;
     println!("approved {} (decision {})", args.proposal, answer["decision_id"].as_str().unwrap_or("?"));
     Ok(())
 }
 
 pub async fn reject(args: RejectArgs, global: &Global) -> anyhow::Result<()> {
-    let answer = global.api().decide(&args.proposal, "reject", &args.by, Some(&args.reason)).await?;
+    let answer =
+        global.api().decide(&args.proposal, "reject", &args.by, Some(&args.reason), mend_model::Channel::Cli).await?;
     println!("rejected {} (decision {})", args.proposal, answer["decision_id"].as_str().unwrap_or("?"));
     Ok(())
 }

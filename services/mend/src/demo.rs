@@ -121,7 +121,11 @@ impl Driver<'_> {
     async fn approve(&self, proposal: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            match self.api.decide(proposal, "approve", "demo", Some("the alias proves the rename")).await {
+            match self
+                .api
+                .decide(proposal, "approve", "demo", Some("the alias proves the rename"), mend_model::Channel::Cli)
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(error) if error.to_string().contains("already approved") => return Ok(()),
                 Err(error) if error.to_string().starts_with("409") => return Err(error),

@@ -5,6 +5,7 @@ mod client;
 mod decide;
 mod demo;
 mod incidents;
+mod mcp;
 mod plan;
 mod replay;
 mod up;
@@ -151,6 +152,11 @@ enum Command {
     /// 2 = approval needed, 3 = blocked (1 = the command failed). Run it in
     /// CI before deploying a schema change.
     Plan(plan::Args),
+    /// Serve mend's MCP tools on stdio (for Claude Desktop, Claude Code and
+    /// any MCP client that starts a command): incidents, evidence, schema
+    /// comparisons and decisions. Decisions go through the control API of a
+    /// running `mend up` (MEND_API_ADDR, MEND_API_TOKEN).
+    Mcp(mcp::Args),
     /// Run the drift demo against a running `mend up`: produce an orders
     /// stream whose schema drifts, approve the rename, and report.
     Demo(demo::Args),
@@ -168,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args, global).await?,
         Command::Plan(args) => return plan::run(args, &global).await,
         Command::Demo(args) => demo::run(args, &global).await?,
+        Command::Mcp(args) => mcp::run(args, global).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

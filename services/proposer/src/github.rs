@@ -80,7 +80,7 @@ impl Client<'_> {
         let bytes =
             base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|e| format!("GitHub file: {e}"))?;
         let current = String::from_utf8(bytes).map_err(|e| format!("GitHub file: {e}"))?;
-        match crate::dbt::apply_patch(&current, patch) {
+        match mend_planner::dbt::apply_patch(&current, patch) {
             Ok(patched) => {
                 let update = json!({
                     "message": format!("mend: dbt model update for proposal {}", proposal.proposal_id),
@@ -96,7 +96,7 @@ impl Client<'_> {
                 }
             }
             // Applied by an earlier delivery: the branch already has it.
-            Err(_) if crate::dbt::apply_patch_reverse(&current, patch).is_ok() => {}
+            Err(_) if mend_planner::dbt::apply_patch_reverse(&current, patch).is_ok() => {}
             Err(reason) => return Err(format!("{path} on {base}: {reason}")),
         }
         // 3. The pull request.

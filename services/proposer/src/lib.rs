@@ -21,11 +21,9 @@ use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_even
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError};
 
-pub mod dbt;
 pub mod github;
-pub mod plan;
 
-pub use plan::{DbtFile, Plan, Target, plan, plan_dataset};
+pub use mend_planner::{DbtFile, Plan, Target, plan, plan_dataset};
 
 const SERVICE: &str = "proposer";
 /// Namespace of proposal ids (UUIDv5 of the incident id).

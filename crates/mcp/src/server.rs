@@ -1,0 +1,354 @@
+//! The MCP server: mend's tools with their input and output schemas and
+//! annotations, for any MCP client (Claude Desktop, Claude Code, the MCP
+//! Inspector, an agent). Read tools are marked read-only; deciding needs the
+//! approver role when the API has tokens (hints are not trusted: the role is
+//! checked here).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mend_config::{Caller, Role};
+use mend_model::{IncidentStatus, Verdict};
+use mend_runtime::Context;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::read::{self, History, PlanReport, Samples, TableDescription};
+use crate::{Control, MAX_OUTPUT, ToolFailure};
+
+/// Whether callers are authenticated (HTTP with API tokens) or trusted
+/// (stdio, or HTTP on loopback without tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Every call carries an authenticated caller; roles are enforced.
+    Tokens,
+    /// No tokens are configured: loopback only, every tool allowed.
+    Open,
+}
+
+/// mend's MCP server.
+#[derive(Clone)]
+pub struct McpServer {
+    context: Arc<Context>,
+    control: Arc<dyn Control>,
+    auth: Auth,
+    tool_router: ToolRouter<Self>,
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServer").field("auth", &self.auth).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListIncidentsArgs {
+    /// Only incidents in this status.
+    pub status: Option<IncidentStatus>,
+    /// Only this dataset's incidents.
+    pub dataset: Option<String>,
+    /// At most this many, newest first (default 50).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Incidents {
+    /// As `mend incidents --json` prints them: id, dataset, status, writer
+    /// and contract schema ids, changes, evidence, proposal, steps,
+    /// decision, application, quarantined count, detected_at, healed_at.
+    pub incidents: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct IncidentArgs {
+    /// The incident's id (from `list_incidents`).
+    pub incident_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentDetail {
+    /// Changes with their evidence, the plan's steps and rules, the
+    /// decision and the application, with their times.
+    pub incident: Value,
+    /// From detection to the healed table, when it is healed.
+    pub time_to_heal_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DatasetArgs {
+    /// The dataset's name (a `[[dataset]]` of mend.toml).
+    pub dataset: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SampleArgs {
+    pub dataset: String,
+    /// How many records (default 50, at most 200).
+    pub limit: Option<i64>,
+    /// Only this partition of the source topic.
+    pub partition: Option<i32>,
+    /// Only records before this offset (to page back).
+    pub before_offset: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct HistoryArgs {
+    /// The dataset whose subject to read...
+    pub dataset: Option<String>,
+    /// ...or a registry subject by name.
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CompareArgs {
+    pub dataset: String,
+    /// The Avro schema (JSON text) about to be deployed.
+    pub schema: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DecideArgs {
+    /// The proposal (from `get_incident`).
+    pub proposal_id: String,
+    /// Why; recorded in the audit log.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionRecorded {
+    /// The decision event written to `mend.decisions`: its id, the
+    /// proposal, the outcome, who decided and the plan hash.
+    pub decision: Value,
+}
+
+/// The authenticated caller of an HTTP request, put there by the control
+/// API's authentication.
+fn caller(context: &RequestContext<RoleServer>) -> Option<Caller> {
+    context.extensions.get::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Caller>().cloned())
+}
+
+#[tool_router]
+impl McpServer {
+    /// A server over `context`, reading incidents and recording decisions
+    /// through `control`.
+    pub fn new(context: Arc<Context>, control: Arc<dyn Control>, auth: Auth) -> Self {
+        Self { context, control, auth, tool_router: Self::tool_router() }
+    }
+
+    /// Checks `caller` may use a tool needing `role`, logs the call and
+    /// bounds its output.
+    async fn run<T: Serialize>(
+        &self,
+        tool: &'static str,
+        caller: Option<Caller>,
+        role: Role,
+        call: impl Future<Output = Result<T, ToolFailure>>,
+    ) -> Result<Json<T>, ToolFailure> {
+        let started = Instant::now();
+        let who = caller.as_ref().map_or("-", |c| c.name.as_str()).to_owned();
+        if self.auth == Auth::Tokens {
+            match &caller {
+                Some(caller) if caller.role >= role => {}
+                Some(caller) => {
+                    tracing::warn!(tool, caller = %who, "MCP tool refused: role");
+                    return Err(format!(
+                        "{} is a {:?} and {tool} needs the {role:?} role; ask an approver",
+                        caller.name, caller.role
+                    )
+                    .to_lowercase());
+                }
+                None => return Err("authentication required: send Authorization: Bearer <token>".into()),
+            }
+        }
+        let result = call.await.and_then(|value| {
+            let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+            if size > MAX_OUTPUT {
+                Err(format!(
+                    "the answer is {} KiB, more than the {} KiB a tool returns: narrow the call (a smaller limit, one \
+                     partition, one dataset)",
+                    size >> 10,
+                    MAX_OUTPUT >> 10
+                ))
+            } else {
+                Ok(value)
+            }
+        });
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(_) => tracing::info!(tool, caller = %who, millis, "MCP tool call"),
+            Err(error) => tracing::info!(tool, caller = %who, millis, %error, "MCP tool call failed"),
+        }
+        result.map(Json)
+    }
+
+    #[tool(
+        name = "list_incidents",
+        description = "Incidents mend knows of (schema drift on a dataset), newest first, with their status, \
+                       changes, proposal and outcome. Filter by status or dataset.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_incidents(
+        &self,
+        Parameters(args): Parameters<ListIncidentsArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<Incidents>, String> {
+        self.run("list_incidents", caller(&context), Role::Viewer, async {
+            let mut incidents = self.control.incidents().await?;
+            incidents.retain(|i| {
+                args.status.is_none_or(|s| i["status"] == s.as_str())
+                    && args.dataset.as_deref().is_none_or(|d| i["dataset"] == d)
+            });
+            incidents.reverse();
+            incidents.truncate(usize::try_from(args.limit.unwrap_or(50)).unwrap_or(0));
+            Ok(Incidents { incidents })
+        })
+        .await
+    }
+
+    #[tool(
+        name = "get_incident",
+        description = "One incident in full: each change with its evidence, the plan's steps and rules, the \
+                       decision and who made it, the application (replayed, loaded, still quarantined) and the \
+                       time to heal.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_incident(
+        &self,
+        Parameters(args): Parameters<IncidentArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<IncidentDetail>, String> {
+        self.run("get_incident", caller(&context), Role::Viewer, async {
+            let incident = self.control.incident(&args.incident_id).await?;
+            let time_to_heal_seconds = match (incident["detected_at"].as_i64(), incident["healed_at"].as_i64()) {
+                (Some(detected), Some(healed)) => Some((healed - detected) as f64 / 1000.0),
+                _ => None,
+            };
+            Ok(IncidentDetail { incident, time_to_heal_seconds })
+        })
+        .await
+    }
+
+    #[tool(
+        name = "describe_table",
+        description = "A dataset's destination table: its columns (name, SQL type, nullable) from the database \
+                       catalog, its row count, and the contract (registry schema id and version, field to column \
+                       mapping) the table is known to match.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn describe_table(
+        &self,
+        Parameters(args): Parameters<DatasetArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<TableDescription>, String> {
+        self.run("describe_table", caller(&context), Role::Viewer, read::describe_table(&self.context, &args.dataset))
+            .await
+    }
+
+    #[tool(
+        name = "sample_records",
+        description = "The latest records of a dataset's source topic, decoded to JSON with their writer schema, \
+                       each with its partition and offset (default 50, at most 200; page back with before_offset).",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn sample_records(
+        &self,
+        Parameters(args): Parameters<SampleArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<Samples>, String> {
+        let call = read::sample_records(&self.context, &args.dataset, args.limit, args.partition, args.before_offset);
+        self.run("sample_records", caller(&context), Role::Viewer, call).await
+    }
+
+    #[tool(
+        name = "registry_history",
+        description = "Every version of a dataset's registry subject (or a subject by name) with its schema id and \
+                       the field-level changes from the version before.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn registry_history(
+        &self,
+        Parameters(args): Parameters<HistoryArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<History>, String> {
+        let call = read::registry_history(&self.context, args.dataset.as_deref(), args.subject.as_deref());
+        self.run("registry_history", caller(&context), Role::Viewer, call).await
+    }
+
+    #[tool(
+        name = "compare_schema",
+        description = "What mend would do if this Avro schema arrived on the dataset now, changing nothing: every \
+                       change classified with its evidence and the rule that decided it, the plan's steps and the \
+                       decision (auto, approve or block). The same as `mend plan --json`.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn compare_schema(
+        &self,
+        Parameters(args): Parameters<CompareArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<PlanReport>, String> {
+        let call = read::compare_schema(&self.context, &args.dataset, &args.schema);
+        self.run("compare_schema", caller(&context), Role::Viewer, call).await
+    }
+
+    #[tool(
+        name = "approve_proposal",
+        description = "Approve a proposal: its plan is applied (through the guardrails) and the incident's \
+                       quarantined records are replayed. Needs the approver role; recorded with who approved.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn approve_proposal(
+        &self,
+        Parameters(args): Parameters<DecideArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<DecisionRecorded>, String> {
+        self.decide("approve_proposal", caller(&context), args, Verdict::Approved).await
+    }
+
+    #[tool(
+        name = "reject_proposal",
+        description = "Reject a proposal: nothing is applied and its records stay quarantined. Needs the approver \
+                       role; recorded with who rejected and why.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn reject_proposal(
+        &self,
+        Parameters(args): Parameters<DecideArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<DecisionRecorded>, String> {
+        self.decide("reject_proposal", caller(&context), args, Verdict::Rejected).await
+    }
+}
+
+impl McpServer {
+    async fn decide(
+        &self,
+        tool: &'static str,
+        caller: Option<Caller>,
+        args: DecideArgs,
+        verdict: Verdict,
+    ) -> Result<Json<DecisionRecorded>, String> {
+        let who = caller.clone();
+        self.run(tool, caller, Role::Approver, async {
+            let decision = self.control.decide(who.as_ref(), &args.proposal_id, verdict, args.reason).await?;
+            Ok(DecisionRecorded { decision })
+        })
+        .await
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "mend heals streaming ingestion pipelines when an upstream Avro schema drifts. Start with \
+             list_incidents, read one with get_incident, look at the evidence (describe_table, sample_records, \
+             registry_history, compare_schema), then approve or reject its proposal.",
+        )
+    }
+}

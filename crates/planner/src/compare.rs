@@ -1,0 +1,141 @@
+//! What mend would do if a schema arrived now, changing nothing: the
+//! changes against the dataset's contract (or, without one, the subject's
+//! latest registered version), the plan and the decision. `mend plan` prints
+//! it; the MCP tool `compare_schema` returns the same JSON.
+
+use std::collections::BTreeMap;
+
+use apache_avro::Schema;
+use mend_avro::codec::{Codec, CodecError};
+use mend_avro::drift::classify;
+use mend_avro::schema::columns_for;
+use mend_config::Dataset;
+use mend_model::events::{FieldChange, PlanStep};
+use mend_model::{Policy, StepKind};
+use mend_store::{StoreError, Warehouse, quote};
+use serde_json::{Value, json};
+
+use crate::plan::{Plan, plan_dataset};
+
+/// Why a comparison could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error(transparent)]
+    Registry(#[from] CodecError),
+    #[error(transparent)]
+    Warehouse(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A schema compared with what the dataset's table holds now.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The schema compared against: the contract's, or None without one.
+    pub contract_schema_id: Option<u32>,
+    pub changes: Vec<FieldChange>,
+    pub plan: Plan,
+}
+
+/// The exit code of a decision (`mend plan`): 0 applied on its own, 2 needs
+/// approval, 3 blocked.
+pub fn exit_code(policy: Policy) -> u8 {
+    match policy {
+        Policy::Auto => 0,
+        Policy::Approve => 2,
+        Policy::Block => 3,
+    }
+}
+
+/// The schema the dataset's table matches now: its contract in the
+/// warehouse, else the subject's latest registered version. None when the
+/// dataset has neither (its table does not exist yet).
+async fn baseline(
+    dataset: &Dataset,
+    warehouse: &Warehouse,
+    codec: &Codec,
+) -> Result<Option<(u32, Schema, BTreeMap<String, String>)>, CompareError> {
+    if let Some(contract) = warehouse.contract(&dataset.name).await? {
+        let schema = codec.schema(contract.schema_id).await?;
+        return Ok(Some((contract.schema_id, schema.parsed.clone(), contract.mapping)));
+    }
+    let latest = match codec.subject_version(&dataset.subject(), None).await {
+        Ok(latest) => latest,
+        // A subject nothing was registered under: no table yet either.
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let schema = Schema::parse_str(&latest.schema).map_err(|e| {
+        CompareError::Invalid(format!("the latest version of {} does not parse: {e}", dataset.subject()))
+    })?;
+    let (_, mapping) = columns_for(&schema, warehouse.dialect(), dataset.nested).map_err(CompareError::Invalid)?;
+    Ok(Some((latest.id, schema, mapping)))
+}
+
+/// Compares `new` with what `dataset`'s table holds now.
+pub async fn compare(
+    dataset: &Dataset,
+    warehouse: &Warehouse,
+    codec: &Codec,
+    new: &Schema,
+) -> Result<Comparison, CompareError> {
+    Ok(match baseline(dataset, warehouse, codec).await? {
+        Some((id, old, mapping)) => {
+            let changes = classify(&old, new);
+            let plan = plan_dataset(dataset, warehouse, &mapping, &changes, new).await?;
+            Comparison { contract_schema_id: Some(id), changes, plan }
+        }
+        None => {
+            Comparison { contract_schema_id: None, changes: Vec::new(), plan: first_table(dataset, warehouse, new)? }
+        }
+    })
+}
+
+/// A dataset without a table yet: the first record creates it.
+fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> Result<Plan, CompareError> {
+    let (columns, _) = columns_for(schema, warehouse.dialect(), dataset.nested).map_err(CompareError::Invalid)?;
+    let list = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.sql_type)).collect::<Vec<_>>().join(", ");
+    let rule = "no contract yet: the first record creates the table from its schema => auto (default)".to_owned();
+    Ok(Plan {
+        steps: vec![PlanStep {
+            kind: StepKind::Ddl,
+            description: format!("create table {} from this schema", dataset.table),
+            sql: Some(format!("CREATE TABLE {} ({list})", quote(&dataset.table))),
+            field: None,
+            column: None,
+            patch: None,
+        }],
+        policy: Policy::Auto,
+        rules: vec![rule],
+        decisions: Vec::new(),
+    })
+}
+
+/// The comparison as JSON: `changes` (each with its decision and rule),
+/// `steps`, `rules`, `decision` and `exit_code`.
+pub fn report(dataset: &Dataset, comparison: &Comparison) -> Value {
+    let Comparison { contract_schema_id, changes, plan } = comparison;
+    let changes: Vec<Value> = changes
+        .iter()
+        .zip(&plan.decisions)
+        .map(|(change, (decision, rule))| {
+            let mut value = serde_json::to_value(change).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.retain(|_, v| !v.is_null());
+                object.insert("decision".into(), json!(decision.name()));
+                object.insert("rule".into(), json!(rule));
+            }
+            value
+        })
+        .collect();
+    json!({
+        "dataset": dataset.name,
+        "table": dataset.table,
+        "contract_schema_id": contract_schema_id,
+        "changes": changes,
+        "steps": plan.steps,
+        "rules": plan.rules,
+        "decision": plan.policy.name(),
+        "exit_code": exit_code(plan.policy),
+    })
+}

@@ -1,0 +1,271 @@
+"""mend's MCP server driven by the official Python `mcp` SDK (2.3), against a
+live `mend up` on PostgreSQL with a real incident: over streamable HTTP with
+bearer tokens (both protocol generations: 2026-07-28 without a handshake,
+2025-11-25 with initialize) and over stdio (`mend mcp`). The records a tool
+returns are the ones this test produced; a viewer cannot approve; an
+approver's approval through MCP heals the incident and is recorded with the
+caller's name and channel `mcp`.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import httpx2
+import psycopg2
+import pytest
+import requests
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+REGISTRY = os.environ.get("MEND_REGISTRY_URL", "http://127.0.0.1:18081")
+BROKERS = os.environ.get("MEND_KAFKA_BROKERS", "127.0.0.1:19092")
+POSTGRES = os.environ.get("MEND_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:15432/warehouse")
+MEND = os.environ.get("MEND_BIN", "mend")
+TIMEOUT = 90
+TOOLS = {
+    "list_incidents": True,
+    "get_incident": True,
+    "describe_table": True,
+    "sample_records": True,
+    "registry_history": True,
+    "compare_schema": True,
+    "approve_proposal": False,
+    "reject_proposal": False,
+}
+
+
+def schema(version):
+    email = {"name": "email", "type": "string"}
+    if version >= 2:
+        email = {"name": "customer_email", "type": "string", "aliases": ["email"]}
+    fields = [{"name": "id", "type": "long"}, email, {"name": "amount", "type": "double"}]
+    return json.dumps({"type": "record", "name": "Order", "namespace": "mcp.shop", "fields": fields})
+
+
+def wait_for(what, check):
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """`mend up` with API tokens, and an order stream whose `email` was
+    renamed with an alias: an incident waiting for approval."""
+    tmp = tmp_path_factory.mktemp("mcp")
+    name = f"mcp_{uuid.uuid4().hex[:12]}"
+    topic = f"{name}.orders"
+    (tmp / "mend.toml").write_text(f'[[dataset]]\nname = "{name}"\ntopic = "{topic}"\ntable = "{name}"\nkey = ["id"]\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        api = f"127.0.0.1:{s.getsockname()[1]}"
+    env = dict(
+        os.environ,
+        MEND_CONFIG=str(tmp / "mend.toml"),
+        MEND_WAREHOUSE_URL=POSTGRES,
+        MEND_API_ADDR=api,
+        MEND_GROUP_PREFIX=name,
+        MEND_API_TOKENS="vera:viewer:viewer-token,alice:approver:approver-token",
+    )
+    log = open(tmp / "up.log", "w")
+    up = subprocess.Popen([MEND, "up"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_for("mend up", lambda: _healthy(api))
+        requests.put(f"{REGISTRY}/config/{topic}-value", json={"compatibility": "NONE"}, timeout=10)
+        producer = Producer({"bootstrap.servers": BROKERS})
+        produced = {}
+        for version in (1, 2):
+            serializer = AvroSerializer(SchemaRegistryClient({"url": REGISTRY}), schema(version))
+            for n in range(20):
+                key = version * 100 + n
+                field = "customer_email" if version == 2 else "email"
+                record = {"id": key, field: f"c{key}@example.com", "amount": key + 0.25}
+                produced[key] = record
+                producer.produce(topic, key=str(key), value=serializer(record, SerializationContext(topic, MessageField.VALUE)))
+            producer.flush(30)
+            if version == 1:
+                wait_for("the baseline loaded", lambda: _count(name) >= 20)
+        incident = wait_for("the rename to wait for approval", lambda: _waiting(api, name))
+        yield {"api": api, "env": env, "name": name, "topic": topic, "incident": incident, "produced": produced}
+    finally:
+        up.terminate()
+        assert up.wait(60) == 0, (tmp / "up.log").read_text()[-3000:]
+
+
+def _healthy(api):
+    try:
+        return requests.get(f"http://{api}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _count(name):
+    with psycopg2.connect(POSTGRES) as db, db.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        if not cursor.fetchone()[0]:
+            return 0
+        cursor.execute(f'SELECT COUNT(*) FROM "{name}"')
+        return cursor.fetchone()[0]
+
+
+def _waiting(api, name):
+    incidents = requests.get(f"http://{api}/incidents", headers=_bearer("viewer-token"), timeout=5).json()
+    found = [i for i in incidents if i["dataset"] == name and i["status"] == "awaiting_approval"]
+    return found[0] if found else None
+
+
+def _bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def http_client(deployment, token, mode):
+    transport = streamable_http_client(
+        f"http://{deployment['api']}/mcp", http_client=httpx2.AsyncClient(headers=_bearer(token), timeout=30)
+    )
+    return Client(transport, mode=mode)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+def test_read_tools_over_http_in_both_protocol_generations(deployment, mode):
+    async def session():
+        async with http_client(deployment, "viewer-token", mode) as client:
+            expected = "2026-07-28" if mode != "legacy" else "2025-11-25"
+            assert client.protocol_version == expected
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert set(TOOLS) <= set(tools), sorted(tools)
+            for name, read_only in TOOLS.items():
+                tool = tools[name]
+                assert tool.input_schema["type"] == "object", name
+                assert tool.output_schema and tool.output_schema["type"] == "object", name
+                assert tool.annotations.read_only_hint is read_only, name
+            assert "incident_id" in tools["get_incident"].input_schema["properties"]
+
+            name, incident = deployment["name"], deployment["incident"]
+            got = await client.call_tool("get_incident", {"incident_id": incident["id"]})
+            assert not got.is_error, got
+            assert got.structured_content["incident"]["proposal_id"] == incident["proposal_id"]
+            assert [c["kind"] for c in got.structured_content["incident"]["changes"]] == ["field_renamed"]
+            assert json.loads(got.content[0].text) == got.structured_content
+
+            table = (await client.call_tool("describe_table", {"dataset": name})).structured_content
+            assert table["table"] == name and table["dialect"] == "postgres"
+            assert [c["name"] for c in table["columns"]] == ["id", "email", "amount"]
+            assert table["row_count"] == 20
+            assert table["contract"]["version"] == 1 and table["contract"]["mapping"]["email"] == "email"
+
+            sample = (await client.call_tool("sample_records", {"dataset": name, "limit": 25})).structured_content
+            assert [r["offset"] for r in sample["records"]] == list(range(15, 40))
+            for record in sample["records"]:
+                key = record["value"]["id"]
+                assert record["value"] == deployment["produced"][key], record
+
+            history = (await client.call_tool("registry_history", {"dataset": name})).structured_content
+            assert [v["version"] for v in history["versions"]] == [1, 2]
+            assert [c["kind"] for c in history["versions"][1]["changes"]] == ["field_renamed"]
+
+            compared = await client.call_tool("compare_schema", {"dataset": name, "schema": schema(2)})
+            planned = subprocess.run(
+                [MEND, "plan", "--dataset", name, "--schema", "/dev/stdin", "--json"],
+                input=schema(2),
+                env=deployment["env"],
+                capture_output=True,
+                text=True,
+            )
+            assert planned.returncode == 2, planned.stderr
+            assert compared.structured_content == json.loads(planned.stdout)
+
+            missing = await client.call_tool("describe_table", {"dataset": "nope"})
+            assert missing.is_error and "no dataset" in missing.content[0].text
+
+            refused = await client.call_tool("approve_proposal", {"proposal_id": incident["proposal_id"]})
+            assert refused.is_error and "approver" in refused.content[0].text, refused
+
+    run(session())
+    assert _waiting(deployment["api"], deployment["name"]), "a viewer's approval decided nothing"
+
+
+def test_a_call_without_a_known_token_gets_401(deployment):
+    response = requests.post(
+        f"http://{deployment['api']}/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"},
+        timeout=5,
+    )
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_stdio_reads_locally_and_decides_through_the_api(deployment):
+    env = dict(deployment["env"], MEND_API_TOKEN="approver-token")
+    env.pop("MEND_API_TOKENS")
+    params = StdioServerParameters(command=MEND, args=["mcp"], env=env)
+
+    async def session():
+        async with Client(params) as client:
+            tools = {tool.name for tool in (await client.list_tools()).tools}
+            assert set(TOOLS) <= tools
+            table = await client.call_tool("describe_table", {"dataset": deployment["name"]})
+            assert table.structured_content["contract"]["schema_id"] > 0
+            listed = await client.call_tool("list_incidents", {"dataset": deployment["name"]})
+            assert [i["id"] for i in listed.structured_content["incidents"]] == [deployment["incident"]["id"]]
+            approved = await client.call_tool(
+                "approve_proposal", {"proposal_id": deployment["incident"]["proposal_id"], "reason": "alias proves it"}
+            )
+            assert not approved.is_error, approved
+            decision = approved.structured_content["decision"]
+            assert decision["by"] == "alice" and decision["channel"] == "mcp", decision
+
+    run(session())
+    api, name = deployment["api"], deployment["name"]
+    healed = wait_for(
+        "the incident healed",
+        lambda: [
+            i
+            for i in requests.get(f"http://{api}/incidents", headers=_bearer("viewer-token"), timeout=5).json()
+            if i["dataset"] == name and i["status"] == "healed"
+        ],
+    )
+    assert healed[0]["decision"]["by"] == "alice" and healed[0]["decision"]["channel"] == "mcp"
+    assert _count(name) == 40
+
+
+INSPECTOR = os.environ.get("MEND_MCP_INSPECTOR", ".mend/node/node_modules/.bin/mcp-inspector")
+
+
+def test_the_mcp_inspector_lists_and_calls_tools(deployment):
+    """The MCP Inspector CLI (0.15.0, the newest that runs on Node 20)
+    starting `mend mcp` itself."""
+    env_args = []
+    for key in ("MEND_CONFIG", "MEND_WAREHOUSE_URL", "MEND_KAFKA_BROKERS", "MEND_REGISTRY_URL", "MEND_API_ADDR"):
+        if key in deployment["env"]:
+            env_args += ["-e", f"{key}={deployment['env'][key]}"]
+    base = [INSPECTOR, "--cli", MEND, *env_args, "mcp"]
+    listed = subprocess.run([*base, "--method", "tools/list"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert set(TOOLS) <= {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
+    called = subprocess.run(
+        [*base, "--method", "tools/call", "--tool-name", "describe_table", "--tool-arg", f"dataset={deployment['name']}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert called.returncode == 0, called.stderr
+    answer = json.loads(called.stdout)
+    assert not answer["isError"] and answer["structuredContent"]["table"] == deployment["name"], answer
