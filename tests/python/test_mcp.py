@@ -33,6 +33,7 @@ POSTGRES = os.environ.get("MEND_TEST_POSTGRES_URL", "postgres://postgres@127.0.0
 MEND = os.environ.get("MEND_BIN", "mend")
 TIMEOUT = 90
 TOOLS = {
+    "propose_plan": False,
     "list_incidents": True,
     "get_incident": True,
     "describe_table": True,
@@ -210,6 +211,57 @@ def test_a_call_without_a_known_token_gets_401(deployment):
         timeout=5,
     )
     assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_drafted_plans_pass_the_guardrails_or_are_refused_with_their_reasons(deployment):
+    name, incident = deployment["name"], deployment["incident"]
+    table = f'"{name}"'
+    drafts = {
+        "drop": f"DROP TABLE {table}",
+        "two statements": f"ALTER TABLE {table} ADD COLUMN a TEXT; ALTER TABLE {table} ADD COLUMN b TEXT",
+        "another table": "ALTER TABLE mend_offsets ADD COLUMN a TEXT",
+        "narrowing": f"ALTER TABLE {table} ALTER COLUMN amount TYPE INTEGER",
+        "invalid": f"ALTER TABLE {table} ADD COLUMN",
+    }
+
+    async def session():
+        async with http_client(deployment, "approver-token", "2026-07-28") as client:
+            before = (await client.call_tool("describe_table", {"dataset": name})).structured_content["columns"]
+            for what, sql in drafts.items():
+                steps = [{"kind": "ddl", "description": what, "sql": sql}, {"kind": "replay", "description": "replay"}]
+                answer = await client.call_tool(
+                    "propose_plan", {"incident_id": incident["id"], "steps": steps, "rationale": f"test: {what}"}
+                )
+                assert not answer.is_error, answer
+                assert answer.structured_content["accepted"] is False, (what, answer.structured_content)
+                assert answer.structured_content["refused"], what
+            after = (await client.call_tool("describe_table", {"dataset": name})).structured_content["columns"]
+            assert after == before, "a refused draft changed the table"
+
+            steps = [
+                {"kind": "ddl", "description": "a column for notes", "sql": f"ALTER TABLE {table} ADD COLUMN note TEXT"},
+                {"kind": "mapping", "description": "the renamed field", "field": "customer_email", "column": "email"},
+                {"kind": "replay", "description": "replay the quarantined records"},
+            ]
+            answer = await client.call_tool(
+                "propose_plan", {"incident_id": incident["id"], "steps": steps, "rationale": "keep email, add notes"}
+            )
+            assert answer.structured_content["accepted"] is True, answer.structured_content
+            draft = answer.structured_content["proposal_id"]
+            assert draft != incident["proposal_id"]
+
+            got = (await client.call_tool("get_incident", {"incident_id": incident["id"]})).structured_content
+            recorded = got["incident"]["drafts"]
+            assert [d["accepted"] for d in recorded] == [False] * len(drafts) + [True], recorded
+            assert all(d["rules"][0].startswith("drafted by alice") for d in recorded), recorded
+            assert got["incident"]["status"] == "awaiting_approval" and got["incident"]["proposal_id"] == draft
+            assert got["incident"]["decision"] is None, "a drafted plan is never applied on its own"
+            assert (await client.call_tool("describe_table", {"dataset": name})).structured_content["columns"] == before
+
+            invalid = await client.call_tool("propose_plan", {"incident_id": incident["id"], "steps": "nope"})
+            assert invalid.is_error
+
+    run(session())
 
 
 def test_stdio_reads_locally_and_decides_through_the_api(deployment):

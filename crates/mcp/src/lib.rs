@@ -17,6 +17,7 @@ pub mod server;
 use futures::future::BoxFuture;
 use mend_config::Caller;
 use mend_model::Verdict;
+use mend_model::events::PlanStep;
 use serde_json::Value;
 
 /// Why a tool could not answer: a sentence saying what to do about it
@@ -37,6 +38,16 @@ pub trait Control: Send + Sync + 'static {
         proposal_id: &'a str,
         verdict: Verdict,
         reason: Option<String>,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>>;
+    /// Hands over a drafted plan for an incident: checked against the
+    /// guardrails, recorded accepted (waiting for approval) or refused
+    /// (with every reason). Answers `accepted`, `proposal_id`, `refused`.
+    fn propose<'a>(
+        &'a self,
+        caller: Option<&'a Caller>,
+        incident_id: &'a str,
+        steps: Vec<PlanStep>,
+        rationale: String,
     ) -> BoxFuture<'a, Result<Value, ToolFailure>>;
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mend_config::{Caller, Role};
+use mend_model::events::PlanStep;
 use mend_model::{IncidentStatus, Verdict};
 use mend_runtime::Context;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -110,6 +111,28 @@ pub struct CompareArgs {
     pub dataset: String,
     /// The Avro schema (JSON text) about to be deployed.
     pub schema: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProposeArgs {
+    /// The incident the plan fixes.
+    pub incident_id: String,
+    /// The plan, in order: mend's plan steps.
+    pub steps: Vec<PlanStep>,
+    /// Why this plan fixes the incident; recorded with it for the person
+    /// who approves.
+    pub rationale: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DraftResult {
+    /// True: the plan passed the guardrails and waits for a person's
+    /// approval as `proposal_id` (it is never applied on its own).
+    pub accepted: bool,
+    pub proposal_id: String,
+    pub incident_id: String,
+    /// Every reason the plan was refused (empty when accepted).
+    pub refused: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -294,6 +317,35 @@ impl McpServer {
     ) -> Result<Json<PlanReport>, String> {
         let call = read::compare_schema(&self.context, &args.dataset, &args.schema);
         self.run("compare_schema", caller(&context), Role::Viewer, call).await
+    }
+
+    #[tool(
+        name = "propose_plan",
+        description = "Hand mend a drafted fix for an incident: ordered steps (ddl with sql on the dataset's own \
+                       table, mapping of a field onto a column, dbt_patch, replay) and the rationale. It passes the \
+                       same guardrails as any plan (each statement parsed; only adding a column, widening a type, \
+                       dropping NOT NULL or renaming a column of that table; a dry run rolled back) and is never \
+                       applied on its own: an accepted draft waits for a person's approval. Refused drafts come \
+                       back with every reason. Both are recorded in the audit log. Needs the approver role.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn propose_plan(
+        &self,
+        Parameters(args): Parameters<ProposeArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<DraftResult>, String> {
+        let who = caller(&context);
+        let by = who.clone();
+        self.run("propose_plan", who, Role::Approver, async {
+            let outcome = self.control.propose(by.as_ref(), &args.incident_id, args.steps, args.rationale).await?;
+            serde_json::from_value(outcome).map_err(|e| format!("unexpected answer from the control API: {e}"))
+        })
+        .await
     }
 
     #[tool(

@@ -162,13 +162,20 @@ pub struct Diagnosis {
 }
 
 /// One step of a remediation plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanStep {
+    /// ddl (a statement on the dataset's table), mapping (a contract field
+    /// onto a column), dbt_patch (the model's properties file) or replay.
     pub kind: StepKind,
+    /// What the step does, for the person who approves it.
     pub description: String,
+    /// The statement of a ddl step, in the warehouse's dialect.
     pub sql: Option<String>,
+    /// The contract field (dotted path) of a mapping step.
     pub field: Option<String>,
+    /// The column of a mapping step.
     pub column: Option<String>,
+    /// The unified diff of a dbt_patch step.
     pub patch: Option<String>,
 }
 
@@ -185,7 +192,23 @@ pub struct Proposal {
     pub rules: Vec<String>,
 }
 
+/// Namespace of the rules' proposal ids (UUIDv5 of the incident id).
+const PROPOSAL_NAMESPACE: Uuid = Uuid::from_u128(0x6d65_6e64_7072_6f70_6f73_616c_0000_0001);
+
 impl Proposal {
+    /// The id of the proposal mend's rules make for `incident`: one per
+    /// incident, derived, so a re-delivered diagnosis names the same one.
+    /// Drafts handed over by a person or a model get ids of their own.
+    pub fn rules_id(incident: &IncidentId) -> String {
+        Uuid::new_v5(&PROPOSAL_NAMESPACE, incident.0.as_bytes()).to_string()
+    }
+
+    /// Whether this is a draft handed over through `propose_plan`, not the
+    /// plan mend's rules made.
+    pub fn is_draft(&self) -> bool {
+        self.proposal_id != Self::rules_id(&self.envelope.incident_id)
+    }
+
     /// SHA-256 (hex) of the plan steps: what an approval names, so a plan
     /// changed after approval is recognisable.
     pub fn hash_steps(steps: &[PlanStep]) -> String {

@@ -28,7 +28,10 @@ pub struct ApiSettings {
 pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     if method == axum::http::Method::GET {
         Role::Viewer
-    } else if path.starts_with("/proposals/") && (path.ends_with("/approve") || path.ends_with("/reject")) {
+    } else if (path.starts_with("/proposals/") && (path.ends_with("/approve") || path.ends_with("/reject")))
+        || (path.starts_with("/incidents/") && path.ends_with("/proposals"))
+    {
+        // Deciding, and handing over a drafted plan.
         Role::Approver
     } else if path == "/mcp" {
         // Each MCP tool checks the caller's role itself (read tools are

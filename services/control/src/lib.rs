@@ -30,6 +30,7 @@ use serde_json::json;
 
 pub mod auth;
 pub mod decisions;
+pub mod drafts;
 pub mod escalation;
 pub mod incidents;
 pub mod integrations;
@@ -38,6 +39,7 @@ pub mod read_model;
 
 pub use auth::{ApiSettings, Caller};
 pub use decisions::{DecisionRequest, record_decision};
+pub use drafts::{DraftOutcome, DraftRequest, record_draft};
 pub use escalation::escalate;
 pub use read_model::{ApplicationView, DecisionView, Incident, Projector, ReadModel};
 
@@ -93,6 +95,7 @@ pub fn router(
         .route("/health", get(incidents::health_check))
         .route("/incidents", get(incidents::list_incidents))
         .route("/incidents/{id}", get(incidents::show_incident))
+        .route("/incidents/{id}/proposals", post(drafts::propose))
         .route("/proposals/{id}", get(incidents::show_proposal))
         .route("/proposals/{id}/approve", post(decisions::approve))
         .route("/proposals/{id}/reject", post(decisions::reject))

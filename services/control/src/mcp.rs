@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use mend_config::Caller;
 use mend_mcp::server::{Auth, McpServer};
 use mend_mcp::{Control, ToolFailure};
+use mend_model::events::PlanStep;
 use mend_model::{Channel, Verdict};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::Api;
 use crate::decisions::record_decision;
+use crate::drafts::record_draft;
 use crate::incidents::with_quarantine_counts;
 
 /// Incidents and decisions of this process, for the MCP tools.
@@ -48,9 +50,7 @@ impl Control for Local {
         reason: Option<String>,
     ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
         Box::pin(async move {
-            // Without tokens (loopback only) nobody is authenticated: the
-            // decision is recorded as made through MCP.
-            let by = caller.map_or_else(|| "mcp".to_owned(), |c| c.name.clone());
+            let by = Self::by(caller);
             match record_decision(&self.api, proposal_id, verdict, by, Channel::Mcp, reason).await {
                 Ok(decision) => Ok(json!({
                     "decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id,
@@ -60,6 +60,29 @@ impl Control for Local {
                 Err((_, message)) => Err(message),
             }
         })
+    }
+
+    fn propose<'a>(
+        &'a self,
+        caller: Option<&'a Caller>,
+        incident_id: &'a str,
+        steps: Vec<PlanStep>,
+        rationale: String,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(async move {
+            match record_draft(&self.api, incident_id, Self::by(caller), steps, rationale).await {
+                Ok(outcome) => Ok(serde_json::to_value(outcome).unwrap_or_default()),
+                Err((_, message)) => Err(message),
+            }
+        })
+    }
+}
+
+impl Local {
+    fn by(caller: Option<&Caller>) -> String {
+        // Without tokens (loopback only) nobody is authenticated: recorded
+        // as made through MCP.
+        caller.map_or_else(|| "mcp".to_owned(), |c| c.name.clone())
     }
 }
 

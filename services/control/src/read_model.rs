@@ -34,6 +34,20 @@ pub struct Incident {
     /// When the proposal was made (ms), and how often it was escalated.
     pub proposed_at: Option<i64>,
     pub escalations: u32,
+    /// Plans drafted by people or models (`propose_plan`), accepted or
+    /// refused, in order.
+    pub drafts: Vec<DraftView>,
+}
+
+/// A drafted plan as the incident lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DraftView {
+    pub proposal_id: String,
+    /// Passed the guardrails and waits for approval (or was decided).
+    pub accepted: bool,
+    /// Who drafted it and why, then every reason it was refused.
+    pub rules: Vec<String>,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,8 +104,22 @@ impl ReadModel {
         incident.evidence = event.evidence;
     }
 
-    fn proposal(&mut self, event: Proposal) {
+    pub(crate) fn proposal(&mut self, event: Proposal) {
         let incident = self.incident(&event.envelope);
+        if event.is_draft() && !incident.drafts.iter().any(|d| d.proposal_id == event.proposal_id) {
+            incident.drafts.push(DraftView {
+                proposal_id: event.proposal_id.clone(),
+                accepted: event.policy != Policy::Block,
+                rules: event.rules.clone(),
+                at: event.envelope.time,
+            });
+        }
+        // A refused draft, or a draft after the incident was decided,
+        // changes nothing else: the incident keeps its proposal.
+        if event.is_draft() && (event.policy == Policy::Block || incident.decision.is_some()) {
+            self.proposals.insert(event.proposal_id.clone(), event);
+            return;
+        }
         incident.proposal_id = Some(event.proposal_id.clone());
         incident.policy = Some(event.policy);
         incident.rules.clone_from(&event.rules);

@@ -54,6 +54,20 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Hands over a drafted plan for `incident` (see the control API's drafts).
+    pub async fn propose(
+        &self,
+        incident: &str,
+        steps: &[mend_model::events::PlanStep],
+        rationale: &str,
+        by: &str,
+    ) -> anyhow::Result<Value> {
+        let body = json!({"steps": steps, "rationale": rationale, "by": by});
+        self.call(self.http.post(format!("{}/incidents/{incident}/proposals", self.base)).json(&body)).await
+    }
+}
+
 /// One change as a line: `kind field (details)`.
 pub fn describe_change(change: &mend_model::events::FieldChange) -> String {
     describe_changes(&Value::Array(vec![serde_json::to_value(change).unwrap_or_default()]))

@@ -12,6 +12,7 @@ use mend_config::Caller;
 use mend_mcp::server::{Auth, McpServer};
 use mend_mcp::{Control, ToolFailure};
 use mend_model::Verdict;
+use mend_model::events::PlanStep;
 use mend_runtime::Context;
 use rmcp::ServiceExt as _;
 use serde_json::Value;
@@ -56,6 +57,18 @@ impl Control for Remote {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn propose<'a>(
+        &'a self,
+        _caller: Option<&'a Caller>,
+        incident_id: &'a str,
+        steps: Vec<PlanStep>,
+        rationale: String,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(
+            async move { self.api.propose(incident_id, &steps, &rationale, "mcp").await.map_err(|e| e.to_string()) },
+        )
     }
 }
 

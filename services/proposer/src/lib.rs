@@ -26,8 +26,6 @@ pub mod github;
 pub use mend_planner::{DbtFile, Plan, Target, plan, plan_dataset};
 
 const SERVICE: &str = "proposer";
-/// Namespace of proposal ids (UUIDv5 of the incident id).
-const PROPOSAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_7072_6f70_6f73_616c_0000_0001);
 
 pub struct Proposer {
     context: Arc<Context>,
@@ -112,8 +110,7 @@ impl Proposer {
         // One proposal per incident: a diagnosis re-delivered after a crash
         // (even when the table has changed since, so the plan differs) names
         // the same proposal, which the applier applies at most once.
-        let proposal_id =
-            uuid::Uuid::new_v5(&PROPOSAL_NAMESPACE, diagnosis.envelope.incident_id.0.as_bytes()).to_string();
+        let proposal_id = Proposal::rules_id(&diagnosis.envelope.incident_id);
         let mut proposal = Proposal {
             envelope: Envelope::answering(SERVICE, &diagnosis.envelope),
             proposal_id,

@@ -1,0 +1,172 @@
+//! Drafted plans: a fix a person or a model hands over (MCP `propose_plan`,
+//! `POST /incidents/{id}/proposals`). A draft passes the same guardrails as
+//! any plan before it is offered (each statement parsed, only the allowed
+//! kinds on the dataset's own table, widening only, then a dry run in a
+//! transaction that is rolled back) and is **never applied automatically**,
+//! whatever the dataset's policy says: an accepted draft waits for a
+//! person's approval. Accepted and refused drafts are both recorded on
+//! `mend.proposals`, with who proposed them and every reason a refused one
+//! was refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal};
+use mend_model::{Classify as _, Policy, StepKind};
+use mend_store::guard;
+use rdkafka::producer::FutureRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::{Api, error};
+
+/// Body of `POST /incidents/{id}/proposals`.
+#[derive(Debug, Deserialize)]
+pub struct DraftRequest {
+    pub steps: Vec<PlanStep>,
+    /// Why this plan fixes the incident: recorded with it.
+    pub rationale: String,
+    /// Who drafts it, without authentication (with it, the token's name).
+    pub by: Option<String>,
+}
+
+/// What became of a draft.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DraftOutcome {
+    /// Accepted: it waits for a person's approval as `proposal_id`.
+    pub accepted: bool,
+    pub proposal_id: String,
+    pub incident_id: String,
+    /// Every reason it was refused (empty when accepted).
+    pub refused: Vec<String>,
+}
+
+pub(crate) async fn propose(
+    State(api): State<Arc<Api>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(incident): Path<String>,
+    Json(request): Json<DraftRequest>,
+) -> Response {
+    let by = match caller {
+        Some(caller) => Some(caller.0.name),
+        None => request.by.filter(|b| !b.trim().is_empty()),
+    };
+    let Some(by) = by else {
+        return error(StatusCode::BAD_REQUEST, "say who drafts the plan: {\"by\": \"name\"}");
+    };
+    match record_draft(&api, &incident, by, request.steps, request.rationale).await {
+        Ok(outcome) => (StatusCode::ACCEPTED, Json(outcome)).into_response(),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Why `steps` cannot be offered on `table` as things stand, if they cannot.
+async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[PlanStep]) -> Result<Vec<String>, String> {
+    let Some(dataset) = api.context.dataset(dataset) else {
+        return Err(format!("incident {incident} is about dataset {dataset}, which is not configured here"));
+    };
+    let mut refused = Vec::new();
+    if steps.is_empty() {
+        refused.push("the plan has no steps".to_owned());
+    }
+    let warehouse = api.context.applier_warehouse(dataset).await.map_err(|e| format!("the warehouse: {e}"))?;
+    let columns = warehouse.columns(&dataset.table).await.map_err(|e| format!("the warehouse: {e}"))?;
+    let mut statements = Vec::new();
+    for (number, step) in steps.iter().enumerate() {
+        let at = format!("step {}", number + 1);
+        match step.kind {
+            StepKind::Ddl => match step.sql.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                None => refused.push(format!("{at}: a ddl step needs `sql`")),
+                Some(sql) => match guard::check(sql, warehouse.dialect(), &dataset.table, &columns) {
+                    Ok(()) => statements.push(sql.to_owned()),
+                    Err(refusal) => refused.push(format!("{at}: {refusal}")),
+                },
+            },
+            StepKind::Mapping if step.field.is_some() != step.column.is_some() => {
+                refused.push(format!("{at}: a mapping step names both `field` and `column`, or neither"));
+            }
+            StepKind::Mapping | StepKind::DbtPatch | StepKind::Replay => {}
+        }
+    }
+    if refused.is_empty() && !statements.is_empty() {
+        match warehouse.dry_run(&statements).await {
+            Ok(()) => {}
+            Err(error) if !error.is_retryable() => refused.push(format!("dry run (rolled back): {error}")),
+            Err(error) => return Err(format!("the warehouse: {error}")),
+        }
+    }
+    Ok(refused)
+}
+
+/// Checks a draft against the guardrails and records it on
+/// `mend.proposals`, accepted (waiting for approval) or refused (with every
+/// reason). Err only when nothing could be recorded.
+pub async fn record_draft(
+    api: &Api,
+    incident_id: &str,
+    by: String,
+    steps: Vec<PlanStep>,
+    rationale: String,
+) -> Result<DraftOutcome, (StatusCode, String)> {
+    let (dataset, writer, cause) = {
+        let model = api.model();
+        let Some(incident) = model.incidents.get(incident_id).filter(|i| i.writer_schema_id.is_some()) else {
+            return Err((StatusCode::NOT_FOUND, format!("no incident {incident_id}; list_incidents shows their ids")));
+        };
+        let cause = incident.proposal_id.as_ref().and_then(|p| model.proposals.get(p)).map(|p| p.envelope.clone());
+        (incident.dataset.clone(), incident.writer_schema_id, cause)
+    };
+    let incident = IncidentId(incident_id.to_owned());
+    let refused = refusals(api, &incident, &dataset, &steps)
+        .await
+        .map_err(|reason| (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}; try again once it answers")))?;
+    let envelope = match &cause {
+        Some(cause) => Envelope::answering(crate::SERVICE, cause),
+        None => Envelope::new(crate::SERVICE, &dataset, incident.clone()),
+    };
+    let mut rules = vec![format!("drafted by {by}: {rationale}")];
+    rules.extend(refused.iter().map(|reason| format!("refused: {reason}")));
+    rules.push(if refused.is_empty() {
+        "a drafted plan is never applied on its own => approve".to_owned()
+    } else {
+        "the draft does not pass the guardrails => block".to_owned()
+    });
+    let mut proposal = Proposal {
+        envelope,
+        proposal_id: uuid::Uuid::now_v7().to_string(),
+        writer_schema_id: writer,
+        changes: Vec::new(),
+        plan_hash: Proposal::hash_steps(&steps),
+        steps,
+        policy: if refused.is_empty() { Policy::Approve } else { Policy::Block },
+        rules,
+    };
+    proposal.seal();
+    let payload = api
+        .context
+        .codec
+        .encode_event(&proposal)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the proposal: {e}")))?;
+    let record = FutureRecord::to(Proposal::TOPIC).key(&dataset).payload(&payload);
+    api.context
+        .producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| (StatusCode::SERVICE_UNAVAILABLE, format!("the draft was not recorded: {e}")))?;
+    tracing::info!(incident = %incident, proposal = %proposal.proposal_id, %by, refused = refused.len(), "plan drafted");
+    let outcome = DraftOutcome {
+        accepted: refused.is_empty(),
+        proposal_id: proposal.proposal_id.clone(),
+        incident_id: incident_id.to_owned(),
+        refused,
+    };
+    // Known at once (the projector sees it again, idempotently), so an
+    // approval right after this answer finds it.
+    api.model().proposal(proposal);
+    Ok(outcome)
+}
