@@ -39,6 +39,7 @@ TOOLS = {
     "describe_table": True,
     "sample_records": True,
     "registry_history": True,
+    "quarantined_records": True,
     "compare_schema": True,
     "approve_proposal": False,
     "reject_proposal": False,
@@ -177,6 +178,14 @@ def test_read_tools_over_http_in_both_protocol_generations(deployment, mode):
             for record in sample["records"]:
                 key = record["value"]["id"]
                 assert record["value"] == deployment["produced"][key], record
+
+            quarantined = await client.call_tool("quarantined_records", {"incident_id": incident["id"], "limit": 5})
+            records = quarantined.structured_content["records"]
+            assert [r["offset"] for r in records] == list(range(20, 25)), records
+            for record in records:
+                assert record["reason_kind"] == "schema_mismatch", record
+                assert record["value"] == deployment["produced"][record["value"]["id"]], record
+            assert quarantined.structured_content["counts"] == {str(incident["writer_schema_id"]): 20}
 
             history = (await client.call_tool("registry_history", {"dataset": name})).structured_content
             assert [v["version"] for v in history["versions"]] == [1, 2]

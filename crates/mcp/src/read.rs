@@ -10,6 +10,7 @@ use apache_avro::Schema;
 use mend_avro::codec::{CodecError, schema_id};
 use mend_avro::drift::classify;
 use mend_config::Dataset;
+use mend_model::QuarantineKind;
 use mend_runtime::{Context, kafka};
 use rdkafka::message::Message;
 use schemars::JsonSchema;
@@ -293,4 +294,94 @@ pub async fn compare_schema(context: &Context, name: &str, schema: &str) -> Resu
         .await
         .map_err(|e| format!("cannot compare: {e}"))?;
     serde_json::from_value(mend_planner::compare::report(dataset, &comparison)).map_err(|e| e.to_string())
+}
+
+/// A quarantined record, decoded where possible, with why it cannot load.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct QuarantinedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub writer_schema_id: Option<i64>,
+    /// The value as JSON; None when it could not be decoded.
+    pub value: Option<Value>,
+    /// Why it cannot load under the contract in force (None: it would load
+    /// now, and the next replay loads it).
+    pub reason_kind: Option<QuarantineKind>,
+    pub reason: String,
+}
+
+/// `quarantined_records`: what the loader could not load.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Quarantine {
+    pub dataset: String,
+    /// Per writer schema, how many records of this dataset are quarantined.
+    pub counts: BTreeMap<String, i64>,
+    /// The first records, in source order (at most `limit`).
+    pub records: Vec<QuarantinedRecord>,
+}
+
+/// The quarantined records of `name` (of writer schema `writer` only, when
+/// given), at most `limit`, each judged again under the contract in force.
+pub async fn quarantined_records(
+    context: &Context,
+    name: &str,
+    writer: Option<u32>,
+    limit: Option<i64>,
+) -> Result<Quarantine, ToolFailure> {
+    let dataset = dataset(context, name)?;
+    let limit = match limit.unwrap_or(SAMPLE_DEFAULT as i64) {
+        limit @ 1..=200 => limit,
+        _ => return Err(format!("limit must be between 1 and {SAMPLE_MAX}")),
+    };
+    let warehouse = context.warehouse(dataset).await.map_err(|e| unreachable("the warehouse", e))?;
+    let counts = warehouse.quarantine_counts(&dataset.name).await.map_err(|e| unreachable("the warehouse", e))?;
+    let mut writers: Vec<u32> = counts.keys().copied().filter(|w| writer.is_none_or(|only| *w == only)).collect();
+    writers.sort_unstable();
+    let loader = match warehouse.contract(&dataset.name).await.map_err(|e| unreachable("the warehouse", e))? {
+        Some(contract) => Some(
+            context
+                .loaders
+                .get(&context.codec, contract, dataset.nested)
+                .await
+                .map_err(|e| unreachable("the schema registry", e))?,
+        ),
+        None => None,
+    };
+    let mut records = Vec::new();
+    for writer in writers {
+        let left = limit - i64::try_from(records.len()).unwrap_or(limit);
+        if left <= 0 {
+            break;
+        }
+        let kept = warehouse
+            .quarantined_sample(&dataset.name, writer, left)
+            .await
+            .map_err(|e| unreachable("the warehouse", e))?;
+        for (partition, offset, payload) in kept {
+            let decoded = decode(context, partition, offset, payload.as_deref()).await?;
+            let verdict = match (&loader, payload.as_deref()) {
+                (Some(loader), Some(bytes)) => {
+                    loader.row(&context.codec, bytes).await.map_err(|e| unreachable("the schema registry", e))?
+                }
+                _ => Err(mend_avro::Rejection::new(QuarantineKind::SchemaMismatch, "no contract or no bytes kept")),
+            };
+            let (reason_kind, reason) = match verdict {
+                Ok(_) => (None, "loads under the contract in force: the next replay loads it".to_owned()),
+                Err(rejection) => (Some(rejection.kind), rejection.reason),
+            };
+            records.push(QuarantinedRecord {
+                partition,
+                offset,
+                writer_schema_id: decoded.writer_schema_id,
+                value: decoded.value,
+                reason_kind,
+                reason,
+            });
+        }
+    }
+    Ok(Quarantine {
+        dataset: dataset.name.clone(),
+        counts: counts.into_iter().map(|(writer, count)| (writer.to_string(), count)).collect(),
+        records,
+    })
 }

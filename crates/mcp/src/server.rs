@@ -20,7 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::read::{self, History, PlanReport, Samples, TableDescription};
+use crate::read::{self, History, PlanReport, Quarantine, Samples, TableDescription};
 use crate::{Control, MAX_OUTPUT, ToolFailure};
 
 /// Whether callers are authenticated (HTTP with API tokens) or trusted
@@ -96,6 +96,16 @@ pub struct SampleArgs {
     pub partition: Option<i32>,
     /// Only records before this offset (to page back).
     pub before_offset: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct QuarantineArgs {
+    /// The incident whose records to show...
+    pub incident_id: Option<String>,
+    /// ...or every quarantined record of a dataset.
+    pub dataset: Option<String>,
+    /// How many records (default 50, at most 200).
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -286,6 +296,34 @@ impl McpServer {
     ) -> Result<Json<Samples>, String> {
         let call = read::sample_records(&self.context, &args.dataset, args.limit, args.partition, args.before_offset);
         self.run("sample_records", caller(&context), Role::Viewer, call).await
+    }
+
+    #[tool(
+        name = "quarantined_records",
+        description = "Records the loader could not load, for an incident (its dataset and writer schema) or a \
+                       whole dataset: decoded where possible, each with its partition, offset, writer schema, and \
+                       why it does not load under the contract in force (reason kind and reason).",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn quarantined_records(
+        &self,
+        Parameters(args): Parameters<QuarantineArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<Quarantine>, String> {
+        self.run("quarantined_records", caller(&context), Role::Viewer, async {
+            let (dataset, writer) = match (&args.incident_id, &args.dataset) {
+                (Some(id), _) => {
+                    let incident = self.control.incident(id).await?;
+                    let dataset = incident["dataset"].as_str().unwrap_or_default().to_owned();
+                    let writer = incident["writer_schema_id"].as_u64().and_then(|w| u32::try_from(w).ok());
+                    (dataset, writer)
+                }
+                (None, Some(dataset)) => (dataset.clone(), None),
+                (None, None) => return Err("name an `incident_id` or a `dataset`".to_owned()),
+            };
+            read::quarantined_records(&self.context, &dataset, writer, args.limit).await
+        })
+        .await
     }
 
     #[tool(

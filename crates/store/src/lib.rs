@@ -186,6 +186,9 @@ pub trait Store {
     async fn quarantined_positions(&self, dataset: &str, writer: u32) -> Result<BTreeSet<(i32, i64)>, StoreError>;
     /// The records of `dataset` quarantined with writer `writer`, in source order.
     async fn quarantined_records(&self, dataset: &str, writer: u32) -> Result<Vec<Kept>, StoreError>;
+    /// The first `limit` records of `dataset` quarantined with writer
+    /// `writer`, in source order.
+    async fn quarantined_sample(&self, dataset: &str, writer: u32, limit: i64) -> Result<Vec<Kept>, StoreError>;
     /// How many records of `dataset` were quarantined, per writer schema.
     async fn quarantine_counts(&self, dataset: &str) -> Result<HashMap<u32, i64>, StoreError>;
     /// Offsets of `topic` below `below` quarantined and not loaded since.
@@ -310,6 +313,12 @@ impl Warehouse {
     /// `writer`, in source order.
     pub async fn quarantined_records(&self, dataset: &str, writer: u32) -> Result<Vec<Kept>, StoreError> {
         dispatch!(self.quarantined_records(dataset, writer))
+    }
+
+    /// The first `limit` records of `dataset` the loader quarantined with
+    /// writer schema `writer`, in source order (evidence, not replays).
+    pub async fn quarantined_sample(&self, dataset: &str, writer: u32, limit: i64) -> Result<Vec<Kept>, StoreError> {
+        dispatch!(self.quarantined_sample(dataset, writer, limit))
     }
 
     /// How many records of `dataset` the loader quarantined, per writer schema.

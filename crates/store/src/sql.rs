@@ -257,6 +257,23 @@ macro_rules! portable_methods {
             .await?)
         }
 
+        async fn quarantined_sample(
+            &self,
+            dataset: &str,
+            writer: u32,
+            limit: i64,
+        ) -> Result<Vec<$crate::Kept>, $crate::StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT partition_id, source_offset, payload FROM mend_quarantined \
+                 WHERE dataset = $1 AND writer_schema_id = $2 ORDER BY partition_id, source_offset LIMIT $3",
+            )
+            .bind(dataset)
+            .bind(i64::from(writer))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
         async fn quarantine_counts(
             &self,
             dataset: &str,
