@@ -202,6 +202,18 @@ def test_read_tools_over_http_in_both_protocol_generations(deployment, mode):
             assert planned.returncode == 2, planned.stderr
             assert compared.structured_content == json.loads(planned.stdout)
 
+            templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+            assert templates == {"mend://incidents/{id}", "mend://datasets/{name}/contract"}
+            timeline = await client.read_resource(f"mend://incidents/{incident['id']}")
+            assert json.loads(timeline.contents[0].text)["proposal_id"] == incident["proposal_id"]
+            contract = await client.read_resource(f"mend://datasets/{name}/contract")
+            assert json.loads(contract.contents[0].text)["fields"][1]["name"] == "email"
+            prompts = {p.name for p in (await client.list_prompts()).prompts}
+            assert prompts == {"diagnose_incident"}
+            prompt = await client.get_prompt("diagnose_incident", {"incident_id": incident["id"]})
+            text = prompt.messages[0].content.text
+            assert incident["id"] in text and "propose_plan" in text
+
             missing = await client.call_tool("describe_table", {"dataset": "nope"})
             assert missing.is_error and "no dataset" in missing.content[0].text
 
