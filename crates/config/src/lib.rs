@@ -33,6 +33,34 @@ pub struct FileConfig {
     /// Slack approvals.
     #[serde(default)]
     pub slack: SlackConfig,
+    /// The supervisor's budgets per run.
+    #[serde(default)]
+    pub agent: AgentConfig,
+}
+
+/// `[agent]` in mend.toml: what one supervisor run may spend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Tool calls before the run gives up.
+    pub max_tool_calls: usize,
+    /// `max_tokens` of each model turn (doubled once when an answer is cut).
+    pub max_tokens: u64,
+    /// How long a run may take in all (`2m`, `90s`).
+    pub deadline: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self { max_tool_calls: 20, max_tokens: 4096, deadline: "3m".into() }
+    }
+}
+
+impl AgentConfig {
+    /// [`AgentConfig::deadline`] as a duration (validated at load).
+    pub fn deadline(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.deadline).unwrap_or(std::time::Duration::from_secs(180))
+    }
 }
 
 /// `[slack]` in mend.toml.
@@ -177,6 +205,9 @@ pub struct Dataset {
     /// How long a proposal may wait for a decision before it is escalated
     /// (notified again; it stays open): `30m`, `2h`, `1d`.
     pub approval_timeout: Option<String>,
+    /// Whether the supervisor (Claude) drafts fixes for this dataset's
+    /// incidents the rules block (default: yes, when a key is configured).
+    pub agent: Option<bool>,
 }
 
 /// How nested records become columns.
@@ -269,6 +300,12 @@ impl FileConfig {
                     token.name
                 )));
             }
+        }
+        if humantime::parse_duration(&self.agent.deadline).is_err() {
+            return Err(invalid(format!(
+                "[agent] deadline {:?} is not a duration (e.g. \"2m\", \"90s\")",
+                self.agent.deadline
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for dataset in &self.datasets {

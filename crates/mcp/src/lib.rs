@@ -12,6 +12,7 @@
 //! so authorization and the recorded identity are those of every channel.
 
 pub mod read;
+pub mod remote;
 pub mod server;
 
 use futures::future::BoxFuture;

@@ -236,17 +236,7 @@ impl McpServer {
         Parameters(args): Parameters<ListIncidentsArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<Incidents>, String> {
-        self.run("list_incidents", caller(&context), Role::Viewer, async {
-            let mut incidents = self.control.incidents().await?;
-            incidents.retain(|i| {
-                args.status.is_none_or(|s| i["status"] == s.as_str())
-                    && args.dataset.as_deref().is_none_or(|d| i["dataset"] == d)
-            });
-            incidents.reverse();
-            incidents.truncate(usize::try_from(args.limit.unwrap_or(50)).unwrap_or(0));
-            Ok(Incidents { incidents })
-        })
-        .await
+        self.list_incidents_as(caller(&context), args).await
     }
 
     #[tool(
@@ -261,15 +251,7 @@ impl McpServer {
         Parameters(args): Parameters<IncidentArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<IncidentDetail>, String> {
-        self.run("get_incident", caller(&context), Role::Viewer, async {
-            let incident = self.control.incident(&args.incident_id).await?;
-            let time_to_heal_seconds = match (incident["detected_at"].as_i64(), incident["healed_at"].as_i64()) {
-                (Some(detected), Some(healed)) => Some((healed - detected) as f64 / 1000.0),
-                _ => None,
-            };
-            Ok(IncidentDetail { incident, time_to_heal_seconds })
-        })
-        .await
+        self.get_incident_as(caller(&context), args).await
     }
 
     #[tool(
@@ -284,8 +266,7 @@ impl McpServer {
         Parameters(args): Parameters<DatasetArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<TableDescription>, String> {
-        self.run("describe_table", caller(&context), Role::Viewer, read::describe_table(&self.context, &args.dataset))
-            .await
+        self.describe_table_as(caller(&context), args).await
     }
 
     #[tool(
@@ -299,8 +280,7 @@ impl McpServer {
         Parameters(args): Parameters<SampleArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<Samples>, String> {
-        let call = read::sample_records(&self.context, &args.dataset, args.limit, args.partition, args.before_offset);
-        self.run("sample_records", caller(&context), Role::Viewer, call).await
+        self.sample_records_as(caller(&context), args).await
     }
 
     #[tool(
@@ -315,20 +295,7 @@ impl McpServer {
         Parameters(args): Parameters<QuarantineArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<Quarantine>, String> {
-        self.run("quarantined_records", caller(&context), Role::Viewer, async {
-            let (dataset, writer) = match (&args.incident_id, &args.dataset) {
-                (Some(id), _) => {
-                    let incident = self.control.incident(id).await?;
-                    let dataset = incident["dataset"].as_str().unwrap_or_default().to_owned();
-                    let writer = incident["writer_schema_id"].as_u64().and_then(|w| u32::try_from(w).ok());
-                    (dataset, writer)
-                }
-                (None, Some(dataset)) => (dataset.clone(), None),
-                (None, None) => return Err("name an `incident_id` or a `dataset`".to_owned()),
-            };
-            read::quarantined_records(&self.context, &dataset, writer, args.limit).await
-        })
-        .await
+        self.quarantined_records_as(caller(&context), args).await
     }
 
     #[tool(
@@ -342,8 +309,7 @@ impl McpServer {
         Parameters(args): Parameters<HistoryArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<History>, String> {
-        let call = read::registry_history(&self.context, args.dataset.as_deref(), args.subject.as_deref());
-        self.run("registry_history", caller(&context), Role::Viewer, call).await
+        self.registry_history_as(caller(&context), args).await
     }
 
     #[tool(
@@ -358,8 +324,7 @@ impl McpServer {
         Parameters(args): Parameters<CompareArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<PlanReport>, String> {
-        let call = read::compare_schema(&self.context, &args.dataset, &args.schema);
-        self.run("compare_schema", caller(&context), Role::Viewer, call).await
+        self.compare_schema_as(caller(&context), args).await
     }
 
     #[tool(
@@ -382,13 +347,7 @@ impl McpServer {
         Parameters(args): Parameters<ProposeArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<DraftResult>, String> {
-        let who = caller(&context);
-        let by = who.clone();
-        self.run("propose_plan", who, Role::Approver, async {
-            let outcome = self.control.propose(by.as_ref(), &args.incident_id, args.steps, args.rationale).await?;
-            serde_json::from_value(outcome).map_err(|e| format!("unexpected answer from the control API: {e}"))
-        })
-        .await
+        self.propose_plan_as(caller(&context), args).await
     }
 
     #[tool(
@@ -402,7 +361,7 @@ impl McpServer {
         Parameters(args): Parameters<DecideArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<DecisionRecorded>, String> {
-        self.decide("approve_proposal", caller(&context), args, Verdict::Approved).await
+        self.approve_proposal_as(caller(&context), args).await
     }
 
     #[tool(
@@ -416,7 +375,156 @@ impl McpServer {
         Parameters(args): Parameters<DecideArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<DecisionRecorded>, String> {
-        self.decide("reject_proposal", caller(&context), args, Verdict::Rejected).await
+        self.reject_proposal_as(caller(&context), args).await
+    }
+}
+
+/// The same tools, called in process (the supervisor's tool-use loop):
+/// `name` and `arguments` as a model sends them.
+impl McpServer {
+    pub async fn list_incidents_as(
+        &self,
+        caller: Option<Caller>,
+        args: ListIncidentsArgs,
+    ) -> Result<Json<Incidents>, String> {
+        self.run("list_incidents", caller.clone(), Role::Viewer, async {
+            let mut incidents = self.control.incidents().await?;
+            incidents.retain(|i| {
+                args.status.is_none_or(|s| i["status"] == s.as_str())
+                    && args.dataset.as_deref().is_none_or(|d| i["dataset"] == d)
+            });
+            incidents.reverse();
+            incidents.truncate(usize::try_from(args.limit.unwrap_or(50)).unwrap_or(0));
+            Ok(Incidents { incidents })
+        })
+        .await
+    }
+    pub async fn get_incident_as(
+        &self,
+        caller: Option<Caller>,
+        args: IncidentArgs,
+    ) -> Result<Json<IncidentDetail>, String> {
+        self.run("get_incident", caller.clone(), Role::Viewer, async {
+            let incident = self.control.incident(&args.incident_id).await?;
+            let time_to_heal_seconds = match (incident["detected_at"].as_i64(), incident["healed_at"].as_i64()) {
+                (Some(detected), Some(healed)) => Some((healed - detected) as f64 / 1000.0),
+                _ => None,
+            };
+            Ok(IncidentDetail { incident, time_to_heal_seconds })
+        })
+        .await
+    }
+    pub async fn describe_table_as(
+        &self,
+        caller: Option<Caller>,
+        args: DatasetArgs,
+    ) -> Result<Json<TableDescription>, String> {
+        self.run("describe_table", caller.clone(), Role::Viewer, read::describe_table(&self.context, &args.dataset))
+            .await
+    }
+    pub async fn sample_records_as(&self, caller: Option<Caller>, args: SampleArgs) -> Result<Json<Samples>, String> {
+        let call = read::sample_records(&self.context, &args.dataset, args.limit, args.partition, args.before_offset);
+        self.run("sample_records", caller.clone(), Role::Viewer, call).await
+    }
+    pub async fn quarantined_records_as(
+        &self,
+        caller: Option<Caller>,
+        args: QuarantineArgs,
+    ) -> Result<Json<Quarantine>, String> {
+        self.run("quarantined_records", caller.clone(), Role::Viewer, async {
+            let (dataset, writer) = match (&args.incident_id, &args.dataset) {
+                (Some(id), _) => {
+                    let incident = self.control.incident(id).await?;
+                    let dataset = incident["dataset"].as_str().unwrap_or_default().to_owned();
+                    let writer = incident["writer_schema_id"].as_u64().and_then(|w| u32::try_from(w).ok());
+                    (dataset, writer)
+                }
+                (None, Some(dataset)) => (dataset.clone(), None),
+                (None, None) => return Err("name an `incident_id` or a `dataset`".to_owned()),
+            };
+            read::quarantined_records(&self.context, &dataset, writer, args.limit).await
+        })
+        .await
+    }
+    pub async fn registry_history_as(
+        &self,
+        caller: Option<Caller>,
+        args: HistoryArgs,
+    ) -> Result<Json<History>, String> {
+        let call = read::registry_history(&self.context, args.dataset.as_deref(), args.subject.as_deref());
+        self.run("registry_history", caller.clone(), Role::Viewer, call).await
+    }
+    pub async fn compare_schema_as(
+        &self,
+        caller: Option<Caller>,
+        args: CompareArgs,
+    ) -> Result<Json<PlanReport>, String> {
+        let call = read::compare_schema(&self.context, &args.dataset, &args.schema);
+        self.run("compare_schema", caller.clone(), Role::Viewer, call).await
+    }
+    pub async fn propose_plan_as(
+        &self,
+        caller: Option<Caller>,
+        args: ProposeArgs,
+    ) -> Result<Json<DraftResult>, String> {
+        let who = caller.clone();
+        let by = who.clone();
+        self.run("propose_plan", who, Role::Approver, async {
+            let outcome = self.control.propose(by.as_ref(), &args.incident_id, args.steps, args.rationale).await?;
+            serde_json::from_value(outcome).map_err(|e| format!("unexpected answer from the control API: {e}"))
+        })
+        .await
+    }
+    pub async fn approve_proposal_as(
+        &self,
+        caller: Option<Caller>,
+        args: DecideArgs,
+    ) -> Result<Json<DecisionRecorded>, String> {
+        self.decide("approve_proposal", caller.clone(), args, Verdict::Approved).await
+    }
+    pub async fn reject_proposal_as(
+        &self,
+        caller: Option<Caller>,
+        args: DecideArgs,
+    ) -> Result<Json<DecisionRecorded>, String> {
+        self.decide("reject_proposal", caller.clone(), args, Verdict::Rejected).await
+    }
+
+    /// The tools as MCP lists them: name, description, input and output
+    /// schemas, annotations.
+    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
+        self.tool_router.list_all()
+    }
+
+    /// Calls tool `name` with `arguments` as `caller`; Err is what the
+    /// tool says went wrong (an unknown tool, invalid input, a refusal).
+    pub async fn invoke(&self, name: &str, arguments: Value, caller: Option<Caller>) -> Result<Value, String> {
+        fn parse<A: serde::de::DeserializeOwned>(tool: &str, arguments: Value) -> Result<A, String> {
+            serde_json::from_value(arguments).map_err(|e| format!("invalid input for {tool}: {e}"))
+        }
+        macro_rules! call {
+            ($method:ident) => {
+                self.$method(caller, parse(name, arguments)?)
+                    .await
+                    .map(|Json(value)| serde_json::to_value(value).unwrap_or_default())
+            };
+        }
+        match name {
+            "list_incidents" => call!(list_incidents_as),
+            "get_incident" => call!(get_incident_as),
+            "describe_table" => call!(describe_table_as),
+            "sample_records" => call!(sample_records_as),
+            "quarantined_records" => call!(quarantined_records_as),
+            "registry_history" => call!(registry_history_as),
+            "compare_schema" => call!(compare_schema_as),
+            "propose_plan" => call!(propose_plan_as),
+            "approve_proposal" => call!(approve_proposal_as),
+            "reject_proposal" => call!(reject_proposal_as),
+            other => {
+                let known: Vec<String> = self.tools().into_iter().map(|t| t.name.to_string()).collect();
+                Err(format!("no tool {other}; the tools are: {}", known.join(", ")))
+            }
+        }
     }
 }
 
@@ -453,6 +561,12 @@ renamed field onto its old column (a mapping step with field and column) rather 
 other table, and end with a replay step. Hand it over with propose_plan, with a rationale a reviewer can \
 check against the evidence; it is never applied until a person approves it. If the guardrails refuse it, \
 read every reason and try again, or explain why a person must decide.";
+
+/// What a model should do with an incident: which tools to call and what
+/// a good plan looks like (the `diagnose_incident` prompt).
+pub fn diagnose_prompt(incident_id: &str) -> String {
+    DIAGNOSE_PROMPT.replace("{id}", incident_id)
+}
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for McpServer {
@@ -525,7 +639,7 @@ impl ServerHandler for McpServer {
             .and_then(|a| a.get("incident_id"))
             .and_then(Value::as_str)
             .ok_or_else(|| ErrorData::invalid_params("diagnose_incident needs incident_id", None))?;
-        let text = DIAGNOSE_PROMPT.replace("{id}", id);
+        let text = diagnose_prompt(id);
         Ok(GetPromptResult::new(vec![PromptMessage::new_text(PromptRole::User, text)]).into())
     }
 

@@ -32,6 +32,9 @@ pub struct DraftRequest {
     pub rationale: String,
     /// Who drafts it, without authentication (with it, the token's name).
     pub by: Option<String>,
+    /// The draft's id, chosen by its author so handing it over again (a
+    /// retry, a restart) records nothing twice; default: a new one.
+    pub proposal_id: Option<String>,
 }
 
 /// What became of a draft.
@@ -58,7 +61,7 @@ pub(crate) async fn propose(
     let Some(by) = by else {
         return error(StatusCode::BAD_REQUEST, "say who drafts the plan: {\"by\": \"name\"}");
     };
-    match record_draft(&api, &incident, by, request.steps, request.rationale).await {
+    match record_draft(&api, &incident, by, request.steps, request.rationale, request.proposal_id).await {
         Ok(outcome) => (StatusCode::ACCEPTED, Json(outcome)).into_response(),
         Err((status, message)) => error(status, message),
     }
@@ -111,9 +114,19 @@ pub async fn record_draft(
     by: String,
     steps: Vec<PlanStep>,
     rationale: String,
+    proposal_id: Option<String>,
 ) -> Result<DraftOutcome, (StatusCode, String)> {
     let (dataset, writer, cause) = {
         let model = api.model();
+        if let Some(known) = proposal_id.as_ref().and_then(|id| model.proposals.get(id)) {
+            // Handed over before: the first outcome stands.
+            return Ok(DraftOutcome {
+                accepted: known.policy != Policy::Block,
+                proposal_id: known.proposal_id.clone(),
+                incident_id: incident_id.to_owned(),
+                refused: known.rules.iter().filter_map(|r| r.strip_prefix("refused: ")).map(str::to_owned).collect(),
+            });
+        }
         let Some(incident) = model.incidents.get(incident_id).filter(|i| i.writer_schema_id.is_some()) else {
             return Err((StatusCode::NOT_FOUND, format!("no incident {incident_id}; list_incidents shows their ids")));
         };
@@ -137,7 +150,7 @@ pub async fn record_draft(
     });
     let mut proposal = Proposal {
         envelope,
-        proposal_id: uuid::Uuid::now_v7().to_string(),
+        proposal_id: proposal_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         writer_schema_id: writer,
         changes: Vec::new(),
         plan_hash: Proposal::hash_steps(&steps),

@@ -70,7 +70,7 @@ impl Control for Local {
         rationale: String,
     ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
         Box::pin(async move {
-            match record_draft(&self.api, incident_id, Self::by(caller), steps, rationale).await {
+            match record_draft(&self.api, incident_id, Self::by(caller), steps, rationale, None).await {
                 Ok(outcome) => Ok(serde_json::to_value(outcome).unwrap_or_default()),
                 Err((_, message)) => Err(message),
             }

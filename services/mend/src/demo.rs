@@ -128,7 +128,7 @@ impl Driver<'_> {
             {
                 Ok(_) => return Ok(()),
                 Err(error) if error.to_string().contains("already approved") => return Ok(()),
-                Err(error) if error.to_string().starts_with("409") => return Err(error),
+                Err(error) if error.to_string().starts_with("409") => return Err(error.into()),
                 Err(error) => {
                     anyhow::ensure!(Instant::now() < deadline, "could not approve {proposal}: {error}");
                     tokio::time::sleep(Duration::from_millis(250)).await;

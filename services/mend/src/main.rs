@@ -39,6 +39,9 @@ pub struct Global {
     #[command(flatten)]
     pub connections: Connections,
 
+    #[command(flatten)]
+    pub anthropic: mend_agent::claude::AnthropicSettings,
+
     /// Datasets and policy. When the file is missing, the embedded default
     /// (an `orders` dataset on topic `shop.orders`) is used.
     #[arg(long, env = "MEND_CONFIG", default_value = "mend.toml", global = true)]
@@ -129,7 +132,7 @@ impl Global {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every pipeline service in this process (loader, detector,
-    /// diagnoser, proposer, applier, control). SIGTERM stops it cleanly.
+    /// diagnoser, proposer, applier, agent, control). SIGTERM stops it cleanly.
     Up,
     /// Run one service in this process (with consumer groups, MEND_BROKER=kafka
     /// or MEND_CONSUMER_MODE=group, run more of a stage to share its partitions).

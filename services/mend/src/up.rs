@@ -20,12 +20,15 @@ pub enum Service {
     Diagnoser,
     Proposer,
     Applier,
+    /// The supervisor: Claude drafts fixes for incidents the rules block
+    /// (idle without MEND_ANTHROPIC_API_KEY).
+    Agent,
     Control,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] =
-        [Self::Loader, Self::Detector, Self::Diagnoser, Self::Proposer, Self::Applier, Self::Control];
+    pub const ALL: [Service; 7] =
+        [Self::Loader, Self::Detector, Self::Diagnoser, Self::Proposer, Self::Applier, Self::Agent, Self::Control];
 
     fn name(self) -> &'static str {
         match self {
@@ -34,6 +37,7 @@ impl Service {
             Self::Diagnoser => "diagnoser",
             Self::Proposer => "proposer",
             Self::Applier => "applier",
+            Self::Agent => "agent",
             Self::Control => "control",
         }
     }
@@ -69,7 +73,18 @@ pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<
         github_webhook_secret: global.github_webhook_secret.map(|s| s.0).filter(|s| !s.is_empty()),
     };
     let shutdown = mend_runtime::shutdown::on_signal();
-    serve(context, services, global.api_addr, global.event_partitions, settings, shutdown).await
+    let supervisor = Supervisor {
+        claude: mend_agent::claude::Claude::new(&global.anthropic),
+        api: mend_mcp::remote::Client::new(&global.api_addr.to_string(), &global.token.0),
+    };
+    serve(context, services, global.api_addr, global.event_partitions, settings, supervisor, shutdown).await
+}
+
+/// What the supervisor needs: Claude (None without a key) and the control
+/// API it drafts plans through.
+pub struct Supervisor {
+    pub claude: Option<mend_agent::claude::Claude>,
+    pub api: mend_mcp::remote::Client,
 }
 
 /// Creates the topics mend needs (event topics with `partitions` each, when
@@ -102,6 +117,7 @@ pub async fn serve(
     api_addr: SocketAddr,
     event_partitions: i32,
     api: mend_control::ApiSettings,
+    supervisor: Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if services.contains(&Service::Control) && api.tokens.is_empty() && !api_addr.ip().is_loopback() {
@@ -138,6 +154,11 @@ pub async fn serve(
             }
             Service::Applier => {
                 let (runner, status) = mend_applier::runner(&context)?;
+                spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Agent => {
+                let (runner, status) = mend_agent::runner(&context, supervisor.claude.clone(), supervisor.api.clone())?;
                 spawn(&mut tasks, name, runner, &shutdown);
                 status
             }

@@ -1,0 +1,136 @@
+//! The control API of a running `mend up`, over HTTP: the [`Control`] of
+//! processes that do not hold the read model (`mend mcp` on stdio, the
+//! supervisor), so every decision and draft is authorized and recorded by
+//! the API, as for every other channel.
+
+use futures::future::BoxFuture;
+use mend_config::Caller;
+use mend_model::events::PlanStep;
+use mend_model::{Channel, Verdict};
+use serde_json::{Value, json};
+
+use crate::{Control, ToolFailure};
+
+/// A failed call to the control API, said for a person.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiError(pub String);
+
+/// A client of the control API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    /// Bearer token (empty: none sent).
+    token: String,
+}
+
+impl Client {
+    pub fn new(api_addr: &str, token: &str) -> Self {
+        let base = if api_addr.starts_with("http") { api_addr.to_owned() } else { format!("http://{api_addr}") };
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token: token.to_owned() }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let request = if self.token.is_empty() { request } else { request.bearer_auth(&self.token) };
+        let response = request.send().await.map_err(|e| {
+            ApiError(format!(
+                "cannot reach the control API at {} ({e}); is `mend up` running? (MEND_API_ADDR)",
+                self.base
+            ))
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+            return Err(ApiError(format!("{status}: {message}")));
+        }
+        Ok(body)
+    }
+
+    pub async fn incidents(&self) -> Result<Value, ApiError> {
+        self.call(self.http.get(format!("{}/incidents", self.base))).await
+    }
+
+    pub async fn incident(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(self.http.get(format!("{}/incidents/{id}", self.base))).await
+    }
+
+    pub async fn decide(
+        &self,
+        proposal: &str,
+        verb: &str,
+        by: &str,
+        reason: Option<&str>,
+        channel: Channel,
+    ) -> Result<Value, ApiError> {
+        let body = json!({"by": by, "reason": reason, "channel": channel});
+        self.call(self.http.post(format!("{}/proposals/{proposal}/{verb}", self.base)).json(&body)).await
+    }
+
+    /// Hands over a drafted plan for `incident`; with `proposal_id`, handing
+    /// the same draft over again is answered with the first outcome.
+    pub async fn propose(
+        &self,
+        incident: &str,
+        steps: &[PlanStep],
+        rationale: &str,
+        by: &str,
+        proposal_id: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let body = json!({"steps": steps, "rationale": rationale, "by": by, "proposal_id": proposal_id});
+        self.call(self.http.post(format!("{}/incidents/{incident}/proposals", self.base)).json(&body)).await
+    }
+}
+
+/// Incidents, decisions and drafts through the control API, as `by`.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub api: Client,
+    /// Who this process is when the API has no tokens (with tokens, the
+    /// token's name is recorded).
+    pub by: String,
+}
+
+impl Control for Remote {
+    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Value>, ToolFailure>> {
+        Box::pin(async move {
+            match self.api.incidents().await.map_err(|e| e.to_string())? {
+                Value::Array(incidents) => Ok(incidents),
+                other => Err(format!("the control API answered {other} for the incidents")),
+            }
+        })
+    }
+
+    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(async move { self.api.incident(id).await.map_err(|e| e.to_string()) })
+    }
+
+    fn decide<'a>(
+        &'a self,
+        _caller: Option<&'a Caller>,
+        proposal_id: &'a str,
+        verdict: Verdict,
+        reason: Option<String>,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(async move {
+            let verb = if verdict == Verdict::Approved { "approve" } else { "reject" };
+            self.api
+                .decide(proposal_id, verb, &self.by, reason.as_deref(), Channel::Mcp)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn propose<'a>(
+        &'a self,
+        _caller: Option<&'a Caller>,
+        incident_id: &'a str,
+        steps: Vec<PlanStep>,
+        rationale: String,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(async move {
+            self.api.propose(incident_id, &steps, &rationale, &self.by, None).await.map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! agent — the supervisor: Claude drafts fixes for what the rules cannot.
+//!
+//! - input topic: `mend.proposals` (its own consumer group): each proposal
+//!   mend's rules blocked (a type change the table cannot hold, …);
+//! - output: a drafted plan handed over through the control API (as the
+//!   MCP tool `propose_plan` does), which passes the guardrails and waits
+//!   for a person's approval whatever the dataset's policy; nothing else;
+//! - key: the dataset name;
+//! - delivery: at least once, a proposal at most once: the draft ids of a
+//!   run are derived from the incident, so a re-delivered proposal, a
+//!   restart or a kill mid-run hands nothing over twice, and an incident
+//!   that already has the supervisor's draft is not run again.
+//!
+//! The model works with mend's MCP tools, called in process (same names,
+//! schemas and functions as `/mcp`). With no `MEND_ANTHROPIC_API_KEY` the
+//! supervisor reads its topic and does nothing: incidents stay for a person.
+
+pub mod claude;
+pub mod run;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::future::BoxFuture;
+use mend_config::Caller;
+use mend_mcp::remote::{Client, Remote};
+use mend_mcp::server::{Auth, McpServer};
+use mend_mcp::{Control, ToolFailure};
+use mend_model::events::{PlanStep, Proposal};
+use mend_model::{Policy, Verdict, topics};
+use mend_runtime::handler::{Disposition, Handler, Inbound, decode_event};
+use mend_runtime::runner::{Runner, RunnerStatus};
+use mend_runtime::{Context, HandleError};
+use serde_json::Value;
+
+use crate::claude::Claude;
+use crate::run::{Budget, Outcome};
+
+const SERVICE: &str = "agent";
+/// Who the supervisor's drafts are by when the API has no tokens.
+pub const AGENT: &str = "agent";
+/// Namespace of the supervisor's draft ids.
+const DRAFT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_6167_656e_7400_0000_0000_0001);
+
+/// The id of the supervisor's `attempt`-th draft for `incident`.
+pub fn draft_id(incident: &str, attempt: usize) -> String {
+    uuid::Uuid::new_v5(&DRAFT_NAMESPACE, format!("{incident}/{attempt}").as_bytes()).to_string()
+}
+
+/// The control API, drafting with ids derived from the incident.
+struct Drafting {
+    remote: Remote,
+    attempts: AtomicUsize,
+}
+
+impl Control for Drafting {
+    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Value>, ToolFailure>> {
+        self.remote.incidents()
+    }
+
+    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        self.remote.incident(id)
+    }
+
+    fn decide<'a>(
+        &'a self,
+        _caller: Option<&'a Caller>,
+        _proposal_id: &'a str,
+        _verdict: Verdict,
+        _reason: Option<String>,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(async { Err("the supervisor drafts plans; only a person decides them".to_owned()) })
+    }
+
+    fn propose<'a>(
+        &'a self,
+        _caller: Option<&'a Caller>,
+        incident_id: &'a str,
+        steps: Vec<PlanStep>,
+        rationale: String,
+    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+        Box::pin(async move {
+            let id = draft_id(incident_id, self.attempts.fetch_add(1, Ordering::Relaxed));
+            let api = &self.remote.api;
+            api.propose(incident_id, &steps, &rationale, &self.remote.by, Some(&id)).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The supervisor's handler.
+pub struct Agent {
+    context: Arc<Context>,
+    claude: Option<Claude>,
+    api: Client,
+    budget: Budget,
+}
+
+impl Agent {
+    pub fn new(context: Arc<Context>, claude: Option<Claude>, api: Client) -> Self {
+        let settings = &context.config.agent;
+        let budget = Budget {
+            max_tool_calls: settings.max_tool_calls,
+            max_tokens: settings.max_tokens,
+            deadline: settings.deadline(),
+        };
+        Self { context, claude, api, budget }
+    }
+
+    /// Whether the supervisor should look at `proposal`.
+    fn wants(&self, proposal: &Proposal) -> bool {
+        self.claude.is_some()
+            && proposal.policy == Policy::Block
+            && !proposal.is_draft()
+            && self.context.dataset(&proposal.envelope.dataset).is_some_and(|d| d.agent.unwrap_or(true))
+    }
+
+    /// Runs the supervisor on the incident of `proposal`, unless it has run
+    /// before (its draft is on the incident).
+    async fn supervise(&self, claude: &Claude, proposal: &Proposal) -> Result<(), HandleError> {
+        let incident_id = proposal.envelope.incident_id.0.clone();
+        let incident = self.api.incident(&incident_id).await.map_err(|e| HandleError::retry("the control API", e))?;
+        let mine: Vec<String> = (0..=self.budget.max_tool_calls).map(|n| draft_id(&incident_id, n)).collect();
+        let drafted = incident["drafts"].as_array().is_some_and(|drafts| {
+            drafts.iter().any(|d| {
+                d["accepted"] == true && d["proposal_id"].as_str().is_some_and(|id| mine.iter().any(|m| m == id))
+            })
+        });
+        if drafted {
+            tracing::info!(incident = %incident_id, "the supervisor's draft is there already: not run again");
+            return Ok(());
+        }
+        let control = Arc::new(Drafting {
+            remote: Remote { api: self.api.clone(), by: AGENT.into() },
+            attempts: AtomicUsize::new(0),
+        });
+        let server = McpServer::new(self.context.clone(), control, Auth::Open);
+        tracing::info!(incident = %incident_id, model = %claude.model, "supervisor run");
+        let report = run::run(claude, &server, &incident, self.budget).await;
+        let tools: Vec<&str> = report.tool_calls.iter().map(|(name, _)| name.as_str()).collect();
+        match &report.outcome {
+            Outcome::Proposed { proposal_id } => tracing::info!(
+                incident = %incident_id, proposal = %proposal_id, ?tools, input_tokens = report.input_tokens,
+                output_tokens = report.output_tokens, seconds = report.duration.as_secs_f64(),
+                "supervisor proposed a plan; it waits for a person"
+            ),
+            Outcome::Escalated { reason } => {
+                tracing::warn!(
+                    incident = %incident_id, %reason, ?tools, seconds = report.duration.as_secs_f64(),
+                    "supervisor gave up: escalated to a person"
+                );
+                if let Some(url) = &self.context.integrations.slack_webhook_url {
+                    let text = format!("mend could not draft a fix for incident {incident_id}: {reason}");
+                    let message = serde_json::json!({"text": text});
+                    if let Err(error) = mend_integrations::slack::post(&reqwest::Client::new(), url, &message).await {
+                        tracing::warn!(%error, "Slack escalation failed");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Agent {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for record in batch {
+            let proposal: Proposal = match decode_event(&self.context.codec, record).await? {
+                Ok(event) => event,
+                Err(bad) => {
+                    out.push(bad);
+                    continue;
+                }
+            };
+            if let Some(claude) = &self.claude
+                && self.wants(&proposal)
+            {
+                self.supervise(claude, &proposal).await?;
+            }
+            out.push(Disposition::Emit(Vec::new()));
+        }
+        Ok(out)
+    }
+}
+
+/// The supervisor's runner on `mend.proposals`.
+pub fn runner(
+    context: &Arc<Context>,
+    claude: Option<Claude>,
+    api: Client,
+) -> anyhow::Result<(Runner<Agent>, Arc<RunnerStatus>)> {
+    if claude.is_none() {
+        tracing::info!("no MEND_ANTHROPIC_API_KEY: the supervisor leaves blocked incidents to people");
+    }
+    let agent = Agent::new(context.clone(), claude, api);
+    let mut config = mend_runtime::runner::RunnerConfig::new(
+        SERVICE,
+        &context.connections.brokers,
+        &context.group(SERVICE),
+        vec![topics::PROPOSALS.to_owned()],
+    );
+    // One proposal at a time: a run takes the model's time, not the broker's.
+    config.max_batch = 1;
+    Ok(context.runner_with(config, agent)?)
+}

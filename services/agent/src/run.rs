@@ -1,0 +1,184 @@
+//! One supervisor run: a tool-use loop with Claude over mend's MCP tools,
+//! called in process, until the model hands a fix over through
+//! `propose_plan` or the run gives up (escalated to a person, with the
+//! reason). Every stop reason of the Messages API is handled; a truncated
+//! tool call is never run.
+
+use std::time::{Duration, Instant};
+
+use mend_mcp::server::McpServer;
+use serde_json::{Value, json};
+
+use crate::claude::Claude;
+
+/// What a run may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub max_tool_calls: usize,
+    pub max_tokens: u64,
+    pub deadline: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The model's plan passed the guardrails and waits for approval.
+    Proposed { proposal_id: String },
+    /// Nothing was proposed: a person must look, for this reason.
+    Escalated { reason: String },
+}
+
+/// What happened in a run, for the log and the reviewer.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Each tool call: name and whether it failed.
+    pub tool_calls: Vec<(String, bool)>,
+    /// The model's text, in order (its reasoning).
+    pub text: Vec<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub duration: Duration,
+}
+
+/// The system prompt: the incident, the tools and the guardrails.
+fn system(incident: &Value) -> String {
+    format!(
+        "You are mend's supervisor. mend heals streaming ingestion pipelines when an upstream Avro schema drifts; \
+         its rules could not fix this incident, so you investigate and draft the fix a person will review.\n\n\
+         Incident {id} on dataset {dataset}: status {status}. Changes: {changes}. mend's rules: {rules}.\n\n{guide}",
+        id = incident["id"].as_str().unwrap_or("?"),
+        dataset = incident["dataset"].as_str().unwrap_or("?"),
+        status = incident["status"].as_str().unwrap_or("?"),
+        changes = incident["changes"],
+        rules = incident["rules"],
+        guide = mend_mcp::server::diagnose_prompt(incident["id"].as_str().unwrap_or("?")),
+    )
+}
+
+/// The MCP tools as the Messages API takes them.
+pub fn tools(server: &McpServer) -> Vec<Value> {
+    server
+        .tools()
+        .into_iter()
+        .map(|tool| json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}))
+        .collect()
+}
+
+/// Runs the loop for `incident` (as the control API shows it).
+pub async fn run(claude: &Claude, server: &McpServer, incident: &Value, budget: Budget) -> Report {
+    let started = Instant::now();
+    let mut report = Report {
+        outcome: Outcome::Escalated { reason: String::new() },
+        tool_calls: Vec::new(),
+        text: Vec::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        duration: Duration::ZERO,
+    };
+    let outcome = converse(claude, server, incident, budget, started, &mut report).await;
+    report.outcome = outcome;
+    report.duration = started.elapsed();
+    report
+}
+
+fn escalate(reason: impl Into<String>) -> Outcome {
+    Outcome::Escalated { reason: reason.into() }
+}
+
+async fn converse(
+    claude: &Claude,
+    server: &McpServer,
+    incident: &Value,
+    budget: Budget,
+    started: Instant,
+    report: &mut Report,
+) -> Outcome {
+    let tools = tools(server);
+    let mut messages = vec![json!({"role": "user", "content": format!(
+        "Diagnose incident {} and hand over a fix with propose_plan.", incident["id"].as_str().unwrap_or("?")
+    )})];
+    let mut max_tokens = budget.max_tokens;
+    let mut retried_max_tokens = false;
+    loop {
+        if started.elapsed() > budget.deadline {
+            return escalate(format!("the run's deadline ({:?}) passed before a plan was proposed", budget.deadline));
+        }
+        let request = json!({
+            "model": claude.model, "max_tokens": max_tokens, "system": system(incident),
+            "tools": tools, "messages": messages,
+        });
+        let remaining = budget.deadline.saturating_sub(started.elapsed());
+        let response = match tokio::time::timeout(remaining, claude.turn(&request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return escalate(format!("the model could not be asked: {error}")),
+            Err(_) => {
+                return escalate(format!("the run's deadline ({:?}) passed while the model answered", budget.deadline));
+            }
+        };
+        report.input_tokens += response["usage"]["input_tokens"].as_u64().unwrap_or(0);
+        report.output_tokens += response["usage"]["output_tokens"].as_u64().unwrap_or(0);
+        let content = response["content"].as_array().cloned().unwrap_or_default();
+        let text: Vec<String> = content
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str().map(str::to_owned))
+            .collect();
+        report.text.extend(text.iter().cloned());
+        let words = || if text.is_empty() { "(no text)".to_owned() } else { text.join(" ") };
+        match response["stop_reason"].as_str().unwrap_or("") {
+            "tool_use" => {
+                messages.push(json!({"role": "assistant", "content": content}));
+                let mut results = Vec::new();
+                let mut proposed = None;
+                for block in content.iter().filter(|b| b["type"] == "tool_use") {
+                    if report.tool_calls.len() >= budget.max_tool_calls {
+                        return escalate(format!(
+                            "the model used its {} tool calls without proposing a plan",
+                            budget.max_tool_calls
+                        ));
+                    }
+                    let name = block["name"].as_str().unwrap_or_default();
+                    let result = server.invoke(name, block["input"].clone(), None).await;
+                    report.tool_calls.push((name.to_owned(), result.is_err()));
+                    tracing::info!(tool = name, failed = result.is_err(), "supervisor tool call");
+                    if name == "propose_plan"
+                        && let Ok(answer) = &result
+                        && answer["accepted"] == true
+                    {
+                        proposed = answer["proposal_id"].as_str().map(str::to_owned);
+                    }
+                    let (text, is_error) = match result {
+                        Ok(value) => (value.to_string(), false),
+                        Err(error) => (error, true),
+                    };
+                    results.push(json!({
+                        "type": "tool_result", "tool_use_id": block["id"], "content": text, "is_error": is_error,
+                    }));
+                }
+                if let Some(proposal_id) = proposed {
+                    return Outcome::Proposed { proposal_id };
+                }
+                messages.push(json!({"role": "user", "content": results}));
+            }
+            // A long turn paused by the API: send it back as it is.
+            "pause_turn" => messages.push(json!({"role": "assistant", "content": content})),
+            "max_tokens" => {
+                // The answer was cut: a tool call in it may be truncated,
+                // so nothing of it is run. Once, ask again with room.
+                if retried_max_tokens {
+                    return escalate(format!("the model's answer was cut at {max_tokens} tokens twice"));
+                }
+                retried_max_tokens = true;
+                max_tokens = max_tokens.saturating_mul(2);
+            }
+            "refusal" => return escalate(format!("the model declined: {}", words())),
+            "model_context_window_exceeded" => {
+                return escalate("the conversation outgrew the model's context window");
+            }
+            other => {
+                return escalate(format!("the model stopped ({other}) without proposing a plan: {}", words()));
+            }
+        }
+    }
+}
