@@ -14,6 +14,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mend_model::events::{AgentRun, Event};
 use mend_store::Warehouse;
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema, unique};
 use serde_json::{Value, json};
@@ -190,12 +191,9 @@ async fn incident_of(api: &str, dataset: &str) -> anyhow::Result<Option<Value>> 
     Ok(incidents.as_array().and_then(|l| l.iter().find(|i| i["dataset"] == dataset).cloned()))
 }
 
-#[tokio::test]
-async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Result<()> {
-    let kinds = ["fix", "hostile", "refusal", "cut", "busy", "unknown", "budget"];
-    let prefix = unique("agent").replace('-', "_");
-    let names: Vec<String> = kinds.iter().map(|k| format!("{prefix}_{k}")).collect();
-    // The first dataset is the deployment's; the others are added to its mend.toml.
+/// A deployment with one dataset per name (`[agent]` budgets first) and a
+/// fake Anthropic server playing `kinds` (one per name).
+async fn setup(names: &[String], kinds: &[&str]) -> anyhow::Result<(Deployment, Arc<Fake>)> {
     let mut extra = String::from("[agent]\nmax_tool_calls = 4\nmax_tokens = 512\ndeadline = \"60s\"\n");
     for name in &names[1..] {
         extra.push_str(&format!(
@@ -207,7 +205,6 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     let first = std::fs::read_to_string(&config)?.replace(&deployment.dataset, &names[0]);
     std::fs::write(&config, format!("{extra}{first}"))?;
     deployment.dataset = names[0].clone();
-
     let fake = Arc::new(Fake {
         kinds: names.iter().cloned().zip(kinds.iter().map(|k| (*k).to_owned())).collect(),
         seen: Mutex::default(),
@@ -221,10 +218,14 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
         ("MEND_ANTHROPIC_BASE_URL".into(), base),
         ("MEND_ANTHROPIC_MODEL".into(), "claude-test".into()),
     ];
-    let up = deployment.up("up.log").await?;
+    Ok((deployment, fake))
+}
 
+/// Each dataset's story: `PER_VERSION` orders with `amount` a double, then
+/// as many with `amount` a string (blocked by the rules).
+async fn produce_story(names: &[String]) -> anyhow::Result<()> {
     let producer = producer()?;
-    for name in &names {
+    for name in names {
         let (topic, subject) = (format!("{name}.orders"), format!("{name}.orders-value"));
         for version in [1u8, 2] {
             let text = schema(version);
@@ -242,6 +243,53 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
             }
         }
     }
+    Ok(())
+}
+
+/// Polls mend up's log until a line has every one of `words`.
+async fn logged(log: &std::path::Path, what: &str, words: &[&str]) -> anyhow::Result<String> {
+    eventually(what, || {
+        let (log, words): (std::path::PathBuf, Vec<String>) =
+            (log.to_owned(), words.iter().map(|w| (*w).to_owned()).collect());
+        async move {
+            let text = std::fs::read_to_string(&log)?;
+            Ok(text.lines().find(|l| words.iter().all(|w| l.contains(w.as_str()))).map(str::to_owned))
+        }
+    })
+    .await
+}
+
+/// The supervisor's events on `mend.agent_runs` for `names`, once there are `count`.
+async fn agent_runs(names: &[String], count: usize) -> anyhow::Result<Vec<AgentRun>> {
+    let codec = mend_avro::Codec::new(&mend_tests::registry_url())?;
+    eventually("the agent run events", || {
+        let (codec, names) = (codec.clone(), names.to_vec());
+        async move {
+            let mut runs = Vec::new();
+            for message in
+                mend_runtime::kafka::read_to_end(&mend_tests::brokers(), mend_model::topics::AGENT_RUNS).await?
+            {
+                use rdkafka::message::Message;
+                let run: AgentRun = codec.decode_event(message.payload().unwrap_or_default()).await?;
+                if names.contains(&run.envelope.dataset) {
+                    anyhow::ensure!(run.verify_hash(), "{run:?}");
+                    runs.push(run);
+                }
+            }
+            Ok((runs.len() >= count).then_some(runs))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Result<()> {
+    let kinds = ["fix", "hostile", "refusal", "cut", "busy", "unknown", "budget"];
+    let prefix = unique("agent").replace('-', "_");
+    let names: Vec<String> = kinds.iter().map(|k| format!("{prefix}_{k}")).collect();
+    let (deployment, fake) = setup(&names, &kinds).await?;
+    let up = deployment.up("up.log").await?;
+    produce_story(&names).await?;
     let log = deployment.dir.join("up.log");
     let api = deployment.api.clone();
 
@@ -301,18 +349,8 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
         })
         .await?;
         let id = incident["id"].as_str().unwrap_or_default().to_owned();
-        eventually(&format!("the {kind} run to give up"), || {
-            let (log, id) = (log.clone(), id.clone());
-            async move {
-                let text = std::fs::read_to_string(&log)?;
-                Ok(text.lines().find(|l| l.contains("supervisor gave up") && l.contains(&id)).map(str::to_owned))
-            }
-        })
-        .await
-        .and_then(|line| {
-            anyhow::ensure!(line.contains(reason), "{kind}: {line}");
-            Ok(())
-        })?;
+        let line = logged(&log, &format!("the {kind} run to give up"), &["supervisor gave up", &id]).await?;
+        assert!(line.contains(reason), "{kind}: {line}");
         let incident = incident_of(&api, name).await?.unwrap_or_default();
         assert_eq!(incident["status"], "blocked", "{kind}: {incident}");
         let accepted = incident["drafts"].as_array().into_iter().flatten().filter(|d| d["accepted"] == true).count();
@@ -323,12 +361,77 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     assert_eq!(hostile["drafts"].as_array().map(Vec::len), Some(4), "{hostile}");
     assert_eq!(warehouse.count(&names[1]).await?, PER_VERSION);
     // `cut` never ran its truncated tool call, and asked once more with room.
-    let seen = fake.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let cut: Vec<u64> = seen.requests[&names[3]].iter().filter_map(|r| r["max_tokens"].as_u64()).collect();
-    assert_eq!(cut, [512, 1024]);
-    assert_eq!(seen.requests[&names[4]].len(), 3, "busy: three attempts, then escalated");
-    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    drop(seen);
+    {
+        let seen = fake.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cut: Vec<u64> = seen.requests[&names[3]].iter().filter_map(|r| r["max_tokens"].as_u64()).collect();
+        assert_eq!(cut, [512, 1024]);
+        assert_eq!(seen.requests[&names[4]].len(), 3, "busy: three attempts, then escalated");
+        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    }
+
+    // 3. Every run is an event on mend.agent_runs: the reviewer's record.
+    let runs: BTreeMap<String, AgentRun> =
+        agent_runs(&names, names.len()).await?.into_iter().map(|r| (r.envelope.dataset.clone(), r)).collect();
+    let outcome = |name: &str| runs.get(name).map(|r| r.outcome.as_str());
+    let fix_run = &runs[&names[0]];
+    assert_eq!(fix_run.outcome.as_str(), "proposed");
+    assert_eq!(
+        fix_run.tool_calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["describe_table", "sample_records", "propose_plan"]
+    );
+    assert!(fix_run.plan.as_deref().is_some_and(|p| p.contains("amount_text")), "{fix_run:?}");
+    assert_eq!(fix_run.proposal_id.as_deref(), Some(draft.as_str()));
+    assert!(!fix_run.text.is_empty() && fix_run.input_tokens == 30 && fix_run.model == "claude-test");
+    assert_eq!(outcome(&names[1]), Some("refused"));
+    assert_eq!(runs[&names[1]].tool_calls.len(), 4);
+    assert_eq!(outcome(&names[2]), Some("escalated"));
+    assert_eq!(outcome(&names[3]), Some("escalated"));
+    assert_eq!(outcome(&names[4]), Some("failed"));
+    assert_eq!(outcome(&names[5]), Some("escalated"));
+    assert!(runs[&names[5]].tool_calls[0].is_error, "an unknown tool is answered as an error");
+    assert_eq!(outcome(&names[6]), Some("escalated"));
+    // The incidents show the supervisor's part.
+    let shown = eventually("the incidents to show the agent's runs", || {
+        let (api, names) = (api.clone(), names.clone());
+        async move {
+            let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
+            let agents: Vec<Value> = incidents
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| names.iter().any(|n| i["dataset"] == n.as_str()) && !i["agent"].is_null())
+                .cloned()
+                .collect();
+            Ok((agents.len() == names.len()).then_some(agents))
+        }
+    })
+    .await?;
+    let fixed = shown.iter().find(|i| i["dataset"] == names[0].as_str()).cloned().unwrap_or_default();
+    assert_eq!(fixed["agent"]["outcome"], "proposed", "{fixed}");
+    assert!(fixed["agent"]["detection_to_proposal_seconds"].as_f64().is_some(), "{fixed}");
     drop(up);
+    Ok(())
+}
+
+/// A crash after the supervisor's run was delivered but before its offset
+/// was stored re-delivers the proposal: the restarted supervisor finds its
+/// draft on the incident and does not run again. One proposal, one run.
+#[tokio::test]
+async fn the_supervisor_proposes_once_across_a_crash() -> anyhow::Result<()> {
+    let names = vec![unique("agentcrash").replace('-', "_")];
+    let (mut deployment, _fake) = setup(&names, &["fix"]).await?;
+    let env = deployment.env.clone();
+    deployment.env.push(("MEND_FAULT".into(), "runner.after_deliver.agent".into()));
+    let mut up = deployment.up("up.log").await?;
+    produce_story(&names).await?;
+    let status = tokio::time::timeout(mend_tests::WAIT, up.wait()).await??;
+    assert!(!status.success(), "mend up aborted at the fault point");
+    deployment.env = env;
+    let _up = deployment.up("up-after.log").await?;
+    logged(&deployment.dir.join("up-after.log"), "the restarted supervisor to skip", &["not run again"]).await?;
+    let incident = incident_of(&deployment.api, &names[0]).await?.unwrap_or_default();
+    let accepted = incident["drafts"].as_array().into_iter().flatten().filter(|d| d["accepted"] == true).count();
+    assert_eq!(accepted, 1, "{incident}");
+    assert_eq!(agent_runs(&names, 1).await?.len(), 1, "one run");
     Ok(())
 }

@@ -207,6 +207,7 @@ impl Codec {
         register::<Proposal>(&self.encoder).await?;
         register::<Decision>(&self.encoder).await?;
         register::<Application>(&self.encoder).await?;
+        register::<AgentRun>(&self.encoder).await?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::protocol::{
-    ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, QuarantineKind, StepKind, Verdict,
+    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, QuarantineKind, StepKind, Verdict,
 };
 use crate::topics;
 
@@ -274,6 +274,59 @@ pub struct Application {
     pub error: Option<String>,
 }
 
+/// One tool call of a supervisor run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub name: String,
+    /// The model's input, JSON.
+    pub input: String,
+    /// SHA-256 (hex) of the whole output.
+    pub output_sha256: String,
+    /// The output, cut at [`ToolCall::OUTPUT_KEPT`] bytes.
+    pub output: String,
+    pub is_error: bool,
+    pub millis: i64,
+}
+
+impl ToolCall {
+    /// Bytes of a tool's output kept in the event (the digest covers all).
+    pub const OUTPUT_KEPT: usize = 4096;
+
+    /// A call with its output kept (cut at a character boundary) and digested.
+    pub fn new(name: &str, input: String, output: &str, is_error: bool, millis: i64) -> Self {
+        let mut end = output.len().min(Self::OUTPUT_KEPT);
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            name: name.to_owned(),
+            input,
+            output_sha256: hex::encode(Sha256::digest(output.as_bytes())),
+            output: output[..end].to_owned(),
+            is_error,
+            millis,
+        }
+    }
+}
+
+/// One supervisor run: what the model was asked, which tools it called,
+/// its reasoning, the plan it handed over and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRun {
+    pub envelope: Envelope,
+    pub model: String,
+    pub outcome: AgentOutcome,
+    pub reason: Option<String>,
+    pub proposal_id: Option<String>,
+    pub plan: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub text: Vec<String>,
+    pub stop_reason: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub duration_ms: i64,
+}
+
 /// What every event type provides: its topic, its Avro schema, its envelope.
 pub trait Event: Serialize + DeserializeOwned + Clone + Send + Sync {
     /// Topic the event is published on.
@@ -336,6 +389,7 @@ event!(Diagnosis, topics::DIAGNOSES, "diagnosis.avsc");
 event!(Proposal, topics::PROPOSALS, "proposal.avsc");
 event!(Decision, topics::DECISIONS, "decision.avsc");
 event!(Application, topics::APPLICATIONS, "application.avsc");
+event!(AgentRun, topics::AGENT_RUNS, "agent_run.avsc");
 
 #[cfg(test)]
 mod tests;

@@ -160,6 +160,20 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// How a supervisor run ended.
+    AgentOutcome {
+        /// Its plan passed the guardrails and waits for a person.
+        Proposed = "proposed",
+        /// Every plan it handed over was refused by the guardrails.
+        Refused = "refused",
+        /// It gave up (refusal, budget, no plan): a person must look.
+        Escalated = "escalated",
+        /// The model could not be asked (the API failed for good).
+        Failed = "failed",
+    }
+}
+
+wire_enum! {
     /// What noticed a drift.
     DetectionSource {
         /// A writer schema id the contract does not fit.

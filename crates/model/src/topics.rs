@@ -6,11 +6,13 @@ pub const PROPOSALS: &str = "mend.proposals";
 pub const DECISIONS: &str = "mend.decisions";
 pub const APPLICATIONS: &str = "mend.applications";
 pub const QUARANTINE: &str = "mend.quarantine";
+/// One event per supervisor run (Claude drafting a fix).
+pub const AGENT_RUNS: &str = "mend.agent_runs";
 /// The schema registry's compacted log.
 pub const SCHEMAS: &str = "_schemas";
 
 /// mend's own event topics, created at start-up.
-pub const EVENT_TOPICS: [&str; 6] = [DETECTIONS, DIAGNOSES, PROPOSALS, DECISIONS, APPLICATIONS, QUARANTINE];
+pub const EVENT_TOPICS: [&str; 7] = [DETECTIONS, DIAGNOSES, PROPOSALS, DECISIONS, APPLICATIONS, QUARANTINE, AGENT_RUNS];
 
 /// The registry subject of a topic's values (Confluent's TopicNameStrategy).
 pub fn value_subject(topic: &str) -> String {

@@ -2,9 +2,11 @@
 //!
 //! - input topic: `mend.proposals` (its own consumer group): each proposal
 //!   mend's rules blocked (a type change the table cannot hold, …);
-//! - output: a drafted plan handed over through the control API (as the
+//! - outputs: a drafted plan handed over through the control API (as the
 //!   MCP tool `propose_plan` does), which passes the guardrails and waits
-//!   for a person's approval whatever the dataset's policy; nothing else;
+//!   for a person's approval whatever the dataset's policy; and one
+//!   `mend.agent_runs` event per run (the tools called, the model's
+//!   reasoning, the plan, the verdict, tokens, outcome);
 //! - key: the dataset name;
 //! - delivery: at least once, a proposal at most once: the draft ids of a
 //!   run are derived from the incident, so a re-delivered proposal, a
@@ -26,9 +28,9 @@ use mend_config::Caller;
 use mend_mcp::remote::{Client, Remote};
 use mend_mcp::server::{Auth, McpServer};
 use mend_mcp::{Control, ToolFailure};
-use mend_model::events::{PlanStep, Proposal};
-use mend_model::{Policy, Verdict, topics};
-use mend_runtime::handler::{Disposition, Handler, Inbound, decode_event};
+use mend_model::events::{AgentRun, Envelope, Event, PlanStep, Proposal};
+use mend_model::{AgentOutcome, Policy, Verdict, topics};
+use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError};
 use serde_json::Value;
@@ -115,8 +117,8 @@ impl Agent {
     }
 
     /// Runs the supervisor on the incident of `proposal`, unless it has run
-    /// before (its draft is on the incident).
-    async fn supervise(&self, claude: &Claude, proposal: &Proposal) -> Result<(), HandleError> {
+    /// before (its draft is on the incident); the run's event, if it ran.
+    async fn supervise(&self, claude: &Claude, proposal: &Proposal) -> Result<Option<AgentRun>, HandleError> {
         let incident_id = proposal.envelope.incident_id.0.clone();
         let incident = self.api.incident(&incident_id).await.map_err(|e| HandleError::retry("the control API", e))?;
         let mine: Vec<String> = (0..=self.budget.max_tool_calls).map(|n| draft_id(&incident_id, n)).collect();
@@ -127,7 +129,7 @@ impl Agent {
         });
         if drafted {
             tracing::info!(incident = %incident_id, "the supervisor's draft is there already: not run again");
-            return Ok(());
+            return Ok(None);
         }
         let control = Arc::new(Drafting {
             remote: Remote { api: self.api.clone(), by: AGENT.into() },
@@ -136,14 +138,14 @@ impl Agent {
         let server = McpServer::new(self.context.clone(), control, Auth::Open);
         tracing::info!(incident = %incident_id, model = %claude.model, "supervisor run");
         let report = run::run(claude, &server, &incident, self.budget).await;
-        let tools: Vec<&str> = report.tool_calls.iter().map(|(name, _)| name.as_str()).collect();
+        let tools: Vec<&str> = report.tool_calls.iter().map(|call| call.name.as_str()).collect();
         match &report.outcome {
             Outcome::Proposed { proposal_id } => tracing::info!(
                 incident = %incident_id, proposal = %proposal_id, ?tools, input_tokens = report.input_tokens,
                 output_tokens = report.output_tokens, seconds = report.duration.as_secs_f64(),
                 "supervisor proposed a plan; it waits for a person"
             ),
-            Outcome::Escalated { reason } => {
+            Outcome::Escalated { reason } | Outcome::Failed { reason } => {
                 tracing::warn!(
                     incident = %incident_id, %reason, ?tools, seconds = report.duration.as_secs_f64(),
                     "supervisor gave up: escalated to a person"
@@ -157,7 +159,28 @@ impl Agent {
                 }
             }
         }
-        Ok(())
+        let (outcome, reason, proposal_id) = match report.outcome {
+            Outcome::Proposed { proposal_id } => (AgentOutcome::Proposed, None, Some(proposal_id)),
+            Outcome::Failed { reason } => (AgentOutcome::Failed, Some(reason), None),
+            Outcome::Escalated { reason } if report.refused > 0 => (AgentOutcome::Refused, Some(reason), None),
+            Outcome::Escalated { reason } => (AgentOutcome::Escalated, Some(reason), None),
+        };
+        let mut run = AgentRun {
+            envelope: Envelope::answering(SERVICE, &proposal.envelope),
+            model: claude.model.clone(),
+            outcome,
+            reason,
+            proposal_id,
+            plan: report.plan,
+            tool_calls: report.tool_calls,
+            text: report.text,
+            stop_reason: report.stop_reason,
+            input_tokens: i64::try_from(report.input_tokens).unwrap_or(i64::MAX),
+            output_tokens: i64::try_from(report.output_tokens).unwrap_or(i64::MAX),
+            duration_ms: i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX),
+        };
+        run.seal();
+        Ok(Some(run))
     }
 }
 
@@ -172,12 +195,19 @@ impl Handler for Agent {
                     continue;
                 }
             };
+            let mut outputs = Vec::new();
             if let Some(claude) = &self.claude
                 && self.wants(&proposal)
+                && let Some(run) = self.supervise(claude, &proposal).await?
             {
-                self.supervise(claude, &proposal).await?;
+                outputs.push(Outbound {
+                    topic: AgentRun::TOPIC.to_owned(),
+                    key: run.envelope.dataset.clone().into_bytes(),
+                    payload: self.context.codec.encode_event(&run).await?,
+                    headers: record.headers.clone(),
+                });
             }
-            out.push(Disposition::Emit(Vec::new()));
+            out.push(Disposition::Emit(outputs));
         }
         Ok(out)
     }

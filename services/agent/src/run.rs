@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use mend_mcp::server::McpServer;
+use mend_model::events::ToolCall;
 use serde_json::{Value, json};
 
 use crate::claude::Claude;
@@ -26,14 +27,22 @@ pub enum Outcome {
     Proposed { proposal_id: String },
     /// Nothing was proposed: a person must look, for this reason.
     Escalated { reason: String },
+    /// The model could not be asked (the API failed for good).
+    Failed { reason: String },
 }
 
 /// What happened in a run, for the log and the reviewer.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub outcome: Outcome,
-    /// Each tool call: name and whether it failed.
-    pub tool_calls: Vec<(String, bool)>,
+    /// Each tool call: name, input, output (digested, kept bounded), time.
+    pub tool_calls: Vec<ToolCall>,
+    /// The plan last handed over through `propose_plan` and the verdict.
+    pub plan: Option<String>,
+    /// Plans the guardrails refused.
+    pub refused: usize,
+    /// The last turn's stop reason.
+    pub stop_reason: Option<String>,
     /// The model's text, in order (its reasoning).
     pub text: Vec<String>,
     pub input_tokens: u64,
@@ -71,6 +80,9 @@ pub async fn run(claude: &Claude, server: &McpServer, incident: &Value, budget: 
     let mut report = Report {
         outcome: Outcome::Escalated { reason: String::new() },
         tool_calls: Vec::new(),
+        plan: None,
+        refused: 0,
+        stop_reason: None,
         text: Vec::new(),
         input_tokens: 0,
         output_tokens: 0,
@@ -111,7 +123,7 @@ async fn converse(
         let remaining = budget.deadline.saturating_sub(started.elapsed());
         let response = match tokio::time::timeout(remaining, claude.turn(&request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(error)) => return escalate(format!("the model could not be asked: {error}")),
+            Ok(Err(error)) => return Outcome::Failed { reason: format!("the model could not be asked: {error}") },
             Err(_) => {
                 return escalate(format!("the run's deadline ({:?}) passed while the model answered", budget.deadline));
             }
@@ -126,7 +138,9 @@ async fn converse(
             .collect();
         report.text.extend(text.iter().cloned());
         let words = || if text.is_empty() { "(no text)".to_owned() } else { text.join(" ") };
-        match response["stop_reason"].as_str().unwrap_or("") {
+        let stop = response["stop_reason"].as_str().unwrap_or("").to_owned();
+        report.stop_reason = Some(stop.clone());
+        match stop.as_str() {
             "tool_use" => {
                 messages.push(json!({"role": "assistant", "content": content}));
                 let mut results = Vec::new();
@@ -139,19 +153,26 @@ async fn converse(
                         ));
                     }
                     let name = block["name"].as_str().unwrap_or_default();
+                    let called = Instant::now();
                     let result = server.invoke(name, block["input"].clone(), None).await;
-                    report.tool_calls.push((name.to_owned(), result.is_err()));
+                    let millis = i64::try_from(called.elapsed().as_millis()).unwrap_or(i64::MAX);
                     tracing::info!(tool = name, failed = result.is_err(), "supervisor tool call");
-                    if name == "propose_plan"
-                        && let Ok(answer) = &result
-                        && answer["accepted"] == true
-                    {
-                        proposed = answer["proposal_id"].as_str().map(str::to_owned);
+                    if name == "propose_plan" {
+                        let verdict = result.as_ref().map_or_else(|e| json!({"error": e}), Clone::clone);
+                        report.plan = Some(json!({"input": block["input"], "verdict": verdict}).to_string());
+                        match &result {
+                            Ok(answer) if answer["accepted"] == true => {
+                                proposed = answer["proposal_id"].as_str().map(str::to_owned);
+                            }
+                            Ok(_) => report.refused += 1,
+                            Err(_) => {}
+                        }
                     }
                     let (text, is_error) = match result {
                         Ok(value) => (value.to_string(), false),
                         Err(error) => (error, true),
                     };
+                    report.tool_calls.push(ToolCall::new(name, block["input"].to_string(), &text, is_error, millis));
                     results.push(json!({
                         "type": "tool_result", "tool_use_id": block["id"], "content": text, "is_error": is_error,
                     }));

@@ -74,9 +74,16 @@ pub type Projection = (Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<Projection> {
     let model = Arc::new(Mutex::new(ReadModel::default()));
-    let topics = [topics::DETECTIONS, topics::DIAGNOSES, topics::PROPOSALS, topics::DECISIONS, topics::APPLICATIONS]
-        .map(str::to_owned)
-        .to_vec();
+    let topics = [
+        topics::DETECTIONS,
+        topics::DIAGNOSES,
+        topics::PROPOSALS,
+        topics::DECISIONS,
+        topics::APPLICATIONS,
+        topics::AGENT_RUNS,
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let group = context.group(&format!("control-{}", uuid::Uuid::now_v7()));
     let projector = Projector { context: context.clone(), model: model.clone() };
     let (runner, status) = context.runner(SERVICE, &group, topics, projector)?;

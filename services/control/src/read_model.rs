@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use mend_avro::codec::CodecError;
-use mend_model::events::{Application, Decision, Detection, Diagnosis, Envelope, FieldChange, PlanStep, Proposal};
-use mend_model::{ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict, topics};
+use mend_model::events::{
+    AgentRun, Application, Decision, Detection, Diagnosis, Envelope, FieldChange, PlanStep, Proposal,
+};
+use mend_model::{AgentOutcome, ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound};
 use mend_runtime::{Context, HandleError};
 use serde::Serialize;
@@ -37,6 +39,22 @@ pub struct Incident {
     /// Plans drafted by people or models (`propose_plan`), accepted or
     /// refused, in order.
     pub drafts: Vec<DraftView>,
+    /// The supervisor's last run on this incident, if it ran.
+    pub agent: Option<AgentView>,
+}
+
+/// A supervisor run as the incident shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub outcome: AgentOutcome,
+    pub reason: Option<String>,
+    pub proposal_id: Option<String>,
+    pub model: String,
+    /// The tools it called, in order.
+    pub tools: Vec<String>,
+    pub seconds: f64,
+    /// From detection to the supervisor's proposal.
+    pub detection_to_proposal_seconds: Option<f64>,
 }
 
 /// A drafted plan as the incident lists it.
@@ -172,6 +190,21 @@ impl ReadModel {
         });
     }
 
+    fn agent_run(&mut self, event: AgentRun) {
+        let incident = self.incident(&event.envelope);
+        let detection_to_proposal_seconds =
+            event.proposal_id.as_ref().map(|_| (event.envelope.time - incident.detected_at) as f64 / 1000.0);
+        incident.agent = Some(AgentView {
+            outcome: event.outcome,
+            reason: event.reason,
+            proposal_id: event.proposal_id,
+            model: event.model,
+            tools: event.tool_calls.into_iter().map(|c| c.name).collect(),
+            seconds: event.duration_ms as f64 / 1000.0,
+            detection_to_proposal_seconds,
+        });
+    }
+
     pub fn incidents(&self) -> Vec<Incident> {
         let mut all: Vec<Incident> =
             self.incidents.values().filter(|i| i.writer_schema_id.is_some()).cloned().collect();
@@ -193,6 +226,7 @@ enum AuditEvent {
     Proposal(Proposal),
     Decision(Decision),
     Application(Application),
+    AgentRun(AgentRun),
 }
 
 impl Projector {
@@ -205,6 +239,7 @@ impl Projector {
             topics::PROPOSALS => codec.decode_event(payload).await.map(AuditEvent::Proposal),
             topics::DECISIONS => codec.decode_event(payload).await.map(AuditEvent::Decision),
             topics::APPLICATIONS => codec.decode_event(payload).await.map(AuditEvent::Application),
+            topics::AGENT_RUNS => codec.decode_event(payload).await.map(AuditEvent::AgentRun),
             _ => return Ok(None),
         };
         match decoded {
@@ -231,6 +266,7 @@ impl Handler for Projector {
             AuditEvent::Proposal(e) => managed(&e.envelope),
             AuditEvent::Decision(e) => managed(&e.envelope),
             AuditEvent::Application(e) => managed(&e.envelope),
+            AuditEvent::AgentRun(e) => managed(&e.envelope),
         });
         let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events {
@@ -240,6 +276,7 @@ impl Handler for Projector {
                 AuditEvent::Proposal(e) => model.proposal(e),
                 AuditEvent::Decision(e) => model.decision(e),
                 AuditEvent::Application(e) => model.application(e),
+                AuditEvent::AgentRun(e) => model.agent_run(e),
             }
         }
         Ok(vec![Disposition::Emit(Vec::new()); batch.len()])

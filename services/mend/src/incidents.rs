@@ -47,15 +47,28 @@ pub fn print_incidents(incidents: &Value) {
         return;
     }
     let width = list.iter().filter_map(|i| i["dataset"].as_str()).map(str::len).max().unwrap_or(0).max(7);
-    println!("{:<36}  {:<width$}  {:<17}  {:<36}  changes", "incident", "dataset", "status", "proposal");
+    println!(
+        "{:<36}  {:<width$}  {:<17}  {:<36}  {:<10}  changes",
+        "incident", "dataset", "status", "proposal", "agent"
+    );
     for incident in list {
         println!(
-            "{:<36}  {:<width$}  {:<17}  {:<36}  {}",
+            "{:<36}  {:<width$}  {:<17}  {:<36}  {:<10}  {}",
             incident["id"].as_str().unwrap_or(""),
             incident["dataset"].as_str().unwrap_or(""),
             incident["status"].as_str().unwrap_or(""),
             incident["proposal_id"].as_str().unwrap_or("-"),
+            incident["agent"]["outcome"].as_str().unwrap_or("-"),
             describe_changes(&incident["changes"]),
         );
+        let agent = &incident["agent"];
+        if let Some(reason) = agent["reason"].as_str() {
+            println!("    agent: {reason}");
+        } else if let Some(seconds) = agent["detection_to_proposal_seconds"].as_f64() {
+            println!(
+                "    agent: proposed {} {seconds:.1} s after detection; it waits for approval",
+                agent["proposal_id"].as_str().unwrap_or("")
+            );
+        }
     }
 }

@@ -132,7 +132,14 @@ fn every_schema_embeds_the_same_envelope() -> anyhow::Result<()> {
         Ok(json["fields"][0]["type"].clone())
     };
     let reference = envelope_of(Detection::SCHEMA)?;
-    for schema in [Quarantined::SCHEMA, Diagnosis::SCHEMA, Proposal::SCHEMA, Decision::SCHEMA, Application::SCHEMA] {
+    for schema in [
+        Quarantined::SCHEMA,
+        Diagnosis::SCHEMA,
+        Proposal::SCHEMA,
+        Decision::SCHEMA,
+        Application::SCHEMA,
+        AgentRun::SCHEMA,
+    ] {
         assert_eq!(envelope_of(schema)?, reference);
     }
     Ok(())
@@ -250,6 +257,22 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
                 reason: None,
             })?;
         }
+    }
+    for outcome in AgentOutcome::ALL {
+        round_trip(AgentRun {
+            envelope: envelope(),
+            model: "claude".into(),
+            outcome: *outcome,
+            reason: Some("r".into()),
+            proposal_id: None,
+            plan: Some("{}".into()),
+            tool_calls: vec![ToolCall::new("describe_table", "{}".into(), "é".repeat(3000).as_str(), false, 3)],
+            text: vec!["thinking".into()],
+            stop_reason: Some("end_turn".into()),
+            input_tokens: 1,
+            output_tokens: 2,
+            duration_ms: 3,
+        })?;
     }
     for outcome in ApplicationOutcome::ALL {
         round_trip(Application {
