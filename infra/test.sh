@@ -27,6 +27,7 @@ export MEND_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export MEND_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export MEND_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/warehouse
 export MEND_BIN=$CARGO_TARGET_DIR/debug/mend
+export MEND_PYTHON=$ROOT/.mend/venv/bin/python
 
 log "integration tests (Rust)"
 cargo test -p mend-tests -q --test registry --test runner --test plan --test loader -- --test-threads 2

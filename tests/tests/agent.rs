@@ -102,9 +102,19 @@ fn script(dataset: &str, kind: &str, turn: usize, incident: &str) -> Response {
         ("unknown", 0) => tool("drop_everything", json!({})),
         ("unknown", _) => answer("end_turn", vec![json!({"type": "text", "text": "No such tool; giving up."})]),
         ("budget", _) => tool("describe_table", json!({"dataset": dataset})),
+        ("dbt", 0) => tool("get_incident", json!({"incident_id": incident})),
+        ("dbt", 1) => tool(
+            "propose_plan",
+            json!({
+            "incident_id": incident,
+            "rationale": "the model still selects email; the upstream renamed it customer_email",
+            "steps": [{"kind": "dbt_patch", "description": "select customer_email as email", "patch": DBT_PATCH}]}),
+        ),
         _ => answer("end_turn", vec![]),
     }
 }
+
+const DBT_PATCH: &str = "--- a/models/orders_summary.sql\n+++ b/models/orders_summary.sql\n@@ -1 +1 @@\n-select id, email from orders\n+select id, customer_email as email from orders\n";
 
 fn answer(stop: &str, content: Vec<Value>) -> Response {
     Json(json!({"id": "msg", "type": "message", "role": "assistant", "model": "claude-test", "content": content,
@@ -224,10 +234,14 @@ async fn setup(names: &[String], kinds: &[&str]) -> anyhow::Result<(Deployment, 
 /// Each dataset's story: `PER_VERSION` orders with `amount` a double, then
 /// as many with `amount` a string (blocked by the rules).
 async fn produce_story(names: &[String]) -> anyhow::Result<()> {
+    produce_versions(names, &[1, 2]).await
+}
+
+async fn produce_versions(names: &[String], versions: &[u8]) -> anyhow::Result<()> {
     let producer = producer()?;
     for name in names {
         let (topic, subject) = (format!("{name}.orders"), format!("{name}.orders-value"));
-        for version in [1u8, 2] {
+        for &version in versions {
             let text = schema(version);
             let (id, parsed) = (register_schema(&subject, &text).await?, Schema::parse_str(&text)?);
             for n in 0..PER_VERSION {
@@ -433,5 +447,72 @@ async fn the_supervisor_proposes_once_across_a_crash() -> anyhow::Result<()> {
     let accepted = incident["drafts"].as_array().into_iter().flatten().filter(|d| d["accepted"] == true).count();
     assert_eq!(accepted, 1, "{incident}");
     assert_eq!(agent_runs(&names, 1).await?.len(), 1, "one run");
+    Ok(())
+}
+
+/// A dbt model failing on a column a rename moved, reported by
+/// openlineage-python's HttpTransport: an incident with the error as its
+/// evidence, which the rules cannot plan; the model drafts a patch of the
+/// dbt model, and the proposal carries it. The same failure again joins it.
+#[tokio::test]
+async fn a_pipeline_failure_from_openlineage_gets_a_drafted_dbt_patch() -> anyhow::Result<()> {
+    let names = vec![unique("lineage").replace('-', "_")];
+    let (deployment, _fake) = setup(&names, &["dbt"]).await?;
+    let _up = deployment.up("up.log").await?;
+    produce_versions(&names, &[1]).await?;
+    let warehouse = Warehouse::connect(&mend_tests::postgres_url()).await?;
+    eventually("the table", || {
+        let (warehouse, name) = (warehouse.clone(), names[0].clone());
+        async move { Ok(warehouse.count(&name).await.ok().filter(|n| *n == PER_VERSION)) }
+    })
+    .await?;
+    let python = std::env::var("MEND_PYTHON").unwrap_or_else(|_| "../.mend/venv/bin/python".into());
+    let post = || {
+        std::process::Command::new(&python)
+            .args(["python/scripts/openlineage_fail.py", &format!("http://{}", deployment.api), "", &names[0]])
+            .output()
+    };
+    let posted = post()?;
+    anyhow::ensure!(posted.status.success(), "{}", String::from_utf8_lossy(&posted.stderr));
+    let api = deployment.api.clone();
+    let incident = eventually("the supervisor's dbt patch to wait for approval", || {
+        let (api, name) = (api.clone(), names[0].clone());
+        async move {
+            Ok(incident_of(&api, &name)
+                .await?
+                .filter(|i| i["drafts"].as_array().is_some_and(|d| d.iter().any(|d| d["accepted"] == true))))
+        }
+    })
+    .await?;
+    assert_eq!(incident["source"], "openlineage", "{incident}");
+    assert!(incident["evidence"]["error_message"].as_str().unwrap_or("").contains("customer_email"), "{incident}");
+    assert_eq!(incident["evidence"]["schema_facet"], "id bigint, customer_email text", "{incident}");
+    assert_eq!(incident["status"], "awaiting_approval", "{incident}");
+    let proposal: Value =
+        reqwest::get(format!("http://{api}/proposals/{}", incident["proposal_id"].as_str().unwrap_or("")))
+            .await?
+            .json()
+            .await?;
+    assert_eq!(proposal["steps"][0]["kind"], "dbt_patch", "{proposal}");
+    assert_eq!(proposal["steps"][0]["patch"], DBT_PATCH, "{proposal}");
+
+    let again = post()?;
+    anyhow::ensure!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
+    let failures = incidents.as_array().into_iter().flatten().filter(|i| i["dataset"] == names[0].as_str()).count();
+    assert_eq!(failures, 1, "a repeated failure joins its incident: {incidents}");
+
+    // Malformed and other events.
+    let http = reqwest::Client::new();
+    let url = format!("http://{api}/api/v1/lineage");
+    let malformed = http.post(&url).json(&json!({"eventType": "FAIL"})).send().await?;
+    assert_eq!(malformed.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(malformed.text().await?.contains("job.namespace and job.name are required"));
+    let start = http
+        .post(&url)
+        .json(&json!({"eventType": "START", "job": {"namespace": "n", "name": "j"}, "run": {"runId": "r"}}))
+        .send()
+        .await?;
+    assert_eq!(start.status(), reqwest::StatusCode::OK);
     Ok(())
 }

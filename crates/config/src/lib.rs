@@ -205,6 +205,11 @@ pub struct Dataset {
     /// How long a proposal may wait for a decision before it is escalated
     /// (notified again; it stays open): `30m`, `2h`, `1d`.
     pub approval_timeout: Option<String>,
+    /// Other names OpenLineage events use for this dataset's table or topic
+    /// (`analytics.public.orders`, a dbt model's name): a FAIL event naming
+    /// one opens an incident here.
+    #[serde(default)]
+    pub openlineage: Vec<String>,
     /// Whether the supervisor (Claude) drafts fixes for this dataset's
     /// incidents the rules block (default: yes, when a key is configured).
     pub agent: Option<bool>,

@@ -26,6 +26,13 @@ impl IncidentId {
     /// (UUIDv5), so every service that sees the same drift names the same
     /// incident without coordinating, and a redelivered record cannot open a
     /// second one.
+    /// The incident of a pipeline failure reported through OpenLineage: one
+    /// per dataset, job and error, so a repeated failure joins it.
+    pub fn for_failure(dataset: &str, job: &str, error: &str) -> Self {
+        let name = format!("{dataset}\u{0}openlineage\u{0}{job}\u{0}{error}");
+        Self(Uuid::new_v5(&INCIDENT_NAMESPACE, name.as_bytes()).to_string())
+    }
+
     pub fn for_drift(dataset: &str, schema_id: u32) -> Self {
         let name = format!("{dataset}\u{0}{schema_id}");
         Self(Uuid::new_v5(&INCIDENT_NAMESPACE, name.as_bytes()).to_string())
@@ -149,6 +156,10 @@ pub struct Detection {
     pub writer_schema_id: Option<i32>,
     pub contract_schema_id: Option<i32>,
     pub changes: Vec<FieldChange>,
+    /// What the source said (a pipeline failure's error message, job, run
+    /// and datasets); empty for schema drift.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, String>,
 }
 
 /// Classified changes and their evidence.

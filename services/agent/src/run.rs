@@ -55,12 +55,14 @@ fn system(incident: &Value) -> String {
     format!(
         "You are mend's supervisor. mend heals streaming ingestion pipelines when an upstream Avro schema drifts; \
          its rules could not fix this incident, so you investigate and draft the fix a person will review.\n\n\
-         Incident {id} on dataset {dataset}: status {status}. Changes: {changes}. mend's rules: {rules}.\n\n{guide}",
+         Incident {id} on dataset {dataset}: status {status}. Changes: {changes}. mend's rules: {rules}. \
+         Evidence: {evidence}.\n\n{guide}",
         id = incident["id"].as_str().unwrap_or("?"),
         dataset = incident["dataset"].as_str().unwrap_or("?"),
         status = incident["status"].as_str().unwrap_or("?"),
         changes = incident["changes"],
         rules = incident["rules"],
+        evidence = incident["evidence"].to_string().chars().take(8192).collect::<String>(),
         guide = mend_mcp::server::diagnose_prompt(incident["id"].as_str().unwrap_or("?")),
     )
 }

@@ -30,8 +30,9 @@ pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
         Role::Viewer
     } else if (path.starts_with("/proposals/") && (path.ends_with("/approve") || path.ends_with("/reject")))
         || (path.starts_with("/incidents/") && path.ends_with("/proposals"))
+        || path == "/api/v1/lineage"
     {
-        // Deciding, and handing over a drafted plan.
+        // Deciding, handing over a drafted plan, reporting a pipeline failure.
         Role::Approver
     } else if path == "/mcp" {
         // Each MCP tool checks the caller's role itself (read tools are

@@ -127,7 +127,7 @@ pub async fn record_draft(
                 refused: known.rules.iter().filter_map(|r| r.strip_prefix("refused: ")).map(str::to_owned).collect(),
             });
         }
-        let Some(incident) = model.incidents.get(incident_id).filter(|i| i.writer_schema_id.is_some()) else {
+        let Some(incident) = model.incidents.get(incident_id).filter(|i| i.is_known()) else {
             return Err((StatusCode::NOT_FOUND, format!("no incident {incident_id}; list_incidents shows their ids")));
         };
         let cause = incident.proposal_id.as_ref().and_then(|p| model.proposals.get(p)).map(|p| p.envelope.clone());

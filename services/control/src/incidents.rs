@@ -55,7 +55,7 @@ pub(crate) async fn list_incidents(State(api): State<Arc<Api>>) -> Response {
 }
 
 pub(crate) async fn show_incident(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    let incident = api.model().incidents.get(&id).filter(|i| i.writer_schema_id.is_some()).cloned();
+    let incident = api.model().incidents.get(&id).filter(|i| i.is_known()).cloned();
     match incident {
         Some(incident) => Json(with_quarantine_counts(&api, vec![incident]).await.remove(0)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no incident {id}")),

@@ -34,6 +34,7 @@ pub mod drafts;
 pub mod escalation;
 pub mod incidents;
 pub mod integrations;
+pub mod lineage;
 pub mod mcp;
 pub mod read_model;
 
@@ -103,6 +104,7 @@ pub fn router(
         .route("/incidents", get(incidents::list_incidents))
         .route("/incidents/{id}", get(incidents::show_incident))
         .route("/incidents/{id}/proposals", post(drafts::propose))
+        .route("/api/v1/lineage", post(lineage::receive))
         .route("/proposals/{id}", get(incidents::show_proposal))
         .route("/proposals/{id}/approve", post(decisions::approve))
         .route("/proposals/{id}/reject", post(decisions::reject))

@@ -35,7 +35,7 @@ impl Control for Local {
 
     fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>> {
         Box::pin(async move {
-            let incident = self.api.model().incidents.get(id).filter(|i| i.writer_schema_id.is_some()).cloned();
+            let incident = self.api.model().incidents.get(id).filter(|i| i.is_known()).cloned();
             let incident = incident.ok_or_else(|| format!("no incident {id}; list_incidents shows their ids"))?;
             let mut counted = with_quarantine_counts(&self.api, vec![incident]).await;
             Ok(serde_json::to_value(counted.remove(0)).unwrap_or_default())

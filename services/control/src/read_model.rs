@@ -9,7 +9,7 @@ use mend_avro::codec::CodecError;
 use mend_model::events::{
     AgentRun, Application, Decision, Detection, Diagnosis, Envelope, FieldChange, PlanStep, Proposal,
 };
-use mend_model::{AgentOutcome, ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict, topics};
+use mend_model::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound};
 use mend_runtime::{Context, HandleError};
 use serde::Serialize;
@@ -22,6 +22,9 @@ pub struct Incident {
     pub status: IncidentStatus,
     pub writer_schema_id: Option<i32>,
     pub contract_schema_id: Option<i32>,
+    /// What noticed it: a writer schema (`schema_id`) or a pipeline
+    /// failure (`openlineage`).
+    pub source: Option<DetectionSource>,
     pub detected_at: i64,
     pub healed_at: Option<i64>,
     pub changes: Vec<FieldChange>,
@@ -55,6 +58,14 @@ pub struct AgentView {
     pub seconds: f64,
     /// From detection to the supervisor's proposal.
     pub detection_to_proposal_seconds: Option<f64>,
+}
+
+impl Incident {
+    /// Whether the incident was detected (not only answered to): a writer
+    /// schema or a pipeline failure opened it.
+    pub fn is_known(&self) -> bool {
+        self.writer_schema_id.is_some() || self.source.is_some()
+    }
 }
 
 /// A drafted plan as the incident lists it.
@@ -109,6 +120,10 @@ impl ReadModel {
 
     fn detection(&mut self, event: Detection) {
         let incident = self.incident(&event.envelope);
+        incident.source.get_or_insert(event.source);
+        if incident.evidence.is_empty() {
+            incident.evidence.clone_from(&event.evidence);
+        }
         incident.writer_schema_id = event.writer_schema_id;
         incident.contract_schema_id = event.contract_schema_id;
         if incident.changes.is_empty() {
@@ -206,8 +221,7 @@ impl ReadModel {
     }
 
     pub fn incidents(&self) -> Vec<Incident> {
-        let mut all: Vec<Incident> =
-            self.incidents.values().filter(|i| i.writer_schema_id.is_some()).cloned().collect();
+        let mut all: Vec<Incident> = self.incidents.values().filter(|i| i.is_known()).cloned().collect();
         all.sort_by_key(|i| i.detected_at);
         all
     }

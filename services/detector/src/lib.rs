@@ -121,6 +121,7 @@ impl Detector {
             writer_schema_id: i32::try_from(writer).ok(),
             contract_schema_id: i32::try_from(contract_id).ok(),
             changes,
+            evidence: Default::default(),
         };
         detection.seal();
         tracing::info!(

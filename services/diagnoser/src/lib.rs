@@ -166,7 +166,8 @@ impl Diagnoser {
             HandleError::Fatal(format!("detection for unknown dataset {}", detection.envelope.dataset).into())
         })?;
         let codec = &self.context.codec;
-        let mut evidence = BTreeMap::new();
+        // What the source said (a pipeline failure's error message) first.
+        let mut evidence = detection.evidence.clone();
         let writer = detection.writer_schema_id.and_then(|id| u32::try_from(id).ok());
         let contract = detection.contract_schema_id.and_then(|id| u32::try_from(id).ok());
         let changes = match (writer, contract) {

@@ -58,6 +58,7 @@ fn detection_round_trips() -> anyhow::Result<()> {
         writer_schema_id: Some(7),
         contract_schema_id: None,
         changes: vec![change()],
+        evidence: BTreeMap::new(),
     })
 }
 
@@ -195,6 +196,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             writer_schema_id: None,
             contract_schema_id: None,
             changes: changes.clone(),
+            evidence: BTreeMap::new(),
         })?;
         round_trip(Diagnosis {
             envelope: envelope(),
@@ -215,6 +217,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             writer_schema_id: None,
             contract_schema_id: None,
             changes: vec![],
+            evidence: BTreeMap::new(),
         })?;
     }
     for kind in QuarantineKind::ALL {
