@@ -314,9 +314,10 @@ pub struct QuarantinedRecord {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Quarantine {
     pub dataset: String,
-    /// Per writer schema, how many records of this dataset are quarantined.
+    /// Per writer schema, how many records of this dataset were ever
+    /// quarantined (those a replay has loaded since included).
     pub counts: BTreeMap<String, i64>,
-    /// The first records, in source order (at most `limit`).
+    /// The first records still quarantined, in source order (at most `limit`).
     pub records: Vec<QuarantinedRecord>,
 }
 

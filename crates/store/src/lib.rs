@@ -187,7 +187,7 @@ pub trait Store {
     /// The records of `dataset` quarantined with writer `writer`, in source order.
     async fn quarantined_records(&self, dataset: &str, writer: u32) -> Result<Vec<Kept>, StoreError>;
     /// The first `limit` records of `dataset` quarantined with writer
-    /// `writer`, in source order.
+    /// `writer` and not loaded since, in source order.
     async fn quarantined_sample(&self, dataset: &str, writer: u32, limit: i64) -> Result<Vec<Kept>, StoreError>;
     /// How many records of `dataset` were quarantined, per writer schema.
     async fn quarantine_counts(&self, dataset: &str) -> Result<HashMap<u32, i64>, StoreError>;
@@ -316,7 +316,8 @@ impl Warehouse {
     }
 
     /// The first `limit` records of `dataset` the loader quarantined with
-    /// writer schema `writer`, in source order (evidence, not replays).
+    /// writer schema `writer` that no replay has loaded since, in source
+    /// order (evidence, not replays).
     pub async fn quarantined_sample(&self, dataset: &str, writer: u32, limit: i64) -> Result<Vec<Kept>, StoreError> {
         dispatch!(self.quarantined_sample(dataset, writer, limit))
     }

@@ -265,7 +265,7 @@ macro_rules! portable_methods {
         ) -> Result<Vec<$crate::Kept>, $crate::StoreError> {
             Ok(sqlx::query_as(
                 "SELECT partition_id, source_offset, payload FROM mend_quarantined \
-                 WHERE dataset = $1 AND writer_schema_id = $2 ORDER BY partition_id, source_offset LIMIT $3",
+                 WHERE dataset = $1 AND writer_schema_id = $2 AND NOT loaded ORDER BY partition_id, source_offset LIMIT $3",
             )
             .bind(dataset)
             .bind(i64::from(writer))

@@ -285,6 +285,41 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
                             .map(|_| ())
                     })
                     .await?;
+                if global.anthropic.anthropic_api_key.as_ref().is_some_and(|k| !k.0.is_empty()) {
+                    let agent = driver
+                        .wait("the supervisor's run on the type change", |incidents| {
+                            incidents
+                                .as_array()?
+                                .iter()
+                                .find(|i| {
+                                    i["dataset"].as_str() == Some(dataset.name.as_str())
+                                        && i["writer_schema_id"].as_u64() == Some(u64::from(id))
+                                })
+                                .filter(|i| !i["agent"].is_null())
+                                .cloned()
+                        })
+                        .await?;
+                    let run = &agent["agent"];
+                    println!(
+                        "  supervisor ({}): {} after {:.1}s, tools {}",
+                        run["model"].as_str().unwrap_or("?"),
+                        run["outcome"].as_str().unwrap_or("?"),
+                        run["seconds"].as_f64().unwrap_or_default(),
+                        run["tools"]
+                    );
+                    match run["proposal_id"].as_str() {
+                        Some(proposal) => println!(
+                            "  its plan waits for a person: mend show {} / mend approve {proposal} --by you",
+                            agent["id"].as_str().unwrap_or("")
+                        ),
+                        None => println!("  escalated to a person: {}", run["reason"].as_str().unwrap_or("")),
+                    }
+                } else {
+                    println!(
+                        "  the supervisor is off: with MEND_ANTHROPIC_API_KEY set for `make demo`, Claude investigates \
+                         this incident with mend's MCP tools and drafts a fix that waits for your approval"
+                    );
+                }
             }
         }
     }
