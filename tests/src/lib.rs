@@ -3,6 +3,8 @@
 //! topic, group, subject and table names, and waits for conditions, never
 //! for durations.
 
+pub mod anthropic;
+
 use std::time::Duration;
 
 use anyhow::{Context, bail};

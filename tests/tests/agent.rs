@@ -5,33 +5,21 @@
 //! dataset. Each dataset's `amount` changes from double to string, which the
 //! rules block; the script decides what the model does about it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mend_model::events::{AgentRun, Event};
 use mend_store::Warehouse;
+use mend_tests::anthropic::{self, Fake, answer};
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema, unique};
 use serde_json::{Value, json};
 
 const PER_VERSION: i64 = 10;
-const TOOLS: [&str; 10] = [
-    "approve_proposal",
-    "compare_schema",
-    "describe_table",
-    "get_incident",
-    "list_incidents",
-    "propose_plan",
-    "quarantined_records",
-    "registry_history",
-    "reject_proposal",
-    "sample_records",
-];
 
 fn schema(version: u8) -> String {
     let amount = if version >= 2 { "string" } else { "double" };
@@ -116,86 +104,6 @@ fn script(dataset: &str, kind: &str, turn: usize, incident: &str) -> Response {
 
 const DBT_PATCH: &str = "--- a/models/orders_summary.sql\n+++ b/models/orders_summary.sql\n@@ -1 +1 @@\n-select id, email from orders\n+select id, customer_email as email from orders\n";
 
-fn answer(stop: &str, content: Vec<Value>) -> Response {
-    Json(json!({"id": "msg", "type": "message", "role": "assistant", "model": "claude-test", "content": content,
-        "stop_reason": stop, "usage": {"input_tokens": 10, "output_tokens": 5}}))
-    .into_response()
-}
-
-/// What the fake server saw, per dataset: every request body.
-#[derive(Default)]
-struct Seen {
-    requests: BTreeMap<String, Vec<Value>>,
-    /// Requests that broke the API's rules, and why.
-    violations: Vec<String>,
-}
-
-struct Fake {
-    /// dataset → script kind
-    kinds: BTreeMap<String, String>,
-    seen: Mutex<Seen>,
-}
-
-async fn messages(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let mut violations = Vec::new();
-    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("test-key") {
-        violations.push("x-api-key".to_owned());
-    }
-    if headers.get("anthropic-version").and_then(|v| v.to_str().ok()) != Some("2023-06-01") {
-        violations.push("anthropic-version".to_owned());
-    }
-    if body["model"] != "claude-test" {
-        violations.push(format!("model {}", body["model"]));
-    }
-    let tools: BTreeSet<&str> =
-        body["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
-    if tools != TOOLS.into_iter().collect()
-        || body["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["input_schema"]["type"] != "object"))
-    {
-        violations.push(format!("tools {tools:?}"));
-    }
-    // Every tool_use of the last assistant turn is answered first in the
-    // user message after it.
-    let history = body["messages"].as_array().cloned().unwrap_or_default();
-    for pair in history.windows(2) {
-        let asked: Vec<&str> = pair[0]["content"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["type"] == "tool_use")
-            .filter_map(|b| b["id"].as_str())
-            .collect();
-        if asked.is_empty() || pair[0]["role"] != "assistant" {
-            continue;
-        }
-        let answered: Vec<&str> = pair[1]["content"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .take(asked.len())
-            .filter(|b| b["type"] == "tool_result")
-            .filter_map(|b| b["tool_use_id"].as_str())
-            .collect();
-        if answered != asked {
-            violations.push(format!("tool_use {asked:?} answered with {answered:?}"));
-        }
-    }
-    let system = body["system"].as_str().unwrap_or_default();
-    let Some((dataset, kind)) = fake.kinds.iter().find(|(d, _)| system.contains(&format!("dataset {d}:"))) else {
-        return (StatusCode::BAD_REQUEST, "unknown dataset").into_response();
-    };
-    let incident = system.split("Incident ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_default().to_owned();
-    let turn = {
-        let mut seen = fake.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.violations.extend(violations);
-        let requests = seen.requests.entry(dataset.clone()).or_default();
-        requests.push(body.clone());
-        // A retried turn (busy, cut) is the same turn.
-        history.iter().filter(|m| m["role"] == "assistant").count()
-    };
-    script(dataset, kind, turn, &incident)
-}
-
 async fn incident_of(api: &str, dataset: &str) -> anyhow::Result<Option<Value>> {
     let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
     Ok(incidents.as_array().and_then(|l| l.iter().find(|i| i["dataset"] == dataset).cloned()))
@@ -215,14 +123,8 @@ async fn setup(names: &[String], kinds: &[&str]) -> anyhow::Result<(Deployment, 
     let first = std::fs::read_to_string(&config)?.replace(&deployment.dataset, &names[0]);
     std::fs::write(&config, format!("{extra}{first}"))?;
     deployment.dataset = names[0].clone();
-    let fake = Arc::new(Fake {
-        kinds: names.iter().cloned().zip(kinds.iter().map(|k| (*k).to_owned())).collect(),
-        seen: Mutex::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new().route("/v1/messages", axum::routing::post(messages)).with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let fake = anthropic::fake(names, kinds, script);
+    let base = anthropic::serve(fake.clone()).await?;
     deployment.env = vec![
         ("MEND_ANTHROPIC_API_KEY".into(), "test-key".into()),
         ("MEND_ANTHROPIC_BASE_URL".into(), base),
