@@ -51,9 +51,11 @@ fn script(dataset: &str, kind: &str, turn: usize, incident: &str) -> Response {
         )
     };
     match (kind, turn) {
-        ("fix", 0) => tool("describe_table", json!({"dataset": dataset})),
-        ("fix", 1) => tool("sample_records", json!({"dataset": dataset, "limit": 5})),
-        ("fix", 2) => tool(
+        // A long turn the API paused: the supervisor sends it back as it is.
+        ("fix", 0) => answer("pause_turn", vec![json!({"type": "text", "text": "Looking at the table first."})]),
+        ("fix", 1) => tool("describe_table", json!({"dataset": dataset})),
+        ("fix", 2) => tool("sample_records", json!({"dataset": dataset, "limit": 5})),
+        ("fix", 3) => tool(
             "propose_plan",
             json!({
             "incident_id": incident,
@@ -297,7 +299,7 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     );
     assert!(fix_run.plan.as_deref().is_some_and(|p| p.contains("amount_text")), "{fix_run:?}");
     assert_eq!(fix_run.proposal_id.as_deref(), Some(draft.as_str()));
-    assert!(!fix_run.text.is_empty() && fix_run.input_tokens == 30 && fix_run.model == "claude-test");
+    assert!(!fix_run.text.is_empty() && fix_run.input_tokens == 40 && fix_run.model == "claude-test");
     assert_eq!(outcome(&names[1]), Some("refused"));
     assert_eq!(runs[&names[1]].tool_calls.len(), 4);
     assert_eq!(outcome(&names[2]), Some("escalated"));
@@ -403,6 +405,20 @@ async fn a_pipeline_failure_from_openlineage_gets_a_drafted_dbt_patch() -> anyho
     let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
     let failures = incidents.as_array().into_iter().flatten().filter(|i| i["dataset"] == names[0].as_str()).count();
     assert_eq!(failures, 1, "a repeated failure joins its incident: {incidents}");
+
+    // Approved, the patch is recorded as applied; the contract stays.
+    let approved = reqwest::Client::new()
+        .post(format!("http://{api}/proposals/{}/approve", incident["proposal_id"].as_str().unwrap_or("")))
+        .json(&json!({"by": "tester"}))
+        .send()
+        .await?;
+    assert!(approved.status().is_success(), "{}", approved.text().await?);
+    let healed = eventually("the failure's incident healed", || {
+        let (api, name) = (api.clone(), names[0].clone());
+        async move { Ok(incident_of(&api, &name).await?.filter(|i| i["status"] == "healed")) }
+    })
+    .await?;
+    assert_eq!(healed["application"]["outcome"], "applied", "{healed}");
 
     // Malformed and other events.
     let http = reqwest::Client::new();

@@ -11,9 +11,13 @@
 //! model in process (`mend up`), or the control API over HTTP (`mend mcp`),
 //! so authorization and the recorded identity are those of every channel.
 
+pub mod args;
+mod handler;
 pub mod read;
 pub mod remote;
 pub mod server;
+
+pub use handler::diagnose_prompt;
 
 use futures::future::BoxFuture;
 use mend_config::Caller;

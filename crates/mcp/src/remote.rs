@@ -84,12 +84,28 @@ impl Client {
 }
 
 /// Incidents, decisions and drafts through the control API, as `by`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Remote {
     pub api: Client,
     /// Who this process is when the API has no tokens (with tokens, the
     /// token's name is recorded).
     pub by: String,
+    /// Whether its caller may decide proposals (a person's client); the
+    /// supervisor drafts and never decides.
+    pub may_decide: bool,
+    /// Draft ids chosen here, `(incident, attempt)` → id, so handing a
+    /// draft over again after a restart records nothing twice; None: the
+    /// API picks new ones.
+    pub draft_id: Option<fn(&str, usize) -> String>,
+    /// Drafts handed over so far (the next attempt's number).
+    pub attempts: std::sync::atomic::AtomicUsize,
+}
+
+impl Remote {
+    /// A person's client of the API (`mend mcp`): decides, API-made ids.
+    pub fn new(api: Client, by: &str) -> Self {
+        Self { api, by: by.to_owned(), may_decide: true, draft_id: None, attempts: Default::default() }
+    }
 }
 
 impl Control for Remote {
@@ -114,6 +130,9 @@ impl Control for Remote {
         reason: Option<String>,
     ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
         Box::pin(async move {
+            if !self.may_decide {
+                return Err("this client drafts plans; only a person decides them".to_owned());
+            }
             let verb = if verdict == Verdict::Approved { "approve" } else { "reject" };
             self.api
                 .decide(proposal_id, verb, &self.by, reason.as_deref(), Channel::Mcp)
@@ -130,7 +149,9 @@ impl Control for Remote {
         rationale: String,
     ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
         Box::pin(async move {
-            self.api.propose(incident_id, &steps, &rationale, &self.by, None).await.map_err(|e| e.to_string())
+            let attempt = self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = self.draft_id.map(|draft_id| draft_id(incident_id, attempt));
+            self.api.propose(incident_id, &steps, &rationale, &self.by, id.as_deref()).await.map_err(|e| e.to_string())
         })
     }
 }

@@ -21,19 +21,15 @@ pub mod claude;
 pub mod run;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
-use futures::future::BoxFuture;
-use mend_config::Caller;
 use mend_mcp::remote::{Client, Remote};
 use mend_mcp::server::{Auth, McpServer};
-use mend_mcp::{Control, ToolFailure};
-use mend_model::events::{AgentRun, Envelope, Event, PlanStep, Proposal};
-use mend_model::{AgentOutcome, Policy, Verdict, topics};
+use mend_model::events::{AgentRun, Envelope, Event, Proposal};
+use mend_model::{AgentOutcome, Policy, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError};
-use serde_json::Value;
 
 use crate::claude::Claude;
 use crate::run::{Budget, Outcome};
@@ -47,46 +43,6 @@ const DRAFT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_6167_656e_
 /// The id of the supervisor's `attempt`-th draft for `incident`.
 pub fn draft_id(incident: &str, attempt: usize) -> String {
     uuid::Uuid::new_v5(&DRAFT_NAMESPACE, format!("{incident}/{attempt}").as_bytes()).to_string()
-}
-
-/// The control API, drafting with ids derived from the incident.
-struct Drafting {
-    remote: Remote,
-    attempts: AtomicUsize,
-}
-
-impl Control for Drafting {
-    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Value>, ToolFailure>> {
-        self.remote.incidents()
-    }
-
-    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>> {
-        self.remote.incident(id)
-    }
-
-    fn decide<'a>(
-        &'a self,
-        _caller: Option<&'a Caller>,
-        _proposal_id: &'a str,
-        _verdict: Verdict,
-        _reason: Option<String>,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
-        Box::pin(async { Err("the supervisor drafts plans; only a person decides them".to_owned()) })
-    }
-
-    fn propose<'a>(
-        &'a self,
-        _caller: Option<&'a Caller>,
-        incident_id: &'a str,
-        steps: Vec<PlanStep>,
-        rationale: String,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
-        Box::pin(async move {
-            let id = draft_id(incident_id, self.attempts.fetch_add(1, Ordering::Relaxed));
-            let api = &self.remote.api;
-            api.propose(incident_id, &steps, &rationale, &self.remote.by, Some(&id)).await.map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// The supervisor's handler.
@@ -131,8 +87,11 @@ impl Agent {
             tracing::info!(incident = %incident_id, "the supervisor's draft is there already: not run again");
             return Ok(None);
         }
-        let control = Arc::new(Drafting {
-            remote: Remote { api: self.api.clone(), by: AGENT.into() },
+        let control = Arc::new(Remote {
+            api: self.api.clone(),
+            by: AGENT.into(),
+            may_decide: false,
+            draft_id: Some(draft_id),
             attempts: AtomicUsize::new(0),
         });
         let server = McpServer::new(self.context.clone(), control, Auth::Open);

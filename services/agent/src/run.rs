@@ -63,7 +63,7 @@ fn system(incident: &Value) -> String {
         changes = incident["changes"],
         rules = incident["rules"],
         evidence = incident["evidence"].to_string().chars().take(8192).collect::<String>(),
-        guide = mend_mcp::server::diagnose_prompt(incident["id"].as_str().unwrap_or("?")),
+        guide = mend_mcp::diagnose_prompt(incident["id"].as_str().unwrap_or("?")),
     )
 }
 

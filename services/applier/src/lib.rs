@@ -75,12 +75,16 @@ impl Applier {
             application.error = Some("the plan does not match its approved hash; nothing applied".into());
             return Ok(application);
         }
-        let Some(writer) = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok()) else {
+        let current = warehouse.contract(&dataset.name).await?;
+        // A pipeline failure's plan (a dbt patch, a column) names no writer
+        // schema: the contract stays where it is.
+        let writer = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok());
+        let Some(writer) = writer.or(current.as_ref().map(|c| c.schema_id)) else {
             application.outcome = ApplicationOutcome::Failed;
             application.error = Some("the decision names no schema to move the contract to".into());
             return Ok(application);
         };
-        let current = warehouse.contract(&dataset.name).await?;
+        application.contract_schema_id = i32::try_from(writer).ok();
         let mut mapping = current.map(|c| c.mapping).unwrap_or_default();
         for step in decision.steps.iter().filter(|s| s.kind == StepKind::Mapping) {
             if let (Some(field), Some(column)) = (&step.field, &step.column) {

@@ -148,8 +148,14 @@ impl ReadModel {
             });
         }
         // A refused draft, or a draft after the incident was decided,
-        // changes nothing else: the incident keeps its proposal.
-        if event.is_draft() && (event.policy == Policy::Block || incident.decision.is_some()) {
+        // changes nothing else: the incident keeps its proposal. Nor does
+        // the rules' proposal once a draft waits (a draft recorded by this
+        // process can be known before the rules' proposal comes back
+        // through the topic).
+        let draft_waits = incident.drafts.iter().any(|d| d.accepted);
+        if (event.is_draft() && (event.policy == Policy::Block || incident.decision.is_some()))
+            || (!event.is_draft() && draft_waits)
+        {
             self.proposals.insert(event.proposal_id.clone(), event);
             return;
         }

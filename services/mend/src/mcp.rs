@@ -21,7 +21,7 @@ pub async fn run(_args: Args, global: Global) -> anyhow::Result<()> {
     let config = global.load_config()?;
     let api = global.api();
     let context = Context::new(global.connections, config, global.warehouse)?;
-    let server = McpServer::new(context, Arc::new(Remote { api, by: "mcp".into() }), Auth::Open);
+    let server = McpServer::new(context, Arc::new(Remote::new(api, "mcp")), Auth::Open);
     tracing::info!("MCP server on stdio");
     let running = server.serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
