@@ -157,8 +157,10 @@ pub struct Detection {
     pub contract_schema_id: Option<i32>,
     pub changes: Vec<FieldChange>,
     /// What the source said (a pipeline failure's error message, job, run
-    /// and datasets); empty for schema drift.
-    #[serde(default)]
+    /// and datasets); empty for schema drift. Left out of the hashed JSON
+    /// when empty, so detections written before the field existed keep
+    /// their hashes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub evidence: BTreeMap<String, String>,
 }
 

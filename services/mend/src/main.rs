@@ -1,6 +1,7 @@
 //! `mend`: wiring only (arguments → telemetry → clients → run → exit code).
 //! Each subcommand is a module with its arguments and its `run`.
 
+mod audit;
 mod client;
 mod decide;
 mod demo;
@@ -160,6 +161,9 @@ enum Command {
     /// comparisons and decisions. Decisions go through the control API of a
     /// running `mend up` (MEND_API_ADDR, MEND_API_TOKEN).
     Mcp(mcp::Args),
+    /// The audit log: verify it, export it for an auditor, or tell one
+    /// incident's timeline, from the topics alone.
+    Audit(audit::Args),
     /// Run the drift demo against a running `mend up`: produce an orders
     /// stream whose schema drifts, approve the rename, and report.
     Demo(demo::Args),
@@ -176,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reject(args) => decide::reject(args, &global).await?,
         Command::Replay(args) => replay::run(args, global).await?,
         Command::Plan(args) => return plan::run(args, &global).await,
+        Command::Audit(args) => return audit::run(args, &global).await,
         Command::Demo(args) => demo::run(args, &global).await?,
         Command::Mcp(args) => mcp::run(args, global).await?,
     }

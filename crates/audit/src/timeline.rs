@@ -1,0 +1,118 @@
+//! An incident's timeline from the audit log alone: each event with its
+//! time, service, who, what it says, and the time to heal split into its
+//! phases (detect → diagnose → propose → wait for a person → apply).
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{AuditEvent, Entry, Position};
+
+/// One event of an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub time: i64,
+    pub position: Position,
+    pub service: String,
+    /// What kind of event: detection, diagnosis, proposal, decision, application, agent_run, quarantined.
+    pub what: &'static str,
+    /// Who, for decisions and drafts.
+    pub who: Option<String>,
+    /// What it says, in short.
+    pub summary: Value,
+    pub hash: String,
+}
+
+/// An incident's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub incident: String,
+    pub steps: Vec<Step>,
+    /// Seconds per phase, when both ends are in the log.
+    pub phases: Vec<(String, f64)>,
+    /// From the first detection to the healing application.
+    pub time_to_heal_seconds: Option<f64>,
+}
+
+fn summary(event: &AuditEvent) -> (&'static str, Option<String>, Value) {
+    match event {
+        AuditEvent::Quarantined(e) => {
+            ("quarantined", None, json!({"offset": e.offset, "reason_kind": e.reason_kind, "reason": e.reason}))
+        }
+        AuditEvent::Detection(e) => (
+            "detection",
+            None,
+            json!({"source": e.source, "writer_schema_id": e.writer_schema_id,
+            "changes": e.changes.iter().map(|c| format!("{} {}", c.kind, c.field)).collect::<Vec<_>>(), "evidence": e.evidence}),
+        ),
+        AuditEvent::Diagnosis(e) => ("diagnosis", None, json!({"changes": e.changes, "evidence": e.evidence})),
+        AuditEvent::Proposal(e) => (
+            "proposal",
+            e.rules
+                .first()
+                .and_then(|r| r.strip_prefix("drafted by "))
+                .and_then(|r| r.split(':').next())
+                .map(str::to_owned),
+            json!({"proposal_id": e.proposal_id, "policy": e.policy, "plan_hash": e.plan_hash, "steps": e.steps, "rules": e.rules}),
+        ),
+        AuditEvent::Decision(e) => (
+            "decision",
+            Some(e.by.clone()),
+            json!({"proposal_id": e.proposal_id, "outcome": e.outcome, "channel": e.channel, "plan_hash": e.plan_hash, "reason": e.reason}),
+        ),
+        AuditEvent::Application(e) => (
+            "application",
+            None,
+            json!({"outcome": e.outcome, "statements": e.statements,
+            "replayed": e.replayed, "loaded": e.loaded, "still_quarantined": e.still_quarantined, "error": e.error}),
+        ),
+        AuditEvent::AgentRun(e) => (
+            "agent_run",
+            Some(e.model.clone()),
+            json!({"outcome": e.outcome, "reason": e.reason,
+            "proposal_id": e.proposal_id, "tools": e.tool_calls.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "reasoning": e.text, "plan": e.plan, "tokens": [e.input_tokens, e.output_tokens]}),
+        ),
+    }
+}
+
+/// The timeline of `incident` in `entries` (None when no event has it).
+pub fn timeline(entries: &[Entry], incident: &str) -> Option<Timeline> {
+    let mut steps: Vec<Step> = entries
+        .iter()
+        .filter_map(|entry| {
+            let event = entry.event.as_ref().ok()?;
+            let envelope = event.envelope();
+            (envelope.incident_id.0 == incident).then(|| {
+                let (what, who, summary) = summary(event);
+                Step {
+                    time: envelope.time,
+                    position: entry.position.clone(),
+                    service: envelope.service.clone(),
+                    what,
+                    who,
+                    summary,
+                    hash: envelope.hash.clone(),
+                }
+            })
+        })
+        .collect();
+    if steps.is_empty() {
+        return None;
+    }
+    steps.sort_by_key(|s| (s.time, s.position.clone()));
+    let first = |what: &str| steps.iter().find(|s| s.what == what).map(|s| s.time);
+    let healed = steps.iter().find(|s| s.what == "application" && s.summary["outcome"] == "applied").map(|s| s.time);
+    let marks = [
+        ("detect", first("quarantined").or(first("detection")), first("detection")),
+        ("diagnose", first("detection"), first("diagnosis")),
+        ("propose", first("diagnosis"), first("proposal")),
+        ("wait for a decision", first("proposal"), first("decision")),
+        ("apply and replay", first("decision"), healed),
+    ];
+    let phases = marks
+        .iter()
+        .filter_map(|(name, from, to)| Some(((*name).to_owned(), (to.as_ref()? - from.as_ref()?) as f64 / 1000.0)))
+        .collect();
+    let time_to_heal_seconds = healed.zip(first("detection")).map(|(h, d)| (h - d) as f64 / 1000.0);
+    Some(Timeline { incident: incident.to_owned(), steps, phases, time_to_heal_seconds })
+}
