@@ -342,3 +342,32 @@ def test_the_mcp_inspector_lists_and_calls_tools(deployment):
     assert called.returncode == 0, called.stderr
     answer = json.loads(called.stdout)
     assert not answer["isError"] and answer["structuredContent"]["table"] == deployment["name"], answer
+
+
+def test_metrics_count_what_happened(deployment):
+    """`/metrics` read with prometheus_client's own parser: the rows and
+    quarantined records of the dataset are the ones produced, the healed
+    incident is counted with its time to heal, and the MCP calls above are
+    counted per tool."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = deployment["name"]
+    text = requests.get(f"http://{deployment['api']}/metrics", headers=_bearer("viewer-token"), timeout=10).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert samples[("mend_rows", (("dataset", name),))] == 40
+    assert samples[("mend_records_quarantined", (("dataset", name),))] == 20
+    healed = ("mend_incidents", (("dataset", name), ("kind", "field_renamed"), ("status", "healed")))
+    assert samples[healed] == 1, sorted(k for k in samples if k[0] == "mend_incidents")
+    assert samples[("mend_time_to_heal_seconds_count", ())] >= 1
+    assert samples[("mend_mcp_tool_calls_total", (("outcome", "ok"), ("tool", "describe_table")))] >= 2
+    assert samples[("mend_mcp_tool_calls_total", (("outcome", "error"), ("tool", "describe_table")))] >= 1
+    assert samples[("mend_stage_records_total", (("stage", "loader"),))] >= 40
+    env = dict(deployment["env"], MEND_API_TOKEN="viewer-token")
+    stats = subprocess.run([MEND, "stats", "--json"], env=env, capture_output=True, text=True)
+    assert stats.returncode == 0, stats.stderr
+    row = next(r for r in json.loads(stats.stdout) if r["dataset"] == name)
+    assert row["incidents"] == 1 and row["healed"] == 1, row
+    assert row["time_to_heal_p50_seconds"] > 0 and row["waiting_for_person_p50_seconds"] > 0, row

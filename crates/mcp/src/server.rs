@@ -31,6 +31,23 @@ pub enum Auth {
     Open,
 }
 
+/// MCP tool calls by tool and outcome (`ok`, `error`), for metrics.
+#[derive(Debug, Default)]
+pub struct ToolCounts(std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>);
+
+impl ToolCounts {
+    fn count(&self, tool: &str, ok: bool) {
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry((tool.to_owned(), if ok { "ok" } else { "error" })).or_default() += 1;
+    }
+
+    /// Every count so far.
+    pub fn snapshot(&self) -> Vec<((String, &'static str), u64)> {
+        let counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
 /// mend's MCP server.
 #[derive(Clone)]
 pub struct McpServer {
@@ -38,6 +55,7 @@ pub struct McpServer {
     pub(crate) control: Arc<dyn Control>,
     auth: Auth,
     pub(crate) tool_router: ToolRouter<Self>,
+    counts: Arc<ToolCounts>,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -57,7 +75,13 @@ impl McpServer {
     /// A server over `context`, reading incidents and recording decisions
     /// through `control`.
     pub fn new(context: Arc<Context>, control: Arc<dyn Control>, auth: Auth) -> Self {
-        Self { context, control, auth, tool_router: Self::tool_router() }
+        Self { context, control, auth, tool_router: Self::tool_router(), counts: Arc::default() }
+    }
+
+    /// Counts its tool calls in `counts` (shared by the servers of a process).
+    pub fn counting(mut self, counts: Arc<ToolCounts>) -> Self {
+        self.counts = counts;
+        self
     }
 
     /// Checks `caller` may use a tool needing `role`, logs the call and
@@ -99,6 +123,7 @@ impl McpServer {
             }
         });
         let millis = started.elapsed().as_secs_f64() * 1000.0;
+        self.counts.count(tool, result.is_ok());
         match &result {
             Ok(_) => tracing::info!(tool, caller = %who, millis, "MCP tool call"),
             Err(error) => tracing::info!(tool, caller = %who, millis, %error, "MCP tool call failed"),

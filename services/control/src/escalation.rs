@@ -29,7 +29,7 @@ pub async fn escalate(
         let now = mend_model::events::now_millis();
         let due: Vec<Proposal> = {
             let mut model = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ReadModel { incidents, proposals } = &mut *model;
+            let ReadModel { incidents, proposals, .. } = &mut *model;
             incidents
                 .values_mut()
                 .filter(|i| i.status == IncidentStatus::AwaitingApproval)

@@ -17,9 +17,10 @@ pub(crate) async fn health_check(State(api): State<Arc<Api>>) -> Response {
     use std::sync::atomic::Ordering;
     let services: BTreeMap<String, bool> =
         api.health.iter().map(|(name, status)| (name.clone(), status.consuming.load(Ordering::Relaxed))).collect();
-    let healthy = services.values().all(|c| *c);
+    let warm = api.warm().await;
+    let healthy = services.values().all(|c| *c) && warm;
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"healthy": healthy, "consuming": services}))).into_response()
+    (status, Json(json!({"healthy": healthy, "consuming": services, "read_model_caught_up": warm}))).into_response()
 }
 
 /// Fills each incident's quarantined count from the warehouse, where the
@@ -49,12 +50,28 @@ pub(crate) async fn with_quarantine_counts(api: &Api, mut incidents: Vec<Inciden
     incidents
 }
 
+/// 503 while the read model is still catching up (see `Api::warm`).
+async fn not_warm(api: &Api) -> Option<Response> {
+    (!api.warm().await).then(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the read model is still reading the audit topics; try again in a moment",
+        )
+    })
+}
+
 pub(crate) async fn list_incidents(State(api): State<Arc<Api>>) -> Response {
+    if let Some(response) = not_warm(&api).await {
+        return response;
+    }
     let incidents = api.model().incidents();
     Json(with_quarantine_counts(&api, incidents).await).into_response()
 }
 
 pub(crate) async fn show_incident(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    if let Some(response) = not_warm(&api).await {
+        return response;
+    }
     let incident = api.model().incidents.get(&id).filter(|i| i.is_known()).cloned();
     match incident {
         Some(incident) => Json(with_quarantine_counts(&api, vec![incident]).await.remove(0)).into_response(),

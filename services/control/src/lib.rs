@@ -36,6 +36,7 @@ pub mod incidents;
 pub mod integrations;
 pub mod lineage;
 pub mod mcp;
+pub mod metrics;
 pub mod read_model;
 
 pub use auth::{ApiSettings, Caller};
@@ -53,9 +54,60 @@ pub struct Api {
     /// Every runner of the process: healthy once all are consuming.
     pub(crate) health: Vec<(String, Arc<RunnerStatus>)>,
     pub(crate) settings: ApiSettings,
+    /// MCP tool calls served at `/mcp`, by tool and outcome.
+    pub(crate) tool_calls: Arc<mend_mcp::server::ToolCounts>,
+    /// The ends of the audit topics when first asked, and whether the read
+    /// model has read up to them (see [`Api::warm`]).
+    ends: tokio::sync::OnceCell<Vec<(String, i32, i64)>>,
+    warm: std::sync::atomic::AtomicBool,
 }
 
+/// The topics the read model is built from.
+const PROJECTED: [&str; 6] = [
+    topics::DETECTIONS,
+    topics::DIAGNOSES,
+    topics::PROPOSALS,
+    topics::DECISIONS,
+    topics::APPLICATIONS,
+    topics::AGENT_RUNS,
+];
+
 impl Api {
+    /// Whether the read model has read the audit topics up to where they
+    /// ended when first asked. Until then it answers for incidents with 503:
+    /// after a restart it is rebuilt from the start, and an incident read
+    /// half-way (its drafts or decision not read yet) would mislead.
+    pub(crate) async fn warm(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.warm.load(Ordering::Relaxed) {
+            return true;
+        }
+        let brokers = &self.context.connections.brokers;
+        let ends = self
+            .ends
+            .get_or_try_init(|| async {
+                let mut ends = Vec::new();
+                for topic in PROJECTED {
+                    for (partition, low, high) in mend_runtime::kafka::watermarks(brokers, topic).await? {
+                        if high > low {
+                            ends.push((topic.to_owned(), partition, high));
+                        }
+                    }
+                }
+                Ok::<_, mend_runtime::kafka::TopicError>(ends)
+            })
+            .await;
+        let Ok(ends) = ends else { return false };
+        let model = self.model();
+        let caught_up = ends.iter().all(|(topic, partition, high)| {
+            model.progress.get(&(topic.clone(), *partition)).is_some_and(|next| next >= high)
+        });
+        if caught_up {
+            self.warm.store(true, Ordering::Relaxed);
+        }
+        caught_up
+    }
+
     /// Waits until the read model knows `proposal_id`, at most `timeout`.
     pub(crate) async fn await_proposal(&self, proposal_id: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -75,16 +127,7 @@ pub type Projection = (Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<Projection> {
     let model = Arc::new(Mutex::new(ReadModel::default()));
-    let topics = [
-        topics::DETECTIONS,
-        topics::DIAGNOSES,
-        topics::PROPOSALS,
-        topics::DECISIONS,
-        topics::APPLICATIONS,
-        topics::AGENT_RUNS,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let topics = PROJECTED.map(str::to_owned).to_vec();
     let group = context.group(&format!("control-{}", uuid::Uuid::now_v7()));
     let projector = Projector { context: context.clone(), model: model.clone() };
     let (runner, status) = context.runner(SERVICE, &group, topics, projector)?;
@@ -98,9 +141,18 @@ pub fn router(
     health: Vec<(String, Arc<RunnerStatus>)>,
     settings: ApiSettings,
 ) -> Router {
-    let api = Arc::new(Api { context, model, health, settings });
+    let api = Arc::new(Api {
+        context,
+        model,
+        health,
+        settings,
+        tool_calls: Arc::default(),
+        ends: tokio::sync::OnceCell::new(),
+        warm: std::sync::atomic::AtomicBool::new(false),
+    });
     Router::new()
         .route("/health", get(incidents::health_check))
+        .route("/metrics", get(metrics::metrics))
         .route("/incidents", get(incidents::list_incidents))
         .route("/incidents/{id}", get(incidents::show_incident))
         .route("/incidents/{id}/proposals", post(drafts::propose))

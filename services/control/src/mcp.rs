@@ -92,6 +92,7 @@ pub fn service(api: Arc<Api>) -> StreamableHttpService<McpServer, LocalSessionMa
     let auth = if api.settings.tokens.is_empty() { Auth::Open } else { Auth::Tokens };
     let control: Arc<dyn Control> = Arc::new(Local { api: api.clone() });
     let context = api.context.clone();
+    let counts = api.tool_calls.clone();
     let mut config = StreamableHttpServerConfig::default().with_sse_keep_alive(None);
     if auth == Auth::Tokens {
         // With tokens the API may listen beyond loopback: every request is
@@ -99,7 +100,7 @@ pub fn service(api: Arc<Api>) -> StreamableHttpService<McpServer, LocalSessionMa
         config = config.disable_allowed_hosts();
     }
     StreamableHttpService::new(
-        move || Ok(McpServer::new(context.clone(), control.clone(), auth)),
+        move || Ok(McpServer::new(context.clone(), control.clone(), auth).counting(counts.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
     )

@@ -27,6 +27,10 @@ pub struct Incident {
     pub source: Option<DetectionSource>,
     pub detected_at: i64,
     pub healed_at: Option<i64>,
+    /// From detection to the healed table (MTTR's sample), once healed.
+    pub time_to_heal_seconds: Option<f64>,
+    /// How long its proposal waited for a person (None when policy decided).
+    pub waiting_for_person_seconds: Option<f64>,
     pub changes: Vec<FieldChange>,
     pub evidence: BTreeMap<String, String>,
     pub proposal_id: Option<String>,
@@ -104,6 +108,8 @@ pub struct ApplicationView {
 pub struct ReadModel {
     pub(crate) incidents: BTreeMap<String, Incident>,
     pub(crate) proposals: BTreeMap<String, Proposal>,
+    /// The next offset read per (topic, partition): how far it has caught up.
+    pub(crate) progress: BTreeMap<(String, i32), i64>,
 }
 
 impl ReadModel {
@@ -184,6 +190,11 @@ impl ReadModel {
         } else if incident.application.is_none() {
             incident.status = IncidentStatus::Open;
         }
+        if event.channel != Channel::Policy
+            && let Some(proposed) = incident.proposed_at
+        {
+            incident.waiting_for_person_seconds = Some((event.envelope.time - proposed) as f64 / 1000.0);
+        }
         incident.decision = Some(DecisionView {
             id: event.envelope.event_id.clone(),
             outcome: event.outcome,
@@ -200,6 +211,7 @@ impl ReadModel {
         incident.status = if applied { IncidentStatus::Healed } else { IncidentStatus::Failed };
         if applied && incident.healed_at.is_none() {
             incident.healed_at = Some(event.envelope.time);
+            incident.time_to_heal_seconds = Some((event.envelope.time - incident.detected_at) as f64 / 1000.0);
         }
         incident.application = Some(ApplicationView {
             outcome: event.outcome,
@@ -298,6 +310,10 @@ impl Handler for Projector {
                 AuditEvent::Application(e) => model.application(e),
                 AuditEvent::AgentRun(e) => model.agent_run(e),
             }
+        }
+        for record in batch {
+            let next = model.progress.entry((record.topic.to_string(), record.partition)).or_insert(0);
+            *next = (*next).max(record.offset + 1);
         }
         Ok(vec![Disposition::Emit(Vec::new()); batch.len()])
     }

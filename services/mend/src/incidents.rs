@@ -72,3 +72,61 @@ pub fn print_incidents(incidents: &Value) {
         }
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Print JSON (one object per dataset) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `p`-quantile (nearest rank) of `sorted`.
+fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get(((last as f64) * p).round() as usize).copied()
+}
+
+/// `mend stats`: per dataset, incidents, how many healed, and the time to
+/// heal (p50, p90) and to a person's decision (p50), from the control API.
+pub async fn stats(args: StatsArgs, global: &Global) -> anyhow::Result<()> {
+    let incidents = global.api().incidents().await?;
+    let mut by_dataset: std::collections::BTreeMap<String, Vec<&Value>> = std::collections::BTreeMap::new();
+    for incident in incidents.as_array().into_iter().flatten() {
+        by_dataset.entry(incident["dataset"].as_str().unwrap_or("?").to_owned()).or_default().push(incident);
+    }
+    let mut rows = Vec::new();
+    for (dataset, list) in by_dataset {
+        let sorted = |field: &str| {
+            let mut values: Vec<f64> = list.iter().filter_map(|i| i[field].as_f64()).collect();
+            values.sort_by(f64::total_cmp);
+            values
+        };
+        let (heal, wait) = (sorted("time_to_heal_seconds"), sorted("waiting_for_person_seconds"));
+        rows.push(serde_json::json!({
+            "dataset": dataset, "incidents": list.len(), "healed": heal.len(),
+            "time_to_heal_p50_seconds": quantile(&heal, 0.5), "time_to_heal_p90_seconds": quantile(&heal, 0.9),
+            "waiting_for_person_p50_seconds": quantile(&wait, 0.5),
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let seconds = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+    println!(
+        "{:<30}  {:>9}  {:>6}  {:>10}  {:>10}  {:>12}",
+        "dataset", "incidents", "healed", "heal p50", "heal p90", "person p50"
+    );
+    for row in &rows {
+        println!(
+            "{:<30}  {:>9}  {:>6}  {:>10}  {:>10}  {:>12}",
+            row["dataset"].as_str().unwrap_or(""),
+            row["incidents"],
+            row["healed"],
+            seconds(&row["time_to_heal_p50_seconds"]),
+            seconds(&row["time_to_heal_p90_seconds"]),
+            seconds(&row["waiting_for_person_p50_seconds"]),
+        );
+    }
+    Ok(())
+}

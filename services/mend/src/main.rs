@@ -140,6 +140,9 @@ enum Command {
     Run(up::RunArgs),
     /// List incidents and their status.
     Incidents(incidents::Args),
+    /// Time to heal per dataset (p50, p90) and how long proposals waited
+    /// for a person, from the incidents.
+    Stats(incidents::StatsArgs),
     /// Show one incident: changes, evidence, plan, decision, application.
     Show(incidents::ShowArgs),
     /// Approve a proposal: its plan is applied and its records replayed.
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => up::run(global, &[args.service]).await?,
         Command::Incidents(args) => incidents::run(args, &global).await?,
         Command::Show(args) => incidents::show(args, &global).await?,
+        Command::Stats(args) => incidents::stats(args, &global).await?,
         Command::Approve(args) => decide::approve(args, &global).await?,
         Command::Reject(args) => decide::reject(args, &global).await?,
         Command::Replay(args) => replay::run(args, global).await?,
