@@ -21,17 +21,6 @@ use mend_model::topics;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The audit topics, in the order an incident's events flow.
-pub const AUDIT_TOPICS: [&str; 7] = [
-    topics::QUARANTINE,
-    topics::DETECTIONS,
-    topics::DIAGNOSES,
-    topics::PROPOSALS,
-    topics::DECISIONS,
-    topics::APPLICATIONS,
-    topics::AGENT_RUNS,
-];
-
 /// One audit event, typed by its topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuditEvent {
@@ -149,7 +138,7 @@ pub enum AuditError {
 pub async fn read_topics(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
     use rdkafka::message::Message;
     let mut entries = Vec::new();
-    for topic in AUDIT_TOPICS {
+    for topic in topics::EVENT_TOPICS {
         let mut messages = mend_runtime::kafka::read_to_end(brokers, topic).await?;
         messages.sort_by_key(|m| (m.partition(), m.offset()));
         for message in messages {

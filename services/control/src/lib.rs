@@ -62,15 +62,11 @@ pub struct Api {
     warm: std::sync::atomic::AtomicBool,
 }
 
-/// The topics the read model is built from.
-const PROJECTED: [&str; 6] = [
-    topics::DETECTIONS,
-    topics::DIAGNOSES,
-    topics::PROPOSALS,
-    topics::DECISIONS,
-    topics::APPLICATIONS,
-    topics::AGENT_RUNS,
-];
+/// The topics the read model is built from: every event topic but the
+/// quarantine (counted from the warehouse instead).
+fn projected() -> impl Iterator<Item = &'static str> {
+    topics::EVENT_TOPICS.into_iter().filter(|topic| *topic != topics::QUARANTINE)
+}
 
 impl Api {
     /// Whether the read model has read the audit topics up to where they
@@ -87,7 +83,7 @@ impl Api {
             .ends
             .get_or_try_init(|| async {
                 let mut ends = Vec::new();
-                for topic in PROJECTED {
+                for topic in projected() {
                     for (partition, low, high) in mend_runtime::kafka::watermarks(brokers, topic).await? {
                         if high > low {
                             ends.push((topic.to_owned(), partition, high));
@@ -127,7 +123,7 @@ pub type Projection = (Runner<Projector>, Arc<RunnerStatus>, Arc<Mutex<ReadModel
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<Projection> {
     let model = Arc::new(Mutex::new(ReadModel::default()));
-    let topics = PROJECTED.map(str::to_owned).to_vec();
+    let topics = projected().map(str::to_owned).collect();
     let group = context.group(&format!("control-{}", uuid::Uuid::now_v7()));
     let projector = Projector { context: context.clone(), model: model.clone() };
     let (runner, status) = context.runner(SERVICE, &group, topics, projector)?;
