@@ -1,0 +1,102 @@
+//! `verify` throughput: a chained log of 200,000 events (each incident a
+//! detection, a diagnosis, a proposal, a decision and an application, hashed
+//! and chained as the stages do) written as an export, read back and
+//! verified. Prints events per second (goal: at least 100,000/s). No
+//! infrastructure needed.
+
+use std::time::Instant;
+
+use mend_audit::{read_export, verify};
+use mend_model::events::{
+    Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, IncidentId, PlanStep, Proposal,
+};
+use mend_model::{ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, StepKind, Verdict};
+use serde_json::json;
+
+const INCIDENTS: usize = 40_000;
+
+fn main() -> anyhow::Result<()> {
+    let mut lines = String::new();
+    let mut offsets = [0i64; 5];
+    let mut push = |topic: usize, name: &str, event: serde_json::Value| {
+        let line = json!({"topic": name, "partition": 0, "offset": offsets[topic], "event": event});
+        offsets[topic] += 1;
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    };
+    for n in 0..INCIDENTS {
+        let dataset = format!("d{}", n % 50);
+        let incident = IncidentId::for_drift(&dataset, u32::try_from(n).unwrap_or_default());
+        let changes = vec![FieldChange::new(ChangeKind::FieldAdded, "coupon")];
+        let mut detection = Detection {
+            envelope: Envelope::new("detector", &dataset, incident),
+            source: DetectionSource::SchemaId,
+            topic: format!("{dataset}.orders"),
+            partition: 0,
+            offset: 1,
+            subject: format!("{dataset}.orders-value"),
+            writer_schema_id: Some(2),
+            contract_schema_id: Some(1),
+            changes: changes.clone(),
+            evidence: Default::default(),
+        };
+        detection.seal();
+        let mut diagnosis = Diagnosis {
+            envelope: Envelope::answering("diagnoser", &detection.envelope),
+            writer_schema_id: Some(2),
+            contract_schema_id: Some(1),
+            changes: changes.clone(),
+            evidence: Default::default(),
+        };
+        diagnosis.seal();
+        let steps = vec![PlanStep {
+            kind: StepKind::Ddl,
+            description: "add coupon".into(),
+            sql: Some("ALTER TABLE t ADD COLUMN coupon TEXT".into()),
+            field: None,
+            column: None,
+            patch: None,
+        }];
+        let mut proposal = Proposal {
+            envelope: Envelope::answering("proposer", &diagnosis.envelope),
+            proposal_id: Proposal::rules_id(&diagnosis.envelope.incident_id),
+            writer_schema_id: Some(2),
+            changes,
+            plan_hash: Proposal::hash_steps(&steps),
+            steps,
+            policy: Policy::Auto,
+            rules: vec!["field_added(coupon) => auto".into()],
+        };
+        proposal.seal();
+        let decision = Decision::on(&proposal, "proposer", Verdict::Approved, "policy".into(), Channel::Policy, None);
+        let mut application = Application {
+            envelope: Envelope::answering("applier", &decision.envelope),
+            proposal_id: proposal.proposal_id.clone(),
+            decision_id: decision.envelope.event_id.clone(),
+            outcome: ApplicationOutcome::Applied,
+            contract_schema_id: Some(2),
+            statements: 1,
+            replayed: 10,
+            loaded: 10,
+            still_quarantined: 0,
+            error: None,
+        };
+        application.seal();
+        push(0, "mend.detections", serde_json::to_value(&detection)?);
+        push(1, "mend.diagnoses", serde_json::to_value(&diagnosis)?);
+        push(2, "mend.proposals", serde_json::to_value(&proposal)?);
+        push(3, "mend.decisions", serde_json::to_value(&decision)?);
+        push(4, "mend.applications", serde_json::to_value(&application)?);
+    }
+    let events = INCIDENTS * 5;
+    let started = Instant::now();
+    let entries = read_export(&lines)?;
+    let read = started.elapsed();
+    let findings = verify(&entries, true);
+    let total = started.elapsed();
+    anyhow::ensure!(findings.is_empty(), "{:?}", &findings[..findings.len().min(3)]);
+    println!("audit bench: {events} events ({} MiB of JSON lines)", lines.len() >> 20);
+    println!("read the export          {:>9.0} events/s", events as f64 / read.as_secs_f64());
+    println!("read and verify          {:>9.0} events/s", events as f64 / total.as_secs_f64());
+    Ok(())
+}
