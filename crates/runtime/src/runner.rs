@@ -58,6 +58,10 @@ pub struct RunnerConfig {
     /// rather than their beginning (assign mode): for a stage that only
     /// needs what arrives after it first started.
     pub new_group_starts_at_end: Vec<String>,
+    /// Longest a batch may be handled before the consumer group (group
+    /// mode) takes its partitions away: longer than the slowest handling
+    /// (the supervisor's model calls).
+    pub max_poll_interval: Duration,
 }
 
 impl RunnerConfig {
@@ -78,6 +82,7 @@ impl RunnerConfig {
             mode: BrokerProfile::default().consumer_mode(),
             fetch_wait_ms: BrokerProfile::default().fetch_wait_ms(),
             new_group_starts_at_end: Vec::new(),
+            max_poll_interval: Duration::from_secs(30),
         }
     }
 }
@@ -104,6 +109,7 @@ impl<H: Handler> Runner<H> {
         let status = Arc::<RunnerStatus>::default();
         let consumer: StreamConsumer<RunnerContext> =
             kafka::consumer_config(&config.brokers, &config.group_id, config.fetch_wait_ms)
+                .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
                 .create_with_context(RunnerContext { status: status.clone() })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         // In assign mode the partitions are assigned when `run` starts

@@ -188,7 +188,9 @@ pub fn runner(
         &context.group(SERVICE),
         vec![topics::PROPOSALS.to_owned()],
     );
-    // One proposal at a time: a run takes the model's time, not the broker's.
+    // One proposal at a time: a run takes the model's time, not the broker's;
+    // in group mode the group must wait for a whole run.
     config.max_batch = 1;
+    config.max_poll_interval = context.config.agent.deadline() + std::time::Duration::from_secs(60);
     Ok(context.runner_with(config, agent)?)
 }
