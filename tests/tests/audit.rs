@@ -138,3 +138,18 @@ async fn tampering_with_an_export_is_found_and_located() -> anyhow::Result<()> {
     assert!(Proposal::TOPIC == "mend.proposals");
     Ok(())
 }
+
+/// A topic whose configuration deletes records is said so (what `verify`
+/// warns about for the event topics); one kept forever is not.
+#[tokio::test]
+async fn retention_that_would_delete_audit_events_is_reported() -> anyhow::Result<()> {
+    use mend_runtime::kafka::{TopicSpec, deletions, ensure_topics};
+    let (kept, deleting) = (mend_tests::unique("kept"), mend_tests::unique("deleting"));
+    let mut spec = TopicSpec::new(&deleting, 1);
+    spec.configs.push(("retention.ms".into(), "3600000".into()));
+    ensure_topics(&mend_tests::brokers(), &[TopicSpec::new(&kept, 1).kept_forever(), spec]).await?;
+    assert_eq!(deletions(&mend_tests::brokers(), &kept).await?, Vec::<String>::new());
+    let said = deletions(&mend_tests::brokers(), &deleting).await?;
+    assert!(said.iter().any(|s| s.starts_with("retention.ms=3600000")), "{said:?}");
+    Ok(())
+}

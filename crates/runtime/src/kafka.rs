@@ -106,6 +106,40 @@ impl TopicSpec {
         self.configs.push(("cleanup.policy".into(), "compact".into()));
         self
     }
+
+    /// Never deletes a record (no time or size retention): mend's audit
+    /// topics are its audit log.
+    pub fn kept_forever(mut self) -> Self {
+        self.configs.push(("retention.ms".into(), "-1".into()));
+        self.configs.push(("retention.bytes".into(), "-1".into()));
+        self
+    }
+}
+
+/// What in `topic`'s configuration would delete records, said for a
+/// person (empty when it keeps them forever). Err when the configuration
+/// cannot be read.
+pub async fn deletions(brokers: &str, topic: &str) -> Result<Vec<String>, TopicError> {
+    use rdkafka::admin::ResourceSpecifier;
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(failed)?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options).await.map_err(failed)?;
+    let mut said = Vec::new();
+    for result in results {
+        let resource = result.map_err(|code| TopicError { topic: topic.to_owned(), reason: code.to_string() })?;
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
+        let policy = value("cleanup.policy");
+        if policy.split(',').any(|p| p.trim() == "delete") || policy.is_empty() {
+            for (name, unit) in [("retention.ms", "ms"), ("retention.bytes", "bytes")] {
+                let setting = value(name);
+                if setting.parse::<i64>().is_ok_and(|v| v >= 0) {
+                    said.push(format!("{name}={setting}: records older or beyond {setting} {unit} are deleted"));
+                }
+            }
+        }
+    }
+    Ok(said)
 }
 
 /// Why topics could not be created.

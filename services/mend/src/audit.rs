@@ -66,7 +66,19 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
                     (read_export(&text)?, !filtered)
                 }
-                None => (live(global).await?, true),
+                None => {
+                    for topic in mend_model::topics::EVENT_TOPICS {
+                        match mend_runtime::kafka::deletions(&global.connections.brokers, topic).await {
+                            Ok(said) => {
+                                for what in said {
+                                    eprintln!("warning: {topic} would lose audit events: {what}");
+                                }
+                            }
+                            Err(error) => eprintln!("warning: cannot read {topic}'s retention: {error}"),
+                        }
+                    }
+                    (live(global).await?, true)
+                }
             };
             let findings = verify(&entries, complete);
             for finding in &findings {

@@ -90,7 +90,9 @@ pub struct Supervisor {
 /// Creates the topics mend needs (event topics with `partitions` each, when
 /// missing) and registers its event schemas.
 pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
-    let mut specs: Vec<TopicSpec> = topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions)).collect();
+    // The event topics are the audit log: kept forever.
+    let mut specs: Vec<TopicSpec> =
+        topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions).kept_forever()).collect();
     // Source topics normally exist; creating a missing one lets the pipeline
     // start before its producers do.
     specs.extend(context.dataset_topics().iter().map(|t| TopicSpec::new(t, 1)));
