@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use mend_audit::AuditEvent;
 use mend_avro::codec::CodecError;
 use mend_model::events::{
     AgentRun, Application, Decision, Detection, Diagnosis, Envelope, FieldChange, PlanStep, Proposal,
 };
-use mend_model::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict, topics};
+use mend_model::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
 use mend_runtime::handler::{Disposition, Handler, Inbound};
 use mend_runtime::{Context, HandleError};
 use serde::Serialize;
@@ -251,30 +252,12 @@ pub struct Projector {
     pub(crate) model: Arc<Mutex<ReadModel>>,
 }
 
-/// A decoded audit event.
-enum AuditEvent {
-    Detection(Detection),
-    Diagnosis(Diagnosis),
-    Proposal(Proposal),
-    Decision(Decision),
-    Application(Application),
-    AgentRun(AgentRun),
-}
-
 impl Projector {
+    /// The audit event a record holds; None for an unreadable one (logged
+    /// and skipped: the read model shows what it can).
     async fn decode(&self, record: &Inbound) -> Result<Option<AuditEvent>, HandleError> {
         let payload = record.payload.as_deref().unwrap_or_default();
-        let codec = &self.context.codec;
-        let decoded = match &*record.topic {
-            topics::DETECTIONS => codec.decode_event(payload).await.map(AuditEvent::Detection),
-            topics::DIAGNOSES => codec.decode_event(payload).await.map(AuditEvent::Diagnosis),
-            topics::PROPOSALS => codec.decode_event(payload).await.map(AuditEvent::Proposal),
-            topics::DECISIONS => codec.decode_event(payload).await.map(AuditEvent::Decision),
-            topics::APPLICATIONS => codec.decode_event(payload).await.map(AuditEvent::Application),
-            topics::AGENT_RUNS => codec.decode_event(payload).await.map(AuditEvent::AgentRun),
-            _ => return Ok(None),
-        };
-        match decoded {
+        match AuditEvent::decode(&self.context.codec, &record.topic, payload).await {
             Ok(event) => Ok(Some(event)),
             Err(CodecError::Invalid(reason)) => {
                 tracing::warn!(topic = %record.topic, %reason, "unreadable audit event skipped");
@@ -291,15 +274,7 @@ impl Handler for Projector {
         for record in batch {
             events.extend(self.decode(record).await?);
         }
-        let managed = |envelope: &Envelope| self.context.manages(&envelope.dataset);
-        events.retain(|event| match event {
-            AuditEvent::Detection(e) => managed(&e.envelope),
-            AuditEvent::Diagnosis(e) => managed(&e.envelope),
-            AuditEvent::Proposal(e) => managed(&e.envelope),
-            AuditEvent::Decision(e) => managed(&e.envelope),
-            AuditEvent::Application(e) => managed(&e.envelope),
-            AuditEvent::AgentRun(e) => managed(&e.envelope),
-        });
+        events.retain(|event| self.context.manages(&event.envelope().dataset));
         let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events {
             match event {
@@ -309,6 +284,8 @@ impl Handler for Projector {
                 AuditEvent::Decision(e) => model.decision(e),
                 AuditEvent::Application(e) => model.application(e),
                 AuditEvent::AgentRun(e) => model.agent_run(e),
+                // Counted from the warehouse instead (see `incidents`).
+                AuditEvent::Quarantined(_) => {}
             }
         }
         for record in batch {
