@@ -1,10 +1,15 @@
-//! `mend audit` on a healed incident: the export verifies; each tampering
-//! (an event edited, an event edited and re-hashed so its own hash holds, a
-//! decision's plan hash changed, an event removed, two events swapped) is
-//! found and located; the timeline tells the incident from the topics.
+//! `mend audit` on a healed incident, sealed by the sealer of `mend up`
+//! with a key from `mend audit keygen`: the export verifies offline with
+//! the public key; each tampering (an event edited, an event edited and
+//! re-hashed so its own hash holds, a decision's plan hash changed, an
+//! event removed, two events swapped, a digest removed, a digest forged
+//! without the key) is found and located; the live log verifies; the
+//! timeline tells the incident from the topics; `rebuild` agrees with the
+//! warehouse until a column is added to the table by hand.
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
+use mend_model::digest::AuditDigest;
 use mend_model::events::{Event, Proposal};
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema};
 use serde_json::{Value, json};
@@ -26,12 +31,23 @@ async fn audit(deployment: &Deployment, args: &[&str]) -> anyhow::Result<(bool, 
     Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
-/// Verifies `lines` written as an export; Ok((clean, report)).
-async fn verify_lines(deployment: &Deployment, lines: &[Value], name: &str) -> anyhow::Result<(bool, String)> {
+/// Verifies `lines` written as an export, with `key` (the public key's
+/// file) when given; Ok((clean, report)).
+async fn verify_lines(
+    deployment: &Deployment,
+    lines: &[Value],
+    name: &str,
+    key: Option<&str>,
+) -> anyhow::Result<(bool, String)> {
     let path = deployment.dir.join(name);
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&path, text)?;
-    audit(deployment, &["verify", "--file", &path.to_string_lossy(), "--filtered"]).await
+    let path = path.to_string_lossy().into_owned();
+    let mut args = vec!["verify", "--file", &path];
+    if let Some(key) = key {
+        args.extend(["--public-key", key]);
+    }
+    audit(deployment, &args).await
 }
 
 fn position(line: &Value) -> String {
@@ -39,8 +55,14 @@ fn position(line: &Value) -> String {
 }
 
 #[tokio::test]
-async fn tampering_with_an_export_is_found_and_located() -> anyhow::Result<()> {
-    let deployment = Deployment::new("sqlite", "")?;
+async fn a_sealed_log_verifies_and_tampering_with_its_export_is_found_and_located() -> anyhow::Result<()> {
+    let mut deployment = Deployment::new("sqlite", "")?;
+    let secret = deployment.dir.join("sealer.key");
+    let output = deployment.command(&["audit", "keygen", "--out", &secret.to_string_lossy()])?.output().await?;
+    anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
+    let public = secret.with_extension("pub").to_string_lossy().into_owned();
+    deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret.to_string_lossy().into_owned()));
+    deployment.env.push(("MEND_AUDIT_SEAL_INTERVAL".into(), "300ms".into()));
     let _up = deployment.up("up.log").await?;
     let subject = format!("{}-value", deployment.topic());
     let producer = producer()?;
@@ -69,61 +91,114 @@ async fn tampering_with_an_export_is_found_and_located() -> anyhow::Result<()> {
     .await?;
     let incident_id = incident["id"].as_str().unwrap_or_default().to_owned();
 
-    // The export of the dataset verifies; it holds the whole chain.
+    // The export of the dataset (made once the sealer has sealed it)
+    // verifies offline with the public key; it holds the whole chain.
     let out = deployment.dir.join("export.jsonl");
     let lines: Vec<Value> = eventually("the application in the export", || async {
         audit(&deployment, &["export", "--dataset", &deployment.dataset, "--out", &out.to_string_lossy()]).await?;
         let lines: Vec<Value> =
             std::fs::read_to_string(&out)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-        Ok(lines.iter().any(|l| l["topic"] == "mend.applications").then_some(lines))
+        Ok(lines.iter().any(|l| l["topic"] == "mend.applications" && l["event"].is_object()).then_some(lines))
     })
     .await?;
-    let (clean, report) = verify_lines(&deployment, &lines, "clean.jsonl").await?;
+    assert_eq!(lines[0]["export"]["dataset"], json!(deployment.dataset), "{}", lines[0]);
+    let (clean, report) = verify_lines(&deployment, &lines, "clean.jsonl", Some(&public)).await?;
     assert!(clean, "{report}");
-    assert!(report.contains(&format!("{} events checked, 0 findings", lines.len())), "{report}");
-    let find = |topic: &str| lines.iter().position(|l| l["topic"] == topic).unwrap_or(usize::MAX);
-    let (proposal, decision, diagnosis) = (find("mend.proposals"), find("mend.decisions"), find("mend.diagnoses"));
-    assert!(proposal < lines.len() && decision < lines.len() && diagnosis < lines.len(), "{lines:?}");
+    let events = lines.iter().filter(|l| l["event"].is_object()).count();
+    let digests = lines.iter().filter(|l| l["digest"].is_object()).count();
+    assert!(digests > 0 && lines.iter().all(|l| l["digest"].is_null() || l["digest"]["signature"].is_string()));
+    assert!(report.contains(&format!("{events} events and {digests} digests checked, 0 findings")), "{report}");
+    let (clean, report) = verify_lines(&deployment, &lines, "clean.jsonl", None).await?;
+    assert!(clean && report.contains("signatures not checked"), "{report}");
+    let full = |topic: &str| lines.iter().position(|l| l["topic"] == topic && l["event"].is_object());
+    let (Some(proposal), Some(decision), Some(diagnosis)) =
+        (full("mend.proposals"), full("mend.decisions"), full("mend.diagnoses"))
+    else {
+        anyhow::bail!("the export lacks the incident: {lines:?}");
+    };
 
     // 1. An event edited: its hash no longer holds.
     let mut edited = lines.clone();
     edited[decision]["event"]["by"] = json!("mallory");
-    let (clean, report) = verify_lines(&deployment, &edited, "edited.jsonl").await?;
+    let (clean, report) = verify_lines(&deployment, &edited, "edited.jsonl", Some(&public)).await?;
     assert!(!clean && report.contains(&format!("{}: edited", position(&lines[decision]))), "{report}");
 
     // 2. An event edited and re-hashed: its own hash holds, but the event
-    // answering it no longer chains to it.
+    // answering it no longer chains to it, and its sealed range changed.
     let mut rehashed = lines.clone();
     let mut forged: Proposal = serde_json::from_value(rehashed[proposal]["event"].clone())?;
     forged.rules.push("nothing to see here".into());
     forged.seal();
     rehashed[proposal]["event"] = serde_json::to_value(&forged)?;
-    let (clean, report) = verify_lines(&deployment, &rehashed, "rehashed.jsonl").await?;
+    let (clean, report) = verify_lines(&deployment, &rehashed, "rehashed.jsonl", Some(&public)).await?;
     assert!(
         !clean && report.contains(&format!("{}: its prev_hash is not the hash", position(&lines[decision]))),
         "{report}"
     );
+    assert!(report.contains("do not hash to what digest"), "{report}");
     assert!(!report.contains(&format!("{}: edited", position(&lines[proposal]))), "{report}");
 
     // 3. A decision whose plan hash was changed.
     let mut replanned = lines.clone();
     replanned[decision]["event"]["plan_hash"] = json!("0".repeat(64));
-    let (clean, report) = verify_lines(&deployment, &replanned, "replanned.jsonl").await?;
+    let (clean, report) = verify_lines(&deployment, &replanned, "replanned.jsonl", Some(&public)).await?;
     assert!(!clean && report.contains(&format!("{}: edited", position(&lines[decision]))), "{report}");
 
-    // 4. An event removed: what answered it points at nothing.
+    // 4. An event removed: the digest that sealed it names it.
     let mut removed = lines.clone();
     removed.remove(diagnosis);
-    let (clean, report) = verify_lines(&deployment, &removed, "removed.jsonl").await?;
-    assert!(!clean && report.contains(&format!("{}: the event it answers", position(&lines[proposal]))), "{report}");
+    let (clean, report) = verify_lines(&deployment, &removed, "removed.jsonl", Some(&public)).await?;
+    assert!(!clean && report.contains(&format!("{}: removed", position(&lines[diagnosis]))), "{report}");
 
     // 5. Two events of one partition swapped.
-    let quarantined: Vec<usize> = (0..lines.len()).filter(|i| lines[*i]["topic"] == "mend.quarantine").collect();
+    let quarantined: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i]["topic"] == "mend.quarantine" && lines[*i]["event"].is_object())
+        .collect();
     assert!(quarantined.len() >= 2, "the drifted records were quarantined before the heal");
     let mut swapped = lines.clone();
     swapped.swap(quarantined[0], quarantined[1]);
-    let (clean, report) = verify_lines(&deployment, &swapped, "swapped.jsonl").await?;
+    let (clean, report) = verify_lines(&deployment, &swapped, "swapped.jsonl", Some(&public)).await?;
     assert!(!clean && report.contains("out of order"), "{report}");
+    let mut contents = lines.clone();
+    let (a, b) = (contents[quarantined[0]]["event"].clone(), contents[quarantined[1]]["event"].clone());
+    (contents[quarantined[0]]["event"], contents[quarantined[1]]["event"]) = (b, a);
+    let (clean, report) = verify_lines(&deployment, &contents, "contents.jsonl", Some(&public)).await?;
+    assert!(!clean && report.contains("do not hash to what digest"), "{report}");
+
+    // 6. A digest removed: the next one's sequence skips it, and what it
+    // sealed is in no digest.
+    let digest_lines: Vec<usize> = (0..lines.len()).filter(|i| lines[*i]["digest"].is_object()).collect();
+    let mut undigested = lines.clone();
+    undigested.remove(digest_lines[0]);
+    let (clean, report) = verify_lines(&deployment, &undigested, "undigested.jsonl", Some(&public)).await?;
+    assert!(
+        !clean && (report.contains("are missing (removed?)") || report.contains("not sealed by any digest")),
+        "{report}"
+    );
+
+    // 7. A digest rebuilt consistently by someone without the key.
+    let mut rebuilt = lines.clone();
+    let mut digest: AuditDigest = serde_json::from_value(rebuilt[digest_lines[0]]["digest"].clone())?;
+    digest.time += 1;
+    digest.hash = digest.compute_hash();
+    rebuilt[digest_lines[0]]["digest"] = serde_json::to_value(&digest)?;
+    let (clean, report) = verify_lines(&deployment, &rebuilt, "rebuilt.jsonl", Some(&public)).await?;
+    assert!(!clean && report.contains("signature does not hold"), "{report}");
+    assert!(report.contains(&position(&lines[digest_lines[0]])), "{report}");
+
+    // The live log verifies too (every event sealed, every digest signed).
+    let (clean, report) = eventually("the live log sealed", || async {
+        let (clean, report) = audit(&deployment, &["verify", "--public-key", &public]).await?;
+        Ok((clean || !report.contains("not sealed")).then_some((clean, report)))
+    })
+    .await?;
+    assert!(clean, "{report}");
+
+    // CSV, for reading: one row per event of the dataset.
+    let (_, csv) = audit(&deployment, &["export", "--dataset", &deployment.dataset, "--format", "csv"]).await?;
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("time,topic,partition,offset,dataset"), "{csv}");
+    assert_eq!(rows.len() - 1, events, "{csv}");
 
     // The timeline, from the topics alone.
     let (_, timeline) = audit(&deployment, &["timeline", &incident_id, "--json"]).await?;
@@ -136,6 +211,19 @@ async fn tampering_with_an_export_is_found_and_located() -> anyhow::Result<()> {
     assert!(timeline["time_to_heal_seconds"].as_f64().is_some_and(|s| s > 0.0), "{timeline}");
     assert_eq!(timeline["steps"].as_array().map(|s| s.iter().filter(|s| s["what"] == "decision").count()), Some(1));
     assert!(Proposal::TOPIC == "mend.proposals");
+
+    // Rebuilt from the topics, the warehouse agrees; a column added by
+    // hand is reported.
+    let (agrees, report) = audit(&deployment, &["rebuild"]).await?;
+    assert!(agrees && report.contains("the warehouse agrees with the topics"), "{report}");
+    let pool = sqlx::SqlitePool::connect(&deployment.warehouse).await?;
+    let table = &deployment.dataset;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE \"{table}\" ADD COLUMN hand_made TEXT")))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let (agrees, report) = audit(&deployment, &["rebuild", "--dataset", &deployment.dataset]).await?;
+    assert!(!agrees && report.contains("column hand_made is in the table"), "{report}");
     Ok(())
 }
 

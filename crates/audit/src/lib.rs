@@ -1,25 +1,31 @@
 //! The audit log checked. mend's event topics are its audit log: every
-//! event carries a hash over its content chained to the event it answers.
-//! Here the log is read (from the live topics, or from an export an auditor
-//! was handed) and every event is checked: its hash matches its content,
-//! the event it answers exists and its `prev_hash` is that event's hash,
-//! and within each topic-partition the offsets come in order without gaps
-//! (for a complete log). Each finding names the topic, partition and offset
-//! and what is wrong. An export is JSON lines, one event per line with its
-//! position, so an auditor can check it offline.
+//! event carries a hash over its content chained to the event it answers,
+//! and the sealer ([`seal`]) writes signed digests over ranges of them to
+//! `mend.audit.digests`. Here the log is read (from the live topics, or
+//! from an export an auditor was handed, [`export`]) and checked
+//! ([`verify`]); each finding names the topic, partition and offset and
+//! what is wrong.
 
+pub mod export;
+pub mod keys;
+pub mod rebuild;
+pub mod seal;
 pub mod timeline;
-
-use std::collections::{BTreeMap, HashMap};
+pub mod verify;
 
 use mend_avro::Codec;
 use mend_avro::codec::CodecError;
+use mend_model::digest::AuditDigest;
 use mend_model::events::{
     AgentRun, Application, Decision, Detection, Diagnosis, Envelope, Event, Proposal, Quarantined,
 };
 use mend_model::topics;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+pub use export::{Selection, export_csv, export_lines, read_export};
+pub use verify::{Finding, Options, Report, verify};
 
 /// One audit event, typed by its topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,21 +112,55 @@ impl std::fmt::Display for Position {
     }
 }
 
-/// One event of the log with its position; `event` is None when it could
-/// not be read (the reason is a finding).
+/// What is at a position of the log.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Event(Box<AuditEvent>),
+    /// An event left out of an export (another dataset's, or outside its
+    /// window) but inside a sealed range: its hash is kept so the range
+    /// can still be checked.
+    Redacted {
+        event_id: String,
+        hash: String,
+    },
+    Digest(Box<AuditDigest>),
+    /// A record that could not be read as its topic's event, and why; the
+    /// hash of its bytes stands in for its event hash.
+    Unreadable {
+        reason: String,
+        hash: String,
+    },
+}
+
+/// One record of the log with its position.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub position: Position,
-    pub event: Result<AuditEvent, String>,
+    pub record: Record,
 }
 
-/// One line of an export.
-#[derive(Debug, Serialize, Deserialize)]
-struct Line {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    event: Value,
+impl Entry {
+    /// Its event, when it is a readable event.
+    pub fn event(&self) -> Option<&AuditEvent> {
+        match &self.record {
+            Record::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The hash a digest seals for it (None for a digest).
+    pub fn sealed_hash(&self) -> Option<&str> {
+        match &self.record {
+            Record::Event(event) => Some(&event.envelope().hash),
+            Record::Redacted { hash, .. } | Record::Unreadable { hash, .. } => Some(hash),
+            Record::Digest(_) => None,
+        }
+    }
+}
+
+/// The stand-in hash of a record that does not decode.
+pub fn raw_hash(payload: &[u8]) -> String {
+    format!("raw:{}", hex::encode(Sha256::digest(payload)))
 }
 
 /// Why the log could not be read.
@@ -132,117 +172,47 @@ pub enum AuditError {
     Registry(#[from] CodecError),
     #[error("line {line} of the export: {reason}")]
     Export { line: usize, reason: String },
+    #[error("{0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error("{0}")]
+    Other(String),
 }
 
-/// Every event of the live audit topics, in log order.
+/// Reads one record of `topic` (an event topic or the digests).
+pub async fn read_record(codec: &Codec, topic: &str, payload: &[u8]) -> Result<Record, CodecError> {
+    let decoded = if topic == topics::DIGESTS {
+        codec.decode_value::<AuditDigest>(topic, payload).await.map(|d| Record::Digest(Box::new(d)))
+    } else {
+        AuditEvent::decode(codec, topic, payload).await.map(|e| Record::Event(Box::new(e)))
+    };
+    match decoded {
+        Ok(record) => Ok(record),
+        Err(CodecError::Invalid(reason)) => Ok(Record::Unreadable {
+            reason: format!("does not decode with its registered schema: {reason}"),
+            hash: raw_hash(payload),
+        }),
+        Err(unavailable) => Err(unavailable),
+    }
+}
+
+/// Every record of the live audit topics and the digests, in log order.
 pub async fn read_topics(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
     use rdkafka::message::Message;
     let mut entries = Vec::new();
-    for topic in topics::EVENT_TOPICS {
+    for topic in topics::EVENT_TOPICS.iter().chain([&topics::DIGESTS]) {
         let mut messages = mend_runtime::kafka::read_to_end(brokers, topic).await?;
         messages.sort_by_key(|m| (m.partition(), m.offset()));
         for message in messages {
             let position =
-                Position { topic: topic.to_owned(), partition: message.partition(), offset: message.offset() };
-            let event = match AuditEvent::decode(codec, topic, message.payload().unwrap_or_default()).await {
-                Ok(event) => Ok(event),
-                Err(CodecError::Invalid(reason)) => {
-                    Err(format!("does not decode with its registered schema: {reason}"))
-                }
-                Err(unavailable) => return Err(unavailable.into()),
-            };
-            entries.push(Entry { position, event });
+                Position { topic: (*topic).to_owned(), partition: message.partition(), offset: message.offset() };
+            let record = read_record(codec, topic, message.payload().unwrap_or_default()).await?;
+            entries.push(Entry { position, record });
         }
     }
     Ok(entries)
 }
 
-/// The JSON-lines export of `entries` (readable ones only).
-pub fn export_lines(entries: &[Entry]) -> String {
-    let mut out = String::new();
-    for entry in entries {
-        if let Ok(event) = &entry.event {
-            let line = Line {
-                topic: entry.position.topic.clone(),
-                partition: entry.position.partition,
-                offset: entry.position.offset,
-                event: event.to_json(),
-            };
-            out.push_str(&serde_json::to_string(&line).unwrap_or_default());
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// The entries of a JSON-lines export, in file order.
-pub fn read_export(text: &str) -> Result<Vec<Entry>, AuditError> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(number, line)| {
-            let line: Line = serde_json::from_str(line)
-                .map_err(|e| AuditError::Export { line: number + 1, reason: e.to_string() })?;
-            let position = Position { topic: line.topic.clone(), partition: line.partition, offset: line.offset };
-            Ok(Entry { position, event: AuditEvent::from_json(&line.topic, line.event) })
-        })
-        .collect()
-}
-
-/// Something wrong with the log, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub position: Position,
-    pub problem: String,
-}
-
-/// Checks every entry. `complete`: the entries are the whole log of their
-/// partitions (the live topics, or an unfiltered export), so a gap in the
-/// offsets is a removed event.
-pub fn verify(entries: &[Entry], complete: bool) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let mut by_id: HashMap<&str, (&Position, &AuditEvent)> = HashMap::new();
-    for entry in entries {
-        if let Ok(event) = &entry.event {
-            by_id.insert(event.envelope().event_id.as_str(), (&entry.position, event));
-        }
-    }
-    let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for entry in entries {
-        let position = &entry.position;
-        let mut found = |problem: String| findings.push(Finding { position: position.clone(), problem });
-        if let Some(previous) = last.insert((position.topic.as_str(), position.partition), position.offset) {
-            if position.offset <= previous {
-                found(format!("out of order: offset {} comes after {previous}", position.offset));
-            } else if complete && position.offset > previous + 1 {
-                found(format!("offsets {}..{} are missing (removed?)", previous + 1, position.offset - 1));
-            }
-        }
-        let event = match &entry.event {
-            Ok(event) => event,
-            Err(reason) => {
-                found(reason.clone());
-                continue;
-            }
-        };
-        if !event.hash_holds() {
-            found("edited: its hash does not match its content".to_owned());
-        }
-        let envelope = event.envelope();
-        match (&envelope.causation_id, &envelope.prev_hash) {
-            (Some(cause), prev) => match by_id.get(cause.as_str()) {
-                None => found(format!("the event it answers ({cause}) is not in the log (removed?)")),
-                Some((_, caused_by)) if prev.as_deref() != Some(caused_by.envelope().hash.as_str()) => found(format!(
-                    "its prev_hash is not the hash of the event it answers ({cause}): the chain was rewritten"
-                )),
-                Some((cause_position, caused_by)) if caused_by.envelope().incident_id != envelope.incident_id => {
-                    found(format!("it answers {cause} at {cause_position}, which belongs to another incident"))
-                }
-                Some(_) => {}
-            },
-            (None, Some(_)) => found("it has a prev_hash but answers no event".to_owned()),
-            (None, None) => {}
-        }
-    }
-    findings
-}
+#[cfg(test)]
+mod tests;

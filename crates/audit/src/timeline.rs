@@ -33,7 +33,7 @@ pub struct Timeline {
     pub time_to_heal_seconds: Option<f64>,
 }
 
-fn summary(event: &AuditEvent) -> (&'static str, Option<String>, Value) {
+pub(crate) fn summary(event: &AuditEvent) -> (&'static str, Option<String>, Value) {
     match event {
         AuditEvent::Quarantined(e) => {
             ("quarantined", None, json!({"offset": e.offset, "reason_kind": e.reason_kind, "reason": e.reason}))
@@ -80,7 +80,7 @@ pub fn timeline(entries: &[Entry], incident: &str) -> Option<Timeline> {
     let mut steps: Vec<Step> = entries
         .iter()
         .filter_map(|entry| {
-            let event = entry.event.as_ref().ok()?;
+            let event = entry.event()?;
             let envelope = event.envelope();
             (envelope.incident_id.0 == incident).then(|| {
                 let (what, who, summary) = summary(event);

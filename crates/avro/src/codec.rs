@@ -95,6 +95,33 @@ pub struct Codec {
     settings: SrSettings,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    cache: CacheCounters,
+}
+
+/// How often a writer schema was already cached (hit) or had to be asked
+/// of the registry (miss). The decoder keeps every schema it fetched, so a
+/// schema id seen before, and read successfully, is a hit.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    seen: std::sync::Mutex<std::collections::HashSet<u32>>,
+    pub hits: std::sync::atomic::AtomicU64,
+    pub misses: std::sync::atomic::AtomicU64,
+}
+
+impl CacheCounters {
+    /// Counts one look-up of `id`.
+    fn look_up(&self, id: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = self.seen.lock().map(|s| s.contains(&id)).unwrap_or(false);
+        if seen { &self.hits } else { &self.misses }.fetch_add(1, Relaxed);
+    }
+
+    /// Marks `id` as cached after a successful read.
+    fn cached(&self, id: u32) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Codec {
@@ -114,34 +141,61 @@ impl Codec {
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings.clone()),
             settings,
+            cache: CacheCounters::default(),
         }))
     }
 
     /// Encodes an event with its `.avsc` schema, registering the schema under
     /// `<topic>-value` the first time.
     pub async fn encode_event<E: Event>(&self, event: &E) -> Result<Vec<u8>, CodecError> {
+        self.encode_value(E::TOPIC, E::SCHEMA, event).await
+    }
+
+    /// Encodes `value` for `topic` with the `.avsc` `schema`, registered
+    /// under `<topic>-value` (mend's records that are not incident events,
+    /// such as audit digests).
+    pub async fn encode_value<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        schema: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, CodecError> {
         let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            E::TOPIC.to_owned(),
+            topic.to_owned(),
             false,
-            SuppliedSchema::new(None, SchemaType::Avro, E::SCHEMA.to_owned()),
+            SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned()),
         );
-        Ok(self.encoder.encode_struct(event, &strategy).await?)
+        Ok(self.encoder.encode_struct(value, &strategy).await?)
     }
 
     /// Decodes an event published by any version of its schema.
     pub async fn decode_event<E: Event>(&self, payload: &[u8]) -> Result<E, CodecError> {
+        self.decode_value(E::TOPIC, payload).await
+    }
+
+    /// Decodes a record of `topic` published by any version of its schema.
+    pub async fn decode_value<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<T, CodecError> {
         let value = self.decode(payload).await?;
-        apache_avro::from_value(&value)
-            .map_err(|e| CodecError::Invalid(format!("payload does not match {}: {e}", E::TOPIC)))
+        apache_avro::from_value(&value).map_err(|e| CodecError::Invalid(format!("payload does not match {topic}: {e}")))
     }
 
     /// Decodes any wire-format payload with its writer schema.
     pub async fn decode(&self, payload: &[u8]) -> Result<Value, CodecError> {
+        let id = schema_id(payload);
+        if let Some(id) = id {
+            self.cache.look_up(id);
+        }
         let decoded = self.decoder.decode(Some(payload)).await;
-        if decoded.is_err() {
+        match (&decoded, id) {
             // A schema id unknown now may be registered a moment later (the
             // producer registers before it writes): never keep that verdict.
-            self.decoder.remove_errors_from_cache();
+            (Err(_), _) => self.decoder.remove_errors_from_cache(),
+            (Ok(_), Some(id)) => self.cache.cached(id),
+            (Ok(_), None) => {}
         }
         Ok(decoded?.value)
     }
@@ -164,11 +218,18 @@ impl Codec {
 
     /// The writer schema of `id` (cached).
     pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
+        self.cache.look_up(id);
         let schema = self.decoder.get_schema(id).await;
-        if schema.is_err() {
-            self.decoder.remove_errors_from_cache();
+        match &schema {
+            Err(_) => self.decoder.remove_errors_from_cache(),
+            Ok(_) => self.cache.cached(id),
         }
         Ok(schema?)
+    }
+
+    /// Writer-schema cache hits and misses so far.
+    pub fn cache(&self) -> &CacheCounters {
+        &self.cache
     }
 
     /// The versions registered under `subject`, ascending.
@@ -192,22 +253,24 @@ impl Codec {
     /// readers of the audit topics can decode from the first event.
     pub async fn register_event_schemas(&self) -> Result<(), CodecError> {
         use mend_model::events::*;
-        async fn register<E: Event>(encoder: &AvroEncoder) -> Result<(), CodecError> {
+        async fn register(encoder: &AvroEncoder, topic: &str, schema: &str) -> Result<(), CodecError> {
             let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-                E::TOPIC.to_owned(),
+                topic.to_owned(),
                 false,
-                SuppliedSchema::new(None, SchemaType::Avro, E::SCHEMA.to_owned()),
+                SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned()),
             );
-            encoder.get_schema_and_id(&topics::value_subject(E::TOPIC), strategy).await?;
+            encoder.get_schema_and_id(&topics::value_subject(topic), strategy).await?;
             Ok(())
         }
-        register::<Quarantined>(&self.encoder).await?;
-        register::<Detection>(&self.encoder).await?;
-        register::<Diagnosis>(&self.encoder).await?;
-        register::<Proposal>(&self.encoder).await?;
-        register::<Decision>(&self.encoder).await?;
-        register::<Application>(&self.encoder).await?;
-        register::<AgentRun>(&self.encoder).await?;
+        register(&self.encoder, Quarantined::TOPIC, Quarantined::SCHEMA).await?;
+        register(&self.encoder, Detection::TOPIC, Detection::SCHEMA).await?;
+        register(&self.encoder, Diagnosis::TOPIC, Diagnosis::SCHEMA).await?;
+        register(&self.encoder, Proposal::TOPIC, Proposal::SCHEMA).await?;
+        register(&self.encoder, Decision::TOPIC, Decision::SCHEMA).await?;
+        register(&self.encoder, Application::TOPIC, Application::SCHEMA).await?;
+        register(&self.encoder, AgentRun::TOPIC, AgentRun::SCHEMA).await?;
+        use mend_model::digest::AuditDigest;
+        register(&self.encoder, AuditDigest::TOPIC, AuditDigest::SCHEMA).await?;
         Ok(())
     }
 }

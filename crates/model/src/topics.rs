@@ -8,6 +8,8 @@ pub const APPLICATIONS: &str = "mend.applications";
 pub const QUARANTINE: &str = "mend.quarantine";
 /// One event per supervisor run (Claude drafting a fix).
 pub const AGENT_RUNS: &str = "mend.agent_runs";
+/// Signed digests over ranges of the event topics (see `digest`).
+pub const DIGESTS: &str = "mend.audit.digests";
 /// The schema registry's compacted log.
 pub const SCHEMAS: &str = "_schemas";
 

@@ -51,6 +51,15 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// Why an event was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot encode it: {0}")]
+    Encode(CodecError),
+    #[error("not delivered: {0}")]
+    Deliver(rdkafka::error::KafkaError),
+}
+
 /// Why a context could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -84,6 +93,22 @@ impl Context {
             integrations,
             warehouses: Mutex::default(),
         }))
+    }
+
+    /// Publishes one event outside a runner (an API's decision, a draft, a
+    /// reported failure) and waits until the broker has it.
+    pub async fn publish<E: mend_model::events::Event>(&self, event: &E) -> Result<(), PublishError> {
+        let out = crate::handler::Outbound::event(&self.codec, event).await.map_err(PublishError::Encode)?;
+        let headers = out.headers.iter().fold(rdkafka::message::OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(rdkafka::message::Header { key, value: Some(value) })
+        });
+        let record =
+            rdkafka::producer::FutureRecord::to(&out.topic).key(&out.key).payload(&out.payload).headers(headers);
+        self.producer
+            .send(record, std::time::Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| PublishError::Deliver(error))
     }
 
     /// The warehouse URL of a dataset.

@@ -70,6 +70,20 @@ pub struct Outbound {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Outbound {
+    /// `event` for its topic, keyed by its dataset (one dataset's events
+    /// stay in order), carrying its incident's trace context.
+    pub async fn event<E: Event>(codec: &Codec, event: &E) -> Result<Self, CodecError> {
+        let envelope = event.envelope();
+        Ok(Self {
+            topic: E::TOPIC.to_owned(),
+            key: envelope.dataset.clone().into_bytes(),
+            payload: codec.encode_event(event).await?,
+            headers: crate::telemetry::event_headers(envelope, E::TOPIC),
+        })
+    }
+}
+
 /// What became of one inbound record.
 #[derive(Debug, Clone)]
 pub enum Disposition {

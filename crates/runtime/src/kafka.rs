@@ -221,6 +221,47 @@ async fn partition_ends(
     .map_err(failed)
 }
 
+/// How far `group` is behind on each partition of `topics`: (topic,
+/// partition, records between its committed offset and the end). A
+/// partition it has committed nothing on counts from the beginning.
+pub async fn lag(brokers: &str, group: &str, topics: &[String]) -> Result<Vec<(String, i32, i64)>, TopicError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topics.join(","), reason: e.to_string() };
+    // Reads the group's committed offsets without joining it.
+    let consumer: BaseConsumer =
+        client_config(brokers).set("group.id", group).set("enable.auto.commit", "false").create().map_err(failed)?;
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+        let timeout = Duration::from_secs(5);
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut ends = std::collections::HashMap::new();
+        for topic in &topics {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+                ends.insert((topic.clone(), partition.id()), (low, high));
+                list.add_partition(topic, partition.id());
+            }
+        }
+        let committed = consumer.committed_offsets(list, timeout)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let (low, high) = ends.get(&(e.topic().to_owned(), e.partition()))?;
+                let at = match e.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    _ => *low,
+                };
+                Some((e.topic().to_owned(), e.partition(), (high - at).max(0)))
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| TopicError { topic: "*".into(), reason: e.to_string() })?
+    .map_err(|e| TopicError { topic: "*".into(), reason: e.to_string() })
+}
+
 /// Reads every record of `topic` written before the call (all partitions,
 /// from the beginning to the current end), without a consumer group.
 /// For read models and replays; not for hot paths.

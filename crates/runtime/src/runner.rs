@@ -106,7 +106,11 @@ impl<H: Handler> Runner<H> {
         codec: Arc<Codec>,
         handler: H,
     ) -> Result<Self, RunnerError> {
-        let status = Arc::<RunnerStatus>::default();
+        let status = Arc::new(RunnerStatus {
+            group: config.group_id.clone(),
+            topics: config.topics.clone(),
+            ..RunnerStatus::default()
+        });
         let consumer: StreamConsumer<RunnerContext> =
             kafka::consumer_config(&config.brokers, &config.group_id, config.fetch_wait_ms)
                 .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
@@ -299,6 +303,8 @@ impl<H: Handler> Runner<H> {
         let Some(payload) = self.encode_with_retry(&event, shutdown).await? else { return Ok(None) };
         // Readable without decoding: lets a replay know what it has found.
         let mut headers = record.headers.clone();
+        headers.retain(|(key, _)| key != crate::telemetry::TRACEPARENT);
+        headers.extend(crate::telemetry::event_headers(&event.envelope, topics::QUARANTINE));
         headers.push((INCIDENT_HEADER.to_owned(), event.envelope.incident_id.0.clone().into_bytes()));
         headers.push((SOURCE_HEADER.to_owned(), format!("{}:{}", record.partition, record.offset).into_bytes()));
         Ok(Some(Outbound { topic: topics::QUARANTINE.to_owned(), key: dataset.into_bytes(), payload, headers }))

@@ -18,6 +18,10 @@ pub enum RunnerError {
 /// Counters a runner keeps; read by health and metrics endpoints.
 #[derive(Debug, Default)]
 pub struct RunnerStatus {
+    /// Its consumer group and input topics (empty for a stage that keeps
+    /// its position elsewhere, such as the sealer).
+    pub group: String,
+    pub topics: Vec<String>,
     /// Set once the consumer has partitions assigned or has fetched a record.
     pub consuming: AtomicBool,
     pub records: std::sync::atomic::AtomicU64,

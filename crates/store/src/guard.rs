@@ -27,6 +27,33 @@ pub struct Refused {
     pub reason: String,
 }
 
+/// How a DDL statement changes the columns of `table`: columns added, and
+/// columns renamed (old, new). Other statements, and statements on other
+/// tables, change none.
+pub fn column_changes(statement: &str, dialect: Dialect, table: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let parsed = match dialect {
+        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, statement),
+        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, statement),
+    };
+    let (mut added, mut renamed) = (Vec::new(), Vec::new());
+    for parsed in parsed.unwrap_or_default() {
+        let Statement::AlterTable(alter) = parsed else { continue };
+        if !names(&alter.name, table) {
+            continue;
+        }
+        for operation in &alter.operations {
+            match operation {
+                AlterTableOperation::AddColumn { column_def, .. } => added.push(column_def.name.value.clone()),
+                AlterTableOperation::RenameColumn { old_column_name, new_column_name } => {
+                    renamed.push((old_column_name.value.clone(), new_column_name.value.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+    (added, renamed)
+}
+
 /// Checks one statement against the rules above, for `table` whose current
 /// columns are `columns`.
 pub fn check(statement: &str, dialect: Dialect, table: &str, columns: &[Column]) -> Result<(), Refused> {

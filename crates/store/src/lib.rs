@@ -214,6 +214,11 @@ pub trait Store {
     async fn applied_count(&self, dataset: &str) -> Result<i64, StoreError>;
     /// Whether a proposal has been applied already.
     async fn applied(&self, proposal_id: &str) -> Result<bool, StoreError>;
+    /// The plans of `dataset` recorded as applied: (proposal, decision).
+    async fn applied_plans(&self, dataset: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Who last moved `dataset`'s contract: `loader` (it established it) or
+    /// the decision id whose plan moved it.
+    async fn contract_mover(&self, dataset: &str) -> Result<Option<String>, StoreError>;
     /// Applies a plan exactly once; false when it was applied before.
     async fn apply(&self, application: &Apply<'_>) -> Result<bool, StoreError>;
     /// Every row of `table` as text, `columns` in order.
@@ -280,6 +285,16 @@ impl Warehouse {
     /// (mend's position columns excluded). Empty when the table is missing.
     pub async fn columns(&self, table: &str) -> Result<Vec<Column>, StoreError> {
         dispatch!(self.columns(table))
+    }
+
+    /// The plans of `dataset` recorded as applied: (proposal, decision).
+    pub async fn applied_plans(&self, dataset: &str) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self.applied_plans(dataset))
+    }
+
+    /// Who last moved `dataset`'s contract: `loader` or a decision id.
+    pub async fn contract_mover(&self, dataset: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.contract_mover(dataset))
     }
 
     /// Creates the destination table and the dataset's first contract, in one

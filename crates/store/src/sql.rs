@@ -324,6 +324,22 @@ macro_rules! portable_methods {
                 .await?)
         }
 
+        async fn applied_plans(&self, dataset: &str) -> Result<Vec<(String, String)>, $crate::StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT proposal_id, decision_id FROM mend_applied WHERE dataset = $1 ORDER BY proposal_id",
+            )
+            .bind(dataset)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn contract_mover(&self, dataset: &str) -> Result<Option<String>, $crate::StoreError> {
+            Ok(sqlx::query_scalar("SELECT updated_by FROM mend_contracts WHERE dataset = $1")
+                .bind(dataset)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
         async fn applied(&self, proposal_id: &str) -> Result<bool, $crate::StoreError> {
             Ok(sqlx::query("SELECT 1 FROM mend_applied WHERE proposal_id = $1")
                 .bind(proposal_id)

@@ -159,12 +159,7 @@ impl Handler for Agent {
                 && self.wants(&proposal)
                 && let Some(run) = self.supervise(claude, &proposal).await?
             {
-                outputs.push(Outbound {
-                    topic: AgentRun::TOPIC.to_owned(),
-                    key: run.envelope.dataset.clone().into_bytes(),
-                    payload: self.context.codec.encode_event(&run).await?,
-                    headers: record.headers.clone(),
-                });
+                outputs.push(Outbound::event(&self.context.codec, &run).await?);
             }
             out.push(Disposition::Emit(outputs));
         }

@@ -318,12 +318,7 @@ impl Handler for Applier {
                 incident = %application.envelope.incident_id, outcome = %application.outcome, replayed = application.replayed,
                 loaded = application.loaded, still_quarantined = application.still_quarantined, "application"
             );
-            out.push(Disposition::Emit(vec![Outbound {
-                topic: Application::TOPIC.to_owned(),
-                key: application.envelope.dataset.clone().into_bytes(),
-                payload: self.context.codec.encode_event(&application).await?,
-                headers: record.headers.clone(),
-            }]));
+            out.push(Disposition::Emit(vec![Outbound::event(&self.context.codec, &application).await?]));
         }
         // After this batch's decisions: the contract may just have moved.
         for (dataset, events) in stragglers {

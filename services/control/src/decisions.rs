@@ -2,15 +2,13 @@
 //! channel (API, CLI, Slack, GitHub) records a decision through.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mend_model::events::{Decision, Event};
+use mend_model::events::Decision;
 use mend_model::{Channel, IncidentStatus, Policy, Verdict};
-use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -115,18 +113,9 @@ pub async fn record_decision(
             incident.status = IncidentStatus::AwaitingApproval;
         }
     };
-    let payload = match api.context.codec.encode_event(&decision).await {
-        Ok(payload) => payload,
+    match api.context.publish(&decision).await {
+        Ok(()) => Ok(decision),
         Err(e) => {
-            undo(api);
-            return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the decision: {e}")));
-        }
-    };
-    let key = decision.envelope.dataset.clone();
-    let record = FutureRecord::to(Decision::TOPIC).key(&key).payload(&payload);
-    match api.context.producer.send(record, Duration::from_secs(30)).await {
-        Ok(_) => Ok(decision),
-        Err((e, _)) => {
             // Not recorded: let the proposal be decided again.
             undo(api);
             Err((StatusCode::SERVICE_UNAVAILABLE, format!("the decision was not recorded: {e}")))

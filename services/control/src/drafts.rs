@@ -9,7 +9,6 @@
 //! was refused.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -18,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal};
 use mend_model::{Classify as _, Policy, StepKind};
 use mend_store::guard;
-use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -159,18 +157,10 @@ pub async fn record_draft(
         rules,
     };
     proposal.seal();
-    let payload = api
-        .context
-        .codec
-        .encode_event(&proposal)
-        .await
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the proposal: {e}")))?;
-    let record = FutureRecord::to(Proposal::TOPIC).key(&dataset).payload(&payload);
     api.context
-        .producer
-        .send(record, Duration::from_secs(30))
+        .publish(&proposal)
         .await
-        .map_err(|(e, _)| (StatusCode::SERVICE_UNAVAILABLE, format!("the draft was not recorded: {e}")))?;
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("the draft was not recorded: {e}")))?;
     tracing::info!(incident = %incident, proposal = %proposal.proposal_id, %by, refused = refused.len(), "plan drafted");
     let outcome = DraftOutcome {
         accepted: refused.is_empty(),

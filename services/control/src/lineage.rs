@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -19,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use mend_config::Dataset;
 use mend_model::DetectionSource;
 use mend_model::events::{Detection, Envelope, Event, IncidentId};
-use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 
 use crate::{Api, error};
@@ -112,12 +110,7 @@ pub(crate) async fn receive(State(api): State<Arc<Api>>, body: axum::body::Bytes
         evidence,
     };
     detection.seal();
-    let payload = match api.context.codec.encode_event(&detection).await {
-        Ok(payload) => payload,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot encode the detection: {e}")),
-    };
-    let record = FutureRecord::to(Detection::TOPIC).key(&dataset.name).payload(&payload);
-    if let Err((e, _)) = api.context.producer.send(record, Duration::from_secs(30)).await {
+    if let Err(e) = api.context.publish(&detection).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("the failure was not recorded: {e}"));
     }
     tracing::info!(incident = %incident, dataset = %dataset.name, job = %job, "pipeline failure reported through OpenLineage");

@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus' text format. Incidents by dataset, change
 //! kind and status; rows loaded and records quarantined per dataset (from
 //! the warehouse, where they are); a time-to-heal histogram; each stage's
-//! records handled and quarantined; MCP tool calls by tool and outcome.
+//! records handled and quarantined, and its consumer group's lag; the
+//! registry cache's hits and misses; MCP tool calls by tool and outcome.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -88,6 +89,32 @@ pub(crate) async fn metrics(State(api): State<Arc<Api>>) -> Response {
             status.quarantined.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(out, "# HELP mend_consumer_lag Records each stage's consumer group has yet to handle, per topic.");
+    let _ = writeln!(out, "# TYPE mend_consumer_lag gauge");
+    for (stage, status) in &api.health {
+        if status.group.is_empty() {
+            continue;
+        }
+        let Ok(lags) = mend_runtime::kafka::lag(&api.context.connections.brokers, &status.group, &status.topics).await
+        else {
+            continue;
+        };
+        let mut per_topic: BTreeMap<String, i64> = BTreeMap::new();
+        for (topic, _, lag) in lags {
+            *per_topic.entry(topic).or_default() += lag;
+        }
+        for (topic, lag) in per_topic {
+            let _ = writeln!(out, "mend_consumer_lag{{stage=\"{stage}\",topic=\"{}\"}} {lag}", label(&topic));
+        }
+    }
+    let cache = api.context.codec.cache();
+    let _ = writeln!(
+        out,
+        "# HELP mend_registry_cache_total Writer-schema look-ups of this process, answered from its cache (hit) or by the registry (miss)."
+    );
+    let _ = writeln!(out, "# TYPE mend_registry_cache_total counter");
+    let _ = writeln!(out, "mend_registry_cache_total{{result=\"hit\"}} {}", cache.hits.load(Ordering::Relaxed));
+    let _ = writeln!(out, "mend_registry_cache_total{{result=\"miss\"}} {}", cache.misses.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP mend_mcp_tool_calls_total MCP tool calls by tool and outcome.");
     let _ = writeln!(out, "# TYPE mend_mcp_tool_calls_total counter");
     for ((tool, outcome), count) in api.tool_calls.snapshot() {

@@ -143,14 +143,7 @@ impl Handler for Detector {
                 && self.needs_look(&dataset.name, writer)
                 && let Some(detection) = self.look(dataset, record, writer).await?
             {
-                let mut headers = record.headers.clone();
-                mend_runtime::telemetry::inject_context(&mut headers);
-                outputs.push(Outbound {
-                    topic: Detection::TOPIC.to_owned(),
-                    key: dataset.name.clone().into_bytes(),
-                    payload: self.context.codec.encode_event(&detection).await?,
-                    headers,
-                });
+                outputs.push(Outbound::event(&self.context.codec, &detection).await?);
             }
             out.push(Disposition::Emit(outputs));
         }

@@ -245,12 +245,7 @@ impl Handler for Diagnoser {
             }
             let diagnosis = self.diagnose(&detection).await?;
             tracing::info!(incident = %diagnosis.envelope.incident_id, changes = diagnosis.changes.len(), "diagnosed");
-            out.push(Disposition::Emit(vec![Outbound {
-                topic: Diagnosis::TOPIC.to_owned(),
-                key: diagnosis.envelope.dataset.clone().into_bytes(),
-                payload: self.context.codec.encode_event(&diagnosis).await?,
-                headers: record.headers.clone(),
-            }]));
+            out.push(Disposition::Emit(vec![Outbound::event(&self.context.codec, &diagnosis).await?]));
         }
         Ok(out)
     }

@@ -43,6 +43,9 @@ pub struct Global {
     #[command(flatten)]
     pub anthropic: mend_agent::claude::AnthropicSettings,
 
+    #[command(flatten)]
+    pub seal: audit::SealSettings,
+
     /// Datasets and policy. When the file is missing, the embedded default
     /// (an `orders` dataset on topic `shop.orders`) is used.
     #[arg(long, env = "MEND_CONFIG", default_value = "mend.toml", global = true)]
@@ -133,7 +136,8 @@ impl Global {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every pipeline service in this process (loader, detector,
-    /// diagnoser, proposer, applier, agent, control). SIGTERM stops it cleanly.
+    /// diagnoser, proposer, applier, agent, sealer, control). SIGTERM stops
+    /// it cleanly.
     Up,
     /// Run one service in this process (with consumer groups, MEND_BROKER=kafka
     /// or MEND_CONSUMER_MODE=group, run more of a stage to share its partitions).
@@ -164,8 +168,9 @@ enum Command {
     /// comparisons and decisions. Decisions go through the control API of a
     /// running `mend up` (MEND_API_ADDR, MEND_API_TOKEN).
     Mcp(mcp::Args),
-    /// The audit log: verify it, export it for an auditor, or tell one
-    /// incident's timeline, from the topics alone.
+    /// The audit log: verify it, export it for an auditor, tell one
+    /// incident's timeline, rebuild the contract history against the
+    /// warehouse, make the sealer's keys.
     Audit(audit::Args),
     /// Run the drift demo against a running `mend up`: produce an orders
     /// stream whose schema drifts, approve the rename, and report.

@@ -23,12 +23,23 @@ pub enum Service {
     /// The supervisor: Claude drafts fixes for incidents the rules block
     /// (idle without MEND_ANTHROPIC_API_KEY).
     Agent,
+    /// Seals the audit log: signed digests on mend.audit.digests (one per
+    /// deployment: MEND_GROUP_PREFIX names its chain).
+    Sealer,
     Control,
 }
 
 impl Service {
-    pub const ALL: [Service; 7] =
-        [Self::Loader, Self::Detector, Self::Diagnoser, Self::Proposer, Self::Applier, Self::Agent, Self::Control];
+    pub const ALL: [Service; 8] = [
+        Self::Loader,
+        Self::Detector,
+        Self::Diagnoser,
+        Self::Proposer,
+        Self::Applier,
+        Self::Agent,
+        Self::Sealer,
+        Self::Control,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -38,6 +49,7 @@ impl Service {
             Self::Proposer => "proposer",
             Self::Applier => "applier",
             Self::Agent => "agent",
+            Self::Sealer => "sealer",
             Self::Control => "control",
         }
     }
@@ -66,6 +78,7 @@ pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<
         github_api_url: global.github_api_url,
         github_token: global.github_token.map(|s| s.0).filter(|s| !s.is_empty()),
     };
+    let sealer = global.seal.sealer(&global.connections)?;
     let context = Context::with(global.connections, config, global.warehouse, integrations)?;
     let settings = mend_control::ApiSettings {
         tokens,
@@ -76,15 +89,17 @@ pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<
     let supervisor = Supervisor {
         claude: mend_agent::claude::Claude::new(&global.anthropic),
         api: mend_mcp::remote::Client::new(&global.api_addr.to_string(), &global.token.0),
+        sealer,
     };
     serve(context, services, global.api_addr, global.event_partitions, settings, supervisor, shutdown).await
 }
 
 /// What the supervisor needs: Claude (None without a key) and the control
-/// API it drafts plans through.
+/// API it drafts plans through; and how the sealer seals.
 pub struct Supervisor {
     pub claude: Option<mend_agent::claude::Claude>,
     pub api: mend_mcp::remote::Client,
+    pub sealer: mend_audit::seal::SealerConfig,
 }
 
 /// Creates the topics mend needs (event topics with `partitions` each, when
@@ -93,6 +108,8 @@ pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
     // The event topics are the audit log: kept forever.
     let mut specs: Vec<TopicSpec> =
         topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions).kept_forever()).collect();
+    // One partition: each chain's digests in one order.
+    specs.push(TopicSpec::new(topics::DIGESTS, 1).kept_forever());
     // Source topics normally exist; creating a missing one lets the pipeline
     // start before its producers do.
     specs.extend(context.dataset_topics().iter().map(|t| TopicSpec::new(t, 1)));
@@ -162,6 +179,16 @@ pub async fn serve(
             Service::Agent => {
                 let (runner, status) = mend_agent::runner(&context, supervisor.claude.clone(), supervisor.api.clone())?;
                 spawn(&mut tasks, name, runner, &shutdown);
+                status
+            }
+            Service::Sealer => {
+                let sealer = mend_audit::seal::Sealer::new(
+                    supervisor.sealer.clone(),
+                    context.codec.clone(),
+                    context.producer.clone(),
+                );
+                let (status, stop) = (sealer.status(), shutdown.clone());
+                tasks.spawn(async move { ("sealer".to_owned(), sealer.run(stop).await.map_err(anyhow::Error::from)) });
                 status
             }
             Service::Control => continue,

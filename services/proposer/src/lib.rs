@@ -159,20 +159,9 @@ impl Handler for Proposer {
             if proposal.policy != Policy::Block {
                 self.pull_request(&proposal).await;
             }
-            let key = proposal.envelope.dataset.clone().into_bytes();
-            let mut outputs = vec![Outbound {
-                topic: Proposal::TOPIC.to_owned(),
-                key: key.clone(),
-                payload: self.context.codec.encode_event(&proposal).await?,
-                headers: record.headers.clone(),
-            }];
+            let mut outputs = vec![Outbound::event(&self.context.codec, &proposal).await?];
             if let Some(decision) = decision {
-                outputs.push(Outbound {
-                    topic: Decision::TOPIC.to_owned(),
-                    key,
-                    payload: self.context.codec.encode_event(&decision).await?,
-                    headers: record.headers.clone(),
-                });
+                outputs.push(Outbound::event(&self.context.codec, &decision).await?);
             }
             out.push(Disposition::Emit(outputs));
         }

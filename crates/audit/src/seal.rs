@@ -1,0 +1,327 @@
+//! The sealer: reads every event topic-partition in order and, every
+//! `every_events` events or `every` (whichever comes first, and only when
+//! something new was written), writes a digest of what it read since the
+//! previous one to `mend.audit.digests`, chained and signed.
+//!
+//! Input: mend's event topics (assigned, no consumer group). Output:
+//! `mend.audit.digests`, keyed by the chain. Its state is the chain itself:
+//! on start it reads its chain's last digest and goes on right after the
+//! ranges sealed so far, so a crash neither skips nor seals twice (a digest
+//! whose delivery was not confirmed is found there on restart). One sealer
+//! per chain: a second one would fork it (verify reports the fork).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use ed25519_dalek::SigningKey;
+use mend_avro::Codec;
+use mend_avro::codec::CodecError;
+use mend_model::digest::{AuditDigest, SealedRange};
+use mend_model::events::now_millis;
+use mend_model::topics;
+use mend_runtime::runner::RunnerStatus;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::{AuditError, Record, keys, read_record};
+
+/// How the sealer seals.
+#[derive(Clone)]
+pub struct SealerConfig {
+    pub brokers: String,
+    /// Its chain: the deployment's group prefix.
+    pub chain: String,
+    /// A digest at least every this many events…
+    pub every_events: usize,
+    /// …and at least this often while events arrive.
+    pub every: Duration,
+    /// Signs each digest; without it digests are chained but unsigned.
+    pub key: Option<SigningKey>,
+    pub fetch_wait_ms: u32,
+}
+
+impl std::fmt::Debug for SealerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealerConfig")
+            .field("chain", &self.chain)
+            .field("every_events", &self.every_events)
+            .field("every", &self.every)
+            .field("signed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event read but not sealed yet.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub topic: &'static str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Its event hash (see [`crate::Entry::sealed_hash`]).
+    pub hash: String,
+}
+
+/// The digest that follows `last` in `chain` and seals `reads` (in the
+/// order read: offset order within each partition), signed with `key`.
+pub fn next_digest(chain: &str, last: Option<&AuditDigest>, reads: &[Read], key: Option<&SigningKey>) -> AuditDigest {
+    let mut by_partition: BTreeMap<(&str, i32), Vec<&Read>> = BTreeMap::new();
+    for read in reads {
+        by_partition.entry((read.topic, read.partition)).or_default().push(read);
+    }
+    let ranges = by_partition
+        .into_iter()
+        .map(|((topic, partition), reads)| SealedRange {
+            topic: topic.to_owned(),
+            partition,
+            first_offset: reads[0].offset,
+            last_offset: reads[reads.len() - 1].offset,
+            count: i64::try_from(reads.len()).unwrap_or(i64::MAX),
+            hash: SealedRange::hash_events(reads.iter().map(|r| (r.offset, r.hash.as_str()))),
+        })
+        .collect();
+    let mut digest = AuditDigest {
+        digest_id: uuid::Uuid::now_v7().to_string(),
+        chain: chain.to_owned(),
+        sequence: last.map_or(0, |d| d.sequence + 1),
+        time: now_millis(),
+        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        prev_hash: last.map(|d| d.hash.clone()),
+        ranges,
+        key_id: None,
+        hash: String::new(),
+        signature: None,
+    };
+    keys::seal(&mut digest, key);
+    digest
+}
+
+/// The sealer of one chain.
+pub struct Sealer {
+    config: SealerConfig,
+    codec: Arc<Codec>,
+    producer: FutureProducer,
+    status: Arc<RunnerStatus>,
+}
+
+impl Sealer {
+    pub fn new(config: SealerConfig, codec: Arc<Codec>, producer: FutureProducer) -> Self {
+        Self { config, codec, producer, status: Arc::default() }
+    }
+
+    /// Its counters (records: events sealed).
+    pub fn status(&self) -> Arc<RunnerStatus> {
+        self.status.clone()
+    }
+
+    /// Seals until `shutdown`, then seals what it has read and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AuditError> {
+        let Some(mut last) = self.recover(&shutdown).await? else { return Ok(()) };
+        let consumer = self.consumer(&last).await?;
+        self.status.consuming.store(true, Ordering::Relaxed);
+        let mut pending: Vec<Read> = Vec::new();
+        let mut tick = tokio::time::interval(self.config.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    if !pending.is_empty() && !self.seal(&mut last, &mut pending, &shutdown).await? {
+                        return Ok(());
+                    }
+                }
+                message = consumer.recv() => {
+                    let message = message?;
+                    let Some(topic) = topics::EVENT_TOPICS.iter().copied().find(|t| *t == message.topic()) else {
+                        continue;
+                    };
+                    let Some(record) = self.read(topic, message.payload().unwrap_or_default(), &shutdown).await? else {
+                        return Ok(());
+                    };
+                    let hash = match &record {
+                        Record::Event(event) => event.envelope().hash.clone(),
+                        Record::Unreadable { hash, .. } | Record::Redacted { hash, .. } => hash.clone(),
+                        Record::Digest(_) => continue,
+                    };
+                    pending.push(Read { topic, partition: message.partition(), offset: message.offset(), hash });
+                    if pending.len() >= self.config.every_events
+                        && !self.seal(&mut last, &mut pending, &shutdown).await?
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // Shutting down: seal what was read, under the grace period.
+        if !pending.is_empty() {
+            self.seal(&mut last, &mut pending, &CancellationToken::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// The chain's last digest and where each partition continues, from
+    /// the digests topic. None when shut down while the broker was away.
+    async fn recover(&self, shutdown: &CancellationToken) -> Result<Option<Chain>, AuditError> {
+        let mut backoff = backoff();
+        loop {
+            match self.read_chain().await {
+                Ok(chain) => return Ok(Some(chain)),
+                Err(error @ (AuditError::Topic(_) | AuditError::Registry(CodecError::Unavailable(_)))) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(%error, ?delay, "cannot read the audit chain yet; retrying");
+                    if !pause(delay, shutdown).await {
+                        return Ok(None);
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn read_chain(&self) -> Result<Chain, AuditError> {
+        let mut chain = Chain::default();
+        let mut messages = mend_runtime::kafka::read_to_end(&self.config.brokers, topics::DIGESTS).await?;
+        messages.sort_by_key(|m| (m.partition(), m.offset()));
+        for message in messages {
+            if message.key() != Some(self.config.chain.as_bytes()) {
+                continue;
+            }
+            match read_record(&self.codec, topics::DIGESTS, message.payload().unwrap_or_default()).await? {
+                Record::Digest(digest) if digest.chain == self.config.chain => chain.follow(*digest),
+                _ => tracing::warn!(offset = message.offset(), "a record of the chain that is not a digest; skipped"),
+            }
+        }
+        tracing::info!(
+            chain = %self.config.chain, digests = chain.last.as_ref().map_or(0, |d| d.sequence + 1),
+            signed = self.config.key.is_some(), "sealing the audit log"
+        );
+        Ok(chain)
+    }
+
+    /// A consumer of every event partition, right after what is sealed.
+    async fn consumer(&self, chain: &Chain) -> Result<StreamConsumer, AuditError> {
+        let consumer: StreamConsumer =
+            mend_runtime::kafka::reader_config(&self.config.brokers, self.config.fetch_wait_ms)
+                .set("group.id", format!("{}-sealer", self.config.chain))
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .create()?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for topic in topics::EVENT_TOPICS {
+            for (partition, low, _) in mend_runtime::kafka::watermarks(&self.config.brokers, topic).await? {
+                let next = chain.next.get(&(topic.to_owned(), partition)).copied().unwrap_or(low);
+                assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(next))?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
+    }
+
+    /// Reads one event, retrying while the registry is away. None when
+    /// shut down meanwhile.
+    async fn read(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Record>, AuditError> {
+        let mut backoff = backoff();
+        loop {
+            match read_record(&self.codec, topic, payload).await {
+                Ok(record) => return Ok(Some(record)),
+                Err(error) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(%error, ?delay, "registry unavailable while sealing; retrying");
+                    if !pause(delay, shutdown).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the digest of `pending` after `last` and waits until it is
+    /// delivered. False when shut down before it was.
+    async fn seal(
+        &self,
+        chain: &mut Chain,
+        pending: &mut Vec<Read>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, AuditError> {
+        let digest = next_digest(&self.config.chain, chain.last.as_ref(), pending, self.config.key.as_ref());
+        let mut backoff = backoff();
+        let payload = loop {
+            match self.codec.encode_value(AuditDigest::TOPIC, AuditDigest::SCHEMA, &digest).await {
+                Ok(payload) => break payload,
+                Err(CodecError::Unavailable(reason)) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(%reason, ?delay, "registry unavailable; retrying the digest");
+                    if !pause(delay, shutdown).await {
+                        return Ok(false);
+                    }
+                }
+                Err(invalid) => return Err(invalid.into()),
+            }
+        };
+        loop {
+            let record = FutureRecord::to(topics::DIGESTS).key(self.config.chain.as_bytes()).payload(&payload);
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => break,
+                Err((error, _)) => {
+                    let error = mend_runtime::kafka::ProduceError(error);
+                    if !mend_model::Classify::is_retryable(&error) {
+                        return Err(AuditError::Other(format!("delivering a digest: {error}")));
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(%error, ?delay, "digest not delivered; resending");
+                    if !pause(delay, shutdown).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        tracing::debug!(sequence = digest.sequence, events = pending.len(), "sealed");
+        self.status.records.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        pending.clear();
+        chain.follow(digest);
+        Ok(true)
+    }
+}
+
+/// What the sealer knows of its chain.
+#[derive(Default)]
+struct Chain {
+    last: Option<AuditDigest>,
+    /// Per (topic, partition), the first offset not sealed yet.
+    next: BTreeMap<(String, i32), i64>,
+}
+
+impl Chain {
+    fn follow(&mut self, digest: AuditDigest) {
+        for range in &digest.ranges {
+            let next = self.next.entry((range.topic.clone(), range.partition)).or_insert(0);
+            *next = (*next).max(range.last_offset + 1);
+        }
+        self.last = Some(digest);
+    }
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}

@@ -1,0 +1,355 @@
+//! Tampering with a sealed log, each kind found and located: a log of
+//! incidents chained as the stages chain them, sealed as the sealer seals
+//! it, exported and read back as an auditor would.
+
+use ed25519_dalek::SigningKey;
+use mend_model::events::{
+    Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, IncidentId, PlanStep, Proposal,
+};
+use mend_model::{ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, StepKind, Verdict, topics};
+
+use crate::export::{ExportHeader, Selection, export_lines, read_export, select};
+use crate::seal::{Read, next_digest};
+use crate::verify::{Options, Scope, verify};
+use crate::{AuditEvent, Entry, Position, Record, keys};
+
+const CHAIN: &str = "mend";
+
+fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
+    let id = IncidentId::for_drift(dataset, n);
+    let changes = vec![FieldChange::new(ChangeKind::FieldAdded, "coupon")];
+    let mut detection = Detection {
+        envelope: Envelope::new("detector", dataset, id),
+        source: DetectionSource::SchemaId,
+        topic: format!("{dataset}.orders"),
+        partition: 0,
+        offset: 1,
+        subject: format!("{dataset}.orders-value"),
+        writer_schema_id: Some(2),
+        contract_schema_id: Some(1),
+        changes: changes.clone(),
+        evidence: Default::default(),
+    };
+    detection.seal();
+    let mut diagnosis = Diagnosis {
+        envelope: Envelope::answering("diagnoser", &detection.envelope),
+        writer_schema_id: Some(2),
+        contract_schema_id: Some(1),
+        changes: changes.clone(),
+        evidence: Default::default(),
+    };
+    diagnosis.seal();
+    let steps = vec![PlanStep {
+        kind: StepKind::Ddl,
+        description: "add coupon".into(),
+        sql: Some("ALTER TABLE t ADD COLUMN coupon TEXT".into()),
+        field: None,
+        column: None,
+        patch: None,
+    }];
+    let mut proposal = Proposal {
+        envelope: Envelope::answering("proposer", &diagnosis.envelope),
+        proposal_id: Proposal::rules_id(&diagnosis.envelope.incident_id),
+        writer_schema_id: Some(2),
+        changes,
+        plan_hash: Proposal::hash_steps(&steps),
+        steps,
+        policy: Policy::Approve,
+        rules: vec!["field_added(coupon) => approve".into()],
+    };
+    proposal.seal();
+    let decision = Decision::on(&proposal, "control", Verdict::Approved, "alice".into(), Channel::Cli, None);
+    let mut application = Application {
+        envelope: Envelope::answering("applier", &decision.envelope),
+        proposal_id: proposal.proposal_id.clone(),
+        decision_id: decision.envelope.event_id.clone(),
+        outcome: ApplicationOutcome::Applied,
+        contract_schema_id: Some(2),
+        statements: 1,
+        replayed: 3,
+        loaded: 3,
+        still_quarantined: 0,
+        error: None,
+    };
+    application.seal();
+    vec![
+        AuditEvent::Detection(detection),
+        AuditEvent::Diagnosis(diagnosis),
+        AuditEvent::Proposal(proposal),
+        AuditEvent::Decision(decision),
+        AuditEvent::Application(application),
+    ]
+}
+
+fn topic_of(event: &AuditEvent) -> &'static str {
+    match event {
+        AuditEvent::Quarantined(_) => topics::QUARANTINE,
+        AuditEvent::Detection(_) => topics::DETECTIONS,
+        AuditEvent::Diagnosis(_) => topics::DIAGNOSES,
+        AuditEvent::Proposal(_) => topics::PROPOSALS,
+        AuditEvent::Decision(_) => topics::DECISIONS,
+        AuditEvent::Application(_) => topics::APPLICATIONS,
+        AuditEvent::AgentRun(_) => topics::AGENT_RUNS,
+    }
+}
+
+/// `incidents` incidents over two datasets, sealed every `every` events
+/// with `key`, as the live log orders it (events by topic, then digests).
+fn sealed_log(incidents: u32, every: usize, key: Option<&SigningKey>) -> Vec<Entry> {
+    let mut offsets = std::collections::HashMap::new();
+    let mut events = Vec::new();
+    for n in 0..incidents {
+        let dataset = if n % 2 == 0 { "orders" } else { "payments" };
+        for event in incident(dataset, n) {
+            let topic = topic_of(&event);
+            let offset = offsets.entry(topic).or_insert(0i64);
+            events.push(Entry {
+                position: Position { topic: topic.into(), partition: 0, offset: *offset },
+                record: Record::Event(Box::new(event)),
+            });
+            *offset += 1;
+        }
+    }
+    let mut digests = Vec::new();
+    let mut last = None;
+    for chunk in events.chunks(every) {
+        let reads: Vec<Read> = chunk
+            .iter()
+            .map(|e| Read {
+                topic: topic_of(e.event().unwrap_or_else(|| unreachable!())),
+                partition: 0,
+                offset: e.position.offset,
+                hash: e.sealed_hash().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        let digest = next_digest(CHAIN, last.as_ref(), &reads, key);
+        last = Some(digest.clone());
+        let offset = i64::try_from(digests.len()).unwrap_or_default();
+        digests.push(Entry {
+            position: Position { topic: topics::DIGESTS.into(), partition: 0, offset },
+            record: Record::Digest(Box::new(digest)),
+        });
+    }
+    events.sort_by(|a, b| a.position.cmp(&b.position));
+    events.extend(digests);
+    events
+}
+
+fn options(key: Option<&SigningKey>) -> Options {
+    Options {
+        scope: Scope::Export(ExportHeader::default()),
+        chain: Some(CHAIN.into()),
+        public_key: key.map(SigningKey::verifying_key),
+    }
+}
+
+fn problems(entries: &[Entry], key: Option<&SigningKey>) -> Vec<String> {
+    verify(entries, &options(key)).findings.iter().map(|f| format!("{}: {}", f.position, f.problem)).collect()
+}
+
+fn find(entries: &[Entry], topic: &str, n: usize) -> usize {
+    entries.iter().enumerate().filter(|(_, e)| e.position.topic == topic).nth(n).map(|(i, _)| i).unwrap_or(usize::MAX)
+}
+
+fn event_mut(entry: &mut Entry) -> &mut AuditEvent {
+    match &mut entry.record {
+        Record::Event(event) => event,
+        _ => unreachable!("not an event"),
+    }
+}
+
+fn any(problems: &[String], needle: &str) -> bool {
+    problems.iter().any(|p| p.contains(needle))
+}
+
+#[test]
+fn a_clean_sealed_log_verifies_with_and_without_the_key() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let log = sealed_log(10, 7, Some(&key));
+    let report = verify(&log, &options(Some(&key)));
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!((report.events, report.digests), (50, 8));
+    let report = verify(&log, &options(None));
+    assert!(report.is_clean() && report.notes.iter().any(|n| n.contains("signatures not checked")), "{report:?}");
+    let unsigned = sealed_log(10, 7, None);
+    let report = verify(&unsigned, &options(None));
+    assert!(report.is_clean() && report.notes.iter().any(|n| n.contains("unsigned")), "{report:?}");
+    assert!(any(&problems(&unsigned, Some(&key)), "is not signed, but a public key was given"));
+    Ok(())
+}
+
+#[test]
+fn an_event_edited_and_rehashed_is_located_by_its_chain_and_its_sealed_range() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let mut log = sealed_log(10, 7, Some(&key));
+    let at = find(&log, topics::PROPOSALS, 3);
+    if let AuditEvent::Proposal(p) = event_mut(&mut log[at]) {
+        p.rules.push("nothing to see here".into());
+        p.seal();
+    }
+    let found = problems(&log, Some(&key));
+    assert!(any(&found, "mend.decisions/0@3: its prev_hash is not the hash"), "{found:?}");
+    assert!(any(&found, "do not hash to what digest"), "{found:?}");
+    assert!(!any(&found, "mend.proposals/0@3: edited"), "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn a_decision_whose_plan_hash_changed_is_edited() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let mut log = sealed_log(4, 7, Some(&key));
+    let at = find(&log, topics::DECISIONS, 2);
+    if let AuditEvent::Decision(d) = event_mut(&mut log[at]) {
+        d.plan_hash = "0".repeat(64);
+    }
+    let found = problems(&log, Some(&key));
+    assert!(any(&found, "mend.decisions/0@2: edited"), "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn an_event_removed_is_named_by_the_digest_that_sealed_it() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let mut log = sealed_log(10, 7, Some(&key));
+    // The last application: nothing answers it, so only the seal knows.
+    let at = find(&log, topics::APPLICATIONS, 9);
+    log.remove(at);
+    let found = problems(&log, Some(&key));
+    assert!(any(&found, "mend.applications/0@9: removed: offset 9 sealed by digest"), "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn two_events_swapped_are_found_as_lines_or_as_contents() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let log = sealed_log(10, 7, Some(&key));
+    let (a, b) = (find(&log, topics::DETECTIONS, 1), find(&log, topics::DETECTIONS, 2));
+    let mut lines = log.clone();
+    lines.swap(a, b);
+    assert!(any(&problems(&lines, Some(&key)), "out of order"));
+    // Contents swapped, positions kept: every event's own hash and chain hold.
+    let mut contents = log.clone();
+    let (first, second) = (contents[a].record.clone(), contents[b].record.clone());
+    (contents[a].record, contents[b].record) = (second, first);
+    let found = problems(&contents, Some(&key));
+    assert!(any(&found, "do not hash to what digest"), "{found:?}");
+    assert!(!any(&found, ": edited:") && !any(&found, "prev_hash"), "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn a_chain_rebuilt_without_the_key_fails_only_the_signatures() -> Result<(), keys::KeyError> {
+    let (key, forger) = (keys::generate()?, keys::generate()?);
+    let log = sealed_log(6, 7, Some(&key));
+    // Mallory rewrites a decision, re-hashes it and what answers it, and
+    // reseals every digest consistently, with a key of her own.
+    let mut events: Vec<Entry> = log.iter().filter(|e| e.position.topic != topics::DIGESTS).cloned().collect();
+    let decision = find(&events, topics::DECISIONS, 2);
+    let mut decided = None;
+    if let AuditEvent::Decision(d) = event_mut(&mut events[decision]) {
+        d.by = "mallory".into();
+        d.seal();
+        decided = Some(d.envelope.clone());
+    }
+    let application = find(&events, topics::APPLICATIONS, 2);
+    if let (AuditEvent::Application(a), Some(decided)) = (event_mut(&mut events[application]), &decided) {
+        a.envelope.prev_hash = Some(decided.hash.clone());
+        a.seal();
+    }
+    let mut forged = events.clone();
+    let mut last = None;
+    for (offset, chunk) in events.chunks(7).enumerate() {
+        let reads: Vec<Read> = chunk
+            .iter()
+            .map(|e| Read {
+                topic: topic_of(e.event().unwrap_or_else(|| unreachable!())),
+                partition: 0,
+                offset: e.position.offset,
+                hash: e.sealed_hash().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        let digest = next_digest(CHAIN, last.as_ref(), &reads, Some(&forger));
+        last = Some(digest.clone());
+        forged.push(Entry {
+            position: Position { topic: topics::DIGESTS.into(), partition: 0, offset: offset as i64 },
+            record: Record::Digest(Box::new(digest)),
+        });
+    }
+    assert!(problems(&forged, None).is_empty(), "without the public key it cannot be told");
+    let found = problems(&forged, Some(&key));
+    assert_eq!(found.iter().filter(|p| p.contains("signature does not hold")).count(), 5, "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn a_digest_removed_is_found_in_the_middle_and_at_the_end() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let log = sealed_log(10, 7, Some(&key));
+    let mut middle = log.clone();
+    middle.remove(find(&log, topics::DIGESTS, 3));
+    let found = problems(&middle, Some(&key));
+    assert!(any(&found, "digests #3..#3 are missing"), "{found:?}");
+    assert!(any(&found, "in no digest: a digest removed?"), "{found:?}");
+    // The last one: its events are sealed by nothing in the export.
+    let mut end = log.clone();
+    end.remove(find(&log, topics::DIGESTS, 7));
+    let found = problems(&end, Some(&key));
+    assert!(any(&found, "not sealed by any digest of the export"), "{found:?}");
+    // Live, an event the sealer has not reached yet is not a finding for a minute.
+    let now = mend_model::events::now_millis();
+    let live = |now: i64| Options {
+        scope: Scope::Live { now },
+        chain: Some(CHAIN.into()),
+        public_key: Some(key.verifying_key()),
+    };
+    let report = verify(&end, &live(now));
+    assert!(report.is_clean() && report.notes.iter().any(|n| n.contains("not sealed yet")), "{report:?}");
+    let report = verify(&end, &live(now + 120_000));
+    assert!(report.findings.iter().any(|f| f.problem.contains("is the sealer running?")), "{report:?}");
+    Ok(())
+}
+
+#[test]
+fn an_export_of_one_dataset_keeps_the_others_as_hashes_and_still_verifies() -> Result<(), Box<dyn std::error::Error>> {
+    let key = keys::generate()?;
+    let log = sealed_log(10, 7, Some(&key));
+    let selection = Selection { chain: CHAIN.into(), dataset: Some("orders".into()), from: None, to: None };
+    let (header, entries) = select(&log, &selection);
+    let text = export_lines(&header, &entries);
+    let (header, read) = read_export(&text)?;
+    assert_eq!(header.dataset.as_deref(), Some("orders"));
+    let options = Options { scope: Scope::Export(header), chain: None, public_key: Some(key.verifying_key()) };
+    let report = verify(&read, &options);
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(report.events, 25, "only the orders events in full");
+    assert!(text.lines().all(|l| !l.contains("\"payments\"")), "no other dataset's content");
+    // One of its events removed from the file.
+    let at = read.iter().position(|e| e.event().is_some_and(|e| matches!(e, AuditEvent::Decision(_)))).unwrap_or(0);
+    let mut removed = read.clone();
+    let gone = removed.remove(at).position;
+    let found: Vec<String> =
+        verify(&removed, &options).findings.iter().map(|f| format!("{}: {}", f.position, f.problem)).collect();
+    assert!(any(&found, &format!("{gone}: removed")), "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn an_export_of_a_time_window_verifies_and_its_removals_are_found() -> Result<(), Box<dyn std::error::Error>> {
+    let key = keys::generate()?;
+    let log = sealed_log(10, 7, Some(&key));
+    let times: Vec<i64> = log.iter().filter_map(|e| e.event().map(|e| e.envelope().time)).collect();
+    let (from, to) = (times[20], times[30]);
+    let selection = Selection { chain: CHAIN.into(), dataset: None, from: Some(from), to: Some(to) };
+    let (header, entries) = select(&log, &selection);
+    let (header, read) = read_export(&export_lines(&header, &entries))?;
+    let options = Options { scope: Scope::Export(header), chain: None, public_key: Some(key.verifying_key()) };
+    let report = verify(&read, &options);
+    assert!(report.is_clean(), "{:?}", report.findings);
+    let mut removed = read.clone();
+    let at = removed.iter().position(|e| e.event().is_some()).unwrap_or(0);
+    let gone = removed.remove(at).position;
+    let found: Vec<String> =
+        verify(&removed, &options).findings.iter().map(|f| format!("{}: {}", f.position, f.problem)).collect();
+    assert!(any(&found, &format!("{gone}: removed")), "{found:?}");
+    Ok(())
+}

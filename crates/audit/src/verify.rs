@@ -1,0 +1,457 @@
+//! `mend audit verify`: every check of the log, each finding located.
+//!
+//! Per event: it decodes; its hash matches its content; the event it
+//! answers exists, belongs to its incident, and its `prev_hash` is that
+//! event's hash. Per partition: offsets come in order. Per digest of the
+//! chain: its hash matches its content, its signature holds for the public
+//! key, its sequence and `prev_hash` follow the previous digest. Per
+//! sealed range: every event the digest sealed is there and they hash to
+//! what it sealed (an event removed, replaced or reordered shows here even
+//! when every event's own hash holds). And every event is sealed: one in a
+//! gap between sealed ranges means a digest was removed; one after the
+//! last digest is waiting for the sealer (live: a finding once older than
+//! [`UNSEALED_GRACE_MS`]; an export is made sealed, so there it is always
+//! a finding).
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::VerifyingKey;
+use mend_model::digest::AuditDigest;
+use mend_model::topics;
+use serde::Serialize;
+
+use crate::export::ExportHeader;
+use crate::{Entry, Position, Record, keys};
+
+/// How long the sealer may take before an unsealed event of the live log
+/// is a finding.
+pub const UNSEALED_GRACE_MS: i64 = 60_000;
+
+/// What the log is.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The live topics, read at `now` (ms since the epoch).
+    Live { now: i64 },
+    /// An export, with what its header says it selected.
+    Export(ExportHeader),
+}
+
+/// What to check the log with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scope: Scope,
+    /// The digests' chain to check; None: the export's, or the only chain
+    /// in the log.
+    pub chain: Option<String>,
+    /// The sealer's public key; without it signatures are not checked
+    /// (and the report says so).
+    pub public_key: Option<VerifyingKey>,
+}
+
+/// Something wrong with the log, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub position: Position,
+    pub problem: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub events: usize,
+    pub digests: usize,
+    pub findings: Vec<Finding>,
+    /// What a reader should know that is not wrong (unsigned digests, no
+    /// key given, events waiting for the sealer, redactions).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+type Partition<'a> = (&'a str, i32);
+
+/// Checks `entries` (in log order) under `options`.
+pub fn verify(entries: &[Entry], options: &Options) -> Report {
+    let mut report = Report::default();
+    let mut found = |position: &Position, problem: String| {
+        report.findings.push(Finding { position: position.clone(), problem });
+    };
+
+    // Events by id (readable and redacted), and each partition's records.
+    let mut hash_of: HashMap<&str, (&Position, &str, Option<&crate::AuditEvent>)> = HashMap::new();
+    let mut partitions: BTreeMap<Partition<'_>, BTreeMap<i64, &Entry>> = BTreeMap::new();
+    let mut digests: Vec<(&Position, &AuditDigest)> = Vec::new();
+    for entry in entries {
+        let position = &entry.position;
+        match &entry.record {
+            Record::Event(event) => {
+                let envelope = event.envelope();
+                hash_of.insert(&envelope.event_id, (position, &envelope.hash, Some(event)));
+            }
+            Record::Redacted { event_id, hash } => {
+                hash_of.insert(event_id, (position, hash, None));
+            }
+            Record::Digest(digest) => digests.push((position, digest)),
+            Record::Unreadable { .. } => {}
+        }
+        if position.topic != topics::DIGESTS {
+            partitions.entry((&position.topic, position.partition)).or_default().insert(position.offset, entry);
+        }
+    }
+
+    // Offsets in order, per partition (digests included).
+    let mut last: HashMap<Partition<'_>, i64> = HashMap::new();
+    for entry in entries {
+        let p = &entry.position;
+        if let Some(previous) = last.insert((&p.topic, p.partition), p.offset)
+            && p.offset <= previous
+        {
+            found(p, format!("out of order: offset {} comes after {previous}", p.offset));
+        }
+    }
+
+    // Each event on its own and against the event it answers.
+    let window_starts = matches!(&options.scope, Scope::Export(h) if h.from.is_some());
+    let mut answers_before_window = 0usize;
+    for entry in entries {
+        let position = &entry.position;
+        let event = match &entry.record {
+            Record::Event(event) => event,
+            Record::Unreadable { reason, .. } => {
+                found(position, reason.clone());
+                continue;
+            }
+            Record::Redacted { .. } | Record::Digest(_) => continue,
+        };
+        report.events += 1;
+        if !event.hash_holds() {
+            found(position, "edited: its hash does not match its content".to_owned());
+        }
+        let envelope = event.envelope();
+        match (&envelope.causation_id, &envelope.prev_hash) {
+            (Some(cause), prev) => match hash_of.get(cause.as_str()) {
+                None if window_starts => answers_before_window += 1,
+                None => found(position, format!("the event it answers ({cause}) is not in the log (removed?)")),
+                Some((_, hash, _)) if prev.as_deref() != Some(*hash) => found(
+                    position,
+                    format!("its prev_hash is not the hash of the event it answers ({cause}): the chain was rewritten"),
+                ),
+                Some((cause_position, _, Some(caused_by)))
+                    if caused_by.envelope().incident_id != envelope.incident_id =>
+                {
+                    found(
+                        position,
+                        format!("it answers {cause} at {cause_position}, which belongs to another incident"),
+                    )
+                }
+                Some(_) => {}
+            },
+            (None, Some(_)) => found(position, "it has a prev_hash but answers no event".to_owned()),
+            (None, None) => {}
+        }
+    }
+    if answers_before_window > 0 {
+        report.notes.push(format!(
+            "{answers_before_window} events answer events from before the export's window (not checked)"
+        ));
+    }
+
+    // The chain of digests.
+    let chain = options
+        .chain
+        .clone()
+        .or_else(|| match &options.scope {
+            Scope::Export(header) => header.chain.clone(),
+            Scope::Live { .. } => None,
+        })
+        .or_else(|| {
+            let mut chains: Vec<&str> = digests.iter().map(|(_, d)| d.chain.as_str()).collect();
+            chains.dedup();
+            (chains.len() == 1).then(|| chains[0].to_owned())
+        });
+    let others: std::collections::BTreeSet<&str> =
+        digests.iter().map(|(_, d)| d.chain.as_str()).filter(|c| Some(*c) != chain.as_deref()).collect();
+    if !others.is_empty() {
+        report.notes.push(format!(
+            "digests of other chains in the log, not checked: {}",
+            others.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    digests.retain(|(_, d)| Some(d.chain.as_str()) == chain.as_deref());
+    report.digests = digests.len();
+    check_digests(&digests, options, &mut found, &mut report.notes);
+
+    // The sealed ranges, and every event sealed.
+    let chain_digests: Vec<&AuditDigest> = digests.iter().map(|(_, d)| *d).collect();
+    let (from, to) = match &options.scope {
+        Scope::Export(header) => (header.from, header.to),
+        Scope::Live { .. } => (None, None),
+    };
+    let selected = selected_times(&chain_digests, from, to);
+    for ((position, digest), chosen) in digests.iter().zip(&selected) {
+        if *chosen {
+            for range in &digest.ranges {
+                let records = partitions.get(&(range.topic.as_str(), range.partition));
+                check_range(range, digest.sequence, position, records, &mut found);
+            }
+        }
+    }
+    let skipped = selected.iter().filter(|s| !**s).count();
+    if skipped > 0 {
+        report
+            .notes
+            .push(format!("{skipped} digests seal events outside the export's window (their ranges not checked)"));
+    }
+    let sealed = SealedIndex::new(&chain_digests);
+    for ((topic, partition), ranges) in &sealed.ranges {
+        for pair in ranges.windows(2) {
+            let ((_, last, a), (first, _, b)) = (pair[0], pair[1]);
+            if first <= last {
+                let at = Position { topic: (*topic).to_owned(), partition: *partition, offset: first };
+                let (a, b) = (chain_digests[a].sequence, chain_digests[b].sequence);
+                found(&at, format!("sealed twice: digests #{a} and #{b} both cover offset {first}"));
+            }
+        }
+    }
+    let mut waiting = 0usize;
+    for (&(topic, partition), records) in &partitions {
+        let last_sealed = sealed.last(topic, partition);
+        let mut run: Vec<&Entry> = Vec::new();
+        let flush = |run: &mut Vec<&Entry>, found: &mut dyn FnMut(&Position, String)| {
+            if let Some(first) = run.first() {
+                let (from, to) = (first.position.offset, run[run.len() - 1].position.offset);
+                found(
+                    &first.position,
+                    format!("offsets {from}..{to} ({} events) are in no digest: a digest removed?", run.len()),
+                );
+            }
+            run.clear();
+        };
+        for (&offset, entry) in records {
+            if sealed.covering(topic, partition, offset).is_some() {
+                flush(&mut run, &mut found);
+                continue;
+            }
+            if last_sealed.is_some_and(|l| offset < l) {
+                run.push(entry);
+                continue;
+            }
+            flush(&mut run, &mut found);
+            let time = entry.event().map(|e| e.envelope().time);
+            match &options.scope {
+                Scope::Live { now } if time.is_some_and(|t| now - t < UNSEALED_GRACE_MS) => waiting += 1,
+                Scope::Live { .. } => found(
+                    &entry.position,
+                    format!(
+                        "not sealed within {} s of being written: is the sealer running?",
+                        UNSEALED_GRACE_MS / 1000
+                    ),
+                ),
+                Scope::Export(_) => found(&entry.position, "not sealed by any digest of the export".to_owned()),
+            }
+        }
+        flush(&mut run, &mut found);
+    }
+    if waiting > 0 {
+        report.notes.push(format!("{waiting} events written in the last minute are not sealed yet"));
+    }
+
+    // Gaps in the offsets of a complete log, outside sealed ranges (inside
+    // them the ranges' checks say more).
+    let complete = match &options.scope {
+        Scope::Live { .. } => true,
+        Scope::Export(header) => header.dataset.is_none() && header.from.is_none() && header.to.is_none(),
+    };
+    if complete {
+        for (&(topic, partition), records) in &partitions {
+            let inside = |o: i64| sealed.covering(topic, partition, o).is_some();
+            let offsets: Vec<i64> = records.keys().copied().collect();
+            for pair in offsets.windows(2) {
+                let (a, b) = (pair[0], pair[1]);
+                if b > a + 1 && !(inside(a + 1) && inside(b - 1)) {
+                    let at = Position { topic: topic.to_owned(), partition, offset: b };
+                    found(&at, format!("offsets {}..{} are missing (removed?)", a + 1, b - 1));
+                }
+            }
+        }
+    }
+    let redacted = entries.iter().filter(|e| matches!(e.record, Record::Redacted { .. })).count();
+    if redacted > 0 {
+        report.notes.push(format!(
+            "{redacted} events of other datasets or outside the window are redacted: checked only within their sealed ranges"
+        ));
+    }
+    report.findings.sort_by(|a, b| a.position.cmp(&b.position));
+    report
+}
+
+/// Each digest's hash, signature, sequence and link to the previous one.
+fn check_digests(
+    digests: &[(&Position, &AuditDigest)],
+    options: &Options,
+    found: &mut dyn FnMut(&Position, String),
+    notes: &mut Vec<String>,
+) {
+    let mut unsigned = 0usize;
+    let mut previous: Option<&AuditDigest> = None;
+    for (position, digest) in digests {
+        let n = digest.sequence;
+        if digest.compute_hash() != digest.hash {
+            found(position, format!("digest #{n} edited: its hash does not match its content"));
+        }
+        match (&options.public_key, &digest.signature) {
+            (Some(_), None) => found(position, format!("digest #{n} is not signed, but a public key was given")),
+            (Some(key), Some(_)) if !keys::signature_holds(digest, key) => found(
+                position,
+                format!(
+                    "digest #{n}: its signature does not hold for the public key: forged (rebuilt without the \
+                     signing key) or edited"
+                ),
+            ),
+            (_, None) => unsigned += 1,
+            _ => {}
+        }
+        match previous {
+            None if n != 0 => found(position, format!("digests #0..#{} are missing (removed?)", n - 1)),
+            None if digest.prev_hash.is_some() => found(position, "the first digest names a previous one".to_owned()),
+            Some(before) if n != before.sequence + 1 => found(
+                position,
+                if n > before.sequence + 1 {
+                    format!("digests #{}..#{} are missing (removed?)", before.sequence + 1, n - 1)
+                } else {
+                    format!("digest #{n} comes after #{}: replayed or reordered", before.sequence)
+                },
+            ),
+            Some(before) if digest.prev_hash.as_deref() != Some(before.hash.as_str()) => found(
+                position,
+                format!(
+                    "digest #{n}: its prev_hash is not the hash of digest #{}: the chain was rewritten",
+                    before.sequence
+                ),
+            ),
+            _ => {}
+        }
+        previous = Some(digest);
+    }
+    if digests.is_empty() {
+        notes.push("no digests: nothing is sealed (is the sealer running?)".to_owned());
+    } else if options.public_key.is_none() {
+        notes.push(
+            "signatures not checked: no public key given (--public-key or MEND_AUDIT_PUBLIC_KEY); a log rebuilt \
+             with new digests would not be noticed"
+                .to_owned(),
+        );
+    }
+    if unsigned > 0 {
+        notes.push(format!(
+            "{unsigned} digests are unsigned (sealed without MEND_AUDIT_SIGNING_KEY): chained, but anyone could rebuild them"
+        ));
+    }
+}
+
+/// Which digests' ranges the log must hold in full: all of them, or in an
+/// export with a time window those that may seal an event of the window
+/// (sealed at or after its start, and the one before sealed at or before
+/// its end).
+pub(crate) fn selected_times(digests: &[&AuditDigest], from: Option<i64>, to: Option<i64>) -> Vec<bool> {
+    let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+    digests.iter().enumerate().map(|(i, d)| d.time >= from && (i == 0 || digests[i - 1].time <= to)).collect()
+}
+
+/// Every sealed range of a chain, per partition, in offset order.
+pub(crate) struct SealedIndex<'a> {
+    ranges: HashMap<Partition<'a>, Vec<(i64, i64, usize)>>,
+}
+
+impl<'a> SealedIndex<'a> {
+    /// The ranges of `digests` (each with the index of its digest).
+    pub(crate) fn new(digests: &[&'a AuditDigest]) -> Self {
+        let mut ranges: HashMap<Partition<'a>, Vec<(i64, i64, usize)>> = HashMap::new();
+        for (index, digest) in digests.iter().enumerate() {
+            for r in &digest.ranges {
+                ranges.entry((&r.topic, r.partition)).or_default().push((r.first_offset, r.last_offset, index));
+            }
+        }
+        for list in ranges.values_mut() {
+            list.sort_unstable();
+        }
+        Self { ranges }
+    }
+
+    /// A partition's ranges, in offset order.
+    pub(crate) fn of(&self, topic: &'a str, partition: i32) -> &[(i64, i64, usize)] {
+        self.ranges.get(&(topic, partition)).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The digest (index) whose range holds `offset`.
+    pub(crate) fn covering(&self, topic: &'a str, partition: i32, offset: i64) -> Option<usize> {
+        let list = self.of(topic, partition);
+        let at = list.partition_point(|r| r.0 <= offset);
+        let range = list.get(at.checked_sub(1)?)?;
+        (offset <= range.1).then_some(range.2)
+    }
+
+    /// The partition's last sealed offset.
+    pub(crate) fn last(&self, topic: &'a str, partition: i32) -> Option<i64> {
+        self.of(topic, partition).iter().map(|r| r.1).max()
+    }
+}
+
+/// One sealed range against the records of its partition.
+fn check_range(
+    range: &mend_model::digest::SealedRange,
+    sequence: i64,
+    digest_at: &Position,
+    records: Option<&BTreeMap<i64, &Entry>>,
+    found: &mut dyn FnMut(&Position, String),
+) {
+    let at = |offset: i64| Position { topic: range.topic.clone(), partition: range.partition, offset };
+    let present: Vec<(i64, &str)> = records
+        .map(|r| {
+            r.range(range.first_offset..=range.last_offset).filter_map(|(o, e)| Some((*o, e.sealed_hash()?))).collect()
+        })
+        .unwrap_or_default();
+    let span = range.last_offset - range.first_offset + 1;
+    let count = i64::try_from(present.len()).unwrap_or(i64::MAX);
+    if count < range.count {
+        if range.count == span {
+            // The range was whole when sealed: name each missing offset.
+            let have: std::collections::HashSet<i64> = present.iter().map(|(o, _)| *o).collect();
+            let mut missing = (range.first_offset..=range.last_offset).filter(|o| !have.contains(o)).peekable();
+            while let Some(start) = missing.next() {
+                let mut end = start;
+                while missing.peek() == Some(&(end + 1)) {
+                    end = missing.next().unwrap_or(end);
+                }
+                let which = if start == end { format!("offset {start}") } else { format!("offsets {start}..{end}") };
+                found(
+                    &at(start),
+                    format!("removed: {which} sealed by digest #{sequence} (at {digest_at}) not in the log"),
+                );
+            }
+        } else {
+            found(
+                &at(range.first_offset),
+                format!(
+                    "{} of the {} events digest #{sequence} sealed here are not in the log (removed?)",
+                    range.count - count,
+                    range.count
+                ),
+            );
+        }
+        return;
+    }
+    if mend_model::digest::SealedRange::hash_events(present.iter().copied()) != range.hash {
+        found(
+            &at(range.first_offset),
+            format!(
+                "offsets {}..{} do not hash to what digest #{sequence} sealed: an event was edited, replaced or reordered",
+                range.first_offset, range.last_offset
+            ),
+        );
+    }
+}
