@@ -5,6 +5,9 @@
 //! - loader rows/s into PostgreSQL, append-only and keyed, each beside COPY of
 //!   the same rows (the practical limit), as a ratio;
 //! - detector records/s beside a plain rdkafka consumer of the same topic;
+//! - the sealer's cost: the append-only load with 1% of the records bad
+//!   (each one a quarantine event on the audit log), with and without the
+//!   sealer sealing those events in the same process;
 //! - time from the first drifted record to the healed table (added field),
 //!   measured on the durable broker (see below).
 //!
@@ -81,6 +84,22 @@ async fn produce(
     count: i64,
     v2: bool,
 ) -> anyhow::Result<()> {
+    produce_with(brokers, topic, id, schema, from, count, v2, 0).await
+}
+
+/// [`produce`], every `bad_every`-th record (0: none) with a wrong magic
+/// byte, which the loader quarantines.
+#[allow(clippy::too_many_arguments)]
+async fn produce_with(
+    brokers: &str,
+    topic: &str,
+    id: u32,
+    schema: &Schema,
+    from: i64,
+    count: i64,
+    v2: bool,
+    bad_every: i64,
+) -> anyhow::Result<()> {
     let producer: FutureProducer = kafka::producer_config(brokers)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
@@ -90,7 +109,8 @@ async fn produce(
     for i in from..from + count {
         #[allow(deprecated)]
         let datum = apache_avro::to_avro_datum(schema, order(i, v2))?;
-        let payload = [&[0u8][..], &id.to_be_bytes()[..], &datum].concat();
+        let magic = u8::from(bad_every > 0 && i % bad_every == 0);
+        let payload = [&[magic][..], &id.to_be_bytes()[..], &datum].concat();
         let key = i.to_string();
         pending.push(producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)).map_err(|(e, _)| e)?);
         if pending.len() >= 50_000 {
@@ -160,9 +180,28 @@ struct Loaded {
 /// would compete with the load for PostgreSQL; the table is counted once at
 /// the end.
 async fn load(dataset: Dataset, rows: i64) -> anyhow::Result<Loaded> {
+    load_with(dataset, rows, rows, false).await
+}
+
+/// [`load`] of `records` of which `rows` load (the rest are quarantined),
+/// with the sealer running beside the loader when `seal`.
+async fn load_with(dataset: Dataset, records: i64, rows: i64, seal: bool) -> anyhow::Result<Loaded> {
     let context = context(vec![dataset.clone()], &unique("bench"))?;
     let (runner, status) = mend_loader::runner(&context)?;
     let shutdown = CancellationToken::new();
+    let sealer = seal.then(|| {
+        let config = mend_audit::seal::SealerConfig {
+            brokers: BROKER.into(),
+            chain: unique("bench-chain"),
+            every_events: 500,
+            every: Duration::from_secs(2),
+            key: mend_audit::keys::generate().ok(),
+            fetch_wait_ms: context.connections.fetch_wait_ms(),
+        };
+        let sealer = mend_audit::seal::Sealer::new(config, context.codec.clone(), context.producer.clone());
+        let sealed = sealer.status();
+        (tokio::spawn(sealer.run(shutdown.clone())), sealed)
+    });
     let start = Instant::now();
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let mut first = None;
@@ -171,20 +210,29 @@ async fn load(dataset: Dataset, rows: i64) -> anyhow::Result<Loaded> {
         if first.is_none() && committed > 0 {
             first = Some((start.elapsed(), committed));
         }
-        if committed >= u64::try_from(rows)? {
+        if committed >= u64::try_from(records)? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
     let (first_at, first_rows) = first.context("no batch committed")?;
-    let steady = (rows - i64::try_from(first_rows)?) as f64 / (elapsed - first_at).as_secs_f64();
+    let steady = (records - i64::try_from(first_rows)?) as f64 / (elapsed - first_at).as_secs_f64();
+    if let Some((_, sealed)) = &sealer {
+        // Everything the loader quarantined is sealed before the sealer stops.
+        while sealed.records.load(Ordering::Relaxed) < u64::try_from(records - rows)? {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     shutdown.cancel();
     task.await??;
+    if let Some((sealer, _)) = sealer {
+        sealer.await??;
+    }
     let loaded = context.warehouse(&dataset).await?.count(&dataset.table).await?;
     anyhow::ensure!(loaded == rows, "the loader reported {rows} records but the table holds {loaded} rows");
     drop_table(&dataset.table).await?;
-    Ok(Loaded { rate: rows as f64 / elapsed.as_secs_f64(), steady })
+    Ok(Loaded { rate: records as f64 / elapsed.as_secs_f64(), steady })
 }
 
 /// Starts the process's peak-memory mark afresh (Linux: `clear_refs` 5).
@@ -315,6 +363,27 @@ async fn main() -> anyhow::Result<()> {
         loaded.rate,
         loaded.rate / copy,
         loaded.steady
+    );
+
+    // The sealer's cost on the pipeline: 1% of the records bad, so the
+    // loader writes an audit event (a quarantine) per hundred records and
+    // the sealer seals them as they come; runs alternate, best of two each.
+    let mixed = unique("bench-mixed");
+    kafka::ensure_topics(BROKER, &[kafka::TopicSpec::new(&mixed, 1), kafka::TopicSpec::new(topics::DIGESTS, 1)])
+        .await?;
+    let mixed_id = register(&format!("{mixed}-value"), V1).await?;
+    produce_with(BROKER, &mixed, mixed_id, &v1, 0, records, false, 100).await?;
+    let good = records - (records + 99) / 100;
+    let (mut without, mut with) = (0f64, 0f64);
+    for _ in 0..2 {
+        let plain = dataset(&unique("bench_mixed").replace('-', "_"), &mixed, &[]);
+        without = without.max(load_with(plain, records, good, false).await?.rate);
+        let sealed = dataset(&unique("bench_mixed").replace('-', "_"), &mixed, &[]);
+        with = with.max(load_with(sealed, records, good, true).await?.rate);
+    }
+    println!(
+        "loader, 1% quarantined        {without:>10.0} rec/s   with the sealer {with:>10.0} rec/s   cost {:.1}% (goal < 1%)",
+        (1.0 - with / without) * 100.0
     );
 
     // Detector over the same topic: the append dataset has a contract now.

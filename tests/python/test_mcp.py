@@ -365,6 +365,24 @@ def test_metrics_count_what_happened(deployment):
     assert samples[("mend_mcp_tool_calls_total", (("outcome", "ok"), ("tool", "describe_table")))] >= 2
     assert samples[("mend_mcp_tool_calls_total", (("outcome", "error"), ("tool", "describe_table")))] >= 1
     assert samples[("mend_stage_records_total", (("stage", "loader"),))] >= 40
+    # The registry cache: every record and event after the first of its
+    # schema is a hit; a miss per distinct schema (the dataset's two and
+    # mend's own event schemas).
+    hits = samples[("mend_registry_cache_total", (("result", "hit"),))]
+    misses = samples[("mend_registry_cache_total", (("result", "miss"),))]
+    assert 2 <= misses <= 20 and hits > misses, (hits, misses)
+
+    # Every record was loaded, so the loader's group catches up with the
+    # dataset topic (offsets are committed a second after they are stored).
+    def loader_lag():
+        text = requests.get(f"http://{deployment['api']}/metrics", headers=_bearer("viewer-token"), timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "mend_consumer_lag" and sample.labels == {"stage": "loader", "topic": deployment["topic"]}:
+                    return sample.value
+        return None
+
+    assert wait_for("the loader's lag to reach 0", lambda: loader_lag() == 0)
     env = dict(deployment["env"], MEND_API_TOKEN="viewer-token")
     stats = subprocess.run([MEND, "stats", "--json"], env=env, capture_output=True, text=True)
     assert stats.returncode == 0, stats.stderr

@@ -209,6 +209,8 @@ async fn a_sealed_log_verifies_and_tampering_with_its_export_is_found_and_locate
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     assert!(timeline["time_to_heal_seconds"].as_f64().is_some_and(|s| s > 0.0), "{timeline}");
+    let phases: Vec<&str> = timeline["phases"].as_array().into_iter().flatten().filter_map(|p| p[0].as_str()).collect();
+    assert_eq!(phases, ["detect", "diagnose", "propose", "decide (by policy)", "apply", "replay"], "{timeline}");
     assert_eq!(timeline["steps"].as_array().map(|s| s.iter().filter(|s| s["what"] == "decision").count()), Some(1));
     assert!(Proposal::TOPIC == "mend.proposals");
 

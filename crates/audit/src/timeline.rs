@@ -62,7 +62,7 @@ pub(crate) fn summary(event: &AuditEvent) -> (&'static str, Option<String>, Valu
         AuditEvent::Application(e) => (
             "application",
             None,
-            json!({"outcome": e.outcome, "statements": e.statements,
+            json!({"outcome": e.outcome, "statements": e.statements, "applied_at": e.applied_at,
             "replayed": e.replayed, "loaded": e.loaded, "still_quarantined": e.still_quarantined, "error": e.error}),
         ),
         AuditEvent::AgentRun(e) => (
@@ -101,13 +101,19 @@ pub fn timeline(entries: &[Entry], incident: &str) -> Option<Timeline> {
     }
     steps.sort_by_key(|s| (s.time, s.position.clone()));
     let first = |what: &str| steps.iter().find(|s| s.what == what).map(|s| s.time);
-    let healed = steps.iter().find(|s| s.what == "application" && s.summary["outcome"] == "applied").map(|s| s.time);
+    let healing = steps.iter().find(|s| s.what == "application" && s.summary["outcome"] == "applied");
+    let healed = healing.map(|s| s.time);
+    let applied = healing.and_then(|s| s.summary["applied_at"].as_i64()).or(healed);
+    // A decision by policy waits for nobody.
+    let by_person = steps.iter().find(|s| s.what == "decision").is_some_and(|s| s.summary["channel"] != "policy");
+    let waited = if by_person { "wait for a person" } else { "decide (by policy)" };
     let marks = [
         ("detect", first("quarantined").or(first("detection")), first("detection")),
         ("diagnose", first("detection"), first("diagnosis")),
         ("propose", first("diagnosis"), first("proposal")),
-        ("wait for a decision", first("proposal"), first("decision")),
-        ("apply and replay", first("decision"), healed),
+        (waited, first("proposal"), first("decision")),
+        ("apply", first("decision"), applied),
+        ("replay", applied, healed),
     ];
     let phases = marks
         .iter()

@@ -284,6 +284,12 @@ pub struct Application {
     pub replayed: i64,
     pub loaded: i64,
     pub still_quarantined: i64,
+    /// When the plan's effect was committed (ms since the epoch); the
+    /// replay ran from then until the event's time. Left out of the hashed
+    /// JSON when absent, so applications written before the field existed
+    /// keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<i64>,
     pub error: Option<String>,
 }
 

@@ -67,6 +67,7 @@ impl Applier {
             replayed: 0,
             loaded: 0,
             still_quarantined: 0,
+            applied_at: None,
             error: None,
         };
         // Only the plan that was approved, unchanged.
@@ -141,6 +142,7 @@ impl Applier {
             }
             Err(error) => return Err(error.into()),
         }
+        application.applied_at = Some(mend_model::events::now_millis());
         fault::point("applier.after_apply");
         let replay = self.replay(dataset, &warehouse, &decision.envelope.incident_id, writer).await?;
         fault::point("applier.after_replay");

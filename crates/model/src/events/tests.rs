@@ -122,6 +122,7 @@ fn application_round_trips() -> anyhow::Result<()> {
         replayed: 10,
         loaded: 10,
         still_quarantined: 0,
+        applied_at: None,
         error: Some("none".into()),
     })
 }
@@ -288,6 +289,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             replayed: 0,
             loaded: 0,
             still_quarantined: 0,
+            applied_at: None,
             error: None,
         })?;
     }
