@@ -205,6 +205,25 @@ fn a_decision_whose_plan_hash_changed_is_edited() -> Result<(), keys::KeyError> 
     }
     let found = problems(&log, Some(&key));
     assert!(any(&found, "mend.decisions/0@2: edited"), "{found:?}");
+    // Re-hashed, and the application re-chained to it: the plan it carries
+    // no longer hashes to it, nor is it the proposal's.
+    let mut rehashed = sealed_log(4, 7, None);
+    let at = find(&rehashed, topics::DECISIONS, 2);
+    let mut decided = None;
+    if let AuditEvent::Decision(d) = event_mut(&mut rehashed[at]) {
+        d.plan_hash = "0".repeat(64);
+        d.seal();
+        decided = Some(d.envelope.hash.clone());
+    }
+    let next = find(&rehashed, topics::APPLICATIONS, 2);
+    if let AuditEvent::Application(a) = event_mut(&mut rehashed[next]) {
+        a.envelope.prev_hash = decided;
+        a.seal();
+    }
+    let found = problems(&rehashed, None);
+    assert!(any(&found, "mend.decisions/0@2: the plan it carries does not hash to its plan_hash"), "{found:?}");
+    assert!(any(&found, "mend.decisions/0@2: it decides plan 0000"), "{found:?}");
+    assert!(!any(&found, "mend.applications/0@2: its prev_hash"), "{found:?}");
     Ok(())
 }
 

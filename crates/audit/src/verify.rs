@@ -74,6 +74,9 @@ impl Report {
 
 type Partition<'a> = (&'a str, i32);
 
+/// An event's position, hash and (unless redacted) content, by event id.
+type EventAt<'a> = (&'a Position, &'a str, Option<&'a crate::AuditEvent>);
+
 /// Checks `entries` (in log order) under `options`.
 pub fn verify(entries: &[Entry], options: &Options) -> Report {
     let mut report = Report::default();
@@ -82,7 +85,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     };
 
     // Events by id (readable and redacted), and each partition's records.
-    let mut hash_of: HashMap<&str, (&Position, &str, Option<&crate::AuditEvent>)> = HashMap::new();
+    let mut hash_of: HashMap<&str, EventAt<'_>> = HashMap::new();
     let mut partitions: BTreeMap<Partition<'_>, BTreeMap<i64, &Entry>> = BTreeMap::new();
     let mut digests: Vec<(&Position, &AuditDigest)> = Vec::new();
     for entry in entries {
@@ -130,6 +133,9 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
         report.events += 1;
         if !event.hash_holds() {
             found(position, "edited: its hash does not match its content".to_owned());
+        }
+        for problem in plan_problems(event, &hash_of) {
+            found(position, problem);
         }
         let envelope = event.envelope();
         match (&envelope.causation_id, &envelope.prev_hash) {
@@ -287,6 +293,47 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     }
     report.findings.sort_by(|a, b| a.position.cmp(&b.position));
     report
+}
+
+/// What is wrong with the plan an event carries, even when its hash was
+/// recomputed: a proposal's or decision's steps that do not hash to its
+/// plan hash, a decision naming another plan than the proposal it answers,
+/// an application that answers no approval.
+fn plan_problems(event: &crate::AuditEvent, events: &HashMap<&str, EventAt<'_>>) -> Vec<String> {
+    use crate::AuditEvent as A;
+    use mend_model::events::Proposal;
+    let cause = |id: &Option<String>| id.as_deref().and_then(|id| events.get(id)).and_then(|(_, _, e)| *e);
+    let mut problems = Vec::new();
+    match event {
+        A::Proposal(p) if Proposal::hash_steps(&p.steps) != p.plan_hash => {
+            problems.push("its steps do not hash to its plan_hash: the plan was changed".to_owned());
+        }
+        A::Decision(d) => {
+            if Proposal::hash_steps(&d.steps) != d.plan_hash {
+                problems.push("the plan it carries does not hash to its plan_hash: the plan was changed".to_owned());
+            }
+            if let Some(A::Proposal(p)) = cause(&d.envelope.causation_id)
+                && (p.plan_hash != d.plan_hash || p.proposal_id != d.proposal_id)
+            {
+                problems.push(format!(
+                    "it decides plan {} of proposal {}, but the proposal it answers has plan {} ({})",
+                    d.plan_hash, d.proposal_id, p.plan_hash, p.proposal_id
+                ));
+            }
+        }
+        A::Application(a) => {
+            if let Some(A::Decision(d)) = cause(&a.envelope.causation_id) {
+                if d.envelope.event_id != a.decision_id || d.proposal_id != a.proposal_id {
+                    problems.push("it names another decision or proposal than the decision it answers".to_owned());
+                }
+                if a.outcome == mend_model::ApplicationOutcome::Applied && d.outcome != mend_model::Verdict::Approved {
+                    problems.push(format!("it applied a plan whose decision was {}", d.outcome));
+                }
+            }
+        }
+        _ => {}
+    }
+    problems
 }
 
 /// Each digest's hash, signature, sequence and link to the previous one.
