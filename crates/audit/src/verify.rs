@@ -223,44 +223,50 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
             }
         }
     }
+    // Events no digest covers, in runs of one verdict per partition.
     let mut waiting = 0usize;
     for (&(topic, partition), records) in &partitions {
         let last_sealed = sealed.last(topic, partition);
-        let mut run: Vec<&Entry> = Vec::new();
-        let flush = |run: &mut Vec<&Entry>, found: &mut dyn FnMut(&Position, String)| {
-            if let Some(first) = run.first() {
-                let (from, to) = (first.position.offset, run[run.len() - 1].position.offset);
-                found(
-                    &first.position,
-                    format!("offsets {from}..{to} ({} events) are in no digest: a digest removed?", run.len()),
-                );
+        let mut run: Option<(Unsealed, &Position, i64, usize)> = None;
+        let mut flush = |run: &mut Option<(Unsealed, &Position, i64, usize)>| {
+            if let Some((verdict, first, last, count)) = run.take() {
+                let which = if count == 1 {
+                    format!("offset {}", first.offset)
+                } else {
+                    format!("offsets {}..{last} ({count} events)", first.offset)
+                };
+                found(first, verdict.problem(&which));
             }
-            run.clear();
         };
         for (&offset, entry) in records {
-            if sealed.covering(topic, partition, offset).is_some() {
-                flush(&mut run, &mut found);
-                continue;
-            }
-            if last_sealed.is_some_and(|l| offset < l) {
-                run.push(entry);
-                continue;
-            }
-            flush(&mut run, &mut found);
-            let time = entry.event().map(|e| e.envelope().time);
-            match &options.scope {
-                Scope::Live { now } if time.is_some_and(|t| now - t < UNSEALED_GRACE_MS) => waiting += 1,
-                Scope::Live { .. } => found(
-                    &entry.position,
-                    format!(
-                        "not sealed within {} s of being written: is the sealer running?",
-                        UNSEALED_GRACE_MS / 1000
-                    ),
-                ),
-                Scope::Export(_) => found(&entry.position, "not sealed by any digest of the export".to_owned()),
+            let verdict = if sealed.covering(topic, partition, offset).is_some() {
+                None
+            } else if last_sealed.is_some_and(|l| offset < l) {
+                Some(Unsealed::Gap)
+            } else {
+                match &options.scope {
+                    Scope::Live { now }
+                        if entry.event().is_some_and(|e| now - e.envelope().time < UNSEALED_GRACE_MS) =>
+                    {
+                        waiting += 1;
+                        None
+                    }
+                    Scope::Live { .. } => Some(Unsealed::Late),
+                    Scope::Export(_) => Some(Unsealed::Export),
+                }
+            };
+            match (&mut run, verdict) {
+                (Some((current, _, last, count)), Some(verdict)) if *current == verdict => {
+                    *last = offset;
+                    *count += 1;
+                }
+                (_, verdict) => {
+                    flush(&mut run);
+                    run = verdict.map(|v| (v, &entry.position, offset, 1));
+                }
             }
         }
-        flush(&mut run, &mut found);
+        flush(&mut run);
     }
     if waiting > 0 {
         report.notes.push(format!("{waiting} events written in the last minute are not sealed yet"));
@@ -334,6 +340,30 @@ fn plan_problems(event: &crate::AuditEvent, events: &HashMap<&str, EventAt<'_>>)
         _ => {}
     }
     problems
+}
+
+/// Why events are in no digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsealed {
+    /// Before the partition's last sealed offset: their digest is gone.
+    Gap,
+    /// After it, on the live topics, for longer than the grace.
+    Late,
+    /// After it, in an export (which is made sealed).
+    Export,
+}
+
+impl Unsealed {
+    fn problem(self, which: &str) -> String {
+        match self {
+            Self::Gap => format!("{which} in no digest, though later events are sealed: a digest removed?"),
+            Self::Late => format!(
+                "{which} not sealed within {} s of being written: is the sealer of this chain running?",
+                UNSEALED_GRACE_MS / 1000
+            ),
+            Self::Export => format!("{which} not sealed by any digest of the export"),
+        }
+    }
 }
 
 /// Each digest's hash, signature, sequence and link to the previous one.

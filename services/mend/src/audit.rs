@@ -182,21 +182,25 @@ async fn sealed_log(global: &Global, wait: Duration) -> anyhow::Result<Vec<Entry
     loop {
         let entries = live(global).await?;
         let options = Options { scope: Scope::Live { now: i64::MAX }, chain: Some(chain.clone()), public_key: None };
-        let unsealed =
-            verify(&entries, &options).findings.iter().filter(|f| f.problem.contains("is the sealer running?")).count();
+        let unsealed = verify(&entries, &options)
+            .findings
+            .iter()
+            .filter(|f| f.problem.contains("is the sealer of this chain running?"))
+            .count();
         if unsealed == 0 {
             return Ok(entries);
         }
         if tokio::time::Instant::now() >= deadline {
             eprintln!(
-                "warning: {unsealed} events are not sealed after {}: is the sealer running (mend up, or mend run \
-                 sealer)? They are exported as they are; verify will report them",
+                "warning: events of {unsealed} partitions are not sealed after {}: is the sealer of chain {chain} \
+                 running (mend up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they \
+                 are; verify will report them",
                 humantime::format_duration(wait)
             );
             return Ok(entries);
         }
         if !announced {
-            eprintln!("waiting for the sealer to seal {unsealed} events…");
+            eprintln!("waiting for the sealer to seal the events of {unsealed} partitions…");
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
