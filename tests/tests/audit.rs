@@ -60,7 +60,7 @@ async fn a_sealed_log_verifies_and_tampering_with_its_export_is_found_and_locate
     let secret = deployment.dir.join("sealer.key");
     let output = deployment.command(&["audit", "keygen", "--out", &secret.to_string_lossy()])?.output().await?;
     anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
-    let public = secret.with_extension("pub").to_string_lossy().into_owned();
+    let public = format!("{}.pub", secret.display());
     deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret.to_string_lossy().into_owned()));
     deployment.env.push(("MEND_AUDIT_SEAL_INTERVAL".into(), "300ms".into()));
     let _up = deployment.up("up.log").await?;

@@ -305,7 +305,9 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                 }
                 Some(path) => {
                     write_private(&path, &secret)?;
-                    let public_path = path.with_extension("pub");
+                    let mut public_path = path.clone().into_os_string();
+                    public_path.push(".pub");
+                    let public_path = PathBuf::from(public_path);
                     std::fs::write(&public_path, format!("{public}\n"))?;
                     eprintln!(
                         "secret key in {} (MEND_AUDIT_SIGNING_KEY={0}), public key in {}",
