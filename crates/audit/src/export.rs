@@ -46,8 +46,8 @@ impl Selection {
     }
 }
 
-/// One line of an export.
-#[derive(Debug, Serialize, Deserialize)]
+/// One line of an export, as written.
+#[derive(Debug, Serialize)]
 struct Line {
     topic: String,
     partition: i32,
@@ -61,6 +61,25 @@ struct Line {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     digest: Option<Box<AuditDigest>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    unreadable: Option<String>,
+}
+
+/// One line of an export, as read: the event is parsed later, straight
+/// into its type.
+#[derive(Debug, Deserialize)]
+struct ReadLine<'a> {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    #[serde(default, borrow)]
+    event: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    hash: Option<String>,
+    #[serde(default)]
+    digest: Option<Box<AuditDigest>>,
+    #[serde(default)]
     unreadable: Option<String>,
 }
 
@@ -160,18 +179,18 @@ pub fn read_export(text: &str) -> Result<(ExportHeader, Vec<Entry>), AuditError>
                 continue;
             }
         }
-        let line: Line = serde_json::from_str(line).map_err(|e| invalid(e.to_string()))?;
+        let line: ReadLine<'_> = serde_json::from_str(line).map_err(|e| invalid(e.to_string()))?;
         let position = Position { topic: line.topic.clone(), partition: line.partition, offset: line.offset };
         let record = match line {
-            Line { digest: Some(digest), .. } => Record::Digest(digest),
-            Line { event: Some(event), .. } => match AuditEvent::from_json(&line.topic, event) {
+            ReadLine { digest: Some(digest), .. } => Record::Digest(digest),
+            ReadLine { event: Some(event), .. } => match AuditEvent::from_json(&line.topic, event.get()) {
                 Ok(event) => Record::Event(Box::new(event)),
                 Err(reason) => Record::Unreadable { reason, hash: String::new() },
             },
-            Line { unreadable: Some(reason), hash, .. } => {
+            ReadLine { unreadable: Some(reason), hash, .. } => {
                 Record::Unreadable { reason, hash: hash.unwrap_or_default() }
             }
-            Line { event_id: Some(event_id), hash: Some(hash), .. } => Record::Redacted { event_id, hash },
+            ReadLine { event_id: Some(event_id), hash: Some(hash), .. } => Record::Redacted { event_id, hash },
             _ => return Err(invalid("neither an event, a digest nor a redacted event".into())),
         };
         if position.topic != topics::DIGESTS && matches!(record, Record::Digest(_)) {

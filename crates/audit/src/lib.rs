@@ -68,17 +68,20 @@ impl AuditEvent {
         each!(self, e => serde_json::to_value(e).unwrap_or_default())
     }
 
-    /// The event of `topic` in `json`.
-    pub fn from_json(topic: &str, json: Value) -> Result<Self, String> {
-        let invalid = |e: serde_json::Error| format!("not a {topic} event: {e}");
+    /// The event of `topic` in `json` (an export's line), parsed straight
+    /// into its type.
+    pub fn from_json(topic: &str, json: &str) -> Result<Self, String> {
+        fn parse<E: serde::de::DeserializeOwned>(topic: &str, json: &str) -> Result<E, String> {
+            serde_json::from_str(json).map_err(|e| format!("not a {topic} event: {e}"))
+        }
         Ok(match topic {
-            topics::QUARANTINE => Self::Quarantined(serde_json::from_value(json).map_err(invalid)?),
-            topics::DETECTIONS => Self::Detection(serde_json::from_value(json).map_err(invalid)?),
-            topics::DIAGNOSES => Self::Diagnosis(serde_json::from_value(json).map_err(invalid)?),
-            topics::PROPOSALS => Self::Proposal(serde_json::from_value(json).map_err(invalid)?),
-            topics::DECISIONS => Self::Decision(serde_json::from_value(json).map_err(invalid)?),
-            topics::APPLICATIONS => Self::Application(serde_json::from_value(json).map_err(invalid)?),
-            topics::AGENT_RUNS => Self::AgentRun(serde_json::from_value(json).map_err(invalid)?),
+            topics::QUARANTINE => Self::Quarantined(parse(topic, json)?),
+            topics::DETECTIONS => Self::Detection(parse(topic, json)?),
+            topics::DIAGNOSES => Self::Diagnosis(parse(topic, json)?),
+            topics::PROPOSALS => Self::Proposal(parse(topic, json)?),
+            topics::DECISIONS => Self::Decision(parse(topic, json)?),
+            topics::APPLICATIONS => Self::Application(parse(topic, json)?),
+            topics::AGENT_RUNS => Self::AgentRun(parse(topic, json)?),
             other => return Err(format!("{other} is not an audit topic")),
         })
     }

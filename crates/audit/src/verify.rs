@@ -86,7 +86,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
 
     // Events by id (readable and redacted), and each partition's records.
     let mut hash_of: HashMap<&str, EventAt<'_>> = HashMap::new();
-    let mut partitions: BTreeMap<Partition<'_>, BTreeMap<i64, &Entry>> = BTreeMap::new();
+    let mut partitions: BTreeMap<Partition<'_>, Vec<(i64, &Entry)>> = BTreeMap::new();
     let mut digests: Vec<(&Position, &AuditDigest)> = Vec::new();
     for entry in entries {
         let position = &entry.position;
@@ -102,8 +102,14 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
             Record::Unreadable { .. } => {}
         }
         if position.topic != topics::DIGESTS {
-            partitions.entry((&position.topic, position.partition)).or_default().insert(position.offset, entry);
+            partitions.entry((&position.topic, position.partition)).or_default().push((position.offset, entry));
         }
+    }
+
+    // Each partition's records by offset (a log keeps them so already; a
+    // duplicated offset stays, and is reported out of order below).
+    for records in partitions.values_mut() {
+        records.sort_by_key(|(offset, _)| *offset);
     }
 
     // Offsets in order, per partition (digests included).
@@ -120,7 +126,8 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     // Each event on its own and against the event it answers.
     let window_starts = matches!(&options.scope, Scope::Export(h) if h.from.is_some());
     let mut answers_before_window = 0usize;
-    for entry in entries {
+    let holds = hashes_hold(entries);
+    for (entry, holds) in entries.iter().zip(holds) {
         let position = &entry.position;
         let event = match &entry.record {
             Record::Event(event) => event,
@@ -131,7 +138,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
             Record::Redacted { .. } | Record::Digest(_) => continue,
         };
         report.events += 1;
-        if !event.hash_holds() {
+        if !holds {
             found(position, "edited: its hash does not match its content".to_owned());
         }
         for problem in plan_problems(event, &hash_of) {
@@ -238,7 +245,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
                 found(first, verdict.problem(&which));
             }
         };
-        for (&offset, entry) in records {
+        for &(offset, entry) in records {
             let verdict = if sealed.covering(topic, partition, offset).is_some() {
                 None
             } else if last_sealed.is_some_and(|l| offset < l) {
@@ -281,7 +288,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     if complete {
         for (&(topic, partition), records) in &partitions {
             let inside = |o: i64| sealed.covering(topic, partition, o).is_some();
-            let offsets: Vec<i64> = records.keys().copied().collect();
+            let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
             for pair in offsets.windows(2) {
                 let (a, b) = (pair[0], pair[1]);
                 if b > a + 1 && !(inside(a + 1) && inside(b - 1)) {
@@ -340,6 +347,24 @@ fn plan_problems(event: &crate::AuditEvent, events: &HashMap<&str, EventAt<'_>>)
         _ => {}
     }
     problems
+}
+
+/// Whether each entry's hash holds (true for what is not an event), on
+/// every core: recomputing hashes is most of the work of a verification.
+fn hashes_hold(entries: &[Entry]) -> Vec<bool> {
+    let check = |chunk: &[Entry]| -> Vec<bool> {
+        chunk.iter().map(|e| e.event().is_none_or(crate::AuditEvent::hash_holds)).collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cores == 1 || entries.len() < 10_000 {
+        return check(entries);
+    }
+    let size = entries.len().div_ceil(cores);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> =
+            entries.chunks(size).map(|chunk| (chunk.len(), scope.spawn(move || check(chunk)))).collect();
+        parts.into_iter().flat_map(|(len, part)| part.join().unwrap_or_else(|_| vec![false; len])).collect()
+    })
 }
 
 /// Why events are in no digest.
@@ -483,13 +508,18 @@ fn check_range(
     range: &mend_model::digest::SealedRange,
     sequence: i64,
     digest_at: &Position,
-    records: Option<&BTreeMap<i64, &Entry>>,
+    records: Option<&Vec<(i64, &Entry)>>,
     found: &mut dyn FnMut(&Position, String),
 ) {
     let at = |offset: i64| Position { topic: range.topic.clone(), partition: range.partition, offset };
     let present: Vec<(i64, &str)> = records
         .map(|r| {
-            r.range(range.first_offset..=range.last_offset).filter_map(|(o, e)| Some((*o, e.sealed_hash()?))).collect()
+            let from = r.partition_point(|(o, _)| *o < range.first_offset);
+            r[from..]
+                .iter()
+                .take_while(|(o, _)| *o <= range.last_offset)
+                .filter_map(|(o, e)| Some((*o, e.sealed_hash()?)))
+                .collect()
         })
         .unwrap_or_default();
     let span = range.last_offset - range.first_offset + 1;

@@ -25,6 +25,12 @@ pub struct SealSettings {
     #[arg(long, env = "MEND_AUDIT_SIGNING_KEY", hide_env_values = true, global = true)]
     pub signing_key: Option<Secret>,
 
+    /// Whether `mend up` runs the sealer. One sealer per chain: with several
+    /// `mend up` processes of one deployment (one MEND_GROUP_PREFIX), turn
+    /// it off on all but one (or run `mend run sealer` once).
+    #[arg(long, env = "MEND_AUDIT_SEALER", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub sealer: bool,
+
     /// A digest at least every this many events.
     #[arg(long, env = "MEND_AUDIT_SEAL_EVENTS", default_value_t = 500, global = true)]
     pub seal_events: usize,

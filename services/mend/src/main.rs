@@ -180,7 +180,11 @@ enum Command {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Up => up::run(global, &up::Service::ALL).await?,
+        Command::Up => {
+            let services: Vec<up::Service> =
+                up::Service::ALL.into_iter().filter(|s| global.seal.sealer || *s != up::Service::Sealer).collect();
+            up::run(global, &services).await?
+        }
         Command::Run(args) => up::run(global, &[args.service]).await?,
         Command::Incidents(args) => incidents::run(args, &global).await?,
         Command::Show(args) => incidents::show(args, &global).await?,
