@@ -169,36 +169,43 @@ pub fn export_lines(header: &ExportHeader, entries: &[Entry]) -> String {
 /// The header and entries of a JSON-lines export, in file order. An export
 /// without a header (made before headers existed) is a whole one.
 pub fn read_export(text: &str) -> Result<(ExportHeader, Vec<Entry>), AuditError> {
+    let mut lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
     let mut header = None;
-    let mut entries = Vec::new();
-    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let invalid = |reason: String| AuditError::Export { line: number + 1, reason };
-        if header.is_none() && entries.is_empty() && line.contains("\"export\"") {
-            if let Ok(h) = serde_json::from_str::<HeaderLine>(line) {
-                header = Some(h.export);
-                continue;
-            }
-        }
-        let line: ReadLine<'_> = serde_json::from_str(line).map_err(|e| invalid(e.to_string()))?;
-        let position = Position { topic: line.topic.clone(), partition: line.partition, offset: line.offset };
-        let record = match line {
-            ReadLine { digest: Some(digest), .. } => Record::Digest(digest),
-            ReadLine { event: Some(event), .. } => match AuditEvent::from_json(&line.topic, event.get()) {
-                Ok(event) => Record::Event(Box::new(event)),
-                Err(reason) => Record::Unreadable { reason, hash: String::new() },
-            },
-            ReadLine { unreadable: Some(reason), hash, .. } => {
-                Record::Unreadable { reason, hash: hash.unwrap_or_default() }
-            }
-            ReadLine { event_id: Some(event_id), hash: Some(hash), .. } => Record::Redacted { event_id, hash },
-            _ => return Err(invalid("neither an event, a digest nor a redacted event".into())),
-        };
-        if position.topic != topics::DIGESTS && matches!(record, Record::Digest(_)) {
-            return Err(invalid(format!("a digest on topic {}", position.topic)));
-        }
-        entries.push(Entry { position, record });
+    if let Some((_, first)) = lines.first()
+        && first.contains("\"export\"")
+        && let Ok(h) = serde_json::from_str::<HeaderLine>(first)
+    {
+        header = Some(h.export);
+        lines.remove(0);
     }
-    Ok((header.unwrap_or_default(), entries))
+    // Parsing is most of the work of reading an export: on every core.
+    let parsed = crate::on_every_core(&lines, |chunk: &[(usize, &str)]| {
+        chunk.iter().map(|(number, line)| read_line(*number, line)).collect()
+    });
+    Ok((header.unwrap_or_default(), parsed.into_iter().collect::<Result<_, _>>()?))
+}
+
+/// One line of an export (`number` counts from 0).
+fn read_line(number: usize, line: &str) -> Result<Entry, AuditError> {
+    let invalid = |reason: String| AuditError::Export { line: number + 1, reason };
+    let line: ReadLine<'_> = serde_json::from_str(line).map_err(|e| invalid(e.to_string()))?;
+    let position = Position { topic: line.topic.clone(), partition: line.partition, offset: line.offset };
+    let record = match line {
+        ReadLine { digest: Some(digest), .. } => Record::Digest(digest),
+        ReadLine { event: Some(event), .. } => match AuditEvent::from_json(&line.topic, event.get()) {
+            Ok(event) => Record::Event(Box::new(event)),
+            Err(reason) => Record::Unreadable { reason, hash: String::new() },
+        },
+        ReadLine { unreadable: Some(reason), hash, .. } => {
+            Record::Unreadable { reason, hash: hash.unwrap_or_default() }
+        }
+        ReadLine { event_id: Some(event_id), hash: Some(hash), .. } => Record::Redacted { event_id, hash },
+        _ => return Err(invalid("neither an event, a digest nor a redacted event".into())),
+    };
+    if position.topic != topics::DIGESTS && matches!(record, Record::Digest(_)) {
+        return Err(invalid(format!("a digest on topic {}", position.topic)));
+    }
+    Ok(Entry { position, record })
 }
 
 /// CSV for reading: one row per event in full (redacted events and

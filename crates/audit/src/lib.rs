@@ -161,6 +161,25 @@ impl Entry {
     }
 }
 
+/// `work` over `items` in one chunk per core (in order), for the parts of
+/// reading and verifying a log that need no order: parsing lines,
+/// recomputing hashes.
+pub(crate) fn on_every_core<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cores == 1 || items.len() < 10_000 {
+        return work(items);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items.chunks(items.len().div_ceil(cores)).map(|c| scope.spawn(move || work(c))).collect();
+        // A panicking part is a bug of this crate's own: pass it on.
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
 /// The stand-in hash of a record that does not decode.
 pub fn raw_hash(payload: &[u8]) -> String {
     format!("raw:{}", hex::encode(Sha256::digest(payload)))

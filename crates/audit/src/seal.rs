@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use ed25519_dalek::SigningKey;
 use mend_avro::Codec;
 use mend_avro::codec::CodecError;
 use mend_model::digest::{AuditDigest, SealedRange};
 use mend_model::events::now_millis;
 use mend_model::topics;
-use mend_runtime::runner::RunnerStatus;
+use mend_runtime::runner::{RunnerStatus, retry_backoff as backoff, sleep_unless_cancelled as pause};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -307,21 +306,5 @@ impl Chain {
             *next = (*next).max(range.last_offset + 1);
         }
         self.last = Some(digest);
-    }
-}
-
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
     }
 }

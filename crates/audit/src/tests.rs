@@ -373,3 +373,27 @@ fn an_export_of_a_time_window_verifies_and_its_removals_are_found() -> Result<()
     assert!(any(&found, &format!("{gone}: removed")), "{found:?}");
     Ok(())
 }
+
+#[test]
+fn a_log_large_enough_to_be_read_and_checked_on_every_core_is_checked_whole() -> Result<(), Box<dyn std::error::Error>>
+{
+    let key = keys::generate()?;
+    let log = sealed_log(2_100, 500, Some(&key));
+    let selection = Selection { chain: CHAIN.into(), ..Selection::default() };
+    let (header, entries) = select(&log, &selection);
+    let mut lines: Vec<String> = export_lines(&header, &entries).lines().map(str::to_owned).collect();
+    let (header, read) = read_export(&lines.join("\n"))?;
+    let options = Options { scope: Scope::Export(header), chain: None, public_key: Some(key.verifying_key()) };
+    let report = verify(&read, &options);
+    assert!(report.is_clean() && report.events == 10_500, "{:?}", &report.findings[..report.findings.len().min(3)]);
+    // An event edited in the last chunk, and a broken line, are found.
+    let at = lines.iter().rposition(|l| l.contains("\"by\":\"alice\"")).unwrap_or(0);
+    lines[at] = lines[at].replace("\"by\":\"alice\"", "\"by\":\"mallory\"");
+    let (header, read) = read_export(&lines.join("\n"))?;
+    let options = Options { scope: Scope::Export(header), ..options };
+    let found: Vec<String> = verify(&read, &options).findings.iter().map(|f| f.problem.clone()).collect();
+    assert!(found.iter().any(|f| f.starts_with("edited")), "{found:?}");
+    lines[at].truncate(20);
+    assert!(matches!(read_export(&lines.join("\n")), Err(crate::AuditError::Export { line, .. }) if line == at + 1));
+    Ok(())
+}

@@ -352,18 +352,8 @@ fn plan_problems(event: &crate::AuditEvent, events: &HashMap<&str, EventAt<'_>>)
 /// Whether each entry's hash holds (true for what is not an event), on
 /// every core: recomputing hashes is most of the work of a verification.
 fn hashes_hold(entries: &[Entry]) -> Vec<bool> {
-    let check = |chunk: &[Entry]| -> Vec<bool> {
+    crate::on_every_core(entries, |chunk: &[Entry]| {
         chunk.iter().map(|e| e.event().is_none_or(crate::AuditEvent::hash_holds)).collect()
-    };
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if cores == 1 || entries.len() < 10_000 {
-        return check(entries);
-    }
-    let size = entries.len().div_ceil(cores);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> =
-            entries.chunks(size).map(|chunk| (chunk.len(), scope.spawn(move || check(chunk)))).collect();
-        parts.into_iter().flat_map(|(len, part)| part.join().unwrap_or_else(|_| vec![false; len])).collect()
     })
 }
 

@@ -394,7 +394,9 @@ impl<H: Handler> Runner<H> {
     }
 }
 
-fn retry_backoff() -> impl Iterator<Item = Duration> {
+/// The delays between retries of a stage: exponential from 100 ms to
+/// 10 s, with jitter, without end.
+pub fn retry_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(10))
@@ -403,7 +405,8 @@ fn retry_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn sleep_unless_cancelled(delay: Duration, shutdown: &CancellationToken) -> bool {
+/// Sleeps `delay`; false (at once) when `shutdown` comes first.
+pub async fn sleep_unless_cancelled(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(delay) => true,
