@@ -111,6 +111,15 @@ fn sealed_log(incidents: u32, every: usize, key: Option<&SigningKey>) -> Vec<Ent
             *offset += 1;
         }
     }
+    let digests = digests_of(&events, every, key);
+    events.sort_by(|a, b| a.position.cmp(&b.position));
+    events.extend(digests);
+    events
+}
+
+/// The digests sealing `events` (in the order the sealer read them),
+/// every `every` events, with `key`.
+fn digests_of(events: &[Entry], every: usize, key: Option<&SigningKey>) -> Vec<Entry> {
     let mut digests = Vec::new();
     let mut last = None;
     for chunk in events.chunks(every) {
@@ -131,9 +140,7 @@ fn sealed_log(incidents: u32, every: usize, key: Option<&SigningKey>) -> Vec<Ent
             record: Record::Digest(Box::new(digest)),
         });
     }
-    events.sort_by(|a, b| a.position.cmp(&b.position));
-    events.extend(digests);
-    events
+    digests
 }
 
 fn options(key: Option<&SigningKey>) -> Options {
@@ -277,24 +284,7 @@ fn a_chain_rebuilt_without_the_key_fails_only_the_signatures() -> Result<(), key
         a.seal();
     }
     let mut forged = events.clone();
-    let mut last = None;
-    for (offset, chunk) in events.chunks(7).enumerate() {
-        let reads: Vec<Read> = chunk
-            .iter()
-            .map(|e| Read {
-                topic: topic_of(e.event().unwrap_or_else(|| unreachable!())),
-                partition: 0,
-                offset: e.position.offset,
-                hash: e.sealed_hash().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        let digest = next_digest(CHAIN, last.as_ref(), &reads, Some(&forger));
-        last = Some(digest.clone());
-        forged.push(Entry {
-            position: Position { topic: topics::DIGESTS.into(), partition: 0, offset: offset as i64 },
-            record: Record::Digest(Box::new(digest)),
-        });
-    }
+    forged.extend(digests_of(&events, 7, Some(&forger)));
     assert!(problems(&forged, None).is_empty(), "without the public key it cannot be told");
     let found = problems(&forged, Some(&key));
     assert_eq!(found.iter().filter(|p| p.contains("signature does not hold")).count(), 5, "{found:?}");
