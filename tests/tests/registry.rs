@@ -195,6 +195,47 @@ async fn errors_carry_confluent_codes() -> anyhow::Result<()> {
             409,
             409,
         ),
+        // Invalid names: of a record, of a field, of a subject.
+        (
+            reqwest::Method::POST,
+            format!("/subjects/{subject}-names/versions"),
+            Some(json!({"schema": record("1-bad", r#"{"name":"x","type":"int"}"#)})),
+            422,
+            42201,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/subjects/{subject}-names/versions"),
+            Some(json!({"schema": record("Good", r#"{"name":"no-dash","type":"int"}"#)})),
+            422,
+            42201,
+        ),
+        (reqwest::Method::POST, "/subjects/bad%01name/versions".into(), Some(json!({"schema": "\"int\""})), 422, 42208),
+        (reqwest::Method::POST, "/subjects/%20%20/versions".into(), Some(json!({"schema": "\"int\""})), 422, 42208),
+        (reqwest::Method::POST, "/subjects/__GLOBAL".into(), Some(json!({"schema": "\"int\""})), 422, 42208),
+        (reqwest::Method::PUT, "/config/tab%09name".into(), Some(json!({"compatibility": "NONE"})), 422, 42208),
+        // Malformed bodies.
+        (reqwest::Method::POST, format!("/subjects/{subject}/versions"), Some(json!({"schema": 7})), 422, 42201),
+        (reqwest::Method::POST, format!("/subjects/{subject}/versions"), Some(json!([1, 2])), 422, 42201),
+        (
+            reqwest::Method::POST,
+            format!("/subjects/{subject}/versions"),
+            Some(
+                json!({"schema": "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":\"nosuchtype\"}]}"}),
+            ),
+            422,
+            42201,
+        ),
+        // A huge body: refused before it is read whole.
+        (
+            reqwest::Method::POST,
+            format!("/subjects/{subject}/versions"),
+            Some(
+                json!({"schema": record("Huge", &format!(r#"{{"name":"x","type":"int","doc":"{}"}}"#, "x".repeat(4 << 20)))}),
+            ),
+            422,
+            42209,
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let (got_status, got) = http.call(method.clone(), &path, body).await?;

@@ -73,19 +73,40 @@ pub fn schema_id(payload: &[u8]) -> Option<u32> {
 /// A datum reader for apache-avro that reports a datum ending early as an
 /// error: apache-avro turns an unexpected end of input while reading a
 /// string, a boolean or a union index into a null, which would load a
-/// truncated record with NULLs.
-pub struct StrictReader<'d>(pub &'d [u8]);
+/// truncated record with NULLs. After a read, [`StrictReader::ended`] says
+/// whether the datum ran out and [`StrictReader::rest`] what is left over.
+pub struct StrictReader<'d> {
+    rest: &'d [u8],
+    ended: bool,
+}
+
+impl<'d> StrictReader<'d> {
+    pub fn new(datum: &'d [u8]) -> Self {
+        Self { rest: datum, ended: false }
+    }
+
+    /// Whether a read wanted more bytes than the datum has.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'d [u8] {
+        self.rest
+    }
+}
 
 impl std::io::Read for StrictReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+        self.rest.read(buf)
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
-        if buf.len() > self.0.len() {
+        if buf.len() > self.rest.len() {
+            self.ended = true;
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the record ends before its schema does"));
         }
-        self.0.read_exact(buf)
+        self.rest.read_exact(buf)
     }
 }
 
@@ -96,6 +117,9 @@ pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     cache: CacheCounters,
+    /// For the calls schema_registry_converter does not make.
+    http: reqwest::Client,
+    url: String,
 }
 
 /// How often a writer schema was already cached (hit) or had to be asked
@@ -133,7 +157,11 @@ impl std::fmt::Debug for Codec {
 impl Codec {
     /// A codec talking to the registry at `registry_url`.
     pub fn new(registry_url: &str) -> Result<Arc<Self>, CodecError> {
-        let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
+        // A hostile length in a datum is an error, not an allocation: no
+        // field of a record mend decodes is larger than the record.
+        apache_avro::util::max_allocation_bytes(mend_model::MAX_RECORD_BYTES);
+        let url = registry_url.trim_end_matches('/').to_owned();
+        let settings = SrSettings::new_builder(url.clone())
             .set_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(CodecError::from)?;
@@ -142,6 +170,11 @@ impl Codec {
             decoder: AvroDecoder::new(settings.clone()),
             settings,
             cache: CacheCounters::default(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| CodecError::Invalid(format!("an HTTP client for the registry: {e}")))?,
+            url,
         }))
     }
 
@@ -212,8 +245,35 @@ impl Codec {
         GenericDatumReader::builder(&schema.parsed)
             .build()
             .map_err(invalid)?
-            .read_value(&mut StrictReader(&payload[5..]))
+            .read_value(&mut StrictReader::new(&payload[5..]))
             .map_err(invalid)
+    }
+
+    /// The subjects holding schema `id` in a version not deleted (Confluent's
+    /// `GET /schemas/ids/{id}/versions`); empty when every such version was
+    /// deleted. Err Invalid when the registry does not know the id.
+    pub async fn live_subjects(&self, id: u32) -> Result<Vec<String>, CodecError> {
+        #[derive(serde::Deserialize)]
+        struct Usage {
+            subject: String,
+        }
+        let url = format!("{}/schemas/ids/{id}/versions", self.url);
+        let unavailable = |e: reqwest::Error| CodecError::Unavailable(format!("{url}: {e}"));
+        let response = self.http.get(&url).send().await.map_err(unavailable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let message = format!("{url}: status {status}: {body}");
+            return Err(if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                CodecError::Unavailable(message)
+            } else {
+                CodecError::Invalid(message)
+            });
+        }
+        let usages: Vec<Usage> = response.json().await.map_err(unavailable)?;
+        let mut subjects: Vec<String> = usages.into_iter().map(|u| u.subject).collect();
+        subjects.dedup();
+        Ok(subjects)
     }
 
     /// The writer schema of `id` (cached).
@@ -305,9 +365,13 @@ mod tests {
             ])
         );
         // ... which would load the record with a NULL email.
-        assert!(reader.read_value(&mut StrictReader(&cut)).is_err());
+        let mut strict = StrictReader::new(&cut);
+        assert!(reader.read_value(&mut strict).is_err());
+        assert!(strict.ended());
         let whole = [0x02, 0x02, 0x02, b'a'];
-        assert!(reader.read_value(&mut StrictReader(&whole)).is_ok());
+        let mut strict = StrictReader::new(&whole);
+        assert!(reader.read_value(&mut strict).is_ok());
+        assert!(!strict.ended() && strict.rest().is_empty());
         Ok(())
     }
 }

@@ -104,15 +104,44 @@ fn text(s: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Why a flat record could not be decoded into a row.
+/// Why a flat record could not be decoded into a row (each is a quarantine
+/// kind; see `crate::loader::Rejection`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlatError {
-    /// The bytes do not follow the writer schema (quarantine: `undecodable`).
+    /// The bytes do not follow the writer schema (`undecodable`).
     #[error("{0}")]
     Undecodable(String),
-    /// A value does not fit its column (quarantine: `value_rejected`).
+    /// The bytes end before the writer schema does (`truncated`).
+    #[error("the record ends after {0} bytes, before its schema does")]
+    Truncated(usize),
+    /// Bytes left after the record (`trailing_bytes`).
+    #[error("{0} bytes left over after the record")]
+    TrailingBytes(usize),
+    /// A string that is not UTF-8 (`invalid_utf8`).
+    #[error("a string that is not UTF-8")]
+    InvalidUtf8,
+    /// A value does not fit its column (`value_rejected`).
     #[error("{0}")]
     Rejected(String),
+    /// The key column at this index of the plan's columns is null
+    /// (`missing_key`).
+    #[error("key column {0} is null")]
+    MissingKey(usize),
+}
+
+impl FlatError {
+    /// The quarantine kind of a record refused with this error.
+    pub fn kind(&self) -> mend_model::QuarantineKind {
+        use mend_model::QuarantineKind as K;
+        match self {
+            Self::Undecodable(_) => K::Undecodable,
+            Self::Truncated(_) => K::Truncated,
+            Self::TrailingBytes(_) => K::TrailingBytes,
+            Self::InvalidUtf8 => K::InvalidUtf8,
+            Self::Rejected(_) => K::ValueRejected,
+            Self::MissingKey(_) => K::MissingKey,
+        }
+    }
 }
 
 /// How one writer field is read.
@@ -259,17 +288,18 @@ impl FlatDecoder {
     }
 
     /// Appends the row of one record (the Avro datum, without the wire
-    /// format's 5-byte header) at `position`. On error `out` is unchanged.
-    pub fn decode(&self, datum: &[u8], position: Position, out: &mut Vec<u8>) -> Result<(), FlatError> {
+    /// format's 5-byte header) at `position`; `key` holds the indices of
+    /// the key columns, which must not be null. On error `out` is unchanged.
+    pub fn decode(&self, datum: &[u8], position: Position, key: &[usize], out: &mut Vec<u8>) -> Result<(), FlatError> {
         let start = out.len();
-        let result = self.write(datum, position, out);
+        let result = self.write(datum, position, key, out);
         if result.is_err() {
             out.truncate(start);
         }
         result
     }
 
-    fn write(&self, datum: &[u8], position: Position, out: &mut Vec<u8>) -> Result<(), FlatError> {
+    fn write(&self, datum: &[u8], position: Position, key: &[usize], out: &mut Vec<u8>) -> Result<(), FlatError> {
         // A record has few fields: their slots live on the stack.
         let mut slots = [Slot::Null; 32];
         let mut heap = Vec::new();
@@ -283,12 +313,27 @@ impl FlatDecoder {
         for (field, slot) in self.fields.iter().zip(slots.iter_mut()) {
             *slot = cursor.field(field)?;
         }
+        if cursor.at < datum.len() {
+            return Err(FlatError::TrailingBytes(datum.len() - cursor.at));
+        }
         for column in &self.columns {
             match column {
                 Column::Constant(encoded) => out.extend_from_slice(encoded),
                 Column::Field { index, target } => self.column(datum, slots[*index], *index, *target, out)?,
             }
             out.push(b'\t');
+        }
+        // After the values, as the generic path checks: a value its column
+        // refuses is named before a null key.
+        for &column in key {
+            let null = match self.columns.get(column) {
+                Some(Column::Constant(encoded)) => encoded == b"\\N",
+                Some(Column::Field { index, .. }) => matches!(slots[*index], Slot::Null),
+                None => false,
+            };
+            if null {
+                return Err(FlatError::MissingKey(column));
+            }
         }
         end_row(position, out);
         Ok(())
@@ -367,8 +412,7 @@ impl Cursor<'_> {
             }
             Kind::String => {
                 let (from, to) = self.span()?;
-                std::str::from_utf8(&self.datum[from..to])
-                    .map_err(|e| FlatError::Undecodable(format!("a string that is not UTF-8: {e}")))?;
+                std::str::from_utf8(&self.datum[from..to]).map_err(|_| FlatError::InvalidUtf8)?;
                 Slot::Str(from, to)
             }
             Kind::Enum(symbols) => {
@@ -384,9 +428,11 @@ impl Cursor<'_> {
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], FlatError> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.datum.len()).ok_or_else(|| {
-            FlatError::Undecodable(format!("the record ends after {} bytes, before its schema does", self.datum.len()))
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.datum.len())
+            .ok_or(FlatError::Truncated(self.datum.len()))?;
         let taken = &self.datum[self.at..end];
         self.at = end;
         Ok(taken)

@@ -8,6 +8,8 @@
 pub mod codec;
 pub mod copy;
 pub mod drift;
+#[cfg(test)]
+mod fuzz;
 pub mod loader;
 pub mod plan;
 pub mod registry;

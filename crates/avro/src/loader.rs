@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use apache_avro::Schema;
+use apache_avro::error::Details;
 use apache_avro::reader::datum::GenericDatumReader;
-use mend_config::Nested;
-use mend_model::{Contract, QuarantineKind, SqlValue};
+use apache_avro::types::Value;
+use mend_config::{Dataset, Nested};
+use mend_model::{Contract, MAX_RECORD_BYTES, QuarantineKind, SqlValue};
 use schema_registry_converter::avro_common::AvroSchema;
 
 use crate::codec::{Codec, CodecError, StrictReader, schema_id};
-use crate::copy::FlatDecoder;
+use crate::copy::{FlatDecoder, FlatError};
 use crate::plan::LoadPlan;
 
 /// Why a record cannot be loaded: what its quarantine event says.
@@ -36,6 +38,9 @@ pub struct WriterPlan {
     pub writer: Arc<AvroSchema>,
     /// For a flat writer schema: straight from Avro bytes to COPY text.
     pub flat: Option<FlatDecoder>,
+    /// The dataset's key columns, as indices into `load.columns`: a row
+    /// whose key is null cannot be upserted.
+    pub key: Vec<usize>,
 }
 
 impl WriterPlan {
@@ -49,6 +54,30 @@ impl WriterPlan {
             )
         })
     }
+
+    /// What the quarantine says of a record the flat decoder refused.
+    pub fn rejection(&self, error: FlatError) -> Rejection {
+        let writer = self.writer.id;
+        match error {
+            FlatError::Undecodable(reason) => undecodable(writer, &reason),
+            FlatError::Truncated(size) => truncated(writer, size),
+            FlatError::TrailingBytes(extra) => trailing_bytes(writer, extra),
+            FlatError::InvalidUtf8 => invalid_utf8(writer),
+            FlatError::Rejected(reason) => Rejection::new(QuarantineKind::ValueRejected, reason),
+            FlatError::MissingKey(column) => missing_key(&self.load.columns[column]),
+        }
+    }
+
+    /// Why `values` (a row of this plan) cannot load: a key column is null.
+    pub fn missing_key(&self, values: &[SqlValue]) -> Option<Rejection> {
+        let column = self.key.iter().find(|i| matches!(values.get(**i), Some(SqlValue::Null)))?;
+        Some(missing_key(&self.load.columns[*column]))
+    }
+}
+
+/// A keyed dataset's record whose key column `column` is null.
+pub fn missing_key(column: &str) -> Rejection {
+    Rejection::new(QuarantineKind::MissingKey, format!("key column {column} is null: a keyed row needs its key"))
 }
 
 /// A writer schema's plan, or why its records cannot load.
@@ -59,8 +88,22 @@ pub type Fit = Result<Arc<WriterPlan>, Rejection>;
 pub struct RecordLoader {
     contract: Contract,
     schema: Arc<AvroSchema>,
-    nested: Nested,
+    shape: Shape,
     plans: Mutex<HashMap<u32, Fit>>,
+}
+
+/// What of a dataset's configuration decides how its records load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    nested: Nested,
+    key: Vec<String>,
+    subject: String,
+}
+
+impl Shape {
+    fn of(dataset: &Dataset) -> Self {
+        Self { nested: dataset.nested, key: dataset.key.clone(), subject: dataset.subject() }
+    }
 }
 
 impl std::fmt::Debug for RecordLoader {
@@ -70,10 +113,11 @@ impl std::fmt::Debug for RecordLoader {
 }
 
 impl RecordLoader {
-    /// The loader of `contract` (its schema fetched through `codec`).
-    pub async fn new(codec: &Codec, contract: Contract, nested: Nested) -> Result<Self, CodecError> {
+    /// The loader of `dataset`'s records under `contract` (its schema
+    /// fetched through `codec`).
+    pub async fn new(codec: &Codec, dataset: &Dataset, contract: Contract) -> Result<Self, CodecError> {
         let schema = codec.schema(contract.schema_id).await?;
-        Ok(Self { contract, schema, nested, plans: Mutex::default() })
+        Ok(Self { contract, schema, shape: Shape::of(dataset), plans: Mutex::default() })
     }
 
     pub fn contract(&self) -> &Contract {
@@ -97,8 +141,9 @@ impl RecordLoader {
             return Ok(fit.clone());
         }
         let mismatch = |reason: String| Rejection::new(QuarantineKind::SchemaMismatch, reason);
-        let fit = match codec.schema(writer).await {
-            Ok(schema) => LoadPlan::new(&schema.parsed, &self.schema.parsed, &self.contract.mapping, self.nested)
+        let fit = match origin(codec, writer, &self.shape.subject).await? {
+            Err(rejection) => Err(rejection),
+            Ok(schema) => LoadPlan::new(&schema.parsed, &self.schema.parsed, &self.contract.mapping, self.shape.nested)
                 .map_err(|reason| {
                     mismatch(format!(
                         "writer schema {writer} does not match contract schema {}: {reason}",
@@ -107,14 +152,16 @@ impl RecordLoader {
                 })
                 .and_then(|load| {
                     let flat = FlatDecoder::new(&schema.parsed, &load);
-                    let plan = WriterPlan { load, writer: schema, flat };
+                    let key = self
+                        .shape
+                        .key
+                        .iter()
+                        .filter_map(|column| load.columns.iter().position(|c| c == column))
+                        .collect();
+                    let plan = WriterPlan { load, writer: schema, flat, key };
                     plan.reader()?;
                     Ok(Arc::new(plan))
                 }),
-            Err(CodecError::Invalid(reason)) => {
-                Err(mismatch(format!("writer schema {writer} is unknown to the registry: {reason}")))
-            }
-            Err(unavailable) => return Err(unavailable),
         };
         self.plans().insert(writer, fit.clone());
         Ok(fit)
@@ -123,28 +170,135 @@ impl RecordLoader {
     /// The row of one record (Confluent wire format) under the contract, or
     /// why it cannot load. Err only while the registry is unavailable.
     pub async fn row(&self, codec: &Codec, payload: &[u8]) -> Result<Result<Vec<SqlValue>, Rejection>, CodecError> {
-        let Some(writer) = schema_id(payload) else {
-            return Ok(Err(Rejection::new(QuarantineKind::Undecodable, NOT_WIRE_FORMAT)));
+        let writer = match frame(payload) {
+            Ok(writer) => writer,
+            Err(rejection) => return Ok(Err(rejection)),
         };
         let plan = match self.fit(codec, writer).await? {
             Ok(plan) => plan,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let value = plan.reader().and_then(|reader| {
-            reader.read_value(&mut StrictReader(&payload[5..])).map_err(|error| undecodable(writer, &error))
+        let row = plan.reader().and_then(|reader| read_datum(&reader, writer, &payload[5..])).and_then(|value| {
+            let values =
+                plan.load.row(value).map_err(|reason| Rejection::new(QuarantineKind::ValueRejected, reason))?;
+            plan.missing_key(&values).map_or(Ok(values), Err)
         });
-        Ok(value.and_then(|value| {
-            plan.load.row(value).map_err(|reason| Rejection::new(QuarantineKind::ValueRejected, reason))
-        }))
+        Ok(row)
+    }
+}
+
+/// The writer schema of a record's header, or why the record cannot load
+/// before its datum is read: too large, or not in the wire format.
+pub fn frame(payload: &[u8]) -> Result<u32, Rejection> {
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(too_large(payload.len()));
+    }
+    schema_id(payload).ok_or_else(|| Rejection::new(QuarantineKind::NotWireFormat, NOT_WIRE_FORMAT))
+}
+
+/// A record of `size` bytes, over [`MAX_RECORD_BYTES`].
+pub fn too_large(size: usize) -> Rejection {
+    Rejection::new(
+        QuarantineKind::TooLarge,
+        format!(
+            "the value is {size} bytes, over the {MAX_RECORD_BYTES}-byte limit: not decoded, and kept only in \
+             its source topic (this event names its partition and offset)"
+        ),
+    )
+}
+
+/// Writer schema `writer`, or why records written with it cannot load under
+/// `subject`: an id the registry does not know, one registered only under
+/// versions deleted since, or one of another subject. Err only while the
+/// registry is unavailable.
+pub async fn origin(
+    codec: &Codec,
+    writer: u32,
+    subject: &str,
+) -> Result<Result<Arc<AvroSchema>, Rejection>, CodecError> {
+    let schema = match codec.schema(writer).await {
+        Ok(schema) => schema,
+        Err(CodecError::Invalid(reason)) => {
+            let kind = if CodecError::Invalid(reason.clone()).is_not_found() {
+                QuarantineKind::UnknownSchema
+            } else {
+                QuarantineKind::SchemaMismatch
+            };
+            return Ok(Err(Rejection::new(
+                kind,
+                format!("writer schema {writer} is unknown to the registry: {reason}"),
+            )));
+        }
+        Err(unavailable) => return Err(unavailable),
+    };
+    let subjects = match codec.live_subjects(writer).await {
+        Ok(subjects) => subjects,
+        // Deleted for good between the two calls.
+        Err(CodecError::Invalid(_)) => Vec::new(),
+        Err(unavailable) => return Err(unavailable),
+    };
+    if subjects.is_empty() {
+        return Ok(Err(Rejection::new(
+            QuarantineKind::DeletedSchema,
+            format!("writer schema {writer} was deleted from the registry: no version of any subject holds it now"),
+        )));
+    }
+    if !subjects.iter().any(|s| s == subject) {
+        return Ok(Err(Rejection::new(
+            QuarantineKind::ForeignSchema,
+            format!("writer schema {writer} is registered under {}, not under {subject}", subjects.join(", ")),
+        )));
+    }
+    Ok(Ok(schema))
+}
+
+/// Reads one datum (without the 5-byte header) strictly, naming what is
+/// wrong with bytes that do not follow writer schema `writer`.
+pub fn read_datum(reader: &GenericDatumReader<'_>, writer: u32, datum: &[u8]) -> Result<Value, Rejection> {
+    let mut strict = StrictReader::new(datum);
+    match reader.read_value(&mut strict) {
+        Ok(value) if strict.rest().is_empty() => Ok(value),
+        Ok(_) => Err(trailing_bytes(writer, strict.rest().len())),
+        Err(error) => Err(match error.details() {
+            _ if strict.ended() => truncated(writer, datum.len()),
+            Details::MemoryAllocation { .. } => truncated(writer, datum.len()),
+            Details::ConvertToUtf8(_) | Details::ConvertToUtf8Error(_) => invalid_utf8(writer),
+            _ => undecodable(writer, &error),
+        }),
     }
 }
 
 /// Why a payload without the wire-format header cannot load.
-pub const NOT_WIRE_FORMAT: &str = "the value is not in the Confluent wire format (magic byte 0 + schema id)";
+pub const NOT_WIRE_FORMAT: &str =
+    "the value is not in the Confluent wire format (magic byte 0 + 4-byte schema id + Avro datum)";
 
 /// A record whose bytes do not match its writer schema.
 pub fn undecodable(writer: u32, error: &dyn std::fmt::Display) -> Rejection {
     Rejection::new(QuarantineKind::Undecodable, format!("the value does not match its writer schema {writer}: {error}"))
+}
+
+/// A datum of `size` bytes that ends before writer schema `writer` does.
+pub fn truncated(writer: u32, size: usize) -> Rejection {
+    Rejection::new(
+        QuarantineKind::Truncated,
+        format!("the value ends after {size} bytes, before its writer schema {writer} does (cut short?)"),
+    )
+}
+
+/// A datum followed by `extra` bytes its writer schema does not describe.
+pub fn trailing_bytes(writer: u32, extra: usize) -> Rejection {
+    Rejection::new(
+        QuarantineKind::TrailingBytes,
+        format!("{extra} bytes are left over after the record writer schema {writer} describes"),
+    )
+}
+
+/// A string field whose bytes are not UTF-8.
+pub fn invalid_utf8(writer: u32) -> Rejection {
+    Rejection::new(
+        QuarantineKind::InvalidUtf8,
+        format!("a string of the value (writer schema {writer}) is not valid UTF-8"),
+    )
 }
 
 /// Per dataset, the [`RecordLoader`] of the contract in force: replaced
@@ -155,21 +309,21 @@ pub struct RecordLoaders {
 }
 
 impl RecordLoaders {
-    /// The loader of `contract`, reused while the dataset's contract stays
-    /// the same.
+    /// The loader of `dataset` under `contract`, reused while the dataset's
+    /// contract stays the same.
     pub async fn get(
         &self,
         codec: &Codec,
+        dataset: &Dataset,
         contract: Contract,
-        nested: Nested,
     ) -> Result<Arc<RecordLoader>, CodecError> {
         if let Some(loader) = self.lock().get(&contract.dataset)
             && loader.contract == contract
-            && loader.nested == nested
+            && loader.shape == Shape::of(dataset)
         {
             return Ok(loader.clone());
         }
-        let loader = Arc::new(RecordLoader::new(codec, contract, nested).await?);
+        let loader = Arc::new(RecordLoader::new(codec, dataset, contract).await?);
         self.lock().insert(loader.contract.dataset.clone(), loader.clone());
         Ok(loader)
     }

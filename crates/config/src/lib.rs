@@ -422,4 +422,48 @@ mod tests {
         assert!(FileConfig::load(Path::new("/nonexistent/mend.toml"), true).is_err());
         Ok(())
     }
+
+    // Property tests in place of fuzzing (see `make fuzz`): any text, and
+    // valid files with a line changed, parse or fail with an error.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = "[[dataset]]\nname = \"orders\"\ntopic = \"shop.orders\"\ntable = \"orders\"\nkey = [\"id\"]\n\
+            nested = \"flatten\"\napproval_timeout = \"2h\"\n[dataset.policy]\nfield_added = \"auto\"\n\
+            [agent]\ndeadline = \"2m\"\n[[api.token]]\nname = \"ci\"\nrole = \"operator\"\n\
+            sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[ -~]{0,40}",
+                "[a-z_]{1,12} = \"[ -~]{0,12}\"",
+                "[a-z_]{1,12} = [0-9-]{1,6}",
+                "\\[\\[?[a-z_.]{1,16}\\]\\]?",
+                "[a-z_]{1,12} = \\[(\"[a-z]{0,4}\", ?){0,3}\\]",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_config_text(text in "\\PC{0,200}") {
+                let _ = FileConfig::parse(Path::new("mend.toml"), &text);
+            }
+
+            #[test]
+            fn fuzz_config_lines_changed(at in 0usize..16, replacement in line(), extra in proptest::collection::vec(line(), 0..4)) {
+                let mut lines: Vec<String> = VALID.lines().map(str::to_owned).collect();
+                let at = at % lines.len();
+                lines[at] = replacement;
+                lines.extend(extra);
+                if let Ok(config) = FileConfig::parse(Path::new("mend.toml"), &lines.join("\n")) {
+                    // Whatever parses was validated.
+                    for dataset in &config.datasets {
+                        prop_assert!(!dataset.name.is_empty() && !dataset.topic.is_empty() && !dataset.table.is_empty());
+                        prop_assert!(dataset.approval_timeout.as_deref().is_none_or(|t| humantime::parse_duration(t).is_ok()));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -342,7 +342,7 @@ pub async fn quarantined_records(
         Some(contract) => Some(
             context
                 .loaders
-                .get(&context.codec, contract, dataset.nested)
+                .get(&context.codec, dataset, contract)
                 .await
                 .map_err(|e| unreachable("the schema registry", e))?,
         ),

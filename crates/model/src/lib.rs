@@ -12,7 +12,7 @@ pub mod topics;
 
 pub use next::{Classify, Next};
 pub use protocol::{
-    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, IncidentStatus, Policy, QuarantineKind,
-    StepKind, Verdict,
+    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, IncidentStatus, MAX_RECORD_BYTES, Policy,
+    QuarantineKind, StepKind, Verdict,
 };
 pub use table::{Column, Contract, Dialect, Position, Row, SqlValue};

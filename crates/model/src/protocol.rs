@@ -186,21 +186,48 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// Why a record went to quarantine.
+    /// Why a record went to quarantine. A consumer of `mend.quarantine` may
+    /// meet kinds newer than it knows: read the field as a string.
     QuarantineKind {
-        /// Not in the wire format, an unknown schema id, or bytes that do
-        /// not match their writer schema.
+        /// Bytes that do not follow their writer schema in a way none of the
+        /// kinds below names (a bad union branch, an enum index out of range).
         Undecodable = "undecodable",
-        /// Its writer schema does not fit the dataset's contract.
+        /// Its writer schema is of the dataset's subject but does not fit the
+        /// contract: schema drift (an incident heals it).
         SchemaMismatch = "schema_mismatch",
         /// A value its column cannot hold.
         ValueRejected = "value_rejected",
-        /// A record without a value (a tombstone).
+        /// A record without a value (a tombstone): mend never deletes rows.
         NullValue = "null_value",
         /// No dataset reads its topic.
         UnknownDataset = "unknown_dataset",
+        /// Not in the Confluent wire format: no magic byte 0, or shorter than
+        /// the 5-byte header.
+        NotWireFormat = "not_wire_format",
+        /// Its schema id is not in the registry.
+        UnknownSchema = "unknown_schema",
+        /// Its schema id is registered, but not under the dataset's subject.
+        ForeignSchema = "foreign_schema",
+        /// Its schema id is registered only under versions deleted since.
+        DeletedSchema = "deleted_schema",
+        /// The bytes end before the writer schema does.
+        Truncated = "truncated",
+        /// Bytes left over after the record the writer schema describes.
+        TrailingBytes = "trailing_bytes",
+        /// Larger than [`MAX_RECORD_BYTES`]: neither decoded nor copied into
+        /// the quarantine event (the source topic keeps it).
+        TooLarge = "too_large",
+        /// A string that is not valid UTF-8.
+        InvalidUtf8 = "invalid_utf8",
+        /// A keyed dataset's record whose key column is null.
+        MissingKey = "missing_key",
     }
 }
+
+/// The largest record (key and value) a stage decodes, and copies into its
+/// quarantine event; larger ones are quarantined as
+/// [`QuarantineKind::TooLarge`]. Kafka's default message limit is 1 MiB.
+pub const MAX_RECORD_BYTES: usize = 8 << 20;
 
 wire_enum! {
     /// Where an incident stands (the read model's view of its events).

@@ -34,9 +34,15 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000");
+        .set("message.timeout.ms", "30000")
+        // A quarantine event carries its record, up to MAX_RECORD_BYTES.
+        .set("message.max.bytes", MAX_EVENT_BYTES.to_string());
     config
 }
+
+/// The largest record mend writes: a quarantine event with the largest
+/// record it copies, and its envelope. Its topics are created to take it.
+pub const MAX_EVENT_BYTES: usize = mend_model::MAX_RECORD_BYTES * 2 + (1 << 20);
 
 /// A group consumer that commits automatically only the offsets the
 /// application stored: an offset is stored after the record's outputs are
@@ -112,6 +118,12 @@ impl TopicSpec {
     pub fn kept_forever(mut self) -> Self {
         self.configs.push(("retention.ms".into(), "-1".into()));
         self.configs.push(("retention.bytes".into(), "-1".into()));
+        self
+    }
+
+    /// Takes records up to [`MAX_EVENT_BYTES`] (Kafka's default is 1 MiB).
+    pub fn large_records(mut self) -> Self {
+        self.configs.push(("max.message.bytes".into(), MAX_EVENT_BYTES.to_string()));
         self
     }
 }

@@ -289,8 +289,10 @@ impl<H: Handler> Runner<H> {
             topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
-            key: record.key.clone(),
-            value: record.payload.clone(),
+            // A record too large to decode is not copied either: the event
+            // names where it is, and its source topic keeps it.
+            key: record.key.clone().filter(|k| k.len() <= mend_model::MAX_RECORD_BYTES),
+            value: record.payload.clone().filter(|p| p.len() <= mend_model::MAX_RECORD_BYTES),
             writer_schema_id: writer.and_then(|id| i32::try_from(id).ok()),
             reason_kind: reason.kind,
             reason: reason.reason,

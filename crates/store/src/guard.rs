@@ -286,4 +286,85 @@ mod tests {
         assert!(!widens("double precision", "REAL"));
         assert!(!widens("text", "INTEGER"));
     }
+
+    // Property tests in place of fuzzing (see `make fuzz`): statements
+    // from SQL tokens never panic the guardrail, and what it allows is one
+    // statement on the dataset's table (or a child table of it).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TOKENS: [&str; 40] = [
+            "ALTER",
+            "TABLE",
+            "orders",
+            "\"orders\"",
+            "other",
+            "orders__items",
+            "ADD",
+            "COLUMN",
+            "DROP",
+            "RENAME",
+            "TO",
+            "TYPE",
+            "SET",
+            "DATA",
+            "NOT",
+            "NULL",
+            "DEFAULT",
+            "USING",
+            "bigint",
+            "integer",
+            "text",
+            "bytea",
+            "numeric(12,2)",
+            "double precision",
+            "coupon",
+            "amount",
+            "email",
+            "id",
+            "(",
+            ")",
+            ",",
+            ";",
+            "CREATE",
+            "DELETE",
+            "FROM",
+            "WHERE",
+            "1",
+            "'x'",
+            "::",
+            "--",
+        ];
+
+        fn statement() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::collection::vec(proptest::sample::select(TOKENS.to_vec()), 0..14).prop_map(|t| t.join(" ")),
+                "\\PC{0,80}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_guard_statements(sql in statement(), sqlite in any::<bool>()) {
+                let dialect = if sqlite { Dialect::Sqlite } else { Dialect::Postgres };
+                let _ = column_changes(&sql, dialect, "orders");
+                if check(&sql, dialect, "orders", &columns()).is_ok() {
+                    let parsed = match dialect {
+                        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, &sql),
+                        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, &sql),
+                    };
+                    let parsed = parsed.unwrap_or_default();
+                    prop_assert_eq!(parsed.len(), 1, "{}", sql);
+                    match &parsed[0] {
+                        Statement::AlterTable(alter) => prop_assert!(names(&alter.name, "orders"), "{}", sql),
+                        Statement::CreateTable(create) => {
+                            prop_assert!(create.name.to_string().trim_matches('"').starts_with("orders__"), "{}", sql)
+                        }
+                        other => prop_assert!(false, "{} allowed as {:?}", sql, other),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -237,7 +237,7 @@ impl Applier {
             counts.still_quarantined = counts.replayed;
             return Ok(counts);
         };
-        let loader = self.context.loaders.get(&self.context.codec, contract, dataset.nested).await?;
+        let loader = self.context.loaders.get(&self.context.codec, dataset, contract).await?;
         let mut rows: Vec<Row> = Vec::new();
         let mut columns = Vec::new();
         for ((partition, offset), payload) in by_position {

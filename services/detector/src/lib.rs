@@ -19,7 +19,7 @@ use mend_avro::codec::{CodecError, schema_id};
 use mend_avro::drift::classify;
 use mend_config::Dataset;
 use mend_model::events::{Detection, Envelope, Event, IncidentId};
-use mend_model::{DetectionSource, topics};
+use mend_model::{DetectionSource, QuarantineKind, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError, kafka};
@@ -95,12 +95,23 @@ impl Detector {
             }
         }
         let contract_id = contract.schema_id;
-        let loader = self.context.loaders.get(&self.context.codec, contract, dataset.nested).await?;
-        let fits = loader.fit(&self.context.codec, writer).await?.is_ok();
+        let loader = self.context.loaders.get(&self.context.codec, dataset, contract).await?;
+        // Drift is a schema of the dataset's subject the contract does not
+        // fit. Records of an unknown, deleted or foreign schema are bad
+        // input: quarantined with their reason, and no incident (no change
+        // of the table could load them).
+        let fits = match loader.fit(&self.context.codec, writer).await? {
+            Ok(_) => true,
+            Err(rejection) if rejection.kind == QuarantineKind::SchemaMismatch => false,
+            Err(rejection) => {
+                tracing::warn!(dataset = %dataset.name, writer, kind = %rejection.kind, reason = %rejection.reason, "records of this writer schema are quarantined; not a drift");
+                true
+            }
+        };
         let changes = match self.context.codec.schema(writer).await {
+            _ if fits => Vec::new(),
             Ok(schema) => classify(loader.schema(), &schema.parsed),
-            // An id the registry does not know: the loader quarantines those
-            // records; the detection says so with no changes.
+            // Gone between the two calls: the detection has no changes.
             Err(CodecError::Invalid(_)) => Vec::new(),
             Err(unavailable) => return Err(HandleError::retry("fetching a writer schema", unavailable)),
         };

@@ -20,12 +20,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
-use mend_avro::codec::{StrictReader, schema_id};
-use mend_avro::copy::{self, FlatError};
-use mend_avro::loader::{NOT_WIRE_FORMAT, RecordLoader, Rejection, WriterPlan, undecodable};
+use mend_avro::codec::schema_id;
+use mend_avro::copy;
+use mend_avro::loader::{RecordLoader, Rejection, WriterPlan, frame, origin, read_datum};
 use mend_avro::schema::columns_for;
 use mend_config::Dataset;
-use mend_model::{Contract, Dialect, Position, QuarantineKind, Row};
+use mend_model::{Contract, Dialect, MAX_RECORD_BYTES, Position, QuarantineKind, Row};
 use mend_runtime::handler::{Disposition, Handler, Inbound, QuarantineReason};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
 use mend_runtime::{Context, HandleError};
@@ -101,8 +101,9 @@ impl Judge<'_> {
                 "a record without a value (tombstone): mend never deletes rows",
             ));
         };
-        let Some(writer) = schema_id(payload) else {
-            return quarantine(Rejection::new(QuarantineKind::Undecodable, NOT_WIRE_FORMAT));
+        let writer = match frame(payload) {
+            Ok(writer) => writer,
+            Err(rejection) => return quarantine(rejection),
         };
         let (plan, reader) = match self.writers.get(&writer) {
             Some(Ok((plan, reader))) => (plan, reader),
@@ -118,27 +119,28 @@ impl Judge<'_> {
         let position = Position { partition: record.partition, offset: record.offset };
         let datum = &payload[5..];
         if let (Chunk::Copy(text), Some(flat)) = (&mut *chunk, &plan.flat) {
-            return match flat.decode(datum, position, text) {
+            return match flat.decode(datum, position, &plan.key, text) {
                 Ok(()) => Verdict::Loaded,
-                Err(FlatError::Undecodable(error)) => quarantine(undecodable(writer, &error)),
-                Err(FlatError::Rejected(reason)) => quarantine(Rejection::new(QuarantineKind::ValueRejected, reason)),
+                Err(error) => quarantine(plan.rejection(error)),
             };
         }
-        let value = match reader.read_value(&mut StrictReader(datum)) {
+        let value = match read_datum(reader, writer, datum) {
             Ok(value) => value,
-            Err(error) => return quarantine(undecodable(writer, &error)),
+            Err(rejection) => return quarantine(rejection),
         };
-        match plan.load.row(value) {
-            Ok(values) => {
-                let row = Row { position, values };
-                match chunk {
-                    Chunk::Rows(rows) => rows.push(row),
-                    Chunk::Copy(text) => copy::encode_row(&row, text),
-                }
-                Verdict::Loaded
-            }
-            Err(reason) => quarantine(Rejection::new(QuarantineKind::ValueRejected, reason)),
+        let values = match plan.load.row(value) {
+            Ok(values) => values,
+            Err(reason) => return quarantine(Rejection::new(QuarantineKind::ValueRejected, reason)),
+        };
+        if let Some(rejection) = plan.missing_key(&values) {
+            return quarantine(rejection);
         }
+        let row = Row { position, values };
+        match chunk {
+            Chunk::Rows(rows) => rows.push(row),
+            Chunk::Copy(text) => copy::encode_row(&row, text),
+        }
+        Verdict::Loaded
     }
 
     /// Judges one chunk of records: the rows to write (COPY text for
@@ -179,7 +181,8 @@ impl Judge<'_> {
                         bookkeeping.quarantined.push(QuarantinedRecord {
                             position: Position { partition: number, offset: record.offset },
                             writer: record.payload.as_deref().and_then(schema_id),
-                            payload: record.payload.clone(),
+                            // Too large to keep: the source topic keeps it.
+                            payload: record.payload.clone().filter(|p| p.len() <= MAX_RECORD_BYTES),
                         });
                         Disposition::Quarantine(reason)
                     }
@@ -206,18 +209,39 @@ impl Loader {
         warehouse: &Warehouse,
     ) -> Result<Option<Arc<RecordLoader>>, HandleError> {
         let Some(contract) = warehouse.contract(&dataset.name).await? else { return Ok(None) };
-        Ok(Some(self.context.loaders.get(&self.context.codec, contract, dataset.nested).await?))
+        Ok(Some(self.context.loaders.get(&self.context.codec, dataset, contract).await?))
     }
 
-    /// Creates the table and the first contract from the first record's schema.
-    async fn establish(&self, dataset: &Dataset, warehouse: &Warehouse, writer: u32) -> Result<(), HandleError> {
-        let schema = self.context.codec.schema(writer).await?;
-        let (columns, mapping) = columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
-            .map_err(|e| HandleError::fatal(&format!("dataset {}: schema {writer}", dataset.name), e))?;
-        let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
-        let established = warehouse.establish(&dataset.name, &dataset.table, &dataset.key, &columns, &contract).await?;
-        tracing::info!(dataset = %dataset.name, table = %dataset.table, schema_id = established.schema_id, "contract established");
-        Ok(())
+    /// Creates the table and the first contract from the schema of the
+    /// first record written with one of the dataset's subject. Returns why
+    /// each writer schema tried before it cannot be the baseline.
+    async fn establish(
+        &self,
+        dataset: &Dataset,
+        warehouse: &Warehouse,
+        writers: impl Iterator<Item = u32>,
+    ) -> Result<HashMap<u32, Rejection>, HandleError> {
+        let mut refused = HashMap::new();
+        for writer in writers {
+            if refused.contains_key(&writer) {
+                continue;
+            }
+            let schema = match origin(&self.context.codec, writer, &dataset.subject()).await? {
+                Ok(schema) => schema,
+                Err(rejection) => {
+                    refused.insert(writer, rejection);
+                    continue;
+                }
+            };
+            let (columns, mapping) = columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
+                .map_err(|e| HandleError::fatal(&format!("dataset {}: schema {writer}", dataset.name), e))?;
+            let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
+            let established =
+                warehouse.establish(&dataset.name, &dataset.table, &dataset.key, &columns, &contract).await?;
+            tracing::info!(dataset = %dataset.name, table = %dataset.table, schema_id = established.schema_id, "contract established");
+            break;
+        }
+        Ok(refused)
     }
 
     /// Handles the records of one dataset (indices into the batch) in one
@@ -232,12 +256,11 @@ impl Loader {
     ) -> Result<(), HandleError> {
         let warehouse = self.context.warehouse(dataset).await?;
         let mut loader = self.record_loader(dataset, &warehouse).await?;
+        let mut refused = HashMap::new();
         if loader.is_none() {
-            let first = indices.iter().find_map(|i| batch[*i].payload.as_deref().and_then(schema_id));
-            if let Some(writer) = first {
-                self.establish(dataset, &warehouse, writer).await?;
-                loader = self.record_loader(dataset, &warehouse).await?;
-            }
+            let writers = indices.iter().filter_map(|i| batch[*i].payload.as_deref().and_then(|p| frame(p).ok()));
+            refused = self.establish(dataset, &warehouse, writers).await?;
+            loader = self.record_loader(dataset, &warehouse).await?;
         }
         let stored: HashMap<i32, i64> = warehouse
             .offsets(&dataset.name)
@@ -260,7 +283,7 @@ impl Loader {
             }
             let mut last = None;
             for &index in run {
-                let writer = batch[index].payload.as_deref().and_then(schema_id);
+                let writer = batch[index].payload.as_deref().and_then(|p| frame(p).ok());
                 if writer == last {
                     continue;
                 }
@@ -268,9 +291,12 @@ impl Loader {
                 if let Some(writer) = writer
                     && !plans.contains_key(&writer)
                 {
-                    let fit = match &loader {
-                        Some(loader) => loader.fit(&self.context.codec, writer).await?,
-                        None => Err(Rejection::new(QuarantineKind::SchemaMismatch, "the dataset has no contract yet")),
+                    let fit = match (&loader, refused.remove(&writer)) {
+                        (_, Some(rejection)) => Err(rejection),
+                        (Some(loader), None) => loader.fit(&self.context.codec, writer).await?,
+                        (None, None) => {
+                            Err(Rejection::new(QuarantineKind::SchemaMismatch, "the dataset has no contract yet"))
+                        }
                     };
                     plans.insert(writer, fit);
                 }

@@ -107,7 +107,7 @@ pub struct Supervisor {
 pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
     // The event topics are the audit log: kept forever.
     let mut specs: Vec<TopicSpec> =
-        topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions).kept_forever()).collect();
+        topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions).kept_forever().large_records()).collect();
     // One partition: each chain's digests in one order.
     specs.push(TopicSpec::new(topics::DIGESTS, 1).kept_forever());
     // Source topics normally exist; creating a missing one lets the pipeline

@@ -64,6 +64,24 @@ impl ApiError {
             ),
         )
     }
+    fn invalid_subject(subject: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42208,
+            format!(
+                "The specified subject '{}' is not a valid: {}",
+                subject.escape_debug(),
+                subject_problem(subject).unwrap_or_default()
+            ),
+        )
+    }
+    fn schema_too_large() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42209,
+            format!("Schema too large: the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+    }
     fn invalid_level(level: &str) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -87,6 +105,51 @@ impl From<LogError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         respond(self.status, &json!({"error_code": self.code, "message": self.message}))
+    }
+}
+
+/// The largest request body (a schema and its references): schemas are
+/// records of the registry's Kafka log, whose producer takes up to 1 MB.
+pub const MAX_BODY_BYTES: usize = 512 << 10;
+
+/// A request body of at most [`MAX_BODY_BYTES`]; a larger one is answered
+/// with Confluent's "schema too large" (42209), not read to its end.
+pub(crate) struct Body(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::schema_too_large()),
+            Err(rejection) => {
+                let status = rejection.status();
+                Err(ApiError::new(status, u32::from(status.as_u16()), rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// What makes `subject` an invalid subject name, as Confluent's registry
+/// judges it: empty, a control character, or a reserved name.
+pub(crate) fn subject_problem(subject: &str) -> Option<&'static str> {
+    if subject.trim().is_empty() {
+        Some("a subject name must not be empty or blank")
+    } else if subject.chars().any(char::is_control) {
+        Some("a subject name must not contain control characters")
+    } else if subject == "__GLOBAL" || subject == "__EMPTY" {
+        Some("the name is reserved")
+    } else {
+        None
+    }
+}
+
+/// Err 42208 when `subject` cannot name a subject.
+pub(crate) fn valid_subject(subject: &str) -> Result<(), ApiError> {
+    match subject_problem(subject) {
+        Some(_) => Err(ApiError::invalid_subject(subject)),
+        None => Ok(()),
     }
 }
 
@@ -129,5 +192,6 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/config", get(get_global).put(put_global).delete(delete_global))
         .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found").into_response() })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(registry)
 }

@@ -4,10 +4,11 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 
 use super::*;
-use crate::codec::StrictReader;
+use crate::loader::read_datum;
 use crate::schema::columns_for;
 use mend_config::Nested;
 use mend_model::Dialect;
+use mend_model::QuarantineKind;
 
 #[test]
 fn rows_are_escaped_as_copy_reads_them() {
@@ -152,33 +153,33 @@ fn random_datum(fields: &[Field], writer: &Schema, rng: &mut fastrand::Rng) -> V
 }
 
 /// The generic path: apache-avro's `Value`, the plan's row, its COPY text.
-fn generic(reader: &GenericDatumReader<'_>, plan: &LoadPlan, datum: &[u8]) -> Result<Vec<u8>, FlatError> {
-    let value = reader.read_value(&mut StrictReader(datum)).map_err(|e| FlatError::Undecodable(e.to_string()))?;
-    let values = plan.row(value).map_err(FlatError::Rejected)?;
+fn generic(reader: &GenericDatumReader<'_>, plan: &LoadPlan, datum: &[u8]) -> Result<Vec<u8>, QuarantineKind> {
+    let value = read_datum(reader, 0, datum).map_err(|rejection| rejection.kind)?;
+    let values = plan.row(value).map_err(|_| QuarantineKind::ValueRejected)?;
     let mut out = Vec::new();
     encode_row(&Row { position: Position { partition: 3, offset: 11 }, values }, &mut out);
     Ok(out)
 }
 
-fn flat(decoder: &FlatDecoder, datum: &[u8]) -> Result<Vec<u8>, FlatError> {
+fn flat(decoder: &FlatDecoder, datum: &[u8]) -> Result<Vec<u8>, QuarantineKind> {
     let mut out = b"kept".to_vec();
-    let result = decoder.decode(datum, Position { partition: 3, offset: 11 }, &mut out);
+    let result = decoder.decode(datum, Position { partition: 3, offset: 11 }, &[], &mut out);
     match result {
         Ok(()) => Ok(out.split_off(4)),
         Err(error) => {
             assert_eq!(out, b"kept", "a failed decode leaves the buffer as it was");
-            Err(error)
+            Err(error.kind())
         }
     }
 }
 
-fn same_class(a: &Result<Vec<u8>, FlatError>, b: &Result<Vec<u8>, FlatError>) -> bool {
-    matches!(
-        (a, b),
-        (Ok(_), Ok(_))
-            | (Err(FlatError::Undecodable(_)), Err(FlatError::Undecodable(_)))
-            | (Err(FlatError::Rejected(_)), Err(FlatError::Rejected(_)))
-    )
+/// Both load, or both are refused for the same reason kind.
+fn same_class(a: &Result<Vec<u8>, QuarantineKind>, b: &Result<Vec<u8>, QuarantineKind>) -> bool {
+    match (a, b) {
+        (Ok(_), Ok(_)) => true,
+        (Err(a), Err(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[test]
@@ -211,8 +212,12 @@ fn flat_records_decode_to_the_same_copy_text_as_the_generic_path() {
             // whether the record loads, and on its row when it does.
             if !datum.is_empty() {
                 let cut = &datum[..rng.usize(..datum.len())];
-                assert!(matches!(flat(&decoder, cut), Err(FlatError::Undecodable(_))), "{cut:?} of {writer:?}");
-                assert!(generic(&reader, &plan, cut).is_err(), "{cut:?} of {writer:?}");
+                assert_eq!(flat(&decoder, cut), Err(QuarantineKind::Truncated), "{cut:?} of {writer:?}");
+                assert_eq!(generic(&reader, &plan, cut), Err(QuarantineKind::Truncated), "{cut:?} of {writer:?}");
+                let mut longer = datum.clone();
+                longer.push(rng.u8(..));
+                assert_eq!(flat(&decoder, &longer), Err(QuarantineKind::TrailingBytes), "{longer:?} of {writer:?}");
+                assert_eq!(generic(&reader, &plan, &longer), Err(QuarantineKind::TrailingBytes));
                 let mut changed = datum.clone();
                 let at = rng.usize(..changed.len());
                 changed[at] = rng.u8(..);

@@ -19,7 +19,7 @@ pub(super) async fn get_global(State(r): Shared) -> Result<Response, ApiError> {
     ok(json!({"compatibilityLevel": r.read().global_level().name()}))
 }
 
-pub(super) async fn put_global(State(r): Shared, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn put_global(State(r): Shared, Body(body): Body) -> Result<Response, ApiError> {
     let level = parse_level(&body)?;
     let _writer = r.write_lock.lock().await;
     r.log.append(&LogKey::config(None), Some(&ConfigValue { compatibility_level: level })).await?;
@@ -59,8 +59,9 @@ pub(super) fn no_subject_config(subject: &str) -> ApiError {
 pub(super) async fn put_subject_config(
     State(r): Shared,
     Path(subject): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
+    valid_subject(&subject)?;
     let level = parse_level(&body)?;
     let _writer = r.write_lock.lock().await;
     r.log.append(&LogKey::config(Some(&subject)), Some(&ConfigValue { compatibility_level: level })).await?;

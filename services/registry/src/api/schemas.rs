@@ -222,3 +222,86 @@ pub(super) async fn list_versions(
     }
     ok(json!(versions))
 }
+
+// Property tests in place of fuzzing (see `make fuzz`): whatever a client
+// sends as a schema, and whatever the registry's log holds, is parsed or
+// refused, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 14] = [
+        "type",
+        "name",
+        "fields",
+        "items",
+        "values",
+        "symbols",
+        "default",
+        "aliases",
+        "namespace",
+        "logicalType",
+        "size",
+        "precision",
+        "scale",
+        "doc",
+    ];
+    const WORDS: [&str; 16] = [
+        "record", "enum", "array", "map", "fixed", "int", "long", "string", "null", "boolean", "bytes", "double",
+        "decimal", "A", "r", "x.y",
+    ];
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-3i64..40).prop_map(|n| json!(n)),
+            proptest::sample::select(WORDS.to_vec()).prop_map(|w| json!(w)),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(proptest::sample::select(KEYS.to_vec()), inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            ]
+        })
+    }
+
+    fn candidate_of(store: &Store, schema: &Value) -> Option<Candidate> {
+        let body = SchemaBody { schema: schema.to_string(), schema_type: None, references: Vec::new() };
+        candidate(store, &body).ok()
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_registry_schemas(a in json(), b in json()) {
+            let store = Store::default();
+            let (a, b) = (candidate_of(&store, &a), candidate_of(&store, &b));
+            if let (Some(a), Some(b)) = (a, b) {
+                for level in ["BACKWARD", "FORWARD_TRANSITIVE", "FULL", "NONE"] {
+                    let level = Level::parse(level).unwrap_or_default();
+                    let _ = compat::check(level, &a.parsed, &[(1, b.parsed.clone())]);
+                }
+                prop_assert!(compat::check(Level::parse("FULL").unwrap_or_default(), &a.parsed, &[(1, a.parsed.clone())]).is_empty());
+            }
+        }
+
+        #[test]
+        fn fuzz_registry_bodies(body in proptest::collection::vec(any::<u8>(), 0..200), text in "\\PC{0,120}") {
+            let _ = parse_body(&Bytes::from(body));
+            let _ = parse_body(&Bytes::from(text.clone()));
+            let store = Store::default();
+            let _ = candidate(&store, &SchemaBody { schema: text, schema_type: None, references: Vec::new() });
+        }
+
+        #[test]
+        fn fuzz_registry_log_records(key in json(), value in json(), raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut store = Store::default();
+            store.apply(key.to_string().as_bytes(), Some(value.to_string().as_bytes()));
+            store.apply(key.to_string().as_bytes(), None);
+            store.apply(&raw, Some(&raw));
+            let _ = store.subjects(true);
+        }
+    }
+}

@@ -78,8 +78,9 @@ pub(super) async fn lookup(
     State(r): Shared,
     Path(subject): Path<String>,
     Query(params): Params,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
+    valid_subject(&subject)?;
     let store = r.read();
     let deleted = flag(&params, "deleted");
     let versions = store.versions(&subject).filter(|v| deleted || v.values().any(|e| !e.deleted));
@@ -93,7 +94,12 @@ pub(super) async fn lookup(
     ok(version_json(&store, &subject, *version, id)?)
 }
 
-pub(super) async fn register(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn register(
+    State(r): Shared,
+    Path(subject): Path<String>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    valid_subject(&subject)?;
     let body = parse_body(&body)?;
     // Fast path: a schema this instance already holds for the subject is
     // durable in the log; answering needs no write and no catch-up.
@@ -285,7 +291,7 @@ pub(super) async fn check_all(
     State(r): Shared,
     Path(subject): Path<String>,
     Query(params): Params,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let store = r.read();
     let candidate = candidate(&store, &parse_body(&body)?)?;
@@ -299,7 +305,7 @@ pub(super) async fn check_one(
     State(r): Shared,
     Path((subject, version)): Path<(String, String)>,
     Query(params): Params,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let store = r.read();
     let (number, id, _) = find_version(&store, &subject, &version, false)?;
