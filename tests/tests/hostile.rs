@@ -12,7 +12,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use mend_avro::codec::Codec;
 use mend_model::events::{Event, Quarantined};
-use mend_tests::{Deployment, brokers, create_topic, eventually, produce, producer, register_schema, registry_url};
+use mend_tests::{Deployment, brokers, create_topic, eventually, produce, register_schema, registry_url};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 
@@ -49,7 +49,9 @@ async fn every_hostile_record_is_quarantined_with_its_reason() -> anyhow::Result
     let parsed = Schema::parse_str(&text)?;
     let mut mend = deployment.up("up.log").await?;
 
-    let producer = producer()?;
+    // A producer that sends what any client may: up to 16 MiB.
+    let producer: rdkafka::producer::FutureProducer =
+        mend_runtime::kafka::producer_config(&brokers()).set("message.max.bytes", (16 << 20).to_string()).create()?;
     let good = |n: i64| datum(&parsed, Some(n), &format!("{n}@example.com"));
     produce(&producer, &topic, b"1", &framed(id, &good(1)?)).await?;
 
@@ -83,7 +85,10 @@ async fn every_hostile_record_is_quarantined_with_its_reason() -> anyhow::Result
     let mut invalid_utf8 = datum(&parsed, Some(4), "ab")?;
     let at = invalid_utf8.len() - 2;
     invalid_utf8[at..].copy_from_slice(&[0xff, 0xfe]);
-    let huge = datum(&parsed, Some(5), &"x".repeat(10 << 20))?;
+    // Over mend's limit; and over the largest fetch the broker serves
+    // (Tansu returns no record of more than 5 MiB: mend moves past it).
+    let large = datum(&parsed, Some(5), &"x".repeat(3 << 20))?;
+    let huge = datum(&parsed, Some(6), &"x".repeat(10 << 20))?;
     let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
         ("not_wire_format", Some([&[1u8][..], &framed(id, &whole)[1..]].concat())),
         ("not_wire_format", Some(vec![0, 0, 1])),
@@ -91,6 +96,7 @@ async fn every_hostile_record_is_quarantined_with_its_reason() -> anyhow::Result
         ("foreign_schema", Some(framed(foreign, &whole))),
         ("truncated", Some(framed(id, &whole[..whole.len() - 3]))),
         ("trailing_bytes", Some(framed(id, &[&whole[..], &[2, 4]].concat()))),
+        ("too_large", Some(framed(id, &large))),
         ("too_large", Some(framed(id, &huge))),
         ("invalid_utf8", Some(framed(id, &invalid_utf8))),
         ("missing_key", Some(framed(id, &datum(&parsed, None, "nokey@example.com")?))),

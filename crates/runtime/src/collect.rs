@@ -9,6 +9,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::Inbound;
+use crate::stall::StallWatch;
 use crate::status::{RunnerContext, RunnerError};
 
 /// Reads records into batches for a runner.
@@ -19,6 +20,8 @@ pub(crate) struct Collector {
     pub(crate) linger: Duration,
     /// A record taken from the consumer that did not fit the last batch.
     pub(crate) carried: Option<Inbound>,
+    /// Partitions stuck behind a record the broker will not return.
+    pub(crate) stalls: StallWatch,
 }
 
 impl Collector {
@@ -53,11 +56,23 @@ impl Collector {
         let consumer = self.consumer.clone();
         let mut stream = consumer.stream();
         let mut topic = None;
+        if self.carried.is_none()
+            && let Some(stuck) = self.stalls.look(&self.consumer).await
+        {
+            return Ok(vec![stuck]);
+        }
         let first = match self.carried.take() {
             Some(record) => record,
-            None => match stream.next().await {
-                Some(message) => Inbound::from_message(&message?, &mut topic),
-                None => return Ok(Vec::new()),
+            None => loop {
+                match tokio::time::timeout(self.stalls.every, stream.next()).await {
+                    Ok(Some(message)) => break Inbound::from_message(&message?, &mut topic),
+                    Ok(None) => return Ok(Vec::new()),
+                    Err(_idle) => {
+                        if let Some(stuck) = self.stalls.look(&self.consumer).await {
+                            return Ok(vec![stuck]);
+                        }
+                    }
+                }
             },
         };
         let mut bytes = first.size();

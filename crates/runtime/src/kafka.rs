@@ -22,9 +22,22 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// measured 0.4 s gaps in the pipeline bench).
 pub fn reader_config(brokers: &str, fetch_wait_ms: u32) -> ClientConfig {
     let mut config = client_config(brokers);
-    config.set("fetch.wait.max.ms", fetch_wait_ms.to_string()).set("fetch.queue.backoff.ms", "50");
+    config
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("fetch.queue.backoff.ms", "50")
+        // Kafka returns a partition's first record even when it is larger
+        // than the fetch size; Tansu returns nothing, and the reader would
+        // stall on it for ever (measured: a 10 MiB record). So the fetch
+        // size takes any record up to MAX_FETCH_BYTES; on Tansu a larger
+        // one still stalls its partition (the README says so).
+        .set("max.partition.fetch.bytes", MAX_FETCH_BYTES.to_string())
+        .set("fetch.max.bytes", MAX_FETCH_BYTES.to_string())
+        .set("receive.message.max.bytes", (MAX_FETCH_BYTES + (1 << 20)).to_string());
     config
 }
+
+/// The largest record a mend reader fetches from a Tansu broker.
+pub const MAX_FETCH_BYTES: usize = 64 << 20;
 
 /// An idempotent, acks=all producer: a delivered record is durable and a
 /// retried send does not duplicate it.

@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod runner;
 pub mod settings;
 pub mod shutdown;
+mod stall;
 mod status;
 pub mod telemetry;
 

@@ -62,6 +62,9 @@ pub struct RunnerConfig {
     /// mode) takes its partitions away: longer than the slowest handling
     /// (the supervisor's model calls).
     pub max_poll_interval: Duration,
+    /// How long a partition's position may stand still behind records
+    /// before it is checked for a record the broker will not return.
+    pub stall_after: Duration,
 }
 
 impl RunnerConfig {
@@ -83,6 +86,7 @@ impl RunnerConfig {
             fetch_wait_ms: BrokerProfile::default().fetch_wait_ms(),
             new_group_starts_at_end: Vec::new(),
             max_poll_interval: Duration::from_secs(30),
+            stall_after: Duration::from_secs(10),
         }
     }
 }
@@ -193,6 +197,7 @@ impl<H: Handler> Runner<H> {
             max_bytes: self.config.max_batch_bytes,
             linger: self.config.linger,
             carried: None,
+            stalls: crate::stall::StallWatch::new(&self.config.brokers, self.config.stall_after),
         };
         tokio::spawn(collector.run(batches, stop));
         while let Some(batch) = collected.recv().await {
