@@ -155,7 +155,7 @@ async fn sqlite_batches_of_several_chunks() -> anyhow::Result<()> {
 /// re-delivered loader batch.
 async fn replays_claim(warehouse: &str) -> anyhow::Result<()> {
     use mend_model::{Column, Contract, Position, Row, SqlValue};
-    use mend_store::{Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
+    use mend_store::{Advance, Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
     let store = Warehouse::connect(warehouse).await?;
     let name = unique("claimtest").replace('-', "_");
     let column = Column { name: "id".into(), sql_type: "BIGINT".into(), nullable: false };
@@ -176,7 +176,7 @@ async fn replays_claim(warehouse: &str) -> anyhow::Result<()> {
             .map(|offset| QuarantinedRecord { position: position(offset), writer: Some(2), payload: Some(vec![0]) })
             .collect(),
         reloaded: Vec::new(),
-        next_offsets: vec![(0, 10)],
+        next_offsets: vec![Advance { partition: 0, from: None, to: 10 }],
     };
     let (done, bookkept) = tokio::sync::oneshot::channel();
     done.send(bookkeeping).map_err(|_| anyhow::anyhow!("bookkeeping not sent"))?;
@@ -238,4 +238,62 @@ async fn postgres_role_with_only_table_rights_connects() -> anyhow::Result<()> {
     }
     assert!(used?.is_empty());
     Ok(())
+}
+
+/// Two processes briefly reading one partition (a loader taking over from
+/// one that was only paused) cannot both load its records: a batch's
+/// offsets are stored only if still the ones it was judged against, or
+/// the whole batch, rows and all, is refused as a conflict (and retried).
+async fn a_batch_judged_against_moved_offsets_is_refused(warehouse: &str) -> anyhow::Result<()> {
+    use mend_model::{Column, Contract, Position, Row, SqlValue};
+    use mend_store::{Advance, Bookkeeping, Chunk, LoadTarget, StoreError, Warehouse};
+    let store = Warehouse::connect(warehouse).await?;
+    let name = unique("fencetest").replace('-', "_");
+    let column = Column { name: "id".into(), sql_type: "BIGINT".into(), nullable: false };
+    let mapping = [("id".to_owned(), "id".to_owned())].into();
+    let contract = Contract { dataset: name.clone(), schema_id: 1, mapping };
+    store.establish(&name, &name, &[], &[column], &contract).await?;
+    let target = LoadTarget {
+        dataset: name.clone(),
+        topic: format!("{name}.orders"),
+        table: name.clone(),
+        key: Vec::new(),
+        columns: vec!["id".into()],
+    };
+    let load = |from: Option<i64>, offsets: std::ops::Range<i64>| {
+        let rows: Vec<Row> = offsets
+            .clone()
+            .map(|offset| Row { position: Position { partition: 0, offset }, values: vec![SqlValue::Int(offset)] })
+            .collect();
+        let bookkeeping = Bookkeeping {
+            next_offsets: vec![Advance { partition: 0, from, to: offsets.end }],
+            ..Bookkeeping::default()
+        };
+        let (store, target) = (&store, &target);
+        async move {
+            let (done, bookkept) = tokio::sync::oneshot::channel();
+            done.send(bookkeeping).map_err(|_| anyhow::anyhow!("bookkeeping not sent"))?;
+            Ok::<_, anyhow::Error>(store.load_batch(target, futures::stream::iter([Chunk::Rows(rows)]), bookkept).await)
+        }
+    };
+    load(None, 0..5).await??;
+    // Both judged against nothing stored, or against 5: the second is refused.
+    assert!(matches!(load(None, 0..5).await?, Err(StoreError::Conflict(_))));
+    load(Some(5), 5..8).await??;
+    assert!(matches!(load(Some(5), 5..9).await?, Err(StoreError::Conflict(_))));
+    assert_eq!(store.count(&name).await?, 8, "each record once");
+    assert_eq!(store.offsets(&name).await?.into_values().collect::<Vec<_>>(), vec![8]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_batch_judged_against_moved_offsets() -> anyhow::Result<()> {
+    a_batch_judged_against_moved_offsets_is_refused(&postgres_url()).await
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_batch_judged_against_moved_offsets() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(unique("fencetest"));
+    std::fs::create_dir_all(&dir)?;
+    a_batch_judged_against_moved_offsets_is_refused(&format!("sqlite://{}/warehouse.db", dir.display())).await
 }

@@ -304,6 +304,9 @@ async fn batches_end_at_their_byte_limit() -> anyhow::Result<()> {
 
 /// Emits one output per input, each larger than the broker (and the
 /// producer) accepts.
+/// Larger than the producer takes.
+const REFUSED: usize = mend_runtime::kafka::MAX_EVENT_BYTES + (1 << 20);
+
 struct Oversized {
     output: String,
 }
@@ -316,7 +319,7 @@ impl Handler for Oversized {
                 Disposition::Emit(vec![Outbound {
                     topic: self.output.clone(),
                     key: b"k".to_vec(),
-                    payload: vec![b'x'; 3 << 20],
+                    payload: vec![b'x'; REFUSED],
                     headers: vec![],
                 }])
             })
@@ -341,7 +344,7 @@ async fn a_permanently_refused_output_stops_the_runner_without_committing() -> a
         .await
         .map_err(|_| anyhow::anyhow!("the runner kept resending a record the broker refuses"))?;
     let error = stopped.err().ok_or_else(|| anyhow::anyhow!("the runner should stop with an error"))?;
-    assert!(error.to_string().contains(&format!("delivering {} bytes", 3 << 20)), "{error}");
+    assert!(error.to_string().contains(&format!("delivering {REFUSED} bytes")), "{error}");
     assert_eq!(committed_offset(&group, &input)?, None, "nothing of the refused batch is committed");
     Ok(())
 }

@@ -110,20 +110,39 @@ pub(crate) fn list_partitions<C: Consumer<RunnerContext>>(
     topics: &[String],
     at_end: &[String],
 ) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
-    let timeout = Duration::from_secs(10);
     let mut list = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
-            list.add_partition(topic, partition);
-        }
+    for (topic, partition) in partitions(consumer, topics)? {
+        list.add_partition(&topic, partition);
     }
+    start_offsets(consumer, list, at_end)
+}
+
+/// Every partition of `topics` (blocking: metadata requests).
+pub(crate) fn partitions<C: Consumer<RunnerContext>>(
+    consumer: &C,
+    topics: &[String],
+) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
+    let mut all = Vec::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        all.extend(metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| (topic.clone(), p.id()))));
+    }
+    Ok(all)
+}
+
+/// Where to start reading `list`: the group's committed offset; for the
+/// topics in `at_end`, their end when the group has committed nothing there.
+pub(crate) fn start_offsets<C: Consumer<RunnerContext>>(
+    consumer: &C,
+    list: TopicPartitionList,
+    at_end: &[String],
+) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
     // Explicit offsets: the committed one, else the start (or the end). A
     // start below the log's retention is reset to its earliest record
     // (`auto.offset.reset`). Measured on Tansu: the first record of a new
     // group arrives after 68 ms this way, after 550 ms with `Offset::Stored`
     // (librdkafka's own look-up and reset).
-    let committed = consumer.committed_offsets(list, timeout)?;
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
     let mut list = TopicPartitionList::new();
     for element in committed.elements() {
         let offset = match element.offset() {

@@ -187,6 +187,7 @@ impl Context {
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
         config.mode = self.connections.consumer_mode();
         config.fetch_wait_ms = self.connections.fetch_wait_ms();
+        config.instance = self.connections.instance;
         let runner = Runner::new(config, self.producer.clone(), self.codec.clone(), handler)?;
         let status = runner.status();
         Ok((runner, status))

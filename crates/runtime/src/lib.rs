@@ -12,6 +12,7 @@ pub mod error;
 pub mod fault;
 pub mod handler;
 pub mod kafka;
+pub mod members;
 pub mod runner;
 pub mod settings;
 pub mod shutdown;

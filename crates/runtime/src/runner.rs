@@ -31,6 +31,7 @@ use crate::compat::{BrokerProfile, ConsumerMode};
 use crate::error::HandleError;
 use crate::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, QuarantineReason, SOURCE_HEADER};
 use crate::kafka;
+use crate::members::{self, Instance, Membership, Share};
 pub use crate::status::{RunnerContext, RunnerError, RunnerStatus};
 
 /// How a runner consumes.
@@ -65,6 +66,9 @@ pub struct RunnerConfig {
     /// How long a partition's position may stand still behind records
     /// before it is checked for a record the broker will not return.
     pub stall_after: Duration,
+    /// Which of the stage's processes this is (assign mode shares the
+    /// partitions among them; see [`crate::members`]).
+    pub instance: Instance,
 }
 
 impl RunnerConfig {
@@ -87,6 +91,7 @@ impl RunnerConfig {
             new_group_starts_at_end: Vec::new(),
             max_poll_interval: Duration::from_secs(30),
             stall_after: Duration::from_secs(10),
+            instance: Instance::default(),
         }
     }
 }
@@ -179,9 +184,42 @@ impl<H: Handler> Runner<H> {
         }
     }
 
+    /// Assign mode with more than one instance: lists the partitions and
+    /// starts beating; None when shut down first.
+    async fn share(&self, shutdown: &CancellationToken) -> Result<Option<Share>, RunnerError> {
+        let mut backoff = retry_backoff();
+        loop {
+            let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
+            let listed = tokio::task::spawn_blocking(move || crate::collect::partitions(consumer.as_ref(), &topics))
+                .await
+                .map_err(|e| RunnerError::Handler(HandleError::Fatal(format!("listing partitions: {e}").into())))?;
+            match listed {
+                Ok(all) => {
+                    let membership =
+                        Membership::start(&self.config.brokers, &self.config.group_id, self.config.instance)?;
+                    self.status.consuming.store(true, Ordering::Relaxed);
+                    return Ok(Some(Share::new(membership, all, self.config.new_group_starts_at_end.clone())));
+                }
+                Err(error) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(service = %self.config.service, %error, ?delay, "cannot list the partitions to consume; retrying");
+                    if !sleep_unless_cancelled(delay, shutdown).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
-        if self.config.mode == ConsumerMode::Assign && !self.assign_all(shutdown).await? {
-            return Ok(());
+        let mut share = None;
+        if self.config.mode == ConsumerMode::Assign {
+            if self.config.instance.count > 1 {
+                let Some(shared) = self.share(shutdown).await? else { return Ok(()) };
+                share = Some(shared);
+            } else if !self.assign_all(shutdown).await? {
+                return Ok(());
+            }
         }
         // Batches are collected on a task of their own, so the next batch is
         // read (on another core) while this one is handled. They are still
@@ -200,11 +238,31 @@ impl<H: Handler> Runner<H> {
             stalls: crate::stall::StallWatch::new(&self.config.brokers, self.config.stall_after),
         };
         tokio::spawn(collector.run(batches, stop));
-        while let Some(batch) = collected.recv().await {
+        // Shared partitions are looked at again each beat, and between batches.
+        let mut beat = tokio::time::interval(members::BEAT);
+        loop {
+            let batch = tokio::select! {
+                batch = collected.recv() => batch,
+                _ = beat.tick(), if share.is_some() => {
+                    if let Some(share) = share.as_mut() {
+                        share.rebalance(&self.consumer).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(batch) = batch else { break };
             if shutdown.is_cancelled() {
                 return Ok(()); // a batch collected before the request is read again later
             }
-            let batch = batch?;
+            let mut batch = batch?;
+            if let Some(share) = share.as_mut() {
+                // Records of a partition given up are the new holder's.
+                share.rebalance(&self.consumer).await;
+                batch.retain(|record| share.holds(&record.topic, record.partition));
+                if batch.is_empty() {
+                    continue;
+                }
+            }
             if !self.process(&batch, shutdown).await? {
                 return Ok(());
             }

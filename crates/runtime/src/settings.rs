@@ -38,6 +38,13 @@ pub struct Connections {
     /// broker work while idle.
     #[arg(long, env = "MEND_FETCH_WAIT_MS")]
     pub fetch_wait_ms: Option<u32>,
+
+    /// Which of a stage's processes this is, as k/N (assign mode): run a
+    /// stage N times with 1/N … N/N to share its partitions; one that stops
+    /// has its partitions taken over by the others within about 7 s, and
+    /// given back when it returns. Default 1/1: one process reads them all.
+    #[arg(long, env = "MEND_INSTANCE", default_value = "1/1")]
+    pub instance: crate::members::Instance,
 }
 
 impl Connections {
@@ -50,6 +57,7 @@ impl Connections {
             broker: BrokerProfile::default(),
             consumer_mode: None,
             fetch_wait_ms: None,
+            instance: crate::members::Instance::default(),
         }
     }
 

@@ -48,6 +48,9 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("warehouse: {0}")]
     Invalid(String),
+    /// Another writer got there first; the work is judged again.
+    #[error("warehouse: {0}")]
+    Conflict(String),
 }
 
 impl Classify for StoreError {
@@ -77,6 +80,7 @@ impl Classify for StoreError {
                     || code.starts_with("53")
                     || matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
             }
+            Self::Conflict(_) => true,
             _ => false,
         };
         if transient { Next::Retry } else { Next::Fatal }
@@ -135,7 +139,19 @@ pub struct Bookkeeping {
     /// Records quarantined by an earlier delivery that this batch loaded.
     pub reloaded: Vec<Position>,
     /// Next offset per partition after this batch.
-    pub next_offsets: Vec<(i32, i64)>,
+    pub next_offsets: Vec<Advance>,
+}
+
+/// A partition's next offset moved by a batch: from the one the batch was
+/// judged against (None: nothing stored yet) to the one after it. Stored
+/// only if still `from`: a batch another process loaded meanwhile (two
+/// instances briefly reading one partition) fails with
+/// [`StoreError::Conflict`] and is judged again, so nothing loads twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    pub partition: i32,
+    pub from: Option<i64>,
+    pub to: i64,
 }
 
 /// A record the loader quarantined: kept with its bytes in the warehouse (in

@@ -152,19 +152,35 @@ macro_rules! bookkeeping {
                 )));
             }
         }
-        for (partition, next) in &bookkeeping.next_offsets {
-            sqlx::query(concat!(
-                "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) ",
-                "ON CONFLICT (dataset, topic, partition_id) DO UPDATE SET next_offset = ",
-                $max,
-                "(mend_offsets.next_offset, excluded.next_offset)"
-            ))
+        // Compare and set: the offset the batch was judged against must be
+        // the stored one still (the write waits for a concurrent writer).
+        for advance in &bookkeeping.next_offsets {
+            let query = sqlx::query(match advance.from {
+                None => {
+                    "INSERT INTO mend_offsets (dataset, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (dataset, topic, partition_id) DO NOTHING"
+                }
+                Some(_) => concat!(
+                    "UPDATE mend_offsets SET next_offset = ",
+                    $max,
+                    "(next_offset, $4) WHERE dataset = $1 AND topic = $2 AND partition_id = $3 AND next_offset = $5"
+                ),
+            })
             .bind(&batch.dataset)
             .bind(&batch.topic)
-            .bind(*partition)
-            .bind(*next)
-            .execute(&mut *$tx)
-            .await?;
+            .bind(advance.partition)
+            .bind(advance.to);
+            let query = match advance.from {
+                Some(from) => query.bind(from),
+                None => query,
+            };
+            let moved = query.execute(&mut *$tx).await?.rows_affected();
+            if moved != 1 {
+                return Err($crate::StoreError::Conflict(format!(
+                    "partition {} of {} was loaded past offset {:?} by another process meanwhile",
+                    advance.partition, batch.topic, advance.from
+                )));
+            }
         }
     }};
 }

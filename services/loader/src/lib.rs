@@ -29,7 +29,7 @@ use mend_model::{Contract, Dialect, MAX_RECORD_BYTES, Position, QuarantineKind, 
 use mend_runtime::handler::{Disposition, Handler, Inbound, QuarantineReason};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
 use mend_runtime::{Context, HandleError};
-use mend_store::{Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
+use mend_store::{Advance, Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
 
 /// Largest batch the runner hands the loader: one warehouse transaction.
 /// Each batch leaves the database idle for a few milliseconds (its last
@@ -155,7 +155,7 @@ impl Judge<'_> {
         indices: &[usize],
         out: &mut [Option<Disposition>],
         bookkeeping: &mut Bookkeeping,
-        next_offsets: &mut BTreeMap<i32, i64>,
+        next_offsets: &mut BTreeMap<i32, Advance>,
     ) -> Chunk {
         let mut chunk = match self.dialect {
             Dialect::Postgres => Chunk::Copy(Vec::with_capacity(indices.len() * 80)),
@@ -192,8 +192,9 @@ impl Judge<'_> {
                     Verdict::Skip => Disposition::Emit(Vec::new()),
                 });
             }
-            let next = next_offsets.entry(number).or_insert(0);
-            *next = (*next).max(last + 1);
+            let from = self.stored.get(&number).copied();
+            let next = next_offsets.entry(number).or_insert(Advance { partition: number, from, to: 0 });
+            next.to = next.to.max(last + 1);
         }
         chunk
     }
@@ -338,7 +339,7 @@ impl Loader {
             }
         }
         drop(chunks);
-        bookkeeping.next_offsets = next_offsets.into_iter().collect();
+        bookkeeping.next_offsets = next_offsets.into_values().collect();
         // Unsent only when the write has already failed.
         let _ = done.send(bookkeeping);
         writer.await.map_err(|e| HandleError::fatal("writing a loader batch", e))??;

@@ -110,6 +110,11 @@ pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
         topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions).kept_forever().large_records()).collect();
     // One partition: each chain's digests in one order.
     specs.push(TopicSpec::new(topics::DIGESTS, 1).kept_forever());
+    // Heartbeats of stages run as several processes (MEND_INSTANCE): an
+    // hour of them is more than enough.
+    let mut beats = TopicSpec::new(mend_runtime::members::TOPIC, 1);
+    beats.configs.push(("retention.ms".into(), "3600000".into()));
+    specs.push(beats);
     // Source topics normally exist; creating a missing one lets the pipeline
     // start before its producers do.
     specs.extend(context.dataset_topics().iter().map(|t| TopicSpec::new(t, 1)));
