@@ -8,7 +8,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv bench fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz bench fmt lint clean
 
 all: build
 
@@ -52,6 +52,12 @@ unit-test:
 demo:
 	infra/up.sh
 	infra/demo.sh
+
+## fuzz: the property tests (names fuzz_*) with FUZZ_CASES cases each
+## (release build; `make test` runs proptest's default 256)
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p mend-avro -p mend-store -p mend-config -p mend-registry --lib fuzz_
 
 ## bench: registry, codec and pipeline throughput (release build)
 bench:
