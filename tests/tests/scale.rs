@@ -153,3 +153,60 @@ async fn three_loaders_share_partitions_and_take_over_a_killed_one() -> anyhow::
     }
     Ok(())
 }
+
+/// Datasets declared by a topic pattern: one per matching topic, its table
+/// named after the topic; a topic created while `mend up` runs is picked up.
+#[tokio::test]
+async fn a_topic_pattern_loads_every_matching_topic_and_new_ones() -> anyhow::Result<()> {
+    let deployment = Deployment::new("postgres", "")?;
+    let prefix = deployment.dataset.clone();
+    std::fs::write(
+        deployment.dir.join("mend.toml"),
+        format!("[[dataset]]\ntopic_pattern = \"{prefix}\\\\.(shop|crm)\\\\..*\"\nkey = [\"id\"]\n"),
+    )?;
+    let schema = Schema::parse_str(SCHEMA)?;
+    let producer = producer()?;
+    let pool = sqlx::PgPool::connect(&deployment.warehouse).await?;
+    let first = format!("{prefix}.shop.orders");
+    let unmatched = format!("{prefix}.other");
+    let later = format!("{prefix}.crm.contacts");
+    for topic in [&first, &unmatched] {
+        create_topic(topic, PARTITIONS).await?;
+    }
+    let send = |topic: String| {
+        let (producer, schema) = (&producer, &schema);
+        async move {
+            let schema_id = register_schema(&format!("{topic}-value"), SCHEMA).await?;
+            send_round(producer, &[topic], (schema_id, schema), 0, 1).await
+        }
+    };
+    let rows = |table: String| {
+        let pool = pool.clone();
+        async move {
+            let count: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .ok();
+            Ok::<_, anyhow::Error>(count)
+        }
+    };
+    send(first.clone()).await?;
+    send(unmatched.clone()).await?;
+    let mut mend = deployment.up("up.log").await?;
+    let table = |topic: &str| topic.replace('.', "_");
+    eventually("the matching topic loaded", || async {
+        Ok(rows(table(&first)).await?.filter(|n| *n == KEYS).map(|_| ()))
+    })
+    .await?;
+
+    // A topic created while running, then its records.
+    create_topic(&later, PARTITIONS).await?;
+    send(later.clone()).await?;
+    eventually("the new topic's dataset loaded", || async {
+        Ok(rows(table(&later)).await?.filter(|n| *n == KEYS).map(|_| ()))
+    })
+    .await?;
+    assert_eq!(rows(table(&unmatched)).await?, None, "a topic the pattern does not match is not loaded");
+    assert!(mend.try_wait()?.is_none(), "mend up is still running");
+    Ok(())
+}

@@ -24,9 +24,14 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// The datasets mend loads and heals.
+    /// The datasets mend loads and heals (those of a `topic_pattern` once
+    /// [`FileConfig::expand`] has found their topics).
     #[serde(default, rename = "dataset")]
     pub datasets: Vec<Dataset>,
+    /// `[[dataset]]` tables with a `topic_pattern`: templates of a dataset
+    /// per matching topic.
+    #[serde(skip)]
+    pub patterns: Vec<Dataset>,
     /// The control API.
     #[serde(default)]
     pub api: ApiConfig,
@@ -173,10 +178,20 @@ pub fn sha256_hex(text: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     /// Dataset id; the key of all its events.
+    #[serde(default)]
     pub name: String,
     /// Source topic (Avro in the Confluent wire format).
+    #[serde(default)]
     pub topic: String,
+    /// Instead of `name`, `topic` and `table`: a regular expression matched
+    /// against whole topic names (`shop\\..*`), one dataset per matching
+    /// topic, named after it, its table the topic with every character
+    /// other than a letter, digit or `_` made `_` (as Kafka Connect's
+    /// `topics.regex`). The other settings apply to each. Topics created
+    /// later are picked up while running. mend's own topics never match.
+    pub topic_pattern: Option<String>,
     /// Destination table.
+    #[serde(default)]
     pub table: String,
     /// Key columns: later records replace earlier ones with the same key.
     #[serde(default)]
@@ -291,8 +306,45 @@ impl FileConfig {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text)
             .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        let mut config = config;
         config.validate(path)?;
+        let (patterns, datasets) = config.datasets.into_iter().partition(|d| d.topic_pattern.is_some());
+        config.patterns = patterns;
+        config.datasets = datasets;
         Ok(config)
+    }
+
+    /// Adds a dataset for every topic of `topics` a `topic_pattern` matches
+    /// and no dataset reads yet (a dataset declared by name wins; the first
+    /// matching pattern otherwise). Returns the names of the added datasets
+    /// and the topics that matched but cannot name a table (too long).
+    pub fn expand(&mut self, topics: &[String]) -> (Vec<String>, Vec<String>) {
+        let (mut added, mut refused) = (Vec::new(), Vec::new());
+        let mut topics: Vec<&String> =
+            topics.iter().filter(|t| !t.starts_with("mend.") && !t.starts_with('_')).collect();
+        topics.sort();
+        for pattern in &self.patterns {
+            let Some(regex) = pattern.topic_pattern.as_deref().and_then(|p| whole(p).ok()) else { continue };
+            for topic in topics.iter().filter(|t| regex.is_match(t)) {
+                if self.datasets.iter().any(|d| d.topic == **topic || d.name == **topic) {
+                    continue;
+                }
+                let table = table_of(topic);
+                if table.len() > 63 {
+                    refused.push((*topic).clone());
+                    continue;
+                }
+                self.datasets.push(Dataset {
+                    name: (*topic).clone(),
+                    topic: (*topic).clone(),
+                    table,
+                    topic_pattern: None,
+                    ..pattern.clone()
+                });
+                added.push((*topic).clone());
+            }
+        }
+        (added, refused)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -314,6 +366,18 @@ impl FileConfig {
         }
         let mut names = std::collections::HashSet::new();
         for dataset in &self.datasets {
+            if let Some(pattern) = &dataset.topic_pattern {
+                if !dataset.name.is_empty() || !dataset.topic.is_empty() || !dataset.table.is_empty() {
+                    return Err(invalid(format!(
+                        "the [[dataset]] with topic_pattern {pattern:?} takes its name, topic and table from each \
+                         matching topic: remove name, topic and table"
+                    )));
+                }
+                if let Err(error) = whole(pattern) {
+                    return Err(invalid(format!("topic_pattern {pattern:?} is not a regular expression: {error}")));
+                }
+                continue;
+            }
             if dataset.name.is_empty() || dataset.topic.is_empty() || dataset.table.is_empty() {
                 return Err(invalid("every [[dataset]] needs a non-empty name, topic and table".into()));
             }
@@ -337,6 +401,21 @@ impl FileConfig {
     }
 }
 
+/// `pattern` matched against whole names.
+fn whole(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// The table of a topic: lower case, every character other than a letter,
+/// digit or `_` made `_`, and `t_` before a leading digit.
+pub fn table_of(topic: &str) -> String {
+    let table: String = topic
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    if table.starts_with(|c: char| c.is_ascii_digit()) { format!("t_{table}") } else { table }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +436,54 @@ mod tests {
         assert_eq!(orders.key, vec!["id".to_owned()]);
         assert_eq!(orders.subject(), "shop.orders-value");
         Ok(())
+    }
+
+    #[test]
+    fn a_topic_pattern_declares_a_dataset_per_matching_topic() -> anyhow::Result<()> {
+        let mut config = FileConfig::parse(
+            Path::new("mend.toml"),
+            r#"
+            [[dataset]]
+            name = "orders"
+            topic = "shop.orders"
+            table = "orders_by_hand"
+
+            [[dataset]]
+            topic_pattern = "shop\\..*"
+            key = ["id"]
+            [dataset.policy]
+            field_added = "auto"
+            "#,
+        )?;
+        assert_eq!(config.datasets.len(), 1, "the pattern is not a dataset itself");
+        let topics = ["shop.orders", "shop.payments", "shop.2024-refunds", "shopping.carts", "mend.detections"]
+            .map(String::from);
+        let (added, refused) = config.expand(&topics);
+        assert_eq!(added, vec!["shop.2024-refunds".to_owned(), "shop.payments".to_owned()]);
+        assert!(refused.is_empty());
+        let payments = config.dataset("shop.payments").ok_or_else(|| anyhow::anyhow!("missing"))?;
+        assert_eq!((payments.topic.as_str(), payments.table.as_str()), ("shop.payments", "shop_payments"));
+        assert_eq!(payments.key, vec!["id".to_owned()]);
+        assert_eq!(payments.policy.get(&ChangeKind::FieldAdded), Some(&Policy::Auto));
+        assert_eq!(config.dataset("shop.2024-refunds").map(|d| d.table.as_str()), Some("shop_2024_refunds"));
+        assert_eq!(config.dataset("orders").map(|d| d.table.as_str()), Some("orders_by_hand"), "declared wins");
+        // Expanding again adds only what is new.
+        let (again, _) = config.expand(&[topics.to_vec(), vec!["shop.returns".into()]].concat());
+        assert_eq!(again, vec!["shop.returns".to_owned()]);
+        assert_eq!(table_of("7days"), "t_7days");
+        Ok(())
+    }
+
+    #[test]
+    fn a_topic_pattern_must_be_a_regex_without_name_topic_or_table() {
+        for bad in [
+            "[[dataset]]\ntopic_pattern = 'shop\\.('\n",
+            "[[dataset]]\ntopic_pattern = 'shop\\..*'\ntable = 'orders'\n",
+            "[[dataset]]\ntopic_pattern = 'shop\\..*'\nname = 'orders'\n",
+        ] {
+            let parsed = FileConfig::parse(Path::new("m.toml"), bad);
+            assert!(matches!(parsed, Err(ConfigError::Invalid { .. })), "{bad}: {parsed:?}");
+        }
     }
 
     #[test]

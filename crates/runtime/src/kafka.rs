@@ -175,6 +175,15 @@ pub struct TopicError {
     pub reason: String,
 }
 
+/// The names of every topic on the cluster (blocking: a metadata request).
+pub fn list_topics(brokers: &str) -> Result<Vec<String>, TopicError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: "*".into(), reason: e.to_string() };
+    let consumer: BaseConsumer = client_config(brokers).create().map_err(failed)?;
+    let metadata = consumer.fetch_metadata(None, std::time::Duration::from_secs(10)).map_err(failed)?;
+    Ok(metadata.topics().iter().map(|t| t.name().to_owned()).collect())
+}
+
 /// Creates the topics that do not exist yet. Brokers may not auto-create
 /// topics, so every service creates what it needs; an existing topic is fine.
 pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicError> {

@@ -35,7 +35,7 @@ struct Cli {
 }
 
 /// Settings every command shares (each with its environment variable).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     #[command(flatten)]
     pub connections: Connections,
@@ -119,12 +119,21 @@ pub struct Global {
 impl Global {
     /// Datasets and policy: `--config`, or the embedded default when that
     /// file does not exist.
+    /// `mend.toml` (or the embedded default), with a dataset for each topic
+    /// a `topic_pattern` matches now.
     pub fn load_config(&self) -> anyhow::Result<FileConfig> {
-        if self.config.exists() {
-            return Ok(FileConfig::load(&self.config, true)?);
+        let mut config = if self.config.exists() {
+            FileConfig::load(&self.config, true)?
+        } else {
+            tracing::info!(path = %self.config.display(), "no configuration file; using the embedded default (dataset orders on shop.orders)");
+            FileConfig::parse(std::path::Path::new("<embedded default>"), include_str!("default.toml"))?
+        };
+        if !config.patterns.is_empty() {
+            let topics = mend_runtime::kafka::list_topics(&self.connections.brokers)
+                .map_err(|e| anyhow::anyhow!("listing the topics a topic_pattern may match: {e}"))?;
+            expand(&mut config, &topics);
         }
-        tracing::info!(path = %self.config.display(), "no configuration file; using the embedded default (dataset orders on shop.orders)");
-        Ok(FileConfig::parse(std::path::Path::new("<embedded default>"), include_str!("default.toml"))?)
+        Ok(config)
     }
 
     /// A client of the control API of a running `mend up`.
@@ -133,14 +142,29 @@ impl Global {
     }
 }
 
+/// Adds the datasets of the topics `topic_pattern`s match, logging them;
+/// true when there were any.
+pub fn expand(config: &mut FileConfig, topics: &[String]) -> bool {
+    let (added, refused) = config.expand(topics);
+    for topic in &refused {
+        tracing::warn!(%topic, "a topic_pattern matches this topic, but its name is too long for a table (63 characters)");
+    }
+    if !added.is_empty() {
+        tracing::info!(count = added.len(), first = %added[0], "datasets from topic_pattern");
+    }
+    !added.is_empty()
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every pipeline service in this process (loader, detector,
     /// diagnoser, proposer, applier, agent, sealer, control). SIGTERM stops
     /// it cleanly.
     Up,
-    /// Run one service in this process (with consumer groups, MEND_BROKER=kafka
-    /// or MEND_CONSUMER_MODE=group, run more of a stage to share its partitions).
+    /// Run one service in this process. Run a stage several times to share
+    /// its partitions: with MEND_INSTANCE=1/N … N/N on the local broker
+    /// (assign mode), or any number of times with consumer groups
+    /// (MEND_BROKER=kafka or MEND_CONSUMER_MODE=group).
     Run(up::RunArgs),
     /// List incidents and their status.
     Incidents(incidents::Args),

@@ -62,10 +62,56 @@ pub struct RunArgs {
     pub service: Service,
 }
 
-/// `mend up` (every service) and `mend run` (one): the context, the API's
-/// settings and a shutdown on SIGTERM, then [`serve`].
+/// How often `mend up` looks for new topics a `topic_pattern` matches.
+const TOPIC_LOOK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `mend up` (every service) and `mend run` (one) until SIGTERM. When a
+/// new topic matches a `topic_pattern`, the services stop cleanly (each
+/// finishes its batch and commits) and start again with its dataset.
 pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<()> {
-    let mut config = global.load_config()?;
+    let shutdown = mend_runtime::shutdown::on_signal();
+    loop {
+        let config = global.load_config()?;
+        let generation = shutdown.child_token();
+        let grown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !config.patterns.is_empty() {
+            let (brokers, mut known, grown, generation) =
+                (global.connections.brokers.clone(), config.clone(), grown.clone(), generation.clone());
+            tokio::spawn(async move {
+                while !generation.is_cancelled() {
+                    tokio::select! {
+                        _ = generation.cancelled() => return,
+                        _ = tokio::time::sleep(TOPIC_LOOK) => {}
+                    }
+                    let listed = {
+                        let brokers = brokers.clone();
+                        tokio::task::spawn_blocking(move || mend_runtime::kafka::list_topics(&brokers)).await
+                    };
+                    if let Ok(Ok(topics)) = listed
+                        && crate::expand(&mut known, &topics)
+                    {
+                        tracing::info!("new topics match a topic_pattern: restarting the services to load them");
+                        grown.store(true, std::sync::atomic::Ordering::Relaxed);
+                        generation.cancel();
+                    }
+                }
+            });
+        }
+        once(global.clone(), config, services, generation).await?;
+        if shutdown.is_cancelled() || !grown.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
+
+/// One generation of the services: the context, the API's settings, then
+/// [`serve`] until `shutdown`.
+async fn once(
+    global: crate::Global,
+    mut config: mend_config::FileConfig,
+    services: &[Service],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if let Some(url) = global.applier_warehouse.filter(|u| !u.0.is_empty()) {
         for dataset in config.datasets.iter_mut().filter(|d| d.warehouse.is_none()) {
             dataset.applier_warehouse.get_or_insert_with(|| url.0.clone());
@@ -85,7 +131,6 @@ pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<
         slack_signing_secret: global.slack_signing_secret.map(|s| s.0).filter(|s| !s.is_empty()),
         github_webhook_secret: global.github_webhook_secret.map(|s| s.0).filter(|s| !s.is_empty()),
     };
-    let shutdown = mend_runtime::shutdown::on_signal();
     let supervisor = Supervisor {
         claude: mend_agent::claude::Claude::new(&global.anthropic),
         api: mend_mcp::remote::Client::new(&global.api_addr.to_string(), &global.token.0),
