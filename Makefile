@@ -59,12 +59,14 @@ FUZZ_CASES ?= 1000000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p mend-avro -p mend-store -p mend-config -p mend-registry --lib fuzz_
 
-## bench: registry, codec and pipeline throughput (release build)
+## bench: registry, codec, pipeline and scale figures (release build)
 bench:
 	infra/up.sh
 	cargo bench -p mend-tests --bench foundation
 	cargo bench -p mend-tests --bench pipeline
 	cargo bench -p mend-tests --bench drift
+	cargo build --release -p mend
+	MEND_BIN=$${CARGO_TARGET_DIR:-target}/release/mend cargo bench -p mend-tests --bench scale
 
 fmt:
 	cargo fmt --all

@@ -29,8 +29,10 @@ use crate::kafka;
 
 /// The topic of the heartbeats.
 pub const TOPIC: &str = "mend.instances";
-/// How often an instance beats.
+/// How often an instance beats (and at once when what it holds changes).
 pub const BEAT: Duration = Duration::from_secs(1);
+/// How often a runner looks whether its share changed.
+pub const LOOK: Duration = Duration::from_millis(200);
 /// How long an instance may be silent before the others take its partitions.
 pub const LEASE: Duration = Duration::from_secs(6);
 
@@ -97,6 +99,8 @@ pub(crate) struct Membership {
     started: i64,
     view: Arc<Mutex<View>>,
     held: Arc<Mutex<BTreeSet<Part>>>,
+    /// Set when `held` changed: the next heartbeat goes at once.
+    changed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -128,13 +132,20 @@ impl Membership {
             started: now_ms(),
             view: Arc::default(),
             held: Arc::default(),
+            changed: Arc::default(),
             stop: Arc::default(),
         };
-        let (group, view, held, stop) =
-            (group.to_owned(), membership.view.clone(), membership.held.clone(), membership.stop.clone());
+        let beats = Beats {
+            group: group.to_owned(),
+            me,
+            view: membership.view.clone(),
+            held: membership.held.clone(),
+            changed: membership.changed.clone(),
+            stop: membership.stop.clone(),
+        };
         std::thread::Builder::new()
             .name(format!("beat-{group}"))
-            .spawn(move || beat(&producer, &reader, &group, me, &view, &held, &stop))
+            .spawn(move || beats.run(&producer, &reader))
             .map_err(|e| rdkafka::error::KafkaError::Subscription(format!("starting the heartbeat thread: {e}")))?;
         Ok(membership)
     }
@@ -179,6 +190,7 @@ impl Membership {
     /// Announces what this instance holds (sent with its next heartbeat).
     pub(crate) fn hold(&self, parts: &BTreeSet<Part>) {
         *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = parts.clone();
+        self.changed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -262,60 +274,66 @@ fn list(parts: &BTreeSet<Part>) -> TopicPartitionList {
     list
 }
 
-/// The heartbeat thread: beats every [`BEAT`] and reads every heartbeat.
-fn beat(
-    producer: &BaseProducer,
-    reader: &BaseConsumer,
-    group: &str,
+/// What the heartbeat thread shares with its [`Membership`].
+struct Beats {
+    group: String,
     me: Instance,
-    view: &Mutex<View>,
-    held: &Mutex<BTreeSet<Part>>,
-    stop: &AtomicBool,
-) {
-    let mut end = None;
-    let mut next_beat = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if end.is_none() {
-            end = start_reading(reader);
-        }
-        if std::time::Instant::now() >= next_beat {
-            next_beat += BEAT;
-            let heartbeat = Heartbeat {
-                group: group.to_owned(),
-                instance: me.index,
-                of: me.count,
-                held: held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect(),
-            };
-            if let Ok(payload) = serde_json::to_vec(&heartbeat) {
-                let sent = producer.send(BaseRecord::<str, [u8]>::to(TOPIC).key(group).payload(&payload));
-                let delivered = sent.is_ok() && producer.flush(Duration::from_secs(2)).is_ok();
-                if delivered {
-                    view.lock().unwrap_or_else(std::sync::PoisonError::into_inner).delivered = now_ms();
+    view: Arc<Mutex<View>>,
+    held: Arc<Mutex<BTreeSet<Part>>>,
+    changed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Beats {
+    /// The heartbeat thread: beats every [`BEAT`] (at once when what the
+    /// instance holds changed) and reads every heartbeat.
+    fn run(&self, producer: &BaseProducer, reader: &BaseConsumer) {
+        let view = || self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut end = None;
+        let mut next_beat = std::time::Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if end.is_none() {
+                end = start_reading(reader);
+            }
+            if std::time::Instant::now() >= next_beat || self.changed.swap(false, Ordering::Relaxed) {
+                next_beat = std::time::Instant::now() + BEAT;
+                let heartbeat = Heartbeat {
+                    group: self.group.clone(),
+                    instance: self.me.index,
+                    of: self.me.count,
+                    held: self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect(),
+                };
+                if let Ok(payload) = serde_json::to_vec(&heartbeat) {
+                    let sent = producer.send(BaseRecord::<str, [u8]>::to(TOPIC).key(&self.group).payload(&payload));
+                    if sent.is_ok() && producer.flush(Duration::from_secs(2)).is_ok() {
+                        view().delivered = now_ms();
+                    }
                 }
             }
-        }
-        let Some(end) = end else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        while let Some(Ok(message)) = reader.poll(Duration::from_millis(100)) {
-            let mut view = view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if message.offset() + 1 >= end {
-                view.caught_up = true;
-            }
-            if message.key() != Some(group.as_bytes()) {
-                continue;
-            }
-            let Some(heartbeat) = message.payload().and_then(|p| serde_json::from_slice::<Heartbeat>(p).ok()) else {
+            let Some(end) = end else {
+                std::thread::sleep(Duration::from_millis(200));
                 continue;
             };
-            let at = message.timestamp().to_millis().unwrap_or_else(now_ms);
-            if heartbeat.group == group && heartbeat.of == me.count {
-                view.beats.insert(heartbeat.instance, (at, heartbeat.held));
+            if end == 0 {
+                view().caught_up = true;
             }
-        }
-        if end == 0 {
-            view.lock().unwrap_or_else(std::sync::PoisonError::into_inner).caught_up = true;
+            while let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) {
+                let mut view = view();
+                if message.offset() + 1 >= end {
+                    view.caught_up = true;
+                }
+                if message.key() != Some(self.group.as_bytes()) {
+                    continue;
+                }
+                let Some(heartbeat) = message.payload().and_then(|p| serde_json::from_slice::<Heartbeat>(p).ok())
+                else {
+                    continue;
+                };
+                let at = message.timestamp().to_millis().unwrap_or_else(now_ms);
+                if heartbeat.group == self.group && heartbeat.of == self.me.count {
+                    view.beats.insert(heartbeat.instance, (at, heartbeat.held));
+                }
+            }
         }
     }
 }

@@ -238,8 +238,8 @@ impl<H: Handler> Runner<H> {
             stalls: crate::stall::StallWatch::new(&self.config.brokers, self.config.stall_after),
         };
         tokio::spawn(collector.run(batches, stop));
-        // Shared partitions are looked at again each beat, and between batches.
-        let mut beat = tokio::time::interval(members::BEAT);
+        // Shared partitions are looked at again every LOOK, and between batches.
+        let mut beat = tokio::time::interval(members::LOOK);
         loop {
             let batch = tokio::select! {
                 batch = collected.recv() => batch,
