@@ -4,6 +4,7 @@
 //! for durations.
 
 pub mod anthropic;
+pub mod story;
 
 use std::time::Duration;
 
