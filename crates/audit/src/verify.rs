@@ -85,7 +85,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     };
 
     // Events by id (readable and redacted), and each partition's records.
-    let mut hash_of: HashMap<&str, EventAt<'_>> = HashMap::new();
+    let mut hash_of: HashMap<&str, EventAt<'_>> = HashMap::with_capacity(entries.len());
     let mut partitions: BTreeMap<Partition<'_>, Vec<(i64, &Entry)>> = BTreeMap::new();
     let mut digests: Vec<(&Position, &AuditDigest)> = Vec::new();
     for entry in entries {
@@ -126,8 +126,8 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     // Each event on its own and against the event it answers.
     let window_starts = matches!(&options.scope, Scope::Export(h) if h.from.is_some());
     let mut answers_before_window = 0usize;
-    let holds = hashes_hold(entries);
-    for (entry, holds) in entries.iter().zip(holds) {
+    let own = own_checks(entries);
+    for (entry, own) in entries.iter().zip(own) {
         let position = &entry.position;
         let event = match &entry.record {
             Record::Event(event) => event,
@@ -138,8 +138,11 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
             Record::Redacted { .. } | Record::Digest(_) => continue,
         };
         report.events += 1;
-        if !holds {
+        if !own.hash_holds {
             found(position, "edited: its hash does not match its content".to_owned());
+        }
+        if !own.plan_holds {
+            found(position, own_plan_problem(event));
         }
         for problem in plan_problems(event, &hash_of) {
             found(position, problem);
@@ -308,23 +311,17 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     report
 }
 
-/// What is wrong with the plan an event carries, even when its hash was
-/// recomputed: a proposal's or decision's steps that do not hash to its
-/// plan hash, a decision naming another plan than the proposal it answers,
-/// an application that answers no approval.
+/// What is wrong with the plan an event carries against the events it
+/// answers, even when its hash was recomputed: a decision naming another
+/// plan than the proposal it answers, an application that answers no
+/// approval. (A plan that does not hash to its own plan hash is found by
+/// [`own_checks`].)
 fn plan_problems(event: &crate::AuditEvent, events: &HashMap<&str, EventAt<'_>>) -> Vec<String> {
     use crate::AuditEvent as A;
-    use mend_model::events::Proposal;
     let cause = |id: &Option<String>| id.as_deref().and_then(|id| events.get(id)).and_then(|(_, _, e)| *e);
     let mut problems = Vec::new();
     match event {
-        A::Proposal(p) if Proposal::hash_steps(&p.steps) != p.plan_hash => {
-            problems.push("its steps do not hash to its plan_hash: the plan was changed".to_owned());
-        }
         A::Decision(d) => {
-            if Proposal::hash_steps(&d.steps) != d.plan_hash {
-                problems.push("the plan it carries does not hash to its plan_hash: the plan was changed".to_owned());
-            }
             if let Some(A::Proposal(p)) = cause(&d.envelope.causation_id)
                 && (p.plan_hash != d.plan_hash || p.proposal_id != d.proposal_id)
             {
@@ -349,12 +346,44 @@ fn plan_problems(event: &crate::AuditEvent, events: &HashMap<&str, EventAt<'_>>)
     problems
 }
 
-/// Whether each entry's hash holds (true for what is not an event), on
-/// every core: recomputing hashes is most of the work of a verification.
-fn hashes_hold(entries: &[Entry]) -> Vec<bool> {
+/// What an event proves on its own (true for what is not an event).
+struct OwnCheck {
+    /// Its hash is the hash of its content.
+    hash_holds: bool,
+    /// The plan it carries (a proposal's, a decision's) hashes to its plan hash.
+    plan_holds: bool,
+}
+
+/// Each entry's own checks, on every core: recomputing hashes is most of
+/// the work of a verification.
+fn own_checks(entries: &[Entry]) -> Vec<OwnCheck> {
+    use crate::AuditEvent as A;
+    use mend_model::events::Proposal;
     crate::on_every_core(entries, |chunk: &[Entry]| {
-        chunk.iter().map(|e| e.event().is_none_or(crate::AuditEvent::hash_holds)).collect()
+        chunk
+            .iter()
+            .map(|entry| match entry.event() {
+                None => OwnCheck { hash_holds: true, plan_holds: true },
+                Some(event) => OwnCheck {
+                    hash_holds: event.hash_holds(),
+                    plan_holds: match event {
+                        A::Proposal(p) => Proposal::hash_steps(&p.steps) == p.plan_hash,
+                        A::Decision(d) => Proposal::hash_steps(&d.steps) == d.plan_hash,
+                        _ => true,
+                    },
+                },
+            })
+            .collect()
     })
+}
+
+/// Why an event's own plan does not hold.
+fn own_plan_problem(event: &crate::AuditEvent) -> String {
+    match event {
+        crate::AuditEvent::Decision(_) => "the plan it carries does not hash to its plan_hash: the plan was changed",
+        _ => "its steps do not hash to its plan_hash: the plan was changed",
+    }
+    .to_owned()
 }
 
 /// Why events are in no digest.

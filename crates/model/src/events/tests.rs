@@ -380,3 +380,42 @@ fn a_digest_round_trips_through_its_avsc_and_keeps_its_hash() -> anyhow::Result<
     assert_ne!(SealedRange::hash_events([(4, "x"), (5, "y")]), SealedRange::hash_events([(5, "y"), (4, "x")]));
     Ok(())
 }
+
+/// The hash as first defined: over a copy of the event with its hash blanked.
+fn hash_of_blanked_copy<E: Event>(event: &E) -> String {
+    let mut unsealed = event.clone();
+    unsealed.envelope_mut().hash.clear();
+    let mut digest = Sha256::new();
+    digest.update(event.envelope().prev_hash.as_deref().unwrap_or("").as_bytes());
+    digest.update(b"\n");
+    digest.update(canonical_json(&unsealed));
+    hex::encode(digest.finalize())
+}
+
+#[test]
+fn the_hash_is_the_hash_of_the_event_with_its_hash_blanked() {
+    // Strings that look like the hash's key, before and after it.
+    let mut envelope = Envelope::new("svc \"hash\":\"x", "d\",\"hash\":\"", IncidentId::for_drift("d", 1));
+    envelope.prev_hash = Some("\"hash\":\"abc\"".into());
+    let mut decision = Decision {
+        envelope,
+        proposal_id: "\"hash\":\"".into(),
+        plan_hash: "h".into(),
+        writer_schema_id: None,
+        steps: vec![],
+        outcome: Verdict::Approved,
+        by: "alice".into(),
+        channel: Channel::Cli,
+        reason: Some(",\"hash\":\"\"}".into()),
+    };
+    assert_eq!(decision.compute_hash(), hash_of_blanked_copy(&decision), "unsealed");
+    decision.seal();
+    assert_eq!(decision.compute_hash(), hash_of_blanked_copy(&decision), "sealed");
+    assert!(decision.verify_hash());
+    // Forged hashes (one holding a quote takes the copying path) hash as the copy does.
+    for forged in ["ab\"cd", "0123", ""] {
+        decision.envelope.hash = forged.into();
+        assert_eq!(decision.compute_hash(), hash_of_blanked_copy(&decision), "hash {forged:?}");
+        assert!(!decision.verify_hash());
+    }
+}
