@@ -35,6 +35,9 @@ cargo test -p mend-tests -q --test registry --test runner --test plan --test loa
 # six consumers and a producer on a 2-core machine, against a broker whose
 # sqlite engine serialises its storage.
 cargo test -p mend-tests -q --test healing --test approvals --test drift --test agent --test audit --test hostile --test scale -- --test-threads 1
+# Chaos last among them: it restarts the broker, PostgreSQL and the registry
+# (one seed from the clock, printed; MEND_CHAOS_SEEDS=… chooses).
+cargo test -p mend-tests -q --test chaos -- --nocapture
 
 log "integration tests (Python clients)"
 .mend/venv/bin/python -m pytest -q tests/python

@@ -100,7 +100,7 @@ async fn produce_with(
     v2: bool,
     bad_every: i64,
 ) -> anyhow::Result<()> {
-    let producer: FutureProducer = kafka::producer_config(brokers)
+    let producer: FutureProducer = kafka::producer_config(brokers, mend_runtime::compat::BrokerProfile::Kafka)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")

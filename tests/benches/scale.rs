@@ -338,7 +338,8 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .context("starting tansu (set MEND_TANSU to its path)")?;
     eventually("the memory broker", || async { Ok(std::net::TcpStream::connect(BROKER).ok().map(|_| ())) }).await?;
-    let producer: FutureProducer = kafka::producer_config(BROKER).set("linger.ms", "20").create()?;
+    let producer: FutureProducer =
+        kafka::producer_config(BROKER, mend_runtime::compat::BrokerProfile::Kafka).set("linger.ms", "20").create()?;
     let (registry, requests) = counting_registry().await?;
     println!("scale bench: memory:// broker at {BROKER}, PostgreSQL warehouse, mend {}", mend_bin()?.display());
 

@@ -36,7 +36,7 @@ pub async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
 }
 
 pub fn producer() -> anyhow::Result<FutureProducer> {
-    Ok(mend_runtime::kafka::producer_config(&brokers()).create()?)
+    Ok(mend_runtime::kafka::producer_config(&brokers(), mend_runtime::compat::BrokerProfile::default()).create()?)
 }
 
 /// Produces one record and waits for its delivery.

@@ -51,7 +51,9 @@ async fn every_hostile_record_is_quarantined_with_its_reason() -> anyhow::Result
 
     // A producer that sends what any client may: up to 16 MiB.
     let producer: rdkafka::producer::FutureProducer =
-        mend_runtime::kafka::producer_config(&brokers()).set("message.max.bytes", (16 << 20).to_string()).create()?;
+        mend_runtime::kafka::producer_config(&brokers(), mend_runtime::compat::BrokerProfile::default())
+            .set("message.max.bytes", (16 << 20).to_string())
+            .create()?;
     let good = |n: i64| datum(&parsed, Some(n), &format!("{n}@example.com"));
     produce(&producer, &topic, b"1", &framed(id, &good(1)?)).await?;
 

@@ -416,8 +416,7 @@ fn around_hash<'a>(json: &'a [u8], hash: &str) -> Option<(&'a [u8], &'a [u8])> {
     }
     let value = json.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let end = value + hash.len();
-    (json.get(value..end)? == hash.as_bytes() && json.get(end) == Some(&b'"'))
-        .then(|| (&json[..value], &json[end..]))
+    (json.get(value..end)? == hash.as_bytes() && json.get(end) == Some(&b'"')).then(|| (&json[..value], &json[end..]))
 }
 
 macro_rules! event {

@@ -26,6 +26,16 @@
 //!     against 1.8–2.3 s at 500 ms. The cost is broker work while idle: an
 //!     idle `mend up` keeps Tansu at 56% of a core at 25 ms, 34% at 50 ms,
 //!     14% at 500 ms.
+//!   - **producers without idempotence, one request in flight.** After a
+//!     broker restart, Tansu 0.6's check of an idempotent producer's
+//!     sequence (`tansu-storage` `lite.rs`, `idempotent_message_check`)
+//!     can find no row and panic its storage task; from then on every
+//!     produce fails with `UnableToSend` until the broker is restarted again
+//!     (seen in the chaos test, `tests/tests/chaos.rs`, three seconds after
+//!     a restart). Without idempotence that code never runs. One request in
+//!     flight per connection keeps a retried batch in order, which is what
+//!     idempotence gave mend; a retry may write a record twice, which mend's
+//!     consumers already take (at least once, idempotent effects).
 //!
 //! `MEND_CONSUMER_MODE` and `MEND_FETCH_WAIT_MS` override the profile's
 //! answers one by one.
@@ -68,6 +78,15 @@ impl BrokerProfile {
         match self {
             Self::Kafka => ConsumerMode::Group,
             Self::Tansu => ConsumerMode::Assign,
+        }
+    }
+
+    /// Whether producers are idempotent (Kafka's default); without it, one
+    /// request in flight per connection keeps records in order.
+    pub fn idempotent_producer(self) -> bool {
+        match self {
+            Self::Kafka => true,
+            Self::Tansu => false,
         }
     }
 

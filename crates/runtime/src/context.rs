@@ -81,7 +81,7 @@ impl Context {
         warehouse_url: String,
         integrations: Integrations,
     ) -> Result<Arc<Self>, ContextError> {
-        let producer = crate::kafka::producer(&connections.brokers)?;
+        let producer = crate::kafka::producer(&connections.brokers, connections.broker)?;
         let codec = Codec::new(&connections.registry_url)?;
         Ok(Arc::new(Self {
             connections,
@@ -185,6 +185,7 @@ impl Context {
         mut config: RunnerConfig,
         handler: H,
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
+        config.broker = self.connections.broker;
         config.mode = self.connections.consumer_mode();
         config.fetch_wait_ms = self.connections.fetch_wait_ms();
         config.instance = self.connections.instance;

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+
+use crate::compat::BrokerProfile;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -39,12 +41,17 @@ pub fn reader_config(brokers: &str, fetch_wait_ms: u32) -> ClientConfig {
 /// The largest record a mend reader fetches from a Tansu broker.
 pub const MAX_FETCH_BYTES: usize = 64 << 20;
 
-/// An idempotent, acks=all producer: a delivered record is durable and a
-/// retried send does not duplicate it.
-pub fn producer_config(brokers: &str) -> ClientConfig {
+/// An acks=all producer (a delivered record is durable) whose retries keep
+/// records in order: idempotent where the broker allows it (a retried
+/// send is then not duplicated either; see [`BrokerProfile`]).
+pub fn producer_config(brokers: &str, broker: BrokerProfile) -> ClientConfig {
     let mut config = client_config(brokers);
+    if broker.idempotent_producer() {
+        config.set("enable.idempotence", "true");
+    } else {
+        config.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
+    }
     config
-        .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
@@ -424,6 +431,9 @@ pub async fn read_range(
 }
 
 /// The shared producer of a process.
-pub fn producer(brokers: &str) -> Result<rdkafka::producer::FutureProducer, rdkafka::error::KafkaError> {
-    producer_config(brokers).create()
+pub fn producer(
+    brokers: &str,
+    broker: BrokerProfile,
+) -> Result<rdkafka::producer::FutureProducer, rdkafka::error::KafkaError> {
+    producer_config(brokers, broker).create()
 }

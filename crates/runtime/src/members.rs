@@ -120,8 +120,13 @@ fn lease_ms() -> i64 {
 
 impl Membership {
     /// Starts beating for instance `me` of the stage whose group is `group`.
-    pub(crate) fn start(brokers: &str, group: &str, me: Instance) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: BaseProducer = kafka::producer_config(brokers).set("linger.ms", "0").create()?;
+    pub(crate) fn start(
+        brokers: &str,
+        broker: crate::compat::BrokerProfile,
+        group: &str,
+        me: Instance,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let producer: BaseProducer = kafka::producer_config(brokers, broker).set("linger.ms", "0").create()?;
         let reader: BaseConsumer = kafka::reader_config(brokers, 100)
             .set("group.id", format!("mend-instances-{}", uuid::Uuid::now_v7()))
             .set("enable.auto.commit", "false")

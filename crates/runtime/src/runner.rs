@@ -51,6 +51,8 @@ pub struct RunnerConfig {
     pub max_batch_bytes: usize,
     /// How long to wait for more records once a batch has its first one.
     pub linger: Duration,
+    /// Which broker this is (how its producers are set up).
+    pub broker: BrokerProfile,
     /// How partitions are shared out.
     pub mode: ConsumerMode,
     /// Longest a fetch waits for records (ms); see `MEND_FETCH_WAIT_MS`.
@@ -86,6 +88,7 @@ impl RunnerConfig {
             max_batch: Self::DEFAULT_BATCH,
             max_batch_bytes: Self::DEFAULT_BATCH_BYTES,
             linger: Duration::from_millis(50),
+            broker: BrokerProfile::default(),
             mode: BrokerProfile::default().consumer_mode(),
             fetch_wait_ms: BrokerProfile::default().fetch_wait_ms(),
             new_group_starts_at_end: Vec::new(),
@@ -195,8 +198,12 @@ impl<H: Handler> Runner<H> {
                 .map_err(|e| RunnerError::Handler(HandleError::Fatal(format!("listing partitions: {e}").into())))?;
             match listed {
                 Ok(all) => {
-                    let membership =
-                        Membership::start(&self.config.brokers, &self.config.group_id, self.config.instance)?;
+                    let membership = Membership::start(
+                        &self.config.brokers,
+                        self.config.broker,
+                        &self.config.group_id,
+                        self.config.instance,
+                    )?;
                     self.status.consuming.store(true, Ordering::Relaxed);
                     return Ok(Some(Share::new(membership, all, self.config.new_group_starts_at_end.clone())));
                 }

@@ -43,6 +43,7 @@ impl Log {
     /// reader and waits until everything already in the log is applied.
     pub async fn open(
         brokers: &str,
+        broker: mend_runtime::compat::BrokerProfile,
         topic: &str,
         store: Arc<RwLock<Store>>,
         shutdown: CancellationToken,
@@ -52,7 +53,7 @@ impl Log {
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         let unavailable = |e: rdkafka::error::KafkaError| LogError::Unavailable(e.to_string());
         let producer: FutureProducer =
-            kafka::producer_config(brokers).set("linger.ms", "0").create().map_err(unavailable)?;
+            kafka::producer_config(brokers, broker).set("linger.ms", "0").create().map_err(unavailable)?;
         let metadata: BaseConsumer = kafka::client_config(brokers).create().map_err(unavailable)?;
         // Its fetch wait also bounds how long a write waits to see itself
         // applied.
