@@ -147,10 +147,10 @@ fn every_schema_embeds_the_same_envelope() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn editing_a_sealed_event_breaks_its_hash() {
-    let mut first = Decision {
-        envelope: envelope(),
+/// An approval by alice through the CLI.
+fn decision(envelope: Envelope) -> Decision {
+    Decision {
+        envelope,
         proposal_id: "p".into(),
         plan_hash: "h".into(),
         writer_schema_id: None,
@@ -159,7 +159,12 @@ fn editing_a_sealed_event_breaks_its_hash() {
         by: "alice".into(),
         channel: Channel::Cli,
         reason: None,
-    };
+    }
+}
+
+#[test]
+fn editing_a_sealed_event_breaks_its_hash() {
+    let mut first = decision(envelope());
     first.seal();
     let mut next = Decision { envelope: Envelope::answering("test", &first.envelope), ..first.clone() };
     next.seal();
@@ -397,17 +402,8 @@ fn the_hash_is_the_hash_of_the_event_with_its_hash_blanked() {
     // Strings that look like the hash's key, before and after it.
     let mut envelope = Envelope::new("svc \"hash\":\"x", "d\",\"hash\":\"", IncidentId::for_drift("d", 1));
     envelope.prev_hash = Some("\"hash\":\"abc\"".into());
-    let mut decision = Decision {
-        envelope,
-        proposal_id: "\"hash\":\"".into(),
-        plan_hash: "h".into(),
-        writer_schema_id: None,
-        steps: vec![],
-        outcome: Verdict::Approved,
-        by: "alice".into(),
-        channel: Channel::Cli,
-        reason: Some(",\"hash\":\"\"}".into()),
-    };
+    let mut decision =
+        Decision { proposal_id: "\"hash\":\"".into(), reason: Some(",\"hash\":\"\"}".into()), ..decision(envelope) };
     assert_eq!(decision.compute_hash(), hash_of_blanked_copy(&decision), "unsealed");
     decision.seal();
     assert_eq!(decision.compute_hash(), hash_of_blanked_copy(&decision), "sealed");
