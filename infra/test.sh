@@ -35,14 +35,17 @@ cargo test -p mend-tests -q --test registry --test runner --test plan --test loa
 # six consumers and a producer on a 2-core machine, against a broker whose
 # sqlite engine serialises its storage.
 cargo test -p mend-tests -q --test healing --test approvals --test drift --test agent --test audit --test hostile --test scale -- --test-threads 1
-# Chaos last among them: it restarts the broker, PostgreSQL and the registry
-# (one seed from the clock, printed; MEND_CHAOS_SEEDS=… chooses).
-cargo test -p mend-tests -q --test chaos -- --nocapture
 
 log "integration tests (Python clients)"
 .mend/venv/bin/python -m pytest -q tests/python
 
 log "persistence across infra-down and infra-up"
 MEND_STARTED_FILE=$STARTED tests/persistence.sh
+
+# Chaos last: it kills stages and restarts the broker, PostgreSQL and the
+# registry, so no other test shares a broker it has disturbed (one seed from
+# the clock, printed; MEND_CHAOS_SEEDS=… chooses).
+log "chaos"
+cargo test -p mend-tests -q --test chaos -- --nocapture
 
 log "all tests passed"
