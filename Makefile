@@ -8,7 +8,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz bench fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props bench fmt lint clean
 
 all: build
 
@@ -53,10 +53,18 @@ demo:
 	infra/up.sh
 	infra/demo.sh
 
-## fuzz: the property tests (names fuzz_*) with FUZZ_CASES cases each
-## (release build; `make test` runs proptest's default 256)
+## fuzz: the coverage-guided fuzz targets (cargo-fuzz and libFuzzer, under
+## fuzz/; cargo-fuzz is installed once into $(TOOLS)) for FUZZ_RUNS inputs
+## each, then the property tests (names fuzz_*) for FUZZ_CASES cases each
+## (release; `make test` runs proptest's default 256)
+FUZZ_RUNS ?= 1000000
 FUZZ_CASES ?= 1000000
-fuzz:
+CARGO_FUZZ := $(TOOLS)/cargo-fuzz/bin/cargo-fuzz
+fuzz: fuzz-targets fuzz-props
+fuzz-targets:
+	@[ -x $(CARGO_FUZZ) ] || cargo install cargo-fuzz@0.13.2 --locked --root $(TOOLS)/cargo-fuzz
+	CARGO_FUZZ=$(CARGO_FUZZ) CARGO_TARGET_DIR=$(TOOLS)/fuzz-target fuzz/run.sh $(FUZZ_RUNS)
+fuzz-props:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p mend-avro -p mend-store -p mend-config -p mend-registry --lib fuzz_
 
 ## bench: registry, codec, pipeline and scale figures (release build)

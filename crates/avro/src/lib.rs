@@ -5,6 +5,7 @@
 //! records to PostgreSQL COPY text ([`copy`]), and the classification of
 //! schema drift ([`drift`]).
 
+pub mod agree;
 pub mod codec;
 pub mod copy;
 pub mod drift;
