@@ -13,20 +13,7 @@ use serde_json::Value;
 
 use crate::{AuditError, AuditEvent, Entry, Position, Record, timeline};
 
-/// What an export holds, written as its first line.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExportHeader {
-    /// The digests' chain it carries.
-    pub chain: Option<String>,
-    /// Only this dataset's events in full.
-    pub dataset: Option<String>,
-    /// Only events from this time (ms since the epoch) in full.
-    pub from: Option<i64>,
-    /// Only events up to this time in full.
-    pub to: Option<i64>,
-    /// When it was made.
-    pub time: i64,
-}
+pub use crate::ExportHeader;
 
 /// What to export.
 #[derive(Debug, Clone, Default)]

@@ -185,6 +185,21 @@ pub fn raw_hash(payload: &[u8]) -> String {
     format!("raw:{}", hex::encode(Sha256::digest(payload)))
 }
 
+/// What an export holds, written as its first line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportHeader {
+    /// The digests' chain it carries.
+    pub chain: Option<String>,
+    /// Only this dataset's events in full.
+    pub dataset: Option<String>,
+    /// Only events from this time (ms since the epoch) in full.
+    pub from: Option<i64>,
+    /// Only events up to this time in full.
+    pub to: Option<i64>,
+    /// When it was made.
+    pub time: i64,
+}
+
 /// Why the log could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

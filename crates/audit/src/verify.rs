@@ -20,8 +20,7 @@ use mend_model::digest::AuditDigest;
 use mend_model::topics;
 use serde::Serialize;
 
-use crate::export::ExportHeader;
-use crate::{Entry, Position, Record, keys};
+use crate::{Entry, ExportHeader, Position, Record, keys};
 
 /// How long the sealer may take before an unsealed event of the live log
 /// is a finding.
