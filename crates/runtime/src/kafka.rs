@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-
-use crate::compat::BrokerProfile;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::compat::BrokerProfile;
 
 /// Base configuration shared by every client.
 pub fn client_config(brokers: &str) -> ClientConfig {
