@@ -14,7 +14,7 @@ use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, QuarantineR
 use mend_runtime::runner::{Runner, RunnerConfig};
 use mend_runtime::{HandleError, kafka};
 use mend_tests::{brokers, committed_offset, consume_keyed, create_topic, eventually, produce, registry_url, unique};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers as _, Message};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -221,7 +221,14 @@ async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()>
         (wire(&[]), false), // truncated datum
     ];
     let producer = mend_tests::producer()?;
-    for (payload, _) in &records {
+    // The first carries headers of its own, two of them posing as mend's.
+    let upstream = rdkafka::message::OwnedHeaders::new()
+        .insert(Header { key: "mend-incident", value: Some("forged") })
+        .insert(Header { key: "traceparent", value: Some("00-forged") })
+        .insert(Header { key: "x-upstream", value: Some("kept") });
+    let first = rdkafka::producer::FutureRecord::to(&input).key("k").payload(&records[0].0).headers(upstream);
+    producer.send(first, std::time::Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    for (payload, _) in &records[1..] {
         produce(&producer, &input, b"k", payload).await?;
     }
 
@@ -242,6 +249,18 @@ async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()>
     let mut events = Vec::new();
     for message in &quarantined {
         let event: Quarantined = codec.decode_event(message.payload().unwrap_or_default()).await?;
+        // The record's own headers go along; none passes for mend's.
+        let headers: Vec<(&str, &[u8])> = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
+            .unwrap_or_default();
+        let named = |name: &str| headers.iter().filter(|(key, _)| *key == name).map(|(_, v)| *v).collect::<Vec<_>>();
+        assert_eq!(named("mend-incident"), [event.envelope.incident_id.0.as_bytes()], "{headers:?}");
+        assert_eq!(named("traceparent").len(), 1, "{headers:?}");
+        assert!(!named("traceparent")[0].ends_with(b"forged"), "{headers:?}");
+        if event.offset == 0 {
+            assert_eq!(named("x-upstream"), [b"kept"], "{headers:?}");
+        }
         events.push(event);
     }
     events.sort_by_key(|e| e.offset);

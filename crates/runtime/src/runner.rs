@@ -374,8 +374,10 @@ impl<H: Handler> Runner<H> {
         );
         let Some(payload) = self.encode_with_retry(&event, shutdown).await? else { return Ok(None) };
         // Readable without decoding: lets a replay know what it has found.
+        // The record's own headers go along, but not ones that would pass
+        // for mend's.
         let mut headers = record.headers.clone();
-        headers.retain(|(key, _)| key != crate::telemetry::TRACEPARENT);
+        headers.retain(|(key, _)| key != crate::telemetry::TRACEPARENT && !key.starts_with("mend-"));
         headers.extend(crate::telemetry::event_headers(&event.envelope, topics::QUARANTINE));
         headers.push((INCIDENT_HEADER.to_owned(), event.envelope.incident_id.0.clone().into_bytes()));
         headers.push((SOURCE_HEADER.to_owned(), format!("{}:{}", record.partition, record.offset).into_bytes()));
