@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use mend_audit::export::{ExportHeader, export_lines};
-use mend_audit::seal::{Read, next_digest};
+use mend_audit::seal::{Pending, next_digest};
 use mend_audit::verify::{Options, Scope};
 use mend_audit::{Entry, Position, Record, keys, read_export, verify};
 use mend_model::events::{
@@ -23,10 +23,10 @@ const INCIDENTS: usize = 40_000;
 fn main() -> anyhow::Result<()> {
     let mut lines = String::new();
     let mut offsets = [0i64; 5];
-    let mut reads: Vec<Read> = Vec::new();
+    let mut reads: Vec<(&'static str, i64, String)> = Vec::new();
     let mut push = |topic: usize, name: &'static str, event: serde_json::Value| {
         let hash = event["envelope"]["hash"].as_str().unwrap_or_default().to_owned();
-        reads.push(Read { topic: name, partition: 0, offset: offsets[topic], hash });
+        reads.push((name, offsets[topic], hash));
         let line = json!({"topic": name, "partition": 0, "offset": offsets[topic], "event": event});
         offsets[topic] += 1;
         lines.push_str(&line.to_string());
@@ -104,7 +104,11 @@ fn main() -> anyhow::Result<()> {
     let mut digests = Vec::new();
     let mut last = None;
     for chunk in reads.chunks(500) {
-        let digest = next_digest("bench", last.as_ref(), chunk, Some(&key));
+        let mut pending = Pending::default();
+        for (topic, offset, hash) in chunk {
+            pending.push(topic, 0, *offset, hash.as_bytes());
+        }
+        let digest = next_digest("bench", last.as_ref(), &pending, Some(&key));
         last = Some(digest.clone());
         let offset = i64::try_from(digests.len())?;
         digests.push(Entry {

@@ -8,6 +8,8 @@
 //! or Kubernetes would. The end states must be the same: every value in its
 //! column, the columns, the quarantine, incident statuses and kinds, each
 //! change applied once, and which incidents have events on each audit topic.
+//! The sealer is one of the processes: each dataset's audit log, exported,
+//! verifies with the public key after either run.
 //!
 //! `MEND_CHAOS_SEEDS=1,2,3` runs those seeds (default: one seed from the
 //! clock, printed, so a failing one can be run again).
@@ -29,7 +31,7 @@ use tokio::sync::Mutex;
 /// How long the story may take to converge after a disturbance.
 const CONVERGE: Duration = Duration::from_secs(300);
 
-const STAGES: [(&str, &str, &str); 7] = [
+const STAGES: [(&str, &str, &str); 8] = [
     ("loader-1", "loader", "1/2"),
     ("loader-2", "loader", "2/2"),
     ("detector", "detector", "1/1"),
@@ -37,6 +39,7 @@ const STAGES: [(&str, &str, &str); 7] = [
     ("proposer", "proposer", "1/1"),
     ("applier", "applier", "1/1"),
     ("control", "control", "1/1"),
+    ("sealer", "sealer", "1/1"),
 ];
 
 fn root() -> PathBuf {
@@ -158,9 +161,14 @@ where
     }
 }
 
-/// One deployment with two story datasets: `<name>` and `<name>_b`.
-fn deployment() -> anyhow::Result<Deployment> {
+/// One deployment with two story datasets, `<name>` and `<name>_b`, and a
+/// signing key for its sealer (the public key's file is beside it, `.pub`).
+async fn deployment() -> anyhow::Result<Deployment> {
     let mut deployment = Deployment::new("postgres", POLICY)?;
+    let secret = deployment.dir.join("sealer.key").to_string_lossy().into_owned();
+    let output = deployment.command(&["audit", "keygen", "--out", &secret])?.output().await?;
+    anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
+    deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret));
     let config = deployment.dir.join("mend.toml");
     let name = &deployment.dataset;
     let second = format!(
@@ -304,7 +312,7 @@ async fn end_state(deployment: &Deployment) -> anyhow::Result<EndState> {
 
 /// The story with the fleet, undisturbed (`seed` None) or under chaos.
 async fn run(seed: Option<u64>) -> anyhow::Result<EndState> {
-    let deployment = Arc::new(deployment()?);
+    let deployment = Arc::new(deployment().await?);
     let fleet = Fleet::start(deployment.clone())?;
     let supervisor = tokio::spawn(fleet.clone().supervise());
     let chaos = seed.map(|seed| {
@@ -337,6 +345,7 @@ async fn run(seed: Option<u64>) -> anyhow::Result<EndState> {
     }
     told?;
     let state = end_state(&deployment).await;
+    let verified = verify_exports(&deployment).await;
     supervisor.abort();
     eprintln!(
         "{}: {} process starts (logs in {})",
@@ -344,7 +353,31 @@ async fn run(seed: Option<u64>) -> anyhow::Result<EndState> {
         fleet.started.load(std::sync::atomic::Ordering::Relaxed),
         deployment.dir.display()
     );
+    verified?;
     state
+}
+
+/// Each story dataset's audit log, exported once the sealer has sealed it
+/// (a sealer killed and restarted along with the rest), verifies with the
+/// public key: every event, chain, digest, signature and sealed range.
+async fn verify_exports(deployment: &Deployment) -> anyhow::Result<()> {
+    let public = deployment.dir.join("sealer.key.pub").to_string_lossy().into_owned();
+    for dataset in [deployment.dataset.clone(), format!("{}_b", deployment.dataset)] {
+        let file = deployment.dir.join(format!("{dataset}.jsonl")).to_string_lossy().into_owned();
+        persist(&format!("exporting {dataset}'s audit log"), || async {
+            let output =
+                deployment.command(&["audit", "export", "--dataset", &dataset, "--out", &file])?.output().await?;
+            anyhow::ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            Ok(())
+        })
+        .await?;
+        let output =
+            deployment.command(&["audit", "verify", "--file", &file, "--public-key", &public])?.output().await?;
+        let report = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(output.status.success() && report.contains(" 0 findings"), "{dataset}: {report}");
+        eprintln!("{dataset}: {}", report.lines().last().unwrap_or_default());
+    }
+    Ok(())
 }
 
 #[tokio::test]

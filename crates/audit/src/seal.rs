@@ -10,27 +10,32 @@
 //! whose delivery was not confirmed is found there on restart). One sealer
 //! per chain: a second one would fork it (verify reports the fork).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::types::Value;
 use ed25519_dalek::SigningKey;
+use futures::FutureExt as _;
 use mend_avro::Codec;
 use mend_avro::codec::{CodecError, schema_id};
-use mend_model::digest::{AuditDigest, SealedRange};
+use mend_avro::copy::StringField;
+use mend_model::digest::{AuditDigest, RangeHasher};
 use mend_model::events::now_millis;
 use mend_model::topics;
 use mend_runtime::runner::{RunnerStatus, retry_backoff as backoff, sleep_unless_cancelled as pause};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::{AuditError, Record, keys, read_record};
+
+/// Events per digest by default: a digest's own cost (encoding, signing
+/// and delivering it, about 150 µs of CPU) is then about a tenth of the
+/// sealer's per event (pipeline bench; at 500 it was a fifth).
+pub const DEFAULT_EVERY_EVENTS: usize = 1000;
 
 /// How the sealer seals.
 #[derive(Clone)]
@@ -70,68 +75,76 @@ impl std::fmt::Debug for SealerConfig {
     }
 }
 
-/// An event read but not sealed yet.
-#[derive(Debug, Clone)]
-pub struct Read {
-    pub topic: &'static str,
-    pub partition: i32,
-    pub offset: i64,
-    /// Its event hash (see [`crate::Entry::sealed_hash`]).
-    pub hash: String,
+/// Events read but not sealed yet, hashed as they are read: per
+/// topic-partition, the range so far (nothing of the events is kept).
+#[derive(Debug, Default)]
+pub struct Pending {
+    ranges: BTreeMap<(&'static str, i32), RangeHasher>,
+    events: usize,
 }
 
-/// Envelope schemas by writer schema id (None: that schema's first field
-/// is not an envelope).
-type Envelopes = HashMap<u32, Option<Schema>>;
+impl Pending {
+    /// Adds the next event of `topic`'s `partition` (offsets ascending
+    /// within a partition) and its event hash (see
+    /// [`crate::Entry::sealed_hash`]).
+    pub fn push(&mut self, topic: &'static str, partition: i32, offset: i64, hash: &[u8]) {
+        self.ranges.entry((topic, partition)).or_default().push(offset, hash);
+        self.events += 1;
+    }
+
+    /// Events pending.
+    pub fn len(&self) -> usize {
+        self.events
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    fn clear(&mut self) {
+        self.ranges.clear();
+        self.events = 0;
+    }
+}
+
+/// Readers of the envelope's hash by writer schema id (None: that
+/// schema's first field is not an envelope that reads so).
+type Envelopes = BTreeMap<u32, Option<StringField>>;
 
 /// The hash an event carries, read from its envelope alone. Every event's
 /// first field is its envelope, so the envelope's bytes begin the datum:
-/// apache-avro reads them with the writer schema's envelope and leaves the
-/// rest undecoded (a quarantined record's bytes, a plan's steps): the
-/// pipeline bench's sealer went from 8.2 to 5.6 µs of CPU per event. None when
-/// the payload is not so, or the registry is away: the whole record is
-/// read then, as before (with its retries, and the raw hash of a payload
-/// that does not decode). A payload whose envelope reads but whose rest
-/// does not is sealed with its envelope's hash; verify reports it as
-/// unreadable all the same.
-async fn envelope_hash(codec: &Codec, envelopes: &mut Envelopes, payload: &[u8]) -> Option<String> {
+/// the hash is read in place, the fields before it skipped, the rest of the
+/// event left unread (a quarantined record's bytes, a plan's steps). None
+/// when the payload is not so, or the registry is away: the whole record is
+/// read then (with its retries, and the raw hash of a payload that does not
+/// decode). A payload whose envelope reads but whose rest does not is
+/// sealed with its envelope's hash; verify reports it as unreadable all the
+/// same.
+async fn envelope_hash<'p>(codec: &Codec, envelopes: &mut Envelopes, payload: &'p [u8]) -> Option<&'p str> {
     let id = schema_id(payload)?;
-    if let std::collections::hash_map::Entry::Vacant(entry) = envelopes.entry(id) {
-        let schema = codec.schema(id).await.ok()?;
-        entry.insert(match &schema.parsed {
-            Schema::Record(record) => record.fields.first().filter(|f| f.name == "envelope").map(|f| f.schema.clone()),
-            _ => None,
-        });
+    if let std::collections::btree_map::Entry::Vacant(entry) = envelopes.entry(id) {
+        entry.insert(envelope_hash_field(&codec.schema(id).await.ok()?.parsed));
     }
-    let envelope = envelopes.get(&id)?.as_ref()?;
-    let reader = GenericDatumReader::builder(envelope).build().ok()?;
-    match reader.read_value(&mut payload.get(5..)?).ok()? {
-        Value::Record(fields) => fields.into_iter().find_map(|(name, value)| match (name.as_str(), value) {
-            ("hash", Value::String(hash)) => Some(hash),
-            _ => None,
-        }),
-        _ => None,
-    }
+    envelopes.get(&id)?.as_ref()?.read(payload.get(5..)?)
 }
 
-/// The digest that follows `last` in `chain` and seals `reads` (in the
-/// order read: offset order within each partition), signed with `key`.
-pub fn next_digest(chain: &str, last: Option<&AuditDigest>, reads: &[Read], key: Option<&SigningKey>) -> AuditDigest {
-    let mut by_partition: BTreeMap<(&str, i32), Vec<&Read>> = BTreeMap::new();
-    for read in reads {
-        by_partition.entry((read.topic, read.partition)).or_default().push(read);
-    }
-    let ranges = by_partition
-        .into_iter()
-        .map(|((topic, partition), reads)| SealedRange {
-            topic: topic.to_owned(),
-            partition,
-            first_offset: reads[0].offset,
-            last_offset: reads[reads.len() - 1].offset,
-            count: i64::try_from(reads.len()).unwrap_or(i64::MAX),
-            hash: SealedRange::hash_events(reads.iter().map(|r| (r.offset, r.hash.as_str()))),
-        })
-        .collect();
+/// The reader of the hash in an event schema's envelope, its first field.
+pub(crate) fn envelope_hash_field(schema: &Schema) -> Option<StringField> {
+    let Schema::Record(record) = schema else { return None };
+    let envelope = record.fields.first().filter(|f| f.name == "envelope")?;
+    StringField::new(&envelope.schema, "hash")
+}
+
+/// The digest that follows `last` in `chain` and seals `pending`, signed
+/// with `key`.
+pub fn next_digest(
+    chain: &str,
+    last: Option<&AuditDigest>,
+    pending: &Pending,
+    key: Option<&SigningKey>,
+) -> AuditDigest {
+    let ranges =
+        pending.ranges.iter().filter_map(|((topic, partition), range)| range.range(topic, *partition)).collect();
     let mut digest = AuditDigest {
         digest_id: uuid::Uuid::now_v7().to_string(),
         chain: chain.to_owned(),
@@ -171,42 +184,40 @@ impl Sealer {
         let Some(mut last) = self.recover(&shutdown).await? else { return Ok(()) };
         let consumer = self.consumer(&last).await?;
         self.status.consuming.store(true, Ordering::Relaxed);
-        let mut pending: Vec<Read> = Vec::new();
+        let mut pending = Pending::default();
         let mut envelopes = Envelopes::new();
         let mut tick = tokio::time::interval(self.config.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let message = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     if !pending.is_empty() && !self.seal(&mut last, &mut pending, &shutdown).await? {
                         return Ok(());
                     }
+                    continue;
                 }
-                message = consumer.recv() => {
-                    let message = message?;
-                    let Some(topic) = topics::EVENT_TOPICS.iter().copied().find(|t| *t == message.topic()) else {
-                        continue;
-                    };
-                    let payload = message.payload().unwrap_or_default();
-                    let hash = match envelope_hash(&self.codec, &mut envelopes, payload).await {
-                        Some(hash) => hash,
-                        None => {
-                            let Some(record) = self.read(topic, payload, &shutdown).await? else { return Ok(()) };
-                            match record {
-                                Record::Event(event) => event.envelope().hash.clone(),
-                                Record::Unreadable { hash, .. } | Record::Redacted { hash, .. } => hash,
-                                Record::Digest(_) => continue,
-                            }
-                        }
-                    };
-                    pending.push(Read { topic, partition: message.partition(), offset: message.offset(), hash });
-                    if pending.len() >= self.config.every_events
-                        && !self.seal(&mut last, &mut pending, &shutdown).await?
-                    {
-                        return Ok(());
-                    }
+                message = consumer.recv() => message?,
+            };
+            // The message that woke it, then those already fetched, without
+            // setting up the select again for each; at most a digest's
+            // worth, so that the clock and shutdown get their turn.
+            let mut next = Some(message);
+            let mut taken = 0;
+            while let Some(message) = next {
+                if !self.take(&message, &mut pending, &mut envelopes, &shutdown).await? {
+                    return Ok(());
                 }
+                if pending.len() >= self.config.every_events && !self.seal(&mut last, &mut pending, &shutdown).await? {
+                    return Ok(());
+                }
+                taken += 1;
+                next = if taken < self.config.every_events && !shutdown.is_cancelled() {
+                    consumer.recv().now_or_never().transpose()?
+                } else {
+                    None
+                };
             }
         }
         // Shutting down: seal what was read, under the grace period.
@@ -214,6 +225,33 @@ impl Sealer {
             self.seal(&mut last, &mut pending, &CancellationToken::new()).await?;
         }
         Ok(())
+    }
+
+    /// Adds one event read to `pending` with its hash. False when shut
+    /// down while the registry was away.
+    async fn take(
+        &self,
+        message: &BorrowedMessage<'_>,
+        pending: &mut Pending,
+        envelopes: &mut Envelopes,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, AuditError> {
+        let name = message.topic();
+        let Some(topic) = topics::EVENT_TOPICS.iter().copied().find(|t| *t == name) else { return Ok(true) };
+        let (partition, offset) = (message.partition(), message.offset());
+        let payload = message.payload().unwrap_or_default();
+        if let Some(hash) = envelope_hash(&self.codec, envelopes, payload).await {
+            pending.push(topic, partition, offset, hash.as_bytes());
+            return Ok(true);
+        }
+        let hash = match self.read(topic, payload, shutdown).await? {
+            None => return Ok(false),
+            Some(Record::Event(event)) => event.envelope().hash.clone(),
+            Some(Record::Unreadable { hash, .. } | Record::Redacted { hash, .. }) => hash,
+            Some(Record::Digest(_)) => return Ok(true),
+        };
+        pending.push(topic, partition, offset, hash.as_bytes());
+        Ok(true)
     }
 
     /// The chain's last digest and where each partition continues, from
@@ -302,7 +340,7 @@ impl Sealer {
     async fn seal(
         &self,
         chain: &mut Chain,
-        pending: &mut Vec<Read>,
+        pending: &mut Pending,
         shutdown: &CancellationToken,
     ) -> Result<bool, AuditError> {
         let digest = next_digest(&self.config.chain, chain.last.as_ref(), pending, self.config.key.as_ref());

@@ -9,7 +9,7 @@ use mend_model::events::{
 use mend_model::{ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, StepKind, Verdict, topics};
 
 use crate::export::{ExportHeader, Selection, export_lines, read_export, select};
-use crate::seal::{Read, next_digest};
+use crate::seal::{Pending, next_digest};
 use crate::verify::{Options, Scope, verify};
 use crate::{AuditEvent, Entry, Position, Record, keys};
 
@@ -123,16 +123,12 @@ fn digests_of(events: &[Entry], every: usize, key: Option<&SigningKey>) -> Vec<E
     let mut digests = Vec::new();
     let mut last = None;
     for chunk in events.chunks(every) {
-        let reads: Vec<Read> = chunk
-            .iter()
-            .map(|e| Read {
-                topic: topic_of(e.event().unwrap_or_else(|| unreachable!())),
-                partition: 0,
-                offset: e.position.offset,
-                hash: e.sealed_hash().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        let digest = next_digest(CHAIN, last.as_ref(), &reads, key);
+        let mut pending = Pending::default();
+        for e in chunk {
+            let topic = topic_of(e.event().unwrap_or_else(|| unreachable!()));
+            pending.push(topic, 0, e.position.offset, e.sealed_hash().unwrap_or_default().as_bytes());
+        }
+        let digest = next_digest(CHAIN, last.as_ref(), &pending, key);
         last = Some(digest.clone());
         let offset = i64::try_from(digests.len()).unwrap_or_default();
         digests.push(Entry {
@@ -385,5 +381,45 @@ fn a_log_large_enough_to_be_read_and_checked_on_every_core_is_checked_whole() ->
     assert!(found.iter().any(|f| f.starts_with("edited")), "{found:?}");
     lines[at].truncate(20);
     assert!(matches!(read_export(&lines.join("\n")), Err(crate::AuditError::Export { line, .. }) if line == at + 1));
+    Ok(())
+}
+
+/// The datum of `event` as its schema encodes it.
+fn datum<E: Event + serde::Serialize>(event: &E) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let schema = apache_avro::Schema::parse_str(E::SCHEMA)?;
+    #[allow(deprecated)]
+    let datum = apache_avro::to_avro_datum(&schema, apache_avro::to_value(event)?.resolve(&schema)?)?;
+    Ok(datum)
+}
+
+#[test]
+fn the_sealer_reads_every_event_schemas_hash_from_its_envelope_alone() -> Result<(), Box<dyn std::error::Error>> {
+    use crate::seal::envelope_hash_field;
+    use mend_model::events::{AgentRun, Quarantined};
+    for schema in [
+        Quarantined::SCHEMA,
+        Detection::SCHEMA,
+        Diagnosis::SCHEMA,
+        Proposal::SCHEMA,
+        Decision::SCHEMA,
+        Application::SCHEMA,
+        AgentRun::SCHEMA,
+    ] {
+        let parsed = apache_avro::Schema::parse_str(schema)?;
+        assert!(envelope_hash_field(&parsed).is_some(), "{schema}");
+    }
+    for event in incident("orders", 7) {
+        let (schema, datum, hash) = match &event {
+            AuditEvent::Detection(e) => (Detection::SCHEMA, datum(e)?, &e.envelope.hash),
+            AuditEvent::Diagnosis(e) => (Diagnosis::SCHEMA, datum(e)?, &e.envelope.hash),
+            AuditEvent::Proposal(e) => (Proposal::SCHEMA, datum(e)?, &e.envelope.hash),
+            AuditEvent::Decision(e) => (Decision::SCHEMA, datum(e)?, &e.envelope.hash),
+            AuditEvent::Application(e) => (Application::SCHEMA, datum(e)?, &e.envelope.hash),
+            other => unreachable!("{other:?}"),
+        };
+        let field = envelope_hash_field(&apache_avro::Schema::parse_str(schema)?).ok_or("no envelope")?;
+        assert!(!hash.is_empty());
+        assert_eq!(field.read(&datum), Some(hash.as_str()));
+    }
     Ok(())
 }

@@ -152,6 +152,71 @@ struct FieldReader {
     null_branch: Option<u8>,
 }
 
+impl FieldReader {
+    /// The reader of a field of this schema, when it is flat.
+    fn of(schema: &Schema) -> Option<Self> {
+        Self::with(schema, Kind::of)
+    }
+
+    /// The reader that skips a field of this schema: logical types read as
+    /// the type they are encoded as.
+    fn skipping(schema: &Schema) -> Option<Self> {
+        Self::with(schema, |schema| Kind::of(schema).or_else(|| Kind::under_logical(schema)))
+    }
+
+    fn with(schema: &Schema, kind: impl Fn(&Schema) -> Option<Kind>) -> Option<Self> {
+        match schema {
+            Schema::Union(union) => {
+                let variants = union.variants();
+                let null = variants.iter().position(|v| matches!(v, Schema::Null))?;
+                if variants.len() != 2 {
+                    return None;
+                }
+                let kind = kind(&variants[1 - null])?;
+                Some(Self { kind, null_branch: Some(u8::try_from(null).ok()?) })
+            }
+            other => Some(Self { kind: kind(other)?, null_branch: None }),
+        }
+    }
+}
+
+/// Reads one string field of a record from the front of its datum: the
+/// fields before it are skipped (they must be flat) and those after it are
+/// not read at all. The sealer reads each event's hash from its envelope
+/// so, without decoding the event.
+#[derive(Debug, Clone)]
+pub struct StringField {
+    before: Vec<FieldReader>,
+}
+
+impl StringField {
+    /// The reader of `record`'s field `name`, when that field is a string
+    /// and every field before it is flat.
+    pub fn new(record: &Schema, name: &str) -> Option<Self> {
+        let Schema::Record(record) = record else { return None };
+        let at = record.fields.iter().position(|f| f.name == name)?;
+        if !matches!(record.fields[at].schema, Schema::String) {
+            return None;
+        }
+        let before =
+            record.fields[..at].iter().map(|f| FieldReader::skipping(&f.schema)).collect::<Option<Vec<_>>>()?;
+        Some(Self { before })
+    }
+
+    /// The field's value in `datum` (which may go on past the record), or
+    /// None when the datum does not read as the record.
+    pub fn read<'d>(&self, datum: &'d [u8]) -> Option<&'d str> {
+        let mut cursor = Cursor { datum, at: 0 };
+        for field in &self.before {
+            cursor.skip(field).ok()?;
+        }
+        match cursor.field(&FieldReader { kind: Kind::String, null_branch: None }).ok()? {
+            Slot::Str(from, to) => std::str::from_utf8(&datum[from..to]).ok(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Null,
@@ -187,6 +252,22 @@ impl Kind {
                     })
                     .collect(),
             ),
+            _ => return None,
+        })
+    }
+
+    /// The kind a logical type is encoded as.
+    fn under_logical(schema: &Schema) -> Option<Self> {
+        Some(match schema {
+            Schema::Date | Schema::TimeMillis => Self::Int,
+            Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => Self::Long,
+            Schema::Uuid(apache_avro::schema::UuidSchema::String) => Self::String,
             _ => return None,
         })
     }
@@ -243,22 +324,7 @@ impl FlatDecoder {
     /// schema is not flat (the generic path handles it).
     pub fn new(writer: &Schema, plan: &LoadPlan) -> Option<Self> {
         let Schema::Record(record) = writer else { return None };
-        let fields = record
-            .fields
-            .iter()
-            .map(|field| match &field.schema {
-                Schema::Union(union) => {
-                    let variants = union.variants();
-                    let null = variants.iter().position(|v| matches!(v, Schema::Null))?;
-                    if variants.len() != 2 {
-                        return None;
-                    }
-                    let kind = Kind::of(&variants[1 - null])?;
-                    Some(FieldReader { kind, null_branch: Some(u8::try_from(null).ok()?) })
-                }
-                other => Some(FieldReader { kind: Kind::of(other)?, null_branch: None }),
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let fields = record.fields.iter().map(|field| FieldReader::of(&field.schema)).collect::<Option<Vec<_>>>()?;
         let columns = plan
             .sources()
             .iter()
@@ -425,6 +491,27 @@ impl Cursor<'_> {
                 }
             }
         })
+    }
+
+    /// Goes past a field without reading its value (strings are not
+    /// checked to be UTF-8, enum indices not checked against the symbols).
+    fn skip(&mut self, field: &FieldReader) -> Result<(), FlatError> {
+        if let Some(null) = field.null_branch {
+            match self.long()? {
+                branch if branch == i64::from(null) => return Ok(()),
+                branch if branch == i64::from(1 - null) => {}
+                branch => return Err(FlatError::Undecodable(format!("union branch {branch} of a union of 2"))),
+            }
+        }
+        match field.kind {
+            Kind::Null => {}
+            Kind::Boolean => _ = self.take(1)?,
+            Kind::Int | Kind::Long | Kind::Enum(_) => _ = self.long()?,
+            Kind::Float => _ = self.take(4)?,
+            Kind::Double => _ = self.take(8)?,
+            Kind::Bytes | Kind::String => _ = self.span()?,
+        }
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], FlatError> {

@@ -31,14 +31,64 @@ impl SealedRange {
     /// The hash of a range's events, given as (offset, event hash) in
     /// offset order.
     pub fn hash_events<'a>(events: impl IntoIterator<Item = (i64, &'a str)>) -> String {
-        let mut digest = Sha256::new();
+        let mut range = RangeHasher::default();
         for (offset, hash) in events {
-            digest.update(offset.to_string().as_bytes());
-            digest.update(b" ");
-            digest.update(hash.as_bytes());
-            digest.update(b"\n");
+            range.push(offset, hash.as_bytes());
         }
-        hex::encode(digest.finalize())
+        range.hash()
+    }
+}
+
+/// A range's hash, count and offsets, taken one event at a time as they
+/// are read (nothing of the events is kept): [`SealedRange::hash_events`]
+/// over what was pushed.
+#[derive(Debug, Clone, Default)]
+pub struct RangeHasher {
+    digest: Sha256,
+    first: Option<i64>,
+    last: i64,
+    count: i64,
+}
+
+impl RangeHasher {
+    /// Adds the next event (offsets ascending) and its hash.
+    pub fn push(&mut self, offset: i64, hash: &[u8]) {
+        use std::io::Write as _;
+        let mut line = [0u8; 20];
+        let mut cursor = std::io::Cursor::new(&mut line[..]);
+        // An i64 has at most 20 characters: this write cannot fail.
+        let _ = write!(cursor, "{offset}");
+        let written = usize::try_from(cursor.position()).unwrap_or(0);
+        self.digest.update(&line[..written]);
+        self.digest.update(b" ");
+        self.digest.update(hash);
+        self.digest.update(b"\n");
+        self.first.get_or_insert(offset);
+        self.last = offset;
+        self.count += 1;
+    }
+
+    /// Events pushed so far.
+    pub fn count(&self) -> i64 {
+        self.count
+    }
+
+    /// The hash (hex) of what was pushed so far.
+    pub fn hash(&self) -> String {
+        hex::encode(self.digest.clone().finalize())
+    }
+
+    /// The sealed range of `topic`'s `partition` that this covers (None
+    /// when nothing was pushed).
+    pub fn range(&self, topic: &str, partition: i32) -> Option<SealedRange> {
+        Some(SealedRange {
+            topic: topic.to_owned(),
+            partition,
+            first_offset: self.first?,
+            last_offset: self.last,
+            count: self.count,
+            hash: self.hash(),
+        })
     }
 }
 
@@ -82,5 +132,30 @@ impl AuditDigest {
     /// Events it covers.
     pub fn events(&self) -> i64 {
         self.ranges.iter().map(|r| r.count).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest as _, Sha256};
+
+    use super::{RangeHasher, SealedRange};
+
+    #[test]
+    fn a_range_hashed_event_by_event_is_the_range_hashed_at_once() {
+        let events = [(0, "a1"), (7, "b2"), (i64::MAX, "c3"), (i64::MIN, ""), (-1, "d4")];
+        let mut whole = Sha256::new();
+        for (offset, hash) in events {
+            whole.update(format!("{offset} {hash}\n").as_bytes());
+        }
+        assert_eq!(SealedRange::hash_events(events), hex::encode(whole.finalize()));
+        let mut range = RangeHasher::default();
+        assert_eq!(range.range("t", 0), None);
+        for (offset, hash) in &events[..2] {
+            range.push(*offset, hash.as_bytes());
+        }
+        let sealed = range.range("t", 3).expect("two events pushed");
+        assert_eq!((sealed.first_offset, sealed.last_offset, sealed.count), (0, 7, 2));
+        assert_eq!(sealed.hash, SealedRange::hash_events(events[..2].iter().copied()));
     }
 }

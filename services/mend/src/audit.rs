@@ -32,7 +32,7 @@ pub struct SealSettings {
     pub sealer: bool,
 
     /// A digest at least every this many events.
-    #[arg(long, env = "MEND_AUDIT_SEAL_EVENTS", default_value_t = 500, global = true)]
+    #[arg(long, env = "MEND_AUDIT_SEAL_EVENTS", default_value_t = mend_audit::seal::DEFAULT_EVERY_EVENTS, global = true)]
     pub seal_events: usize,
 
     /// A digest at least this often while events arrive (e.g. 2s, 1m).

@@ -251,3 +251,47 @@ fn nested_and_logical_schemas_take_the_generic_path() {
         assert!(FlatDecoder::new(&schema, &plan).is_none(), "{fields}");
     }
 }
+
+#[test]
+fn a_string_field_is_read_from_the_front_of_a_datum_and_the_rest_left_unread() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"E","fields":[
+          {"name":"a","type":["null","string"]},{"name":"b","type":"long"},
+          {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}},
+          {"name":"e","type":{"type":"enum","name":"K","symbols":["x","y"]}},
+          {"name":"hash","type":"string"},
+          {"name":"rest","type":{"type":"array","items":"long"}}]}"#,
+    )
+    .unwrap();
+    let record = |a: Option<&str>, hash: &str| {
+        Value::Record(vec![
+            ("a".into(), Value::Union(u32::from(a.is_some()), Box::new(a.map_or(Value::Null, |a| a.into())))),
+            ("b".into(), Value::Long(-77)),
+            ("t".into(), Value::TimestampMillis(1_700_000_000_000)),
+            ("e".into(), Value::Enum(1, "y".into())),
+            ("hash".into(), Value::String(hash.into())),
+            ("rest".into(), Value::Array(vec![Value::Long(1), Value::Long(2)])),
+        ])
+    };
+    let field = StringField::new(&schema, "hash").expect("flat before the hash");
+    for (a, hash) in [(None, "ab12"), (Some("ü"), ""), (Some("x"), &"f".repeat(64)[..])] {
+        #[allow(deprecated)]
+        let mut datum = apache_avro::to_avro_datum(&schema, record(a, hash)).unwrap();
+        assert_eq!(field.read(&datum), Some(hash));
+        // The array after it (a count, two items, the end) is not read,
+        // nor anything after the record.
+        let hash_end = datum.len() - 4;
+        assert_eq!(field.read(&datum[..hash_end]), Some(hash));
+        datum.extend_from_slice(b"\xff\xff");
+        assert_eq!(field.read(&datum), Some(hash));
+        // A datum that ends inside the field does not read.
+        assert_eq!(field.read(&datum[..hash_end - 1]), None);
+    }
+    assert!(StringField::new(&schema, "b").is_none(), "not a string");
+    assert!(StringField::new(&schema, "missing").is_none());
+    let nested = Schema::parse_str(
+        r#"{"type":"record","name":"N","fields":[{"name":"r","type":{"type":"array","items":"long"}},{"name":"hash","type":"string"}]}"#,
+    )
+    .unwrap();
+    assert!(StringField::new(&nested, "hash").is_none(), "a field before it that is not flat");
+}
