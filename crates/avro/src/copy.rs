@@ -210,10 +210,8 @@ impl StringField {
         for field in &self.before {
             cursor.skip(field).ok()?;
         }
-        match cursor.field(&FieldReader { kind: Kind::String, null_branch: None }).ok()? {
-            Slot::Str(from, to) => std::str::from_utf8(&datum[from..to]).ok(),
-            _ => None,
-        }
+        let (from, to) = cursor.span().ok()?;
+        std::str::from_utf8(&datum[from..to]).ok()
     }
 }
 
