@@ -245,6 +245,41 @@ async fn errors_carry_confluent_codes() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client still sending a too-large body gets the 42209, not a reset: the
+/// registry reads the rest and throws it away before it answers. (Answering
+/// first and closing made the kernel reset the connection under the client's
+/// write; CI saw reqwest fail with "error sending request".)
+#[tokio::test]
+async fn a_too_large_body_is_answered_once_it_is_sent_not_reset() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let address = registry_url();
+    let address = address.trim_start_matches("http://").trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    // Larger than loopback's socket buffers, so the writes are still going
+    // on when a server that answers early has already closed.
+    let body = vec![b' '; 32 << 20];
+    let head = format!(
+        "POST /subjects/{}/versions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        unique("huge"),
+        body.len()
+    );
+    let send = async move {
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(&body).await?;
+        writer.flush().await
+    };
+    let mut response = Vec::new();
+    let (sent, read) = tokio::join!(send, reader.read_to_end(&mut response));
+    sent.context("sending the body")?;
+    read.context("reading the answer")?;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 422"), "{response}");
+    assert!(response.contains("42209"), "{response}");
+    Ok(())
+}
+
 /// Each level, one evolution it allows and one it refuses, checked through
 /// both the compatibility endpoint and registration.
 #[tokio::test]

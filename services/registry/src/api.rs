@@ -112,22 +112,48 @@ impl IntoResponse for ApiError {
 /// records of the registry's Kafka log, whose producer takes up to 1 MB.
 pub const MAX_BODY_BYTES: usize = 512 << 10;
 
+/// How much of a too-large body is read and thrown away before the refusal
+/// is sent. A server that answers while the client is still sending, and
+/// closes, makes the kernel reset the connection, and the client sees a
+/// broken pipe rather than the 42209. A larger body is not waited for.
+const MAX_DISCARDED_BYTES: u64 = 64 << 20;
+
 /// A request body of at most [`MAX_BODY_BYTES`]; a larger one is answered
-/// with Confluent's "schema too large" (42209), not read to its end.
+/// with Confluent's "schema too large" (42209) and never held in memory.
 pub(crate) struct Body(pub Bytes);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::schema_too_large()),
-            Err(rejection) => {
-                let status = rejection.status();
-                Err(ApiError::new(status, u32::from(status.as_u16()), rejection.body_text()))
+    async fn from_request(request: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
+        use futures::StreamExt as _;
+
+        let declared =
+            request.headers().get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_DISCARDED_BYTES) {
+            return Err(ApiError::schema_too_large());
+        }
+        let mut chunks = request.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut read: u64 = 0;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::new(StatusCode::BAD_REQUEST, 400, format!("The request body could not be read: {error}"))
+            })?;
+            read = read.saturating_add(chunk.len() as u64);
+            if read > MAX_DISCARDED_BYTES {
+                break;
+            }
+            if read <= MAX_BODY_BYTES as u64 {
+                body.extend_from_slice(&chunk);
+            } else {
+                body = Vec::new();
             }
         }
+        if read > MAX_BODY_BYTES as u64 {
+            return Err(ApiError::schema_too_large());
+        }
+        Ok(Self(Bytes::from(body)))
     }
 }
 
@@ -192,6 +218,5 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/config", get(get_global).put(put_global).delete(delete_global))
         .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found").into_response() })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(registry)
 }
