@@ -186,6 +186,23 @@ async fn a_sealed_log_verifies_and_tampering_with_its_export_is_found_and_locate
     assert!(!clean && report.contains("signature does not hold"), "{report}");
     assert!(report.contains(&position(&lines[digest_lines[0]])), "{report}");
 
+    // 8. The decision given as a hash only, as another dataset's event is:
+    // the application answering it says an event of its incident is hidden.
+    let mut hidden = lines.clone();
+    let envelope = &lines[decision]["event"]["envelope"];
+    hidden[decision] = json!({
+        "topic": lines[decision]["topic"], "partition": lines[decision]["partition"],
+        "offset": lines[decision]["offset"], "event_id": envelope["event_id"], "hash": envelope["hash"],
+    });
+    let (clean, report) = verify_lines(&deployment, &hidden, "hidden.jsonl", Some(&public)).await?;
+    assert!(!clean && report.contains("which the export gives as a hash only"), "{report}");
+
+    // 9. The header edited to name another dataset: every event is refused.
+    let mut renamed = lines.clone();
+    renamed[0]["export"]["dataset"] = json!("someone_else");
+    let (clean, report) = verify_lines(&deployment, &renamed, "renamed.jsonl", Some(&public)).await?;
+    assert!(!clean && report.contains("the export's header selects dataset someone_else"), "{report}");
+
     // The live log is sealed too: every event, every digest signed. (Its
     // events may include other tests' forgeries, such as the tampered
     // decisions of the approvals test, which verify rightly reports.)

@@ -200,6 +200,44 @@ pub struct ExportHeader {
     pub time: i64,
 }
 
+impl ExportHeader {
+    /// What the export selects, for a reader of a verification.
+    pub fn describe(&self) -> String {
+        let when = |ms: i64| {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            humantime::format_rfc3339_millis(time).to_string()
+        };
+        format!(
+            "the export (made {}) holds chain {}, {}, {} to {}",
+            when(self.time),
+            self.chain.as_deref().unwrap_or("(any)"),
+            self.dataset.as_deref().map_or_else(|| "every dataset".to_owned(), |d| format!("dataset {d}")),
+            self.from.map_or_else(|| "the beginning".to_owned(), when),
+            self.to.map_or_else(|| "the end".to_owned(), when),
+        )
+    }
+
+    /// Why an event given in full is not one this export selects: its
+    /// header or the event was edited.
+    pub fn refuses(&self, envelope: &mend_model::events::Envelope) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(dataset) = self.dataset.as_ref().filter(|d| **d != envelope.dataset) {
+            problems.push(format!(
+                "it is an event of dataset {}, but the export's header selects dataset {dataset}: the header or \
+                 the event was edited",
+                envelope.dataset
+            ));
+        }
+        if self.from.is_some_and(|from| envelope.time < from) || self.to.is_some_and(|to| envelope.time > to) {
+            problems.push(format!(
+                "its time {} is outside the export's window: the header or the event was edited",
+                envelope.time
+            ));
+        }
+        problems
+    }
+}
+
 /// Why the log could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -340,6 +340,47 @@ fn an_export_of_one_dataset_keeps_the_others_as_hashes_and_still_verifies() -> R
 }
 
 #[test]
+fn an_export_whose_header_or_redactions_were_edited_is_found() -> Result<(), Box<dyn std::error::Error>> {
+    let key = keys::generate()?;
+    let log = sealed_log(10, 7, Some(&key));
+    let selection = Selection { chain: CHAIN.into(), dataset: Some("orders".into()), from: None, to: None };
+    let (header, entries) = select(&log, &selection);
+    let text = export_lines(&header, &entries);
+    let (header, read) = read_export(&text)?;
+    let check = |header: &ExportHeader, entries: &[Entry]| -> Vec<String> {
+        let options =
+            Options { scope: Scope::Export(header.clone()), chain: None, public_key: Some(key.verifying_key()) };
+        verify(entries, &options).findings.iter().map(|f| format!("{}: {}", f.position, f.problem)).collect()
+    };
+    assert!(check(&header, &read).is_empty());
+    // The header names another dataset: every event in full is refused.
+    let other = ExportHeader { dataset: Some("payments".into()), ..header.clone() };
+    let found = check(&other, &read);
+    assert_eq!(found.iter().filter(|f| f.contains("the export's header selects dataset payments")).count(), 25);
+    // A time window added to the header: the events outside it are refused.
+    let times: Vec<i64> = read.iter().filter_map(|e| e.event().map(|e| e.envelope().time)).collect();
+    let last = times.iter().max().ok_or("no events")?;
+    let windowed = ExportHeader { from: Some(last + 1), ..header.clone() };
+    assert!(any(&check(&windowed, &read), "outside the export's window"));
+    // A decision given as a hash only, as another dataset's would be: the
+    // application answering it says an event of its incident is hidden.
+    let at = read
+        .iter()
+        .position(|e| e.event().is_some_and(|e| matches!(e, AuditEvent::Decision(_))))
+        .ok_or("no decision")?;
+    let mut hidden = read.clone();
+    let envelope = hidden[at].event().ok_or("no event")?.envelope().clone();
+    hidden[at].record = Record::Redacted { event_id: envelope.event_id.clone(), hash: envelope.hash.clone() };
+    assert!(any(&check(&header, &hidden), "which the export gives as a hash only"), "{:?}", check(&header, &hidden));
+    // The header removed: a whole export has no hash-only lines.
+    let headless = text.split_once('\n').map(|(_, rest)| rest).unwrap_or_default();
+    let (whole, read) = read_export(headless)?;
+    assert_eq!(whole, ExportHeader::default());
+    assert!(any(&check(&whole, &read), "its content was removed"));
+    Ok(())
+}
+
+#[test]
 fn an_export_of_a_time_window_verifies_and_its_removals_are_found() -> Result<(), Box<dyn std::error::Error>> {
     let key = keys::generate()?;
     let log = sealed_log(10, 7, Some(&key));

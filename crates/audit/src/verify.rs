@@ -123,7 +123,17 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     }
 
     // Each event on its own and against the event it answers.
-    let window_starts = matches!(&options.scope, Scope::Export(h) if h.from.is_some());
+    let header = match &options.scope {
+        Scope::Export(header) => Some(header),
+        Scope::Live { .. } => None,
+    };
+    if let Some(header) = header {
+        report.notes.push(header.describe());
+    }
+    let window_starts = header.is_some_and(|h| h.from.is_some());
+    // An export without a time window gives every event of its dataset (of
+    // every dataset, without one) in full: a hash-only line then hides one.
+    let unwindowed = header.filter(|h| h.from.is_none() && h.to.is_none());
     let mut answers_before_window = 0usize;
     let own = own_checks(entries);
     for (entry, own) in entries.iter().zip(own) {
@@ -134,9 +144,26 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
                 found(position, reason.clone());
                 continue;
             }
-            Record::Redacted { .. } | Record::Digest(_) => continue,
+            Record::Redacted { event_id, .. } => {
+                if unwindowed.is_some_and(|h| h.dataset.is_none()) {
+                    found(
+                        position,
+                        format!(
+                            "event {event_id} is given as a hash only, but the export selects every event: \
+                             its content was removed"
+                        ),
+                    );
+                }
+                continue;
+            }
+            Record::Digest(_) => continue,
         };
         report.events += 1;
+        if let Some(header) = header {
+            for problem in header.refuses(event.envelope()) {
+                found(position, problem);
+            }
+        }
         if !own.hash_holds {
             found(position, "edited: its hash does not match its content".to_owned());
         }
@@ -154,6 +181,13 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
                 Some((_, hash, _)) if prev.as_deref() != Some(*hash) => found(
                     position,
                     format!("its prev_hash is not the hash of the event it answers ({cause}): the chain was rewritten"),
+                ),
+                Some((cause_position, _, None)) if unwindowed.is_some() => found(
+                    position,
+                    format!(
+                        "it answers {cause} at {cause_position}, which the export gives as a hash only, though it \
+                         gives every event of this dataset in full: an event of the incident hidden"
+                    ),
                 ),
                 Some((cause_position, _, Some(caused_by)))
                     if caused_by.envelope().incident_id != envelope.incident_id =>
