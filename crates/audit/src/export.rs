@@ -222,10 +222,9 @@ pub fn export_csv(entries: &[Entry]) -> Result<String, AuditError> {
         let Some(event) = entry.event() else { continue };
         let envelope = event.envelope();
         let (what, who, summary) = timeline::summary(event);
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(envelope.time).unwrap_or(0));
         writer
             .write_record([
-                humantime::format_rfc3339_millis(time).to_string(),
+                crate::format_time(envelope.time),
                 entry.position.topic.clone(),
                 entry.position.partition.to_string(),
                 entry.position.offset.to_string(),

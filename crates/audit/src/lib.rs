@@ -185,6 +185,12 @@ pub fn raw_hash(payload: &[u8]) -> String {
     format!("raw:{}", hex::encode(Sha256::digest(payload)))
 }
 
+/// `ms` since the epoch as RFC 3339, to the millisecond.
+pub fn format_time(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 /// What an export holds, written as its first line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportHeader {
@@ -203,17 +209,13 @@ pub struct ExportHeader {
 impl ExportHeader {
     /// What the export selects, for a reader of a verification.
     pub fn describe(&self) -> String {
-        let when = |ms: i64| {
-            let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-            humantime::format_rfc3339_millis(time).to_string()
-        };
         format!(
             "the export (made {}) holds chain {}, {}, {} to {}",
-            when(self.time),
+            format_time(self.time),
             self.chain.as_deref().unwrap_or("(any)"),
             self.dataset.as_deref().map_or_else(|| "every dataset".to_owned(), |d| format!("dataset {d}")),
-            self.from.map_or_else(|| "the beginning".to_owned(), when),
-            self.to.map_or_else(|| "the end".to_owned(), when),
+            self.from.map_or_else(|| "the beginning".to_owned(), format_time),
+            self.to.map_or_else(|| "the end".to_owned(), format_time),
         )
     }
 

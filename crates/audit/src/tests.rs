@@ -288,6 +288,38 @@ fn a_chain_rebuilt_without_the_key_fails_only_the_signatures() -> Result<(), key
 }
 
 #[test]
+fn a_second_copy_of_an_event_is_a_retry_when_the_same_and_a_forgery_when_not() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let log = sealed_log(6, 7, Some(&key));
+    let events: Vec<Entry> = log.iter().filter(|e| e.position.topic != topics::DIGESTS).cloned().collect();
+    let decision = find(&events, topics::DECISIONS, 2);
+    let next = events.iter().filter(|e| e.position.topic == topics::DECISIONS).count();
+    // Someone who may write to the topic, but has no signing key, writes a
+    // decision again; the sealer seals what is in the topic.
+    let with_copy = |edit: bool| {
+        let mut copy = events[decision].clone();
+        copy.position.offset = i64::try_from(next).unwrap_or_default();
+        if let AuditEvent::Decision(d) = event_mut(&mut copy)
+            && edit
+        {
+            d.by = "mallory".into();
+            d.seal();
+        }
+        let mut written = events.clone();
+        written.push(copy);
+        let mut log = written.clone();
+        log.extend(digests_of(&written, 7, Some(&key)));
+        log
+    };
+    let retried = with_copy(false);
+    let report = verify(&retried, &options(Some(&key)));
+    assert!(report.is_clean() && report.notes.iter().any(|n| n.contains("1 events are written twice")), "{report:?}");
+    let found = problems(&with_copy(true), Some(&key));
+    assert!(any(&found, "is also at mend.decisions/0@2, with other content"), "{found:?}");
+    Ok(())
+}
+
+#[test]
 fn a_digest_removed_is_found_in_the_middle_and_at_the_end() -> Result<(), keys::KeyError> {
     let key = keys::generate()?;
     let log = sealed_log(10, 7, Some(&key));

@@ -13,6 +13,7 @@
 //! [`UNSEALED_GRACE_MS`]; an export is made sealed, so there it is always
 //! a finding).
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::VerifyingKey;
@@ -87,22 +88,45 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     let mut hash_of: HashMap<&str, EventAt<'_>> = HashMap::with_capacity(entries.len());
     let mut partitions: BTreeMap<Partition<'_>, Vec<(i64, &Entry)>> = BTreeMap::new();
     let mut digests: Vec<(&Position, &AuditDigest)> = Vec::new();
+    let mut written_twice = 0usize;
     for entry in entries {
         let position = &entry.position;
-        match &entry.record {
+        let keyed: Option<(&str, EventAt<'_>)> = match &entry.record {
             Record::Event(event) => {
                 let envelope = event.envelope();
-                hash_of.insert(&envelope.event_id, (position, &envelope.hash, Some(event)));
+                Some((&envelope.event_id, (position, &envelope.hash, Some(&**event))))
             }
-            Record::Redacted { event_id, hash } => {
-                hash_of.insert(event_id, (position, hash, None));
+            Record::Redacted { event_id, hash } => Some((event_id, (position, hash, None))),
+            Record::Digest(digest) => {
+                digests.push((position, &**digest));
+                None
             }
-            Record::Digest(digest) => digests.push((position, digest)),
-            Record::Unreadable { .. } => {}
+            Record::Unreadable { .. } => None,
+        };
+        if let Some((event_id, at)) = keyed {
+            // A producer's retry may write an event twice, the same bytes;
+            // a second copy with other content is a forgery.
+            match hash_of.entry(event_id) {
+                Slot::Vacant(slot) => {
+                    slot.insert(at);
+                }
+                Slot::Occupied(first) if first.get().1 == at.1 => written_twice += 1,
+                Slot::Occupied(first) => found(
+                    position,
+                    format!(
+                        "event {event_id} is also at {}, with other content: a second, different copy (forged?)",
+                        first.get().0
+                    ),
+                ),
+            }
         }
         if position.topic != topics::DIGESTS {
             partitions.entry((&position.topic, position.partition)).or_default().push((position.offset, entry));
         }
+    }
+
+    if written_twice > 0 {
+        report.notes.push(format!("{written_twice} events are written twice, the same (a producer's retry)"));
     }
 
     // Each partition's records by offset (a log keeps them so already; a
@@ -490,6 +514,9 @@ fn check_digests(
             _ => {}
         }
         previous = Some(digest);
+    }
+    if let Some(last) = previous {
+        notes.push(format!("the last digest, #{}, was sealed at {}", last.sequence, crate::format_time(last.time)));
     }
     if digests.is_empty() {
         notes.push("no digests: nothing is sealed (is the sealer running?)".to_owned());
