@@ -157,6 +157,9 @@ pub fn export_lines(header: &ExportHeader, entries: &[Entry]) -> String {
 /// without a header (made before headers existed) is a whole one.
 pub fn read_export(text: &str) -> Result<(ExportHeader, Vec<Entry>), AuditError> {
     let mut lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Err(AuditError::Export { line: 1, reason: "the file is empty: not an export".into() });
+    }
     let mut header = None;
     if let Some((_, first)) = lines.first()
         && first.contains("\"export\"")

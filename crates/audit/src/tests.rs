@@ -409,6 +409,8 @@ fn an_export_whose_header_or_redactions_were_edited_is_found() -> Result<(), Box
     let (whole, read) = read_export(headless)?;
     assert_eq!(whole, ExportHeader::default());
     assert!(any(&check(&whole, &read), "its content was removed"));
+    // Nothing at all is not an export that verifies.
+    assert!(matches!(read_export(" \n"), Err(crate::AuditError::Export { line: 1, .. })));
     Ok(())
 }
 
