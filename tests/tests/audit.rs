@@ -272,6 +272,84 @@ async fn a_sealed_log_verifies_and_tampering_with_its_export_is_found_and_locate
     Ok(())
 }
 
+/// The digests of `chain` in the topic, with their offsets, in order.
+async fn chain_digests(codec: &mend_avro::Codec, chain: &str) -> anyhow::Result<Vec<(i64, AuditDigest)>> {
+    use rdkafka::message::Message as _;
+    let mut digests = Vec::new();
+    for message in mend_runtime::kafka::read_to_end(&mend_tests::brokers(), AuditDigest::TOPIC).await? {
+        if message.key() != Some(chain.as_bytes()) {
+            continue;
+        }
+        let payload = message.payload().unwrap_or_default();
+        if let mend_audit::Record::Digest(digest) = mend_audit::read_record(codec, AuditDigest::TOPIC, payload).await? {
+            digests.push((message.offset(), *digest));
+        }
+    }
+    digests.sort_by_key(|(offset, _)| *offset);
+    Ok(digests)
+}
+
+/// Someone who may write to the digests topic, but has no signing key,
+/// writes a digest after the chain's last one that seals offset 1,000,000
+/// of each quarantine partition. The sealer, restarted, goes on from its
+/// own last digest (following the forged one, it would skip every offset
+/// before), and verify names the forgery.
+#[tokio::test]
+async fn a_forged_digest_in_the_topic_does_not_move_the_sealer() -> anyhow::Result<()> {
+    let mut deployment = Deployment::new("sqlite", "")?;
+    let secret = deployment.dir.join("sealer.key");
+    let output = deployment.command(&["audit", "keygen", "--out", &secret.to_string_lossy()])?.output().await?;
+    anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
+    let public = format!("{}.pub", secret.display());
+    let own = std::fs::read_to_string(&public)?.trim().to_owned();
+    deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret.to_string_lossy().into_owned()));
+    deployment.env.push(("MEND_AUDIT_SEAL_INTERVAL".into(), "300ms".into()));
+    let codec = mend_avro::Codec::new(&mend_tests::registry_url())?;
+    let chain = deployment.dataset.clone();
+    let producer = producer()?;
+
+    let mut up = deployment.up("up.log").await?;
+    mend_tests::produce(&producer, &deployment.topic(), b"1", b"not avro at all").await?;
+    eventually("the first quarantined record sealed", || async { Ok(chain_digests(&codec, &chain).await?.pop()) })
+        .await?;
+    // Stopped first: it seals other tests' events too, and would go on.
+    up.kill().await?;
+    let Some((_, last)) = chain_digests(&codec, &chain).await?.pop() else { anyhow::bail!("no digest") };
+
+    let mut pending = mend_audit::seal::Pending::default();
+    for partition in 0..4 {
+        pending.push(mend_model::topics::QUARANTINE, partition, 1_000_000, b"forged");
+    }
+    let forger = mend_audit::keys::generate()?;
+    let forged = mend_audit::seal::next_digest(&chain, Some(&last), &pending, Some(&forger));
+    let payload = codec.encode_value(AuditDigest::TOPIC, AuditDigest::SCHEMA, &forged).await?;
+    let (partition, forged_at) = mend_tests::produce(&producer, AuditDigest::TOPIC, chain.as_bytes(), &payload).await?;
+
+    let _up = deployment.up("up-again.log").await?;
+    mend_tests::produce(&producer, &deployment.topic(), b"2", b"still not avro").await?;
+    let (_, next) = eventually("the sealer going on from its own digest", || async {
+        Ok(chain_digests(&codec, &chain).await?.into_iter().find(|(offset, _)| *offset > forged_at))
+    })
+    .await?;
+    assert_eq!(next.prev_hash.as_deref(), Some(last.hash.as_str()), "{next:?}");
+    assert_eq!((next.sequence, next.key_id.as_deref()), (last.sequence + 1, Some(own.as_str())));
+    let log = std::fs::read_to_string(deployment.dir.join("up-again.log"))?;
+    assert!(log.contains("does not go on from"), "the sealer says it skipped the forged digest");
+
+    // Verify names the forgery, and only it, of this chain: the sealer's
+    // own digests chain and seal what they say.
+    let (clean, report) = audit(&deployment, &["verify", "--public-key", &public]).await?;
+    let at = format!("{}/{partition}@{forged_at}: ", AuditDigest::TOPIC);
+    assert!(!clean, "{report}");
+    let about_digests: Vec<&str> = report.lines().filter(|l| l.starts_with(AuditDigest::TOPIC)).collect();
+    assert!(
+        about_digests.iter().any(|l| l.starts_with(&at) && l.contains("forged and written into the topic")),
+        "{report}"
+    );
+    assert!(!report.contains(&format!("digest #{} comes after", next.sequence)), "{report}");
+    Ok(())
+}
+
 /// A topic whose configuration deletes records is said so (what `verify`
 /// warns about for the event topics); one kept forever is not.
 #[tokio::test]

@@ -54,6 +54,13 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(key.as_bytes())
 }
 
+/// The public key a digest's `key_id` names (hex only, never a path: the
+/// id comes from the log).
+pub fn named(key_id: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(key_id).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
 /// Hashes `digest` and, with a key, signs it.
 pub fn seal(digest: &mut AuditDigest, key: Option<&SigningKey>) {
     digest.key_id = key.map(|k| key_id(&k.verifying_key()));

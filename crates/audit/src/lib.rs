@@ -13,6 +13,8 @@ pub mod seal;
 pub mod timeline;
 pub mod verify;
 
+use std::collections::HashMap;
+
 use mend_avro::Codec;
 use mend_avro::codec::CodecError;
 use mend_model::digest::AuditDigest;
@@ -274,21 +276,78 @@ pub async fn read_record(codec: &Codec, topic: &str, payload: &[u8]) -> Result<R
     }
 }
 
-/// Every record of the live audit topics and the digests, in log order.
+/// Every record of the live audit topics and the digests, in log order
+/// (the events by topic, then the digests). The digests are read first: a
+/// digest is written after the events it seals, so every event a digest
+/// read seals is among the events read after it (read the other way, a
+/// digest written in between seals events the read missed).
 pub async fn read_topics(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
-    use rdkafka::message::Message;
+    let digests = read_topic(brokers, codec, topics::DIGESTS).await?;
     let mut entries = Vec::new();
-    for topic in topics::EVENT_TOPICS.iter().chain([&topics::DIGESTS]) {
-        let mut messages = mend_runtime::kafka::read_to_end(brokers, topic).await?;
-        messages.sort_by_key(|m| (m.partition(), m.offset()));
-        for message in messages {
-            let position =
-                Position { topic: (*topic).to_owned(), partition: message.partition(), offset: message.offset() };
-            let record = read_record(codec, topic, message.payload().unwrap_or_default()).await?;
-            entries.push(Entry { position, record });
-        }
+    for topic in topics::EVENT_TOPICS {
+        entries.extend(read_topic(brokers, codec, topic).await?);
+    }
+    entries.extend(digests);
+    Ok(entries)
+}
+
+async fn read_topic(brokers: &str, codec: &Codec, topic: &str) -> Result<Vec<Entry>, AuditError> {
+    use rdkafka::message::Message;
+    let mut messages = mend_runtime::kafka::read_to_end(brokers, topic).await?;
+    messages.sort_by_key(|m| (m.partition(), m.offset()));
+    let mut entries = Vec::with_capacity(messages.len());
+    for message in messages {
+        let position = Position { topic: topic.to_owned(), partition: message.partition(), offset: message.offset() };
+        let record = read_record(codec, topic, message.payload().unwrap_or_default()).await?;
+        entries.push(Entry { position, record });
     }
     Ok(entries)
+}
+
+/// Where each event partition ended at one moment: its next offset.
+pub type Cut = HashMap<(String, i32), i64>;
+
+/// The end of every event partition now.
+pub async fn cut(brokers: &str) -> Result<Cut, AuditError> {
+    let mut cut = Cut::new();
+    for topic in topics::EVENT_TOPICS {
+        for (partition, _, high) in mend_runtime::kafka::watermarks(brokers, topic).await? {
+            cut.insert((topic.to_owned(), partition), high);
+        }
+    }
+    Ok(cut)
+}
+
+/// `entries` (read after `cut` was taken) as of the cut, for `chain`: the
+/// digests, the events written before the cut, and the later ones a digest
+/// already seals; and how many events written before the cut no digest
+/// seals yet. Later events no digest seals are left for a later export.
+pub fn as_of(entries: Vec<Entry>, chain: &str, cut: &Cut) -> (Vec<Entry>, usize) {
+    let digests: Vec<&AuditDigest> = entries
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Digest(d) if d.chain == chain => Some(&**d),
+            _ => None,
+        })
+        .collect();
+    let sealed = verify::SealedIndex::new(&digests);
+    let mut unsealed = 0usize;
+    let keep: Vec<bool> = entries
+        .iter()
+        .map(|entry| {
+            let p = &entry.position;
+            if matches!(entry.record, Record::Digest(_)) || sealed.covering(&p.topic, p.partition, p.offset).is_some() {
+                return true;
+            }
+            let before = cut.get(&(p.topic.clone(), p.partition)).is_some_and(|end| p.offset < *end);
+            unsealed += usize::from(before);
+            before
+        })
+        .collect();
+    let mut keep = keep.into_iter();
+    let mut entries = entries;
+    entries.retain(|_| keep.next().unwrap_or(true));
+    (entries, unsealed)
 }
 
 #[cfg(test)]

@@ -275,6 +275,8 @@ impl Sealer {
 
     async fn read_chain(&self) -> Result<Chain, AuditError> {
         let mut chain = Chain::default();
+        let own = self.config.key.as_ref().map(|k| keys::key_id(&k.verifying_key()));
+        let own = own.as_deref();
         let mut messages = mend_runtime::kafka::read_to_end(&self.config.brokers, topics::DIGESTS).await?;
         messages.sort_by_key(|m| (m.partition(), m.offset()));
         for message in messages {
@@ -282,7 +284,13 @@ impl Sealer {
                 continue;
             }
             match read_record(&self.codec, topics::DIGESTS, message.payload().unwrap_or_default()).await? {
-                Record::Digest(digest) if digest.chain == self.config.chain => chain.follow(*digest),
+                Record::Digest(digest) if digest.chain == self.config.chain => match chain.refuses(&digest, own) {
+                    None => chain.follow(*digest),
+                    Some(reason) => tracing::warn!(
+                        offset = message.offset(), sequence = digest.sequence, %reason,
+                        "a digest of the chain this sealer does not go on from; skipped (mend audit verify reports it)"
+                    ),
+                },
                 _ => tracing::warn!(offset = message.offset(), "a record of the chain that is not a digest; skipped"),
             }
         }
@@ -385,14 +393,46 @@ impl Sealer {
 
 /// What the sealer knows of its chain.
 #[derive(Default)]
-struct Chain {
-    last: Option<AuditDigest>,
+pub(crate) struct Chain {
+    pub(crate) last: Option<AuditDigest>,
     /// Per (topic, partition), the first offset not sealed yet.
-    next: BTreeMap<(String, i32), i64>,
+    pub(crate) next: BTreeMap<(String, i32), i64>,
 }
 
 impl Chain {
-    fn follow(&mut self, digest: AuditDigest) {
+    /// Why, on start, the sealer does not go on from `digest`, a digest of
+    /// its chain in the topic: anyone who may write to the topic could
+    /// have put it there, and a forged digest sealing offsets far ahead
+    /// would make the sealer skip them. It goes on from a digest that holds
+    /// (its hash, its place after the last one) and is signed as the chain
+    /// is: by the key of the digest before it, or by `own` (the sealer's
+    /// key id; a new key takes over the chain), or, for the first digest,
+    /// by any key. Unsigned digests follow only unsigned ones (a chain
+    /// sealed unsigned may be signed from some digest on): a forged digest
+    /// on an unsigned chain cannot be told.
+    pub(crate) fn refuses(&self, digest: &AuditDigest, own: Option<&str>) -> Option<String> {
+        let expected = self.last.as_ref().map_or(0, |l| l.sequence + 1);
+        if digest.compute_hash() != digest.hash {
+            return Some("its hash does not match its content".into());
+        }
+        if digest.sequence != expected || digest.prev_hash != self.last.as_ref().map(|l| l.hash.clone()) {
+            return Some(format!("it is not #{expected} after the chain's last digest (a retried or forged one)"));
+        }
+        let previous = self.last.as_ref().and_then(|l| l.key_id.as_deref());
+        match digest.key_id.as_deref() {
+            Some(id) => {
+                if !keys::named(id).is_some_and(|key| keys::signature_holds(digest, &key)) {
+                    return Some(format!("its signature does not hold for the key it names ({id})"));
+                }
+                let continues = self.last.is_none() || previous == Some(id) || own == Some(id);
+                (!continues).then(|| format!("it is signed by {id}, neither the chain's key nor this sealer's"))
+            }
+            None if previous.is_some() => Some("it is unsigned, after signed digests".into()),
+            None => None,
+        }
+    }
+
+    pub(crate) fn follow(&mut self, digest: AuditDigest) {
         for range in &digest.ranges {
             let next = self.next.entry((range.topic.clone(), range.partition)).or_insert(0);
             *next = (*next).max(range.last_offset + 1);

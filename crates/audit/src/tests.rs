@@ -316,6 +316,91 @@ fn a_second_copy_of_an_event_is_a_retry_when_the_same_and_a_forgery_when_not() -
     assert!(report.is_clean() && report.notes.iter().any(|n| n.contains("1 events are written twice")), "{report:?}");
     let found = problems(&with_copy(true), Some(&key));
     assert!(any(&found, "is also at mend.decisions/0@2, with other content"), "{found:?}");
+    // A digest whose delivery was retried: the same digest twice.
+    let mut resent = log.clone();
+    let Some(mut copy) = resent.last().cloned() else { unreachable!("a sealed log ends with a digest") };
+    copy.position.offset += 1;
+    resent.push(copy);
+    let report = verify(&resent, &options(Some(&key)));
+    assert!(report.is_clean() && report.notes.iter().any(|n| n.contains("1 digests are written twice")), "{report:?}");
+    Ok(())
+}
+
+#[test]
+fn the_sealer_goes_on_from_its_own_chain_and_not_from_a_forged_digest() -> Result<(), keys::KeyError> {
+    use crate::seal::Chain;
+    use mend_model::digest::AuditDigest;
+    let (key, forger, next_key) = (keys::generate()?, keys::generate()?, keys::generate()?);
+    let id = |k: &SigningKey| keys::key_id(&k.verifying_key());
+    let log = sealed_log(6, 7, Some(&key));
+    let written: Vec<AuditDigest> = log
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Digest(d) => Some((**d).clone()),
+            _ => None,
+        })
+        .collect();
+    let mut chain = Chain::default();
+    for digest in &written {
+        assert_eq!(chain.refuses(digest, Some(&id(&key))), None);
+        chain.follow(digest.clone());
+    }
+    // What someone who may write to the topic could put after it: a digest
+    // that seals offsets far ahead, signed with another key, unsigned, or
+    // naming the sealer's key without its signature; and a retried copy.
+    let ahead = |signer: Option<&SigningKey>| {
+        let mut pending = Pending::default();
+        pending.push(topics::DECISIONS, 0, 1_000_000, b"x");
+        next_digest(CHAIN, chain.last.as_ref(), &pending, signer)
+    };
+    let own = Some(id(&key));
+    let refused = |digest: &AuditDigest| chain.refuses(digest, own.as_deref()).unwrap_or_default();
+    assert!(refused(&ahead(Some(&forger))).contains("neither the chain's key nor this sealer's"));
+    assert!(refused(&ahead(None)).contains("unsigned, after signed digests"));
+    let mut claimed = ahead(Some(&forger));
+    claimed.key_id = own.clone();
+    claimed.hash = claimed.compute_hash();
+    assert!(refused(&claimed).contains("signature does not hold"));
+    assert!(written.last().is_some_and(|last| refused(last).contains("is not #5")));
+    assert_eq!(chain.refuses(&ahead(Some(&key)), own.as_deref()), None);
+    // A sealer given a new key goes on from the chain the old one signed.
+    let mut rotated = Chain::default();
+    for digest in &written {
+        assert_eq!(rotated.refuses(digest, Some(&id(&next_key))), None);
+        rotated.follow(digest.clone());
+    }
+    assert_eq!(rotated.refuses(&ahead(Some(&next_key)), Some(&id(&next_key))), None);
+    Ok(())
+}
+
+#[test]
+fn an_export_is_cut_where_the_log_ended_when_it_was_asked_for() -> Result<(), keys::KeyError> {
+    let key = keys::generate()?;
+    let log = sealed_log(6, 7, Some(&key));
+    let events: Vec<Entry> = log.iter().filter(|e| e.position.topic != topics::DIGESTS).cloned().collect();
+    let ends = |entries: &[Entry]| {
+        let mut cut = crate::Cut::new();
+        for e in entries {
+            let end = cut.entry((e.position.topic.clone(), e.position.partition)).or_insert(0);
+            *end = (*end).max(e.position.offset + 1);
+        }
+        cut
+    };
+    // Everything sealed: all of it, whatever came after the cut.
+    let (kept, unsealed) = crate::as_of(log.clone(), CHAIN, &ends(&events[..10]));
+    assert_eq!((kept.len(), unsealed), (log.len(), 0));
+    // Written after the last digest: before the cut, waited for; after
+    // it, left for a later export.
+    let mut late = events[0].clone();
+    late.position.offset = 1_000;
+    let mut with_late = log.clone();
+    with_late.push(late.clone());
+    let (kept, unsealed) = crate::as_of(with_late.clone(), CHAIN, &ends(&events));
+    assert_eq!((kept.len(), unsealed), (log.len(), 0));
+    let mut cut = ends(&events);
+    cut.insert((late.position.topic.clone(), 0), 1_001);
+    let (kept, unsealed) = crate::as_of(with_late, CHAIN, &cut);
+    assert_eq!((kept.len(), unsealed), (log.len() + 1, 1));
     Ok(())
 }
 

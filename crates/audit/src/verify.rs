@@ -255,6 +255,39 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
         ));
     }
     digests.retain(|(_, d)| Some(d.chain.as_str()) == chain.as_deref());
+    // A digest whose delivery was not confirmed is sent again: the same one.
+    let mut seen = std::collections::HashSet::new();
+    let written = digests.len();
+    digests.retain(|(_, d)| seen.insert(d.hash.as_str()));
+    if digests.len() < written {
+        report
+            .notes
+            .push(format!("{} digests are written twice, the same (a delivery retried)", written - digests.len()));
+    }
+    // A digest written beside a signed one of the same sequence, whose
+    // signature does not hold: forged into the topic. It is named, and
+    // left out of the chain (as the sealer leaves it), so the chain and
+    // its ranges are checked as the sealer wrote them.
+    if let Some(key) = &options.public_key {
+        let holds: Vec<bool> = digests.iter().map(|(_, d)| keys::signature_holds(d, key)).collect();
+        let signed: std::collections::HashSet<i64> =
+            digests.iter().zip(&holds).filter(|(_, holds)| **holds).map(|((_, d), _)| d.sequence).collect();
+        let mut kept = holds.iter();
+        digests.retain(|(position, d)| {
+            let keep = kept.next().copied().unwrap_or(true) || !signed.contains(&d.sequence);
+            if !keep {
+                found(
+                    position,
+                    format!(
+                        "digest #{n}: its signature does not hold for the public key, beside a signed digest #{n}: \
+                         forged and written into the topic (left out of the chain)",
+                        n = d.sequence
+                    ),
+                );
+            }
+            keep
+        });
+    }
     report.digests = digests.len();
     check_digests(&digests, options, &mut found, &mut report.notes);
 

@@ -179,34 +179,31 @@ async fn retention_warnings(global: &Global) {
     }
 }
 
-/// The live log once every event written before the call is sealed (or
-/// `wait` has passed: then as it is, with a warning).
+/// The live log as of the call, once every event written before it is
+/// sealed (or `wait` has passed: then as it is, with a warning). Events
+/// written since and not sealed yet are left out: an export holds what its
+/// digests seal.
 async fn sealed_log(global: &Global, wait: Duration) -> anyhow::Result<Vec<Entry>> {
     let deadline = tokio::time::Instant::now() + wait;
     let chain = &global.connections.group_prefix;
+    let cut = mend_audit::cut(&global.connections.brokers).await?;
     let mut announced = false;
     loop {
-        let entries = live(global).await?;
-        let options = Options { scope: Scope::Live { now: i64::MAX }, chain: Some(chain.clone()), public_key: None };
-        let unsealed = verify(&entries, &options)
-            .findings
-            .iter()
-            .filter(|f| f.problem.contains("is the sealer of this chain running?"))
-            .count();
+        let (entries, unsealed) = mend_audit::as_of(live(global).await?, chain, &cut);
         if unsealed == 0 {
             return Ok(entries);
         }
         if tokio::time::Instant::now() >= deadline {
             eprintln!(
-                "warning: events of {unsealed} partitions are not sealed after {}: is the sealer of chain {chain} \
-                 running (mend up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they \
-                 are; verify will report them",
+                "warning: {unsealed} events are not sealed after {}: is the sealer of chain {chain} running (mend \
+                 up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they are; verify \
+                 will report them",
                 humantime::format_duration(wait)
             );
             return Ok(entries);
         }
         if !announced {
-            eprintln!("waiting for the sealer to seal the events of {unsealed} partitions…");
+            eprintln!("waiting for the sealer to seal {unsealed} events…");
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
