@@ -2,9 +2,12 @@
 //!
 //! Per event: it decodes; its hash matches its content; the event it
 //! answers exists, belongs to its incident, and its `prev_hash` is that
-//! event's hash. Per partition: offsets come in order. Per digest of the
-//! chain: its hash matches its content, its signature holds for the public
-//! key, its sequence and `prev_hash` follow the previous digest. Per
+//! event's hash; no other copy of its id has other content; in an export,
+//! it is what the header selects. Per partition: offsets come in order.
+//! Per digest of the chain: its hash matches its content, its signature
+//! holds for the public key (one that does not, beside a signed digest of
+//! its sequence, is a forgery left out of the chain), its sequence and
+//! `prev_hash` follow the previous digest. Per
 //! sealed range: every event the digest sealed is there and they hash to
 //! what it sealed (an event removed, replaced or reordered shows here even
 //! when every event's own hash holds). And every event is sealed: one in a
