@@ -47,8 +47,9 @@ fn tansu() -> String {
 }
 
 /// Requests the proxy forwarded: writer-schema look-ups (`GET
-/// /schemas/ids/…`, per distinct schema) and the rest (start-up: event
-/// schema registration, subject configs).
+/// /schemas/ids/…` and `GET /schemas?subjectPrefix=…`, which lists a
+/// subject's schemas) and the rest (start-up: event schema registration,
+/// subject configs).
 #[derive(Default)]
 struct Requests {
     lookups: AtomicU64,
@@ -70,8 +71,9 @@ async fn counting_registry() -> anyhow::Result<(String, Arc<Requests>)> {
     let forward = move |request: axum::extract::Request| {
         let (counter, upstream, http) = (counter.clone(), upstream.clone(), http.clone());
         async move {
-            let lookup =
-                request.method() == axum::http::Method::GET && request.uri().path().starts_with("/schemas/ids/");
+            let path = request.uri().path();
+            let lookup = request.method() == axum::http::Method::GET
+                && (path.starts_with("/schemas/ids/") || path == "/schemas");
             if lookup { &counter.lookups } else { &counter.other }.fetch_add(1, Ordering::Relaxed);
             let (parts, body) = request.into_parts();
             let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();

@@ -283,6 +283,36 @@ async fn a_too_large_body_is_answered_once_it_is_sent_not_reset() -> anyhow::Res
     Ok(())
 }
 
+/// mend's codec learns a subject's live schemas from one listing (`GET
+/// /schemas?subjectPrefix=`): a schema of the subject is found, one
+/// registered since loads all the same, and neither a schema of a subject
+/// that merely shares the prefix nor a deleted version counts.
+#[tokio::test]
+async fn the_codec_finds_a_subjects_live_schemas_by_listing_it() -> anyhow::Result<()> {
+    let http = Http::new(&registry_url());
+    let subject = unique("listed");
+    let v1 = u32::try_from(http.register(&subject, &record("L", r#"{"name":"a","type":"int"}"#)).await?)?;
+    let v2 = u32::try_from(http.register(&subject, &record("L", r#"{"name":"a","type":"long"}"#)).await?)?;
+    let longer =
+        u32::try_from(http.register(&format!("{subject}-other"), &record("O", r#"{"name":"o","type":"int"}"#)).await?)?;
+    let codec = mend_avro::Codec::new(&registry_url())?;
+    let found = codec.live_schema_of(&subject, v1).await?.context("v1 is the subject's")?;
+    assert_eq!((found.id, found.parsed.name().map(|n| n.name())), (v1, Some("L")));
+    assert!(codec.live_schema_of(&subject, v2).await?.is_some());
+    assert!(codec.live_schema_of(&subject, longer).await?.is_none(), "only the prefix is shared");
+    let v3 = u32::try_from(http.register(&subject, &record("L", r#"{"name":"a","type":"double"}"#)).await?)?;
+    // Registered since the listing: within a second the listing still
+    // answers, and the loader's check asks for the schema itself.
+    assert!(codec.live_schema_of(&subject, v3).await?.is_none(), "listed less than a second ago");
+    assert!(mend_avro::loader::origin(&codec, v3, &subject).await?.is_ok(), "registered after the first listing");
+    let (status, _) = http.delete(&format!("/subjects/{subject}/versions/3")).await?;
+    assert_eq!(status, 200);
+    let fresh = mend_avro::Codec::new(&registry_url())?;
+    assert!(fresh.live_schema_of(&subject, v3).await?.is_none(), "a deleted version");
+    assert!(fresh.live_schema_of(&subject, v1).await?.is_some());
+    Ok(())
+}
+
 /// Each level, one evolution it allows and one it refuses, checked through
 /// both the compatibility endpoint and registration.
 #[tokio::test]

@@ -2,10 +2,14 @@
 //! datum) and mend's one client of a Confluent-compatible registry, both
 //! through schema_registry_converter.
 //!
-//! Schemas are fetched once per id and cached by schema_registry_converter, so
-//! the cost per record is the Avro decode alone, never an HTTP call.
+//! Schemas are fetched once per id and cached, so the cost per record is the
+//! Avro decode alone, never an HTTP call; the loader learns a subject's
+//! schemas from one listing of the subject ([`Codec::live_schema_of`]).
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -110,6 +114,17 @@ impl std::io::Read for StrictReader<'_> {
     }
 }
 
+/// How long a subject's listing answers for an id it does not hold.
+pub const RELIST_AFTER: Duration = Duration::from_secs(1);
+
+/// A writer schema from the registry: its id, its text, parsed.
+#[derive(Debug)]
+pub struct WriterSchema {
+    pub id: u32,
+    pub raw: String,
+    pub parsed: apache_avro::Schema,
+}
+
 /// Encodes and decodes Avro payloads in the Confluent wire format, caching
 /// schemas per id (decode) and per subject (encode).
 pub struct Codec {
@@ -117,6 +132,13 @@ pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     cache: CacheCounters,
+    /// Writer schemas by id (ids are immutable in a registry: never stale).
+    schemas: Mutex<HashMap<u32, Arc<WriterSchema>>>,
+    /// The ids each subject held in a version not deleted, and when it
+    /// was listed.
+    subjects: Mutex<HashMap<String, (Instant, HashSet<u32>)>>,
+    /// The registry has no `GET /schemas` (older than Confluent 7.x).
+    no_listing: AtomicBool,
     /// For the calls schema_registry_converter does not make.
     http: reqwest::Client,
     url: String,
@@ -170,6 +192,9 @@ impl Codec {
             decoder: AvroDecoder::new(settings.clone()),
             settings,
             cache: CacheCounters::default(),
+            schemas: Mutex::default(),
+            subjects: Mutex::default(),
+            no_listing: AtomicBool::new(false),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -277,14 +302,95 @@ impl Codec {
     }
 
     /// The writer schema of `id` (cached).
-    pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
+    pub async fn schema(&self, id: u32) -> Result<Arc<WriterSchema>, CodecError> {
         self.cache.look_up(id);
-        let schema = self.decoder.get_schema(id).await;
-        match &schema {
-            Err(_) => self.decoder.remove_errors_from_cache(),
-            Ok(_) => self.cache.cached(id),
+        if let Some(schema) = self.schemas.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned() {
+            self.cache.cached(id);
+            return Ok(schema);
         }
-        Ok(schema?)
+        let fetched = self.decoder.get_schema(id).await;
+        let fetched: Arc<AvroSchema> = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                self.decoder.remove_errors_from_cache();
+                return Err(error.into());
+            }
+        };
+        self.cache.cached(id);
+        let schema = Arc::new(WriterSchema { id, raw: fetched.raw.clone(), parsed: fetched.parsed.clone() });
+        Ok(self.schemas.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_insert(schema).clone())
+    }
+
+    /// Writer schema `id` when `subject` holds it in a version not deleted;
+    /// None when it does not, or the registry cannot list a subject's
+    /// schemas. One request (Confluent's `GET /schemas?subjectPrefix=`)
+    /// answers for every schema of the subject, so the loader asks the
+    /// registry once per subject, and again only for an id it has not seen
+    /// under the subject.
+    ///
+    /// An id not in the listing lists the subject again (it may have been
+    /// registered since), at most once a [`RELIST_AFTER`]: records of
+    /// unknown ids cost one listing a second, not one each.
+    pub async fn live_schema_of(&self, subject: &str, id: u32) -> Result<Option<Arc<WriterSchema>>, CodecError> {
+        let listed = |codec: &Self| {
+            let subjects = codec.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+            subjects.get(subject).map(|(when, ids)| (ids.contains(&id), when.elapsed() < RELIST_AFTER))
+        };
+        match listed(self) {
+            Some((true, _)) => {}
+            Some((false, true)) => return Ok(None),
+            None | Some((false, false)) => {
+                if self.no_listing.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                self.list_subject(subject).await?;
+                if !listed(self).is_some_and(|(has, _)| has) {
+                    return Ok(None);
+                }
+            }
+        }
+        self.schema(id).await.map(Some)
+    }
+
+    /// Lists the schemas `subject` holds in versions not deleted, keeping
+    /// their ids and (unless they have references) parsed schemas.
+    async fn list_subject(&self, subject: &str) -> Result<(), CodecError> {
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            subject: String,
+            id: u32,
+            schema: String,
+            #[serde(default)]
+            references: Vec<serde_json::Value>,
+        }
+        let url = reqwest::Url::parse_with_params(&format!("{}/schemas", self.url), [("subjectPrefix", subject)])
+            .map_err(|e| CodecError::Invalid(format!("the registry's URL {}: {e}", self.url)))?;
+        let unavailable = |e: reqwest::Error| CodecError::Unavailable(format!("{url}: {e}"));
+        let response = self.http.get(url.clone()).send().await.map_err(unavailable)?;
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(CodecError::Unavailable(format!("{url}: status {status}")));
+        }
+        if !status.is_success() {
+            tracing::info!(%url, %status, "the registry does not list schemas; asking for each schema's subjects");
+            self.no_listing.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let listed: Vec<Listed> = response.json().await.map_err(unavailable)?;
+        let mut ids = HashSet::new();
+        for entry in listed.into_iter().filter(|l| l.subject == subject) {
+            ids.insert(entry.id);
+            // A schema with references is parsed by schema_registry_converter,
+            // which resolves them, when it is first needed.
+            if entry.references.is_empty()
+                && let Ok(parsed) = apache_avro::Schema::parse_str(&entry.schema)
+            {
+                let schema = Arc::new(WriterSchema { id: entry.id, raw: entry.schema, parsed });
+                self.schemas.lock().unwrap_or_else(PoisonError::into_inner).entry(entry.id).or_insert(schema);
+            }
+        }
+        self.subjects.lock().unwrap_or_else(PoisonError::into_inner).insert(subject.to_owned(), (Instant::now(), ids));
+        Ok(())
     }
 
     /// Writer-schema cache hits and misses so far.

@@ -13,9 +13,8 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use mend_config::{Dataset, Nested};
 use mend_model::{Contract, MAX_RECORD_BYTES, QuarantineKind, SqlValue};
-use schema_registry_converter::avro_common::AvroSchema;
 
-use crate::codec::{Codec, CodecError, StrictReader, schema_id};
+use crate::codec::{Codec, CodecError, StrictReader, WriterSchema, schema_id};
 use crate::copy::{FlatDecoder, FlatError};
 use crate::plan::LoadPlan;
 
@@ -35,7 +34,7 @@ impl Rejection {
 /// How the records of one writer schema load under a contract.
 pub struct WriterPlan {
     pub load: LoadPlan,
-    pub writer: Arc<AvroSchema>,
+    pub writer: Arc<WriterSchema>,
     /// For a flat writer schema: straight from Avro bytes to COPY text.
     pub flat: Option<FlatDecoder>,
     /// The dataset's key columns, as indices into `load.columns`: a row
@@ -87,7 +86,7 @@ pub type Fit = Result<Arc<WriterPlan>, Rejection>;
 /// seen under it.
 pub struct RecordLoader {
     contract: Contract,
-    schema: Arc<AvroSchema>,
+    schema: Arc<WriterSchema>,
     shape: Shape,
     plans: Mutex<HashMap<u32, Fit>>,
 }
@@ -116,8 +115,15 @@ impl RecordLoader {
     /// The loader of `dataset`'s records under `contract` (its schema
     /// fetched through `codec`).
     pub async fn new(codec: &Codec, dataset: &Dataset, contract: Contract) -> Result<Self, CodecError> {
-        let schema = codec.schema(contract.schema_id).await?;
-        Ok(Self { contract, schema, shape: Shape::of(dataset), plans: Mutex::default() })
+        let shape = Shape::of(dataset);
+        // Listing the subject finds the contract's schema and, in the same
+        // request, the others its records are written with. (A contract
+        // whose version was deleted since is still the contract.)
+        let schema = match codec.live_schema_of(&shape.subject, contract.schema_id).await? {
+            Some(schema) => schema,
+            None => codec.schema(contract.schema_id).await?,
+        };
+        Ok(Self { contract, schema, shape, plans: Mutex::default() })
     }
 
     pub fn contract(&self) -> &Contract {
@@ -224,7 +230,11 @@ pub async fn origin(
     codec: &Codec,
     writer: u32,
     subject: &str,
-) -> Result<Result<Arc<AvroSchema>, Rejection>, CodecError> {
+) -> Result<Result<Arc<WriterSchema>, Rejection>, CodecError> {
+    if let Some(schema) = codec.live_schema_of(subject, writer).await? {
+        return Ok(Ok(schema));
+    }
+    // Not the subject's (or the registry cannot list it): find out why.
     let schema = match codec.schema(writer).await {
         Ok(schema) => schema,
         Err(CodecError::Invalid(reason)) => {
