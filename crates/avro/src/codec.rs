@@ -17,7 +17,6 @@ use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::{
     SrSettings, get_all_versions, get_schema_by_subject_and_version, post_schema,
 };
-use schema_registry_converter::avro_common::AvroSchema;
 use schema_registry_converter::error::SRCError;
 pub use schema_registry_converter::schema_registry_common::RegisteredSchema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
@@ -308,8 +307,7 @@ impl Codec {
             self.cache.cached(id);
             return Ok(schema);
         }
-        let fetched = self.decoder.get_schema(id).await;
-        let fetched: Arc<AvroSchema> = match fetched {
+        let fetched = match self.decoder.get_schema(id).await {
             Ok(fetched) => fetched,
             Err(error) => {
                 self.decoder.remove_errors_from_cache();
@@ -362,6 +360,8 @@ impl Codec {
             schema: String,
             #[serde(default)]
             references: Vec<serde_json::Value>,
+            #[serde(default, rename = "schemaType")]
+            schema_type: Option<String>,
         }
         let url = reqwest::Url::parse_with_params(&format!("{}/schemas", self.url), [("subjectPrefix", subject)])
             .map_err(|e| CodecError::Invalid(format!("the registry's URL {}: {e}", self.url)))?;
@@ -381,8 +381,10 @@ impl Codec {
         for entry in listed.into_iter().filter(|l| l.subject == subject) {
             ids.insert(entry.id);
             // A schema with references is parsed by schema_registry_converter,
-            // which resolves them, when it is first needed.
+            // which resolves them, when it is first needed (and one not in
+            // Avro is refused there).
             if entry.references.is_empty()
+                && entry.schema_type.as_deref().is_none_or(|t| t == "AVRO")
                 && let Ok(parsed) = apache_avro::Schema::parse_str(&entry.schema)
             {
                 let schema = Arc::new(WriterSchema { id: entry.id, raw: entry.schema, parsed });
