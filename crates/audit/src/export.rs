@@ -84,13 +84,7 @@ pub fn select(entries: &[Entry], selection: &Selection) -> (ExportHeader, Vec<En
         to: selection.to,
         time: mend_model::events::now_millis(),
     };
-    let digests: Vec<&AuditDigest> = entries
-        .iter()
-        .filter_map(|e| match &e.record {
-            Record::Digest(d) if d.chain == selection.chain => Some(&**d),
-            _ => None,
-        })
-        .collect();
+    let digests = crate::digests_of(entries, &selection.chain);
     let chosen = crate::verify::selected_times(&digests, selection.from, selection.to);
     let sealed = crate::verify::SealedIndex::new(&digests);
     // Some(true): in a range the export holds whole; Some(false): sealed

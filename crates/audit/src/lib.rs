@@ -283,12 +283,19 @@ pub async fn read_record(codec: &Codec, topic: &str, payload: &[u8]) -> Result<R
 /// digest written in between seals events the read missed).
 pub async fn read_topics(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
     let digests = read_topic(brokers, codec, topics::DIGESTS).await?;
-    let mut entries = Vec::new();
-    for topic in topics::EVENT_TOPICS {
-        entries.extend(read_topic(brokers, codec, topic).await?);
-    }
+    // The event topics side by side: on Tansu each read waits out fetches
+    // that find nothing more (one after another, 0.8 s a topic).
+    let events =
+        futures::future::try_join_all(topics::EVENT_TOPICS.iter().map(|topic| read_topic(brokers, codec, topic)))
+            .await?;
+    let mut entries: Vec<Entry> = events.into_iter().flatten().collect();
     entries.extend(digests);
     Ok(entries)
+}
+
+/// The records of the digests topic, in log order.
+pub async fn read_digests(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
+    read_topic(brokers, codec, topics::DIGESTS).await
 }
 
 async fn read_topic(brokers: &str, codec: &Codec, topic: &str) -> Result<Vec<Entry>, AuditError> {
@@ -304,50 +311,60 @@ async fn read_topic(brokers: &str, codec: &Codec, topic: &str) -> Result<Vec<Ent
     Ok(entries)
 }
 
-/// Where each event partition ended at one moment: its next offset.
+/// Where each event partition that holds records ended at one moment:
+/// its next offset.
 pub type Cut = HashMap<(String, i32), i64>;
 
-/// The end of every event partition now.
+/// The end of every event partition that holds records, now.
 pub async fn cut(brokers: &str) -> Result<Cut, AuditError> {
     let mut cut = Cut::new();
     for topic in topics::EVENT_TOPICS {
-        for (partition, _, high) in mend_runtime::kafka::watermarks(brokers, topic).await? {
-            cut.insert((topic.to_owned(), partition), high);
+        for (partition, low, high) in mend_runtime::kafka::watermarks(brokers, topic).await? {
+            if high > low {
+                cut.insert((topic.to_owned(), partition), high);
+            }
         }
     }
     Ok(cut)
 }
 
-/// `entries` (read after `cut` was taken) as of the cut, for `chain`: the
-/// digests, the events written before the cut, and the later ones a digest
-/// already seals; and how many events written before the cut no digest
-/// seals yet. Later events no digest seals are left for a later export.
-pub fn as_of(entries: Vec<Entry>, chain: &str, cut: &Cut) -> (Vec<Entry>, usize) {
-    let digests: Vec<&AuditDigest> = entries
+/// The digests of `chain` among `entries`.
+pub(crate) fn digests_of<'e>(entries: &'e [Entry], chain: &str) -> Vec<&'e AuditDigest> {
+    entries
         .iter()
         .filter_map(|e| match &e.record {
             Record::Digest(d) if d.chain == chain => Some(&**d),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// How many partitions of `cut` hold events before it that no digest of
+/// `chain` among `digests` seals yet (0: the sealer has sealed the cut).
+pub fn unsealed_partitions(digests: &[Entry], chain: &str, cut: &Cut) -> usize {
+    let chain_digests = digests_of(digests, chain);
+    let sealed = verify::SealedIndex::new(&chain_digests);
+    cut.iter().filter(|((topic, partition), end)| sealed.last(topic, *partition).is_none_or(|l| l < **end - 1)).count()
+}
+
+/// `entries` (read after `cut` was taken) as of the cut, for `chain`: the
+/// digests, the events written before the cut, and the later ones a digest
+/// already seals. Later events no digest seals are left for a later export.
+pub fn as_of(mut entries: Vec<Entry>, chain: &str, cut: &Cut) -> Vec<Entry> {
+    let digests = digests_of(&entries, chain);
     let sealed = verify::SealedIndex::new(&digests);
-    let mut unsealed = 0usize;
     let keep: Vec<bool> = entries
         .iter()
         .map(|entry| {
             let p = &entry.position;
-            if matches!(entry.record, Record::Digest(_)) || sealed.covering(&p.topic, p.partition, p.offset).is_some() {
-                return true;
-            }
-            let before = cut.get(&(p.topic.clone(), p.partition)).is_some_and(|end| p.offset < *end);
-            unsealed += usize::from(before);
-            before
+            matches!(entry.record, Record::Digest(_))
+                || sealed.covering(&p.topic, p.partition, p.offset).is_some()
+                || cut.get(&(p.topic.clone(), p.partition)).is_some_and(|end| p.offset < *end)
         })
         .collect();
     let mut keep = keep.into_iter();
-    let mut entries = entries;
     entries.retain(|_| keep.next().unwrap_or(true));
-    (entries, unsealed)
+    entries
 }
 
 #[cfg(test)]

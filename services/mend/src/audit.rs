@@ -167,8 +167,13 @@ async fn live(global: &Global) -> anyhow::Result<Vec<Entry>> {
 
 /// Warnings about topics whose configuration would delete audit events.
 async fn retention_warnings(global: &Global) {
-    for topic in topics::EVENT_TOPICS.iter().chain([&topics::DIGESTS]) {
-        match mend_runtime::kafka::deletions(&global.connections.brokers, topic).await {
+    let all: Vec<&str> = topics::EVENT_TOPICS.iter().chain([&topics::DIGESTS]).copied().collect();
+    let said = futures::future::join_all(
+        all.iter().map(|topic| mend_runtime::kafka::deletions(&global.connections.brokers, topic)),
+    )
+    .await;
+    for (topic, said) in all.iter().zip(said) {
+        match said {
             Ok(said) => {
                 for what in said {
                     eprintln!("warning: {topic} would lose audit events: {what}");
@@ -182,32 +187,34 @@ async fn retention_warnings(global: &Global) {
 /// The live log as of the call, once every event written before it is
 /// sealed (or `wait` has passed: then as it is, with a warning). Events
 /// written since and not sealed yet are left out: an export holds what its
-/// digests seal.
+/// digests seal. While it waits it reads only the digests.
 async fn sealed_log(global: &Global, wait: Duration) -> anyhow::Result<Vec<Entry>> {
     let deadline = tokio::time::Instant::now() + wait;
-    let chain = &global.connections.group_prefix;
-    let cut = mend_audit::cut(&global.connections.brokers).await?;
+    let (brokers, chain) = (&global.connections.brokers, &global.connections.group_prefix);
+    let cut = mend_audit::cut(brokers).await?;
+    let codec = Codec::new(&global.connections.registry_url)?;
     let mut announced = false;
     loop {
-        let (entries, unsealed) = mend_audit::as_of(live(global).await?, chain, &cut);
+        let unsealed = mend_audit::unsealed_partitions(&mend_audit::read_digests(brokers, &codec).await?, chain, &cut);
         if unsealed == 0 {
-            return Ok(entries);
+            break;
         }
         if tokio::time::Instant::now() >= deadline {
             eprintln!(
-                "warning: {unsealed} events are not sealed after {}: is the sealer of chain {chain} running (mend \
-                 up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they are; verify \
-                 will report them",
+                "warning: events of {unsealed} partitions are not sealed after {}: is the sealer of chain {chain} \
+                 running (mend up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they \
+                 are; verify will report them",
                 humantime::format_duration(wait)
             );
-            return Ok(entries);
+            break;
         }
         if !announced {
-            eprintln!("waiting for the sealer to seal {unsealed} events…");
+            eprintln!("waiting for the sealer to seal the events of {unsealed} partitions…");
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    Ok(mend_audit::as_of(read_topics(brokers, &codec).await?, chain, &cut))
 }
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
