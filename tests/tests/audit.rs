@@ -31,6 +31,19 @@ async fn audit(deployment: &Deployment, args: &[&str]) -> anyhow::Result<(bool, 
     Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
+/// A deployment whose sealer signs with a key from `mend audit keygen` and
+/// seals every 300 ms; and the public key's file.
+async fn sealed_deployment() -> anyhow::Result<(Deployment, String)> {
+    let mut deployment = Deployment::new("sqlite", "")?;
+    let secret = deployment.dir.join("sealer.key");
+    let output = deployment.command(&["audit", "keygen", "--out", &secret.to_string_lossy()])?.output().await?;
+    anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
+    let public = format!("{}.pub", secret.display());
+    deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret.to_string_lossy().into_owned()));
+    deployment.env.push(("MEND_AUDIT_SEAL_INTERVAL".into(), "300ms".into()));
+    Ok((deployment, public))
+}
+
 /// Verifies `lines` written as an export, with `key` (the public key's
 /// file) when given; Ok((clean, report)).
 async fn verify_lines(
@@ -56,13 +69,7 @@ fn position(line: &Value) -> String {
 
 #[tokio::test]
 async fn a_sealed_log_verifies_and_tampering_with_its_export_is_found_and_located() -> anyhow::Result<()> {
-    let mut deployment = Deployment::new("sqlite", "")?;
-    let secret = deployment.dir.join("sealer.key");
-    let output = deployment.command(&["audit", "keygen", "--out", &secret.to_string_lossy()])?.output().await?;
-    anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
-    let public = format!("{}.pub", secret.display());
-    deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret.to_string_lossy().into_owned()));
-    deployment.env.push(("MEND_AUDIT_SEAL_INTERVAL".into(), "300ms".into()));
+    let (deployment, public) = sealed_deployment().await?;
     let _up = deployment.up("up.log").await?;
     let subject = format!("{}-value", deployment.topic());
     let producer = producer()?;
@@ -296,14 +303,8 @@ async fn chain_digests(codec: &mend_avro::Codec, chain: &str) -> anyhow::Result<
 /// before), and verify names the forgery.
 #[tokio::test]
 async fn a_forged_digest_in_the_topic_does_not_move_the_sealer() -> anyhow::Result<()> {
-    let mut deployment = Deployment::new("sqlite", "")?;
-    let secret = deployment.dir.join("sealer.key");
-    let output = deployment.command(&["audit", "keygen", "--out", &secret.to_string_lossy()])?.output().await?;
-    anyhow::ensure!(output.status.success(), "keygen: {}", String::from_utf8_lossy(&output.stderr));
-    let public = format!("{}.pub", secret.display());
+    let (deployment, public) = sealed_deployment().await?;
     let own = std::fs::read_to_string(&public)?.trim().to_owned();
-    deployment.env.push(("MEND_AUDIT_SIGNING_KEY".into(), secret.to_string_lossy().into_owned()));
-    deployment.env.push(("MEND_AUDIT_SEAL_INTERVAL".into(), "300ms".into()));
     let codec = mend_avro::Codec::new(&mend_tests::registry_url())?;
     let chain = deployment.dataset.clone();
     let producer = producer()?;

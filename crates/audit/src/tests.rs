@@ -117,6 +117,11 @@ fn sealed_log(incidents: u32, every: usize, key: Option<&SigningKey>) -> Vec<Ent
     events
 }
 
+/// A log's events and its digests.
+fn split(log: &[Entry]) -> (Vec<Entry>, Vec<Entry>) {
+    log.iter().cloned().partition(|e| e.position.topic != topics::DIGESTS)
+}
+
 /// The digests sealing `events` (in the order the sealer read them),
 /// every `every` events, with `key`.
 fn digests_of(events: &[Entry], every: usize, key: Option<&SigningKey>) -> Vec<Entry> {
@@ -266,7 +271,7 @@ fn a_chain_rebuilt_without_the_key_fails_only_the_signatures() -> Result<(), key
     let log = sealed_log(6, 7, Some(&key));
     // Mallory rewrites a decision, re-hashes it and what answers it, and
     // reseals every digest consistently, with a key of her own.
-    let mut events: Vec<Entry> = log.iter().filter(|e| e.position.topic != topics::DIGESTS).cloned().collect();
+    let (mut events, _) = split(&log);
     let decision = find(&events, topics::DECISIONS, 2);
     let mut decided = None;
     if let AuditEvent::Decision(d) = event_mut(&mut events[decision]) {
@@ -291,7 +296,7 @@ fn a_chain_rebuilt_without_the_key_fails_only_the_signatures() -> Result<(), key
 fn a_second_copy_of_an_event_is_a_retry_when_the_same_and_a_forgery_when_not() -> Result<(), keys::KeyError> {
     let key = keys::generate()?;
     let log = sealed_log(6, 7, Some(&key));
-    let events: Vec<Entry> = log.iter().filter(|e| e.position.topic != topics::DIGESTS).cloned().collect();
+    let (events, _) = split(&log);
     let decision = find(&events, topics::DECISIONS, 2);
     let next = events.iter().filter(|e| e.position.topic == topics::DECISIONS).count();
     // Someone who may write to the topic, but has no signing key, writes a
@@ -377,8 +382,7 @@ fn the_sealer_goes_on_from_its_own_chain_and_not_from_a_forged_digest() -> Resul
 fn an_export_is_cut_where_the_log_ended_when_it_was_asked_for() -> Result<(), keys::KeyError> {
     let key = keys::generate()?;
     let log = sealed_log(6, 7, Some(&key));
-    let events: Vec<Entry> = log.iter().filter(|e| e.position.topic != topics::DIGESTS).cloned().collect();
-    let digests: Vec<Entry> = log.iter().filter(|e| e.position.topic == topics::DIGESTS).cloned().collect();
+    let (events, digests) = split(&log);
     let ends = |entries: &[Entry]| {
         let mut cut = crate::Cut::new();
         for e in entries {
