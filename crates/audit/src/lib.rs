@@ -282,7 +282,7 @@ pub async fn read_record(codec: &Codec, topic: &str, payload: &[u8]) -> Result<R
 /// read seals is among the events read after it (read the other way, a
 /// digest written in between seals events the read missed).
 pub async fn read_topics(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
-    let digests = read_topic(brokers, codec, topics::DIGESTS).await?;
+    let digests = read_digests(brokers, codec).await?;
     // The event topics side by side: on Tansu each read waits out fetches
     // that find nothing more (one after another, 0.8 s a topic).
     let events =

@@ -396,7 +396,7 @@ impl Sealer {
 pub(crate) struct Chain {
     pub(crate) last: Option<AuditDigest>,
     /// Per (topic, partition), the first offset not sealed yet.
-    pub(crate) next: BTreeMap<(String, i32), i64>,
+    next: BTreeMap<(String, i32), i64>,
 }
 
 impl Chain {
