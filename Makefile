@@ -8,7 +8,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props bench fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard bench fmt lint clean
 
 all: build
 
@@ -59,13 +59,19 @@ demo:
 ## (release; `make test` runs proptest's default 256)
 FUZZ_RUNS ?= 1000000
 FUZZ_CASES ?= 1000000
+# Generated statements the guardrails' search proves on a real PostgreSQL
+# (each an allow-list check and, when it passes, a dry run: ~100/s).
+GUARD_CASES ?= 100000
 CARGO_FUZZ := $(TOOLS)/cargo-fuzz/bin/cargo-fuzz
-fuzz: fuzz-targets fuzz-props
+fuzz: fuzz-targets fuzz-props fuzz-guard
 fuzz-targets:
 	@[ -x $(CARGO_FUZZ) ] || cargo install cargo-fuzz@0.13.2 --locked --root $(TOOLS)/cargo-fuzz
 	CARGO_FUZZ=$(CARGO_FUZZ) CARGO_TARGET_DIR=$(TOOLS)/fuzz-target fuzz/run.sh $(FUZZ_RUNS)
 fuzz-props:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p mend-avro -p mend-store -p mend-config -p mend-registry --lib fuzz_
+fuzz-guard:
+	infra/up.sh
+	MEND_GUARD_CASES=$(GUARD_CASES) cargo test --release -p mend-tests --test guard fuzz_ -- --nocapture
 
 ## bench: registry, codec, pipeline and scale figures (release build)
 bench:

@@ -26,6 +26,8 @@ printf 'ALTER TABLE orders ALTER COLUMN amount TYPE bigint' >corpus/guard/widen
 printf 'ALTER TABLE orders ALTER COLUMN email DROP NOT NULL' >corpus/guard/nullable
 printf 'ALTER TABLE orders RENAME COLUMN email TO customer_email' >corpus/guard/rename
 printf 'CREATE TABLE orders__lines (id BIGINT, sku TEXT)' >corpus/guard/child
+printf 'CREATE TABLE "orders__ref" (id bigint REFERENCES decoy (id)) INHERITS (decoy)' >corpus/guard/tied
+printf 'ALTER TABLE U&"\\006Frders" ALTER COLUMN email TYPE bytea USING convert_to(email, '"'"'UTF8'"'"')' >corpus/guard/unicode
 cp ../services/mend/src/default.toml corpus/config/default.toml
 
 mkdir -p logs

@@ -72,7 +72,7 @@ fn script(dataset: &str, kind: &str, turn: usize, incident: &str) -> Response {
         ("hostile", 2) => {
             draft(&format!("ALTER TABLE {table} ADD COLUMN a TEXT; ALTER TABLE {table} ADD COLUMN b TEXT"))
         }
-        ("hostile", 3) => draft(&format!("ALTER TABLE {table} ALTER COLUMN id TYPE INTEGER")),
+        ("hostile", 3) => draft(&format!(r#"CREATE TABLE "{table}__inh" (id bigint) INHERITS ("mend_offsets")"#)),
         ("hostile", _) => {
             answer("end_turn", vec![json!({"type": "text", "text": "I could not find a plan the guardrails accept."})])
         }
@@ -278,6 +278,22 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     let hostile = incident_of(&api, &names[1]).await?.unwrap_or_default();
     assert_eq!(hostile["drafts"].as_array().map(Vec::len), Some(4), "{hostile}");
     assert_eq!(warehouse.count(&names[1]).await?, PER_VERSION);
+    // A refused draft can be neither approved nor rejected: rejecting it
+    // once blocked the whole incident.
+    let refused_draft = hostile["drafts"][0]["proposal_id"].as_str().unwrap_or_default().to_owned();
+    for verb in ["reject", "approve"] {
+        let answer = reqwest::Client::new()
+            .post(format!("http://{api}/proposals/{refused_draft}/{verb}"))
+            .json(&json!({"by": "tester"}))
+            .send()
+            .await?;
+        let status = answer.status();
+        let text = answer.text().await?;
+        assert_eq!(status, reqwest::StatusCode::CONFLICT, "{verb}: {text}");
+        assert!(text.contains("guardrails refused"), "{verb}: {text}");
+    }
+    let hostile = incident_of(&api, &names[1]).await?.unwrap_or_default();
+    assert!(hostile["decision"].is_null(), "{hostile}");
     // `cut` never ran its truncated tool call, and asked once more with room.
     {
         let seen = fake.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

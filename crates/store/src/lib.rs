@@ -1,7 +1,8 @@
 //! The warehouse: PostgreSQL ([`pg`]) or SQLite ([`sqlite`]) through sqlx,
 //! each an engine of the [`Store`] trait in a file of its own, with the SQL
 //! both speak alike written once ([`sql`]); and the guardrails every plan's
-//! SQL passes before it runs ([`guard`]).
+//! SQL passes before it runs: the allow-list ([`guard`]), then a dry run
+//! proven on the catalog ([`proof`]), both through [`Warehouse::vet`].
 //!
 //! Besides the destination tables, mend keeps its own state here, so that it
 //! changes in the same transaction as the data it describes:
@@ -34,6 +35,7 @@ use mend_model::{Classify, Column, Contract, Dialect, Next, Position, Row};
 
 pub mod guard;
 pub mod pg;
+mod proof;
 mod sql;
 pub mod sqlite;
 
@@ -174,8 +176,53 @@ pub type Kept = (i32, i64, Option<Vec<u8>>);
 pub struct Apply<'a> {
     pub proposal_id: &'a str,
     pub decision_id: &'a str,
+    /// mend's renderings of the plan's statements ([`Vetted::statements`]).
     pub statements: &'a [String],
+    /// The dataset's schema ([`Vetted::schema`]): the statements run with
+    /// nothing else on the search path but the catalog.
+    pub schema: &'a str,
     pub contract: &'a Contract,
+}
+
+/// What the guardrails make of a plan's statements ([`Warehouse::vet`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vetted {
+    /// Why the plan cannot run, each with the statement it concerns (its
+    /// index in the plan's statements) when it concerns one. Empty when
+    /// it can run.
+    pub refused: Vec<Refusal>,
+    /// mend's rendering of each statement: what the apply runs.
+    pub statements: Vec<String>,
+    /// The schema holding the dataset's table.
+    pub schema: String,
+}
+
+/// One reason a plan cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub statement: Option<usize>,
+    pub check: Check,
+    pub reason: String,
+}
+
+/// Which check refused a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The allow-list ([`guard`]): nothing ran.
+    AllowList,
+    /// The database refused a statement in the dry run: the plan fails.
+    DryRun,
+    /// The dry run changed the catalog beyond the dataset's table ([`proof`]).
+    Catalog,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.statement {
+            Some(index) => write!(f, "statement {}: {}", index + 1, self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
 }
 
 /// What a warehouse engine does. One engine per dialect, each in a file of
@@ -224,8 +271,18 @@ pub trait Store {
     ) -> Result<(), StoreError>;
     /// Claims and writes replayed rows (see [`Warehouse::replay_rows`]).
     async fn replay_rows(&self, target: &LoadTarget, rows: &[Row]) -> Result<usize, StoreError>;
-    /// Runs `statements` in a transaction that is rolled back.
-    async fn dry_run(&self, statements: &[String]) -> Result<(), StoreError>;
+    /// The schema holding `table` (where it would be created when missing).
+    async fn schema_of(&self, table: &str) -> Result<String, StoreError>;
+    /// Runs `statements` in a transaction that is rolled back, and compares
+    /// the catalog before and after: what changed that is not one of
+    /// `tables` (the dataset's and its new children) in the ways allowed
+    /// statements change them.
+    async fn prove(
+        &self,
+        target: &guard::Target,
+        tables: &[String],
+        statements: &[String],
+    ) -> Result<Vec<String>, StoreError>;
     /// How many plans of `dataset` have been applied.
     async fn applied_count(&self, dataset: &str) -> Result<i64, StoreError>;
     /// Whether a proposal has been applied already.
@@ -392,10 +449,60 @@ impl Warehouse {
         dispatch!(self.replay_rows(target, rows))
     }
 
-    /// Runs `statements` in a transaction that is rolled back: a plan that
-    /// fails here fails before anything is changed.
-    pub async fn dry_run(&self, statements: &[String]) -> Result<(), StoreError> {
-        dispatch!(self.dry_run(statements))
+    /// The one check every plan's SQL passes before it runs, for drafts and
+    /// the applier alike: each statement through the allow-list
+    /// ([`guard::check`]) against `table` as the statements before it leave
+    /// it; then, if all pass, mend's renderings of them in a dry run (a
+    /// transaction rolled back) proven on the catalog ([`proof`]). A
+    /// statement that fails in the dry run, or a catalog change outside the
+    /// dataset's table, is a refusal; Err only when the warehouse cannot be
+    /// asked.
+    pub async fn vet(&self, table: &str, statements: &[String]) -> Result<Vetted, StoreError> {
+        let dialect = self.dialect();
+        let schema = dispatch!(self.schema_of(table))?;
+        let original = guard::Target {
+            dialect,
+            schema: schema.clone(),
+            table: table.to_owned(),
+            columns: self.columns(table).await?,
+        };
+        let mut target = original.clone();
+        let mut vetted = Vetted { refused: Vec::new(), statements: Vec::new(), schema };
+        let mut tables = vec![table.to_owned()];
+        for (index, statement) in statements.iter().enumerate() {
+            match guard::check(statement, &target) {
+                Ok(allowed) => {
+                    target.apply(&allowed);
+                    for effect in &allowed.effects {
+                        if let guard::Effect::CreateChild { table } = effect {
+                            tables.push(table.clone());
+                        }
+                    }
+                    vetted.statements.push(allowed.sql);
+                }
+                Err(refused) => vetted.refused.push(Refusal {
+                    statement: Some(index),
+                    check: Check::AllowList,
+                    reason: refused.reason,
+                }),
+            }
+        }
+        if !vetted.refused.is_empty() || vetted.statements.is_empty() {
+            return Ok(vetted);
+        }
+        match dispatch!(self.prove(&original, &tables, &vetted.statements)) {
+            Ok(findings) => vetted.refused.extend(findings.into_iter().map(|finding| Refusal {
+                statement: None,
+                check: Check::Catalog,
+                reason: format!("the dry run changed the catalog beyond the dataset's table: {finding}"),
+            })),
+            Err(error) if !error.is_retryable() => {
+                let reason = format!("dry run (rolled back): {error}");
+                vetted.refused.push(Refusal { statement: None, check: Check::DryRun, reason });
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(vetted)
     }
 
     /// How many plans of `dataset` have been applied.

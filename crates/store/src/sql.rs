@@ -324,15 +324,6 @@ macro_rules! portable_methods {
             Ok(rows.into_iter().map(|(o,)| o).collect())
         }
 
-        async fn dry_run(&self, statements: &[String]) -> Result<(), $crate::StoreError> {
-            let mut tx = self.pool.begin().await?;
-            for statement in statements {
-                sqlx::query($crate::sql::dynamic(statement)).execute(&mut *tx).await?;
-            }
-            tx.rollback().await?;
-            Ok(())
-        }
-
         async fn applied_count(&self, dataset: &str) -> Result<i64, $crate::StoreError> {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM mend_applied WHERE dataset = $1")
                 .bind(dataset)
@@ -386,8 +377,22 @@ macro_rules! portable_methods {
                 tx.rollback().await?;
                 return Ok(false);
             }
+            // The plan's statements find nothing on the search path but the
+            // catalog and the dataset's schema; mend's own queries after
+            // them find what they always do.
+            let search_path: Option<String> = match SEARCH_PATH {
+                Some(restricted) => {
+                    let saved = sqlx::query_scalar("SELECT current_setting('search_path')").fetch_one(&mut *tx).await?;
+                    sqlx::query(restricted).bind(application.schema).execute(&mut *tx).await?;
+                    Some(saved)
+                }
+                None => None,
+            };
             for statement in application.statements {
                 sqlx::query($crate::sql::dynamic(statement)).execute(&mut *tx).await?;
+            }
+            if let Some(saved) = search_path {
+                sqlx::query("SELECT set_config('search_path', $1, true)").bind(saved).execute(&mut *tx).await?;
             }
             sqlx::query(
                 "INSERT INTO mend_contracts (dataset, schema_id, mapping, updated_by) VALUES ($1, $2, $3, $4) \

@@ -1,6 +1,7 @@
 //! The SQLite engine (the embedded default warehouse): a WAL file with a
-//! busy timeout, multi-row `INSERT`s in position order for loading, and a
-//! per-row claim for replays.
+//! busy timeout, multi-row `INSERT`s in position order for loading, a
+//! per-row claim for replays, and `sqlite_schema` as the catalog a plan's
+//! dry run is proven on ([`crate::proof`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite as Lite, Transaction};
 
+use crate::guard::Target;
+use crate::proof::{self, Entry, Rule};
 use crate::sql::{
     ADDED_COLUMNS, POSITION_COLUMNS, STATE_TABLES, all_columns, bookkeeping, conflict_clause, dynamic, quote,
 };
@@ -18,6 +21,28 @@ use crate::{Bookkeeping, Chunk, LoadTarget, Store, StoreError, WriteMode};
 
 /// SQLite serialises writers itself.
 const DATASET_LOCK: Option<&str> = None;
+
+/// SQLite has no search path.
+const SEARCH_PATH: Option<&str> = None;
+
+/// `sqlite_schema` as proof entries: each table, index, trigger and view
+/// with its SQL, belonging to its table. Only tables (the dataset's, its new
+/// children) may appear or change; nothing may add an index, a trigger or a
+/// view.
+async fn catalog(tx: &mut Transaction<'_, Lite>) -> Result<Vec<Entry>, StoreError> {
+    let rows: Vec<(String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT type, name, tbl_name, sql FROM sqlite_schema").fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, name, table, sql)| Entry {
+            plain: kind == "table",
+            kind,
+            key: name,
+            scope: Some(table.to_ascii_lowercase()),
+            definition: sql.unwrap_or_default(),
+        })
+        .collect())
+}
 
 /// A SQLite warehouse.
 #[derive(Debug, Clone)]
@@ -74,6 +99,28 @@ impl Store for Sqlite {
             }
         }
         Ok(())
+    }
+
+    async fn schema_of(&self, _table: &str) -> Result<String, StoreError> {
+        Ok("main".to_owned())
+    }
+
+    async fn prove(
+        &self,
+        _target: &Target,
+        tables: &[String],
+        statements: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before = catalog(&mut tx).await?;
+        for statement in statements {
+            sqlx::query(dynamic(statement)).execute(&mut *tx).await?;
+        }
+        let after = catalog(&mut tx).await?;
+        tx.rollback().await?;
+        let allowed = tables.iter().map(|t| t.to_ascii_lowercase()).collect();
+        let rule = |kind: &str| if kind == "table" { Rule::Change } else { Rule::Never };
+        Ok(proof::findings(&before, &after, &allowed, rule))
     }
 
     async fn columns(&self, table: &str) -> Result<Vec<Column>, StoreError> {

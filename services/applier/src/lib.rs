@@ -22,7 +22,7 @@ use mend_model::{ApplicationOutcome, Classify as _, Contract, Position, Row, Ste
 use mend_runtime::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, SOURCE_HEADER, decode_event};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
 use mend_runtime::{Context, HandleError, fault, kafka};
-use mend_store::{Apply, LoadTarget, Warehouse, guard};
+use mend_store::{Apply, Check, LoadTarget, Vetted, Warehouse};
 
 const SERVICE: &str = "applier";
 /// Rows per replay transaction.
@@ -96,37 +96,31 @@ impl Applier {
         let statements: Vec<String> =
             decision.steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect();
         application.statements = i32::try_from(statements.len()).unwrap_or(i32::MAX);
-        if !warehouse.applied(&decision.proposal_id).await? {
-            // Guardrails: only allowed statement kinds on the dataset's own
-            // table, then a dry run in a transaction that is rolled back.
-            let columns = warehouse.columns(&dataset.table).await?;
-            let refused: Vec<String> = statements
-                .iter()
-                .filter_map(|sql| guard::check(sql, warehouse.dialect(), &dataset.table, &columns).err())
-                .map(|refused| refused.to_string())
-                .collect();
-            if !refused.is_empty() {
+        // Guardrails: the allow-list, then a dry run proven on the catalog;
+        // what runs is mend's rendering of what they allowed. A plan applied
+        // before (a redelivered decision) runs nothing again.
+        let vetted = if warehouse.applied(&decision.proposal_id).await? {
+            Vetted { refused: Vec::new(), statements: Vec::new(), schema: String::new() }
+        } else {
+            let vetted = warehouse.vet(&dataset.table, &statements).await?;
+            if !vetted.refused.is_empty() {
+                let refused: Vec<String> = vetted.refused.iter().map(ToString::to_string).collect();
                 tracing::warn!(proposal = %decision.proposal_id, ?refused, "plan refused by the guardrails");
-                application.outcome = ApplicationOutcome::Refused;
+                // A statement the database itself refused in the dry run is a
+                // failure of the plan; anything the guardrails refused is a refusal.
+                let failed = vetted.refused.iter().all(|r| r.check == Check::DryRun);
+                application.outcome = if failed { ApplicationOutcome::Failed } else { ApplicationOutcome::Refused };
                 application.statements = 0;
                 application.error = Some(refused.join("; "));
                 return Ok(application);
             }
-            match warehouse.dry_run(&statements).await {
-                Ok(()) => {}
-                Err(error) if !error.is_retryable() => {
-                    application.outcome = ApplicationOutcome::Failed;
-                    application.statements = 0;
-                    application.error = Some(format!("dry run: {error}"));
-                    return Ok(application);
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+            vetted
+        };
         let apply = Apply {
             proposal_id: &decision.proposal_id,
             decision_id: &decision.envelope.event_id,
-            statements: &statements,
+            statements: &vetted.statements,
+            schema: &vetted.schema,
             contract: &contract,
         };
         fault::point("applier.before_apply");

@@ -87,6 +87,19 @@ pub async fn record_decision(
         let Some(proposal) = model.proposals.get(proposal_id).cloned() else {
             return Err((StatusCode::NOT_FOUND, format!("no proposal {proposal_id}")));
         };
+        if proposal.is_draft() && proposal.policy == Policy::Block {
+            // Refusing it again decides nothing, and must not close the
+            // incident to the plans that can still be decided.
+            let reasons: Vec<&str> = proposal.rules.iter().filter_map(|r| r.strip_prefix("refused: ")).collect();
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "proposal {proposal_id} is a draft the guardrails refused ({}); it can be neither approved nor \
+                     rejected: draft another plan, or decide the rules' proposal",
+                    reasons.join("; ")
+                ),
+            ));
+        }
         let incident = model.incident(&proposal.envelope);
         if let Some(decided) = &incident.decision {
             return Err((

@@ -1,8 +1,8 @@
 //! Drafted plans: a fix a person or a model hands over (MCP `propose_plan`,
 //! `POST /incidents/{id}/proposals`). A draft passes the same guardrails as
-//! any plan before it is offered (each statement parsed, only the allowed
-//! kinds on the dataset's own table, widening only, then a dry run in a
-//! transaction that is rolled back) and is **never applied automatically**,
+//! any plan before it is offered (`Warehouse::vet`: the allow-list of
+//! statements on the dataset's own table, then a dry run in a transaction
+//! that is rolled back, proven on the catalog) and is **never applied automatically**,
 //! whatever the dataset's policy says: an accepted draft waits for a
 //! person's approval. Accepted and refused drafts are both recorded on
 //! `mend.proposals`, with who proposed them and every reason a refused one
@@ -15,8 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal};
-use mend_model::{Classify as _, Policy, StepKind};
-use mend_store::guard;
+use mend_model::{Policy, StepKind};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -75,17 +74,14 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
         refused.push("the plan has no steps".to_owned());
     }
     let warehouse = api.context.applier_warehouse(dataset).await.map_err(|e| format!("the warehouse: {e}"))?;
-    let columns = warehouse.columns(&dataset.table).await.map_err(|e| format!("the warehouse: {e}"))?;
+    // The plan's statements, each with its step's number.
     let mut statements = Vec::new();
     for (number, step) in steps.iter().enumerate() {
         let at = format!("step {}", number + 1);
         match step.kind {
             StepKind::Ddl => match step.sql.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
                 None => refused.push(format!("{at}: a ddl step needs `sql`")),
-                Some(sql) => match guard::check(sql, warehouse.dialect(), &dataset.table, &columns) {
-                    Ok(()) => statements.push(sql.to_owned()),
-                    Err(refusal) => refused.push(format!("{at}: {refusal}")),
-                },
+                Some(sql) => statements.push((at, sql.to_owned())),
             },
             StepKind::Mapping if step.field.is_some() != step.column.is_some() => {
                 refused.push(format!("{at}: a mapping step names both `field` and `column`, or neither"));
@@ -93,11 +89,15 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
             StepKind::Mapping | StepKind::DbtPatch | StepKind::Replay => {}
         }
     }
-    if refused.is_empty() && !statements.is_empty() {
-        match warehouse.dry_run(&statements).await {
-            Ok(()) => {}
-            Err(error) if !error.is_retryable() => refused.push(format!("dry run (rolled back): {error}")),
-            Err(error) => return Err(format!("the warehouse: {error}")),
+    if statements.is_empty() {
+        return Ok(refused);
+    }
+    let sql: Vec<String> = statements.iter().map(|(_, sql)| sql.clone()).collect();
+    let vetted = warehouse.vet(&dataset.table, &sql).await.map_err(|e| format!("the warehouse: {e}"))?;
+    for refusal in vetted.refused {
+        match refusal.statement.and_then(|index| statements.get(index)) {
+            Some((at, sql)) => refused.push(format!("{at}: refused {sql:?}: {}", refusal.reason)),
+            None => refused.push(refusal.reason),
         }
     }
     Ok(refused)
