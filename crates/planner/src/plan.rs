@@ -222,6 +222,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
             (ChangeKind::TypeWidened, Place::Column(column)) => {
                 let new_type = schema_at(writer, field).map(|s| sql_type(&s, target.dialect));
                 let current = column_info(column).map(|c| c.sql_type.to_uppercase());
+                let new_type = new_type.map(|new_type| exact(current.as_deref(), new_type));
                 match (target.dialect, new_type) {
                     (Dialect::Postgres, Some(new_type))
                         if current.as_deref().is_some_and(|c| !mend_store::guard::same_type(c, &new_type)) =>
@@ -369,6 +370,24 @@ pub async fn plan_dataset(
         plan.rules.push(format!("dbt: {reason}; no patch"));
     }
     Ok(plan)
+}
+
+/// The column type that holds every value of a widened field exactly:
+/// Avro promotes int and long to float and double, but `bigint` → `double
+/// precision` (or `integer` → `real`) rounds every value beyond the
+/// mantissa, so such a column becomes an unconstrained `NUMERIC`, which holds
+/// the old integers and the new floating-point values alike (or stays one).
+fn exact(current: Option<&str>, new_type: String) -> String {
+    use mend_store::guard::types::{self, Builtin};
+    let (Some(from), Some(to)) = (current.and_then(types::current), types::current(&new_type)) else {
+        return new_type;
+    };
+    let rounds = matches!(to, Builtin::Real | Builtin::Double) && !types::widens(from, to);
+    match from {
+        Builtin::Numeric(None) if rounds => current.unwrap_or_default().to_owned(),
+        Builtin::SmallInt | Builtin::Integer | Builtin::BigInt | Builtin::Numeric(_) if rounds => "NUMERIC".to_owned(),
+        _ => new_type,
+    }
 }
 
 #[cfg(test)]

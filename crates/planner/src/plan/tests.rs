@@ -158,3 +158,14 @@ fn widening_is_mapping_only_on_sqlite_and_ddl_on_postgres() {
     assert_eq!(pg.policy, Policy::Approve);
     assert_eq!(pg.steps[0].sql.as_deref(), Some(r#"ALTER TABLE "orders" ALTER COLUMN "n" TYPE BIGINT"#));
 }
+
+#[test]
+fn a_promotion_that_rounds_widens_to_numeric() {
+    let pg = |old: &str, new: &str| plan_for(old, new, Dialect::Postgres).steps[0].sql.clone();
+    let (long, double) = (r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":"double"}"#);
+    assert_eq!(pg(long, double).as_deref(), Some(r#"ALTER TABLE "orders" ALTER COLUMN "n" TYPE NUMERIC"#));
+    let (int, float) = (r#"{"name":"n","type":"int"}"#, r#"{"name":"n","type":"float"}"#);
+    assert_eq!(pg(int, float).as_deref(), Some(r#"ALTER TABLE "orders" ALTER COLUMN "n" TYPE NUMERIC"#));
+    // integer → double precision keeps every value: no need for numeric.
+    assert_eq!(pg(int, double).as_deref(), Some(r#"ALTER TABLE "orders" ALTER COLUMN "n" TYPE DOUBLE PRECISION"#));
+}
