@@ -31,113 +31,129 @@ const SEARCH_PATH: Option<&str> = Some("SELECT set_config('search_path', 'pg_cat
 /// Every user object of the catalog (oid ≥ 16384, PostgreSQL's first
 /// normal object id) as a proof entry: kind, name, the table it belongs to
 /// (toast tables and indexes belong to their table; row types to theirs),
-/// whether it is as plain as mend's statements leave it, and its definition
-/// without what a rewrite changes (file nodes, oids). `$1` is the dataset's
-/// schema.
+/// whether it is as plain as mend's statements leave it, its definition
+/// without what a rewrite changes (file nodes), and a label for messages.
+/// `$1` is the dataset's schema.
 ///
-/// Expressions are compared as their stored node trees, never deparsed:
-/// PostgreSQL's deparsers (`pg_get_expr`, `pg_get_constraintdef`,
-/// `pg_get_ruledef`, …) lock the relations they name, and a dry run holding
-/// its table must not wait on, or deadlock with, every other table of the
-/// warehouse. Sequence values are not compared: they are not transactional,
-/// so concurrent use elsewhere would look like a change; the allow-list
-/// keeps every call of a function (and so of nextval) out of what runs.
+/// Names and definitions are read from the catalog rows themselves, under
+/// the transaction's snapshot: `regclass`, `format_type`,
+/// `pg_describe_object` and the deparsers read the latest catalog instead,
+/// so another session dropping a schema meanwhile would change them between
+/// the two snapshots; the deparsers (`pg_get_expr`, `pg_get_ruledef`, …)
+/// also lock the relations they name, and a dry run holding its table must
+/// not wait on, or deadlock with, every other table of the warehouse.
+/// Expressions are compared as their stored node trees. Sequence values are
+/// not compared: they are not transactional, so concurrent use elsewhere
+/// would look like a change; the allow-list keeps every call of a function
+/// (and so of nextval) out of what runs.
 const CATALOG: &str = r#"
-WITH owner AS (
-  SELECT c.oid,
-    CASE
-      WHEN c.relkind = 't' THEN (SELECT p.oid FROM pg_class p WHERE p.reltoastrelid = c.oid)
-      WHEN c.relkind IN ('i', 'I') THEN (
-        SELECT COALESCE((SELECT p.oid FROM pg_class p WHERE p.reltoastrelid = x.indrelid), x.indrelid)
-        FROM pg_index x WHERE x.indexrelid = c.oid)
-      ELSE c.oid
-    END AS owner
-  FROM pg_class c WHERE c.oid >= 16384
+WITH rel AS (
+  SELECT c.*, n.nspname || '.' || c.relname AS name,
+    COALESCE(toast_of.oid, index_toast_of.oid, x.indrelid, c.oid) AS owner
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_class toast_of ON c.relkind = 't' AND toast_of.reltoastrelid = c.oid
+  LEFT JOIN pg_index x ON c.relkind IN ('i', 'I') AND x.indexrelid = c.oid
+  LEFT JOIN pg_class index_toast_of ON index_toast_of.reltoastrelid = x.indrelid
+  WHERE c.oid >= 16384
 ),
-type_owner AS (
-  SELECT t.oid, o.owner FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
-  JOIN owner o ON o.oid = COALESCE(NULLIF(t.typrelid, 0), NULLIF(e.typrelid, 0))
+typ AS (
+  SELECT t.*, n.nspname || '.' || t.typname AS name, r.owner, e.typtype AS elemtype, e.typrelid AS elemrelid
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace LEFT JOIN pg_type e ON e.oid = t.typelem
+  LEFT JOIN rel r ON r.oid = COALESCE(NULLIF(t.typrelid, 0), NULLIF(e.typrelid, 0))
   WHERE t.oid >= 16384
 )
-SELECT 'relation', c.oid::regclass::text, o.owner::text,
+SELECT 'relation', c.name, c.owner::text,
   c.relkind IN ('r', 't') AND c.relpersistence = 'p' AND c.reloptions IS NULL AND c.reltablespace = 0
     AND NOT c.relhastriggers AND NOT c.relhasrules AND NOT c.relrowsecurity AND NOT c.relispartition
     AND NOT c.relhassubclass,
   concat_ws('|', c.relkind, c.relpersistence, c.reloptions::text, c.reltablespace, c.relhastriggers,
     c.relhasrules, c.relrowsecurity, c.relforcerowsecurity, c.relispartition, c.relhassubclass, c.relowner,
-    c.relacl::text, c.relreplident, c.relam, md5(c.relpartbound::text))
-FROM pg_class c JOIN owner o ON o.oid = c.oid WHERE c.relkind NOT IN ('i', 'I')
+    c.relacl::text, c.relreplident, c.relam, md5(c.relpartbound::text)),
+  c.name
+FROM rel c WHERE c.relkind NOT IN ('i', 'I')
 UNION ALL
-SELECT 'index', c.oid::regclass::text, o.owner::text, t.relkind = 't',
-  concat_ws('|', c.relkind, c.relpersistence, c.reloptions::text, c.reltablespace, c.relam, x.indrelid::regclass,
+SELECT 'index', c.name, c.owner::text, t.relkind = 't',
+  concat_ws('|', c.relkind, c.relpersistence, c.reloptions::text, c.reltablespace, c.relam, t.relname,
     x.indisunique, x.indisprimary, x.indisexclusion, x.indimmediate, x.indkey::text, x.indclass::text,
-    x.indcollation::text, x.indoption::text, md5(x.indexprs::text), md5(x.indpred::text))
-FROM pg_class c JOIN owner o ON o.oid = c.oid JOIN pg_index x ON x.indexrelid = c.oid
-JOIN pg_class t ON t.oid = x.indrelid
+    x.indcollation::text, x.indoption::text, md5(x.indexprs::text), md5(x.indpred::text)),
+  c.name
+FROM rel c JOIN pg_index x ON x.indexrelid = c.oid JOIN pg_class t ON t.oid = x.indrelid
 UNION ALL
-SELECT 'columns', a.attrelid::regclass::text, o.owner::text,
+SELECT 'columns', c.name, c.owner::text,
   bool_and(a.attisdropped OR (a.attidentity = '' AND a.attgenerated = '' AND a.atttypid < 16384
     AND a.attcollation IN (0, 100))),
-  string_agg(concat_ws(':', a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-    a.atthasdef, a.attidentity, a.attgenerated, a.attisdropped, a.attcollation, a.attoptions::text,
-    a.attacl::text), ',' ORDER BY a.attnum)
-FROM pg_attribute a JOIN owner o ON o.oid = a.attrelid WHERE a.attnum > 0
-GROUP BY a.attrelid, o.owner
+  string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.atthasdef,
+    a.attidentity, a.attgenerated, a.attisdropped, a.attcollation, a.attoptions::text, a.attacl::text),
+    ',' ORDER BY a.attnum),
+  c.name
+FROM pg_attribute a JOIN rel c ON c.oid = a.attrelid WHERE a.attnum > 0
+GROUP BY c.name, c.owner
 UNION ALL
-SELECT 'default', d.adrelid::regclass::text || '.' || d.adnum, o.owner::text, false, md5(d.adbin::text)
-FROM pg_attrdef d JOIN owner o ON o.oid = d.adrelid
+SELECT 'default', c.name || '.' || d.adnum, c.owner::text, false, md5(d.adbin::text), c.name || '.' || d.adnum
+FROM pg_attrdef d JOIN rel c ON c.oid = d.adrelid
 UNION ALL
-SELECT 'constraint', COALESCE(NULLIF(c.conrelid, 0)::regclass::text, c.contypid::regtype::text) || '.' || c.conname,
-  o.owner::text, false,
-  concat_ws('|', c.contype, c.condeferrable, c.condeferred, c.convalidated, c.confrelid::regclass, c.conkey::text,
-    c.confkey::text, c.confupdtype, c.confdeltype, c.connoinherit, md5(c.conbin::text))
-FROM pg_constraint c LEFT JOIN owner o ON o.oid = c.conrelid WHERE c.oid >= 16384
+SELECT 'constraint', COALESCE(c.name, t.name, '') || '.' || k.conname, c.owner::text, false,
+  concat_ws('|', k.contype, k.condeferrable, k.condeferred, k.convalidated, k.confrelid, k.conkey::text,
+    k.confkey::text, k.confupdtype, k.confdeltype, k.connoinherit, md5(k.conbin::text)),
+  COALESCE(c.name, t.name, '') || '.' || k.conname
+FROM pg_constraint k LEFT JOIN rel c ON c.oid = k.conrelid LEFT JOIN typ t ON t.oid = k.contypid
+WHERE k.oid >= 16384
 UNION ALL
-SELECT 'trigger', t.tgrelid::regclass::text || '.' || t.tgname, NULL, false,
-  concat_ws('|', t.tgfoid::regproc, t.tgtype, t.tgenabled, t.tgisinternal, t.tgconstrrelid::regclass,
-    t.tgattr::text, md5(t.tgqual::text))
-FROM pg_trigger t
+SELECT 'trigger', COALESCE(c.name, tg.tgrelid::text) || '.' || tg.tgname, NULL, false,
+  concat_ws('|', tg.tgfoid, tg.tgtype, tg.tgenabled, tg.tgisinternal, tg.tgconstrrelid, tg.tgattr::text,
+    md5(tg.tgqual::text)),
+  COALESCE(c.name, tg.tgrelid::text) || '.' || tg.tgname
+FROM pg_trigger tg LEFT JOIN rel c ON c.oid = tg.tgrelid
 UNION ALL
-SELECT 'inheritance', i.inhrelid::regclass::text || ' inherits ' || i.inhparent::regclass::text, NULL, false,
-  i.inhseqno::text
-FROM pg_inherits i
+SELECT 'inheritance', COALESCE(c.name, i.inhrelid::text) || ' inherits ' || COALESCE(p.name, i.inhparent::text),
+  NULL, false, i.inhseqno::text,
+  COALESCE(c.name, i.inhrelid::text) || ' inherits ' || COALESCE(p.name, i.inhparent::text)
+FROM pg_inherits i LEFT JOIN rel c ON c.oid = i.inhrelid LEFT JOIN rel p ON p.oid = i.inhparent
 UNION ALL
-SELECT 'type', t.oid::regtype::text, o.owner::text,
-  (t.typtype = 'c' AND t.typrelid <> 0) OR (t.typcategory = 'A' AND e.typtype = 'c' AND e.typrelid <> 0),
-  concat_ws('|', t.typtype, t.typbasetype, t.typnotnull, t.typdefault, t.typelem::regtype, t.typowner,
-    t.typacl::text)
-FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem LEFT JOIN type_owner o ON o.oid = t.oid
-WHERE t.oid >= 16384
+SELECT 'type', t.name, t.owner::text,
+  (t.typtype = 'c' AND t.typrelid <> 0) OR (t.typcategory = 'A' AND t.elemtype = 'c' AND t.elemrelid <> 0),
+  concat_ws('|', t.typtype, t.typbasetype, t.typnotnull, t.typdefault, t.typelem, t.typowner, t.typacl::text),
+  t.name
+FROM typ t
 UNION ALL
-SELECT 'function', p.oid::regprocedure::text, NULL, false,
-  md5(concat_ws('|', p.prosrc, p.probin, p.proconfig::text, p.provolatile, p.prosecdef, p.proowner, p.proacl::text))
-FROM pg_proc p WHERE p.oid >= 16384
+SELECT 'function', n.nspname || '.' || p.proname || '(' || p.proargtypes::text || ')', NULL, false,
+  md5(concat_ws('|', p.prosrc, p.probin, p.proconfig::text, p.provolatile, p.prosecdef, p.proowner, p.proacl::text)),
+  n.nspname || '.' || p.proname
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid >= 16384
 UNION ALL
-SELECT 'sequence', s.seqrelid::regclass::text, NULL, false,
-  concat_ws('|', s.seqtypid, s.seqstart, s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle)
-FROM pg_sequence s
+SELECT 'sequence', c.name, NULL, false,
+  concat_ws('|', s.seqtypid, s.seqstart, s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle), c.name
+FROM pg_sequence s JOIN rel c ON c.oid = s.seqrelid
 UNION ALL
-SELECT 'rule', r.ev_class::regclass::text || '.' || r.rulename, NULL, false,
-  concat_ws('|', r.ev_type, r.ev_enabled, r.is_instead, md5(r.ev_qual::text), md5(r.ev_action::text))
-FROM pg_rewrite r WHERE r.oid >= 16384
+SELECT 'rule', COALESCE(c.name, r.ev_class::text) || '.' || r.rulename, NULL, false,
+  concat_ws('|', r.ev_type, r.ev_enabled, r.is_instead, md5(r.ev_qual::text), md5(r.ev_action::text)),
+  COALESCE(c.name, r.ev_class::text) || '.' || r.rulename
+FROM pg_rewrite r LEFT JOIN rel c ON c.oid = r.ev_class WHERE r.oid >= 16384
 UNION ALL
-SELECT 'policy', p.polrelid::regclass::text || '.' || p.polname, NULL, false,
-  concat_ws('|', p.polcmd, p.polpermissive, p.polroles::text, md5(p.polqual::text), md5(p.polwithcheck::text))
-FROM pg_policy p
+SELECT 'policy', COALESCE(c.name, p.polrelid::text) || '.' || p.polname, NULL, false,
+  concat_ws('|', p.polcmd, p.polpermissive, p.polroles::text, md5(p.polqual::text), md5(p.polwithcheck::text)),
+  COALESCE(c.name, p.polrelid::text) || '.' || p.polname
+FROM pg_policy p LEFT JOIN rel c ON c.oid = p.polrelid
 UNION ALL
-SELECT 'schema', n.nspname::text, NULL, false, concat_ws('|', n.nspowner, n.nspacl::text) FROM pg_namespace n
+SELECT 'schema', n.nspname::text, NULL, false, concat_ws('|', n.nspowner, n.nspacl::text), n.nspname::text
+FROM pg_namespace n
 UNION ALL
 SELECT 'dependency',
-  pg_describe_object(d.classid, d.objid, d.objsubid) || ' -> '
-    || pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) || ' (' || d.deptype::text || ')',
-  CASE
-    WHEN d.refclassid = 'pg_class'::regclass THEN (SELECT o.owner::text FROM owner o WHERE o.oid = d.refobjid)
-    WHEN d.refclassid = 'pg_type'::regclass THEN (SELECT o.owner::text FROM type_owner o WHERE o.oid = d.refobjid)
-    WHEN d.refclassid = 'pg_namespace'::regclass
-      AND d.refobjid = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = $1) THEN 'schema'
-  END,
-  true, ''
-FROM pg_depend d WHERE d.refobjid >= 16384
+  concat_ws(':', d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype),
+  COALESCE(COALESCE(rc.owner, rt.owner, rkc.owner, rac.owner)::text, CASE WHEN ns.nspname = $1 THEN 'schema' END),
+  true, '',
+  -- For messages only (it reads the latest catalog, and may be NULL).
+  COALESCE(pg_describe_object(d.classid, d.objid, d.objsubid), d.objid::text) || ' -> '
+    || COALESCE(pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid), d.refobjid::text)
+FROM pg_depend d
+LEFT JOIN rel rc ON d.refclassid = 'pg_class'::regclass AND rc.oid = d.refobjid
+LEFT JOIN typ rt ON d.refclassid = 'pg_type'::regclass AND rt.oid = d.refobjid
+LEFT JOIN pg_constraint rk ON d.refclassid = 'pg_constraint'::regclass AND rk.oid = d.refobjid
+LEFT JOIN rel rkc ON rkc.oid = rk.conrelid
+LEFT JOIN pg_attrdef ra ON d.refclassid = 'pg_attrdef'::regclass AND ra.oid = d.refobjid
+LEFT JOIN rel rac ON rac.oid = ra.adrelid
+LEFT JOIN pg_namespace ns ON d.refclassid = 'pg_namespace'::regclass AND ns.oid = d.refobjid
+WHERE d.refobjid >= 16384
 "#;
 
 /// What the allowed statements may do to each kind of entry of [`CATALOG`]:
@@ -157,16 +173,19 @@ fn rule(kind: &str) -> Rule {
 /// The catalog as seen by `tx`.
 async fn catalog(tx: &mut Transaction<'_, Pg>, schema: &str) -> Result<Vec<Entry>, StoreError> {
     let rows = sqlx::query(CATALOG).bind(schema).fetch_all(&mut **tx).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Entry {
-            kind: row.get(0),
-            key: row.get(1),
-            scope: row.get(2),
-            plain: row.get::<Option<bool>, _>(3).unwrap_or(false),
-            definition: row.get::<Option<String>, _>(4).unwrap_or_default(),
+    let entry = |row: sqlx::postgres::PgRow| -> Result<Entry, sqlx::Error> {
+        let key: Option<String> = row.try_get(1)?;
+        let label: Option<String> = row.try_get(5)?;
+        Ok(Entry {
+            kind: row.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
+            label: label.or_else(|| key.clone()).unwrap_or_default(),
+            key: key.unwrap_or_default(),
+            scope: row.try_get(2)?,
+            plain: row.try_get::<Option<bool>, _>(3)?.unwrap_or(false),
+            definition: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
         })
-        .collect())
+    };
+    Ok(rows.into_iter().map(entry).collect::<Result<_, _>>()?)
 }
 
 /// A PostgreSQL warehouse.

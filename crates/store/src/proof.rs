@@ -47,6 +47,8 @@ pub(crate) struct Entry {
     pub plain: bool,
     /// Its definition: any difference is a change.
     pub definition: String,
+    /// How a finding names it (the key, or something a person reads better).
+    pub label: String,
 }
 
 /// The scope of an entry that belongs to the dataset's schema itself.
@@ -83,12 +85,12 @@ pub(crate) fn findings(
         };
         if !fits {
             let why = if ours(now) { "" } else { ", outside the dataset's table" };
-            findings.push(format!("{} {} {what}{why}", now.kind, now.key));
+            findings.push(format!("{} {} {what}{why}", now.kind, now.label));
         }
     }
     for (key, was) in &before {
         if !after.contains_key(key) && rule(&was.kind) != Rule::Reference {
-            findings.push(format!("{} {} disappeared", was.kind, was.key));
+            findings.push(format!("{} {} disappeared", was.kind, was.label));
         }
     }
     findings
@@ -105,6 +107,7 @@ mod tests {
             scope: scope.map(str::to_owned),
             plain,
             definition: definition.into(),
+            label: key.into(),
         }
     }
 

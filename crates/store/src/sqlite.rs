@@ -37,6 +37,7 @@ async fn catalog(tx: &mut Transaction<'_, Lite>) -> Result<Vec<Entry>, StoreErro
         .map(|(kind, name, table, sql)| Entry {
             plain: kind == "table",
             kind,
+            label: name.clone(),
             key: name,
             scope: Some(table.to_ascii_lowercase()),
             definition: sql.unwrap_or_default(),
