@@ -8,7 +8,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard bench fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard fuzz-values bench fmt lint clean
 
 all: build
 
@@ -63,12 +63,20 @@ FUZZ_CASES ?= 1000000
 # (each an allow-list check and, when it passes, a dry run: ~100/s).
 GUARD_CASES ?= 100000
 CARGO_FUZZ := $(TOOLS)/cargo-fuzz/bin/cargo-fuzz
-fuzz: fuzz-targets fuzz-props fuzz-guard
+# Generated schemas (of VALUE_RECORDS random records each) loaded into both
+# dialects and judged by fastavro.
+VALUE_CASES ?= 2000
+VALUE_RECORDS ?= 50
+fuzz: fuzz-targets fuzz-props fuzz-guard fuzz-values
 fuzz-targets:
 	@[ -x $(CARGO_FUZZ) ] || cargo install cargo-fuzz@0.13.2 --locked --root $(TOOLS)/cargo-fuzz
 	CARGO_FUZZ=$(CARGO_FUZZ) CARGO_TARGET_DIR=$(TOOLS)/fuzz-target fuzz/run.sh $(FUZZ_RUNS)
 fuzz-props:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p mend-avro -p mend-store -p mend-config -p mend-registry --lib fuzz_
+fuzz-values: venv
+	infra/up.sh
+	MEND_PYTHON=$(CURDIR)/$(VENV)/bin/python MEND_VALUE_CASES=$(VALUE_CASES) MEND_VALUE_RECORDS=$(VALUE_RECORDS) \
+	  cargo test --release -p mend-tests --test values -- --nocapture
 fuzz-guard:
 	infra/up.sh
 	MEND_GUARD_CASES=$(GUARD_CASES) cargo test --release -p mend-tests --test guard fuzz_ -- --nocapture

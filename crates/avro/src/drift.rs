@@ -71,6 +71,8 @@ pub fn classify(old: &Schema, new: &Schema) -> Vec<FieldChange> {
 
 /// [`classify`] with value-overlap evidence for rename candidates.
 pub fn classify_with(old: &Schema, new: &Schema, overlap: &OverlapEvidence) -> Vec<FieldChange> {
+    // A named type reused by name is compared wherever it appears.
+    let (old, new) = (&crate::schema::inline_refs(old), &crate::schema::inline_refs(new));
     let mut changes = Vec::new();
     if let (Some(old), Some(new)) = (record_of(old), record_of(new)) {
         diff_fields(&old.fields, &new.fields, "", overlap, &mut changes);

@@ -19,7 +19,7 @@ use mend_config::Nested;
 use mend_model::SqlValue;
 
 use crate::schema::{Leaf, leaves, record_of, strip_null, type_name};
-use crate::values::to_sql;
+use crate::values::{Writer, to_sql};
 
 /// Where one column's value comes from.
 #[derive(Debug, Clone)]
@@ -36,6 +36,11 @@ pub struct LoadPlan {
     /// Column names, in row order.
     pub columns: Vec<String>,
     sources: Vec<(Source, Schema)>,
+    /// Per column, the writer field's schema (for a field source), whose
+    /// form a value keeps (a nested decimal's scale).
+    written: Vec<Option<Schema>>,
+    /// The writer's named types, for references inside its fields.
+    names: apache_avro::schema::Names,
 }
 
 impl LoadPlan {
@@ -51,12 +56,18 @@ impl LoadPlan {
         mapping: &BTreeMap<String, String>,
         nested: Nested,
     ) -> Result<Self, String> {
+        let names = apache_avro::schema::ResolvedSchema::try_from(writer)
+            .map(|resolved| resolved.get_names().iter().map(|(n, s)| (n.clone(), (*s).clone())).collect())
+            .unwrap_or_default();
+        // A named type reused by name loads as the type itself, everywhere.
+        let (writer, contract) = (&crate::schema::inline_refs(writer), &crate::schema::inline_refs(contract));
         let writer_record = record_of(writer).ok_or("the writer schema is not a record")?;
         let contract_record = record_of(contract).ok_or("the contract schema is not a record")?;
         let writer_leaves = leaves(writer_record, nested);
         let mut used = vec![false; writer_leaves.len()];
         let mut columns = Vec::new();
         let mut sources = Vec::new();
+        let mut written_schemas = Vec::new();
         let column_of = |leaf: &Leaf<'_>| mapping.get(&leaf.dotted()).cloned().unwrap_or_else(|| leaf.default_column());
         for leaf in leaves(contract_record, nested) {
             let field = leaf.field();
@@ -88,10 +99,17 @@ impl LoadPlan {
                         }
                     }
                     used[index] = true;
+                    written_schemas.push(Some(written.schema.clone()));
                     Source::Field(writer_leaves[index].indices.clone())
                 }
-                None if leaf.under_nullable => Source::Constant(SqlValue::Null),
-                None => Source::Constant(default_value(field)?),
+                None if leaf.under_nullable => {
+                    written_schemas.push(None);
+                    Source::Constant(SqlValue::Null)
+                }
+                None => {
+                    written_schemas.push(None);
+                    Source::Constant(default_value(field)?)
+                }
             };
             columns.push(column);
             sources.push((source, field.schema.clone()));
@@ -104,7 +122,7 @@ impl LoadPlan {
                 type_name(&leaf.field().schema)
             ));
         }
-        Ok(Self { columns, sources })
+        Ok(Self { columns, sources, written: written_schemas, names })
     }
 
     /// Per column, in row order: where its value comes from, and the
@@ -119,19 +137,24 @@ impl LoadPlan {
         let mut values: Vec<Option<Value>> = fields.into_iter().map(|(_, v)| Some(v)).collect();
         self.sources
             .iter()
-            .map(|(source, schema)| match source {
-                Source::Constant(value) => Ok(value.clone()),
-                // Hot path: a top-level field is moved out, not cloned.
-                Source::Field(path) if path.len() == 1 => {
-                    let value =
-                        values.get_mut(path[0]).and_then(Option::take).ok_or("record shorter than its schema")?;
-                    to_sql(value, schema)
-                }
-                Source::Field(path) => {
-                    let top = values.get(path[0]).and_then(Option::as_ref).ok_or("record shorter than its schema")?;
-                    match nested_value(top, &path[1..]) {
-                        Some(value) => to_sql(value.clone(), schema),
-                        None => Ok(SqlValue::Null), // an enclosing record is null
+            .zip(&self.written)
+            .map(|((source, schema), written)| {
+                let writer = Writer { schema: written.as_ref().unwrap_or(schema), names: &self.names };
+                match source {
+                    Source::Constant(value) => Ok(value.clone()),
+                    // Hot path: a top-level field is moved out, not cloned.
+                    Source::Field(path) if path.len() == 1 => {
+                        let value =
+                            values.get_mut(path[0]).and_then(Option::take).ok_or("record shorter than its schema")?;
+                        to_sql(value, schema, writer)
+                    }
+                    Source::Field(path) => {
+                        let top =
+                            values.get(path[0]).and_then(Option::as_ref).ok_or("record shorter than its schema")?;
+                        match nested_value(top, &path[1..]) {
+                            Some(value) => to_sql(value.clone(), schema, writer),
+                            None => Ok(SqlValue::Null), // an enclosing record is null
+                        }
                     }
                 }
             })
@@ -170,7 +193,7 @@ fn default_value(field: &RecordField) -> Result<SqlValue, String> {
                 .map_err(|e| format!("default of {} is not a value: {e}", field.name))?
                 .resolve(&schema)
                 .map_err(|e| format!("default of {} does not fit its type: {e}", field.name))?;
-            to_sql(value, &schema)
+            to_sql(value, &schema, Writer::alone(&schema))
         }
     }
 }

@@ -21,12 +21,87 @@ pub fn strip_null(schema: &Schema) -> (&Schema, bool) {
     if let Schema::Union(union) = schema {
         let variants = union.variants();
         let non_null: Vec<&Schema> = variants.iter().filter(|s| !matches!(s, Schema::Null)).collect();
-        if non_null.len() == 1 && variants.len() == 2 {
-            return (non_null[0], true);
+        // `[null, X]`, `[X, null]` and the single-branch `[X]` are X.
+        if non_null.len() == 1 {
+            return (non_null[0], variants.len() == 2);
         }
         return (schema, variants.iter().any(|s| matches!(s, Schema::Null)));
     }
     (schema, matches!(schema, Schema::Null))
+}
+
+/// `schema` with every reference to a named type (a record, enum or fixed
+/// reused by name) replaced by the type itself, so a reused type gets the
+/// same columns, values and diff wherever it appears. A type that refers to
+/// itself (a recursive record) keeps that reference. A schema whose names
+/// do not resolve is returned as it is.
+pub fn inline_refs(schema: &Schema) -> Schema {
+    use apache_avro::schema::{ArraySchema, MapSchema, Name, ResolvedSchema, UnionSchema};
+    let Ok(resolved) = ResolvedSchema::try_from(schema) else { return schema.clone() };
+    let names = resolved.get_names();
+    fn walk(schema: &Schema, names: &apache_avro::schema::NamesRef<'_>, open: &mut Vec<Name>) -> Schema {
+        match schema {
+            Schema::Ref { name } if !open.contains(name) => match names.get(name) {
+                Some(named) => walk(named, names, open),
+                None => schema.clone(),
+            },
+            Schema::Record(record) => {
+                open.push(record.name.clone());
+                let mut inlined = record.clone();
+                for field in &mut inlined.fields {
+                    field.schema = walk(&field.schema, names, open);
+                }
+                open.pop();
+                Schema::Record(inlined)
+            }
+            Schema::Array(array) => Schema::Array(ArraySchema {
+                items: Box::new(walk(&array.items, names, open)),
+                attributes: array.attributes.clone(),
+            }),
+            Schema::Map(map) => Schema::Map(MapSchema {
+                types: Box::new(walk(&map.types, names, open)),
+                attributes: map.attributes.clone(),
+            }),
+            Schema::Union(union) => {
+                let variants = union.variants().iter().map(|v| walk(v, names, open)).collect();
+                UnionSchema::new(variants).map_or_else(|_| schema.clone(), Schema::Union)
+            }
+            other => other.clone(),
+        }
+    }
+    walk(schema, names, &mut Vec::new())
+}
+
+/// Whether a field of this Avro type is stored in a JSON column (its value
+/// in the form `values::json_of` gives): records, arrays, maps, unions of
+/// several types, durations, named types referred to by name — everything
+/// [`sql_type`] has no column type of its own for.
+pub fn json_column(schema: &Schema) -> bool {
+    !matches!(
+        strip_null(schema).0,
+        Schema::Null
+            | Schema::Boolean
+            | Schema::Int
+            | Schema::Long
+            | Schema::Float
+            | Schema::Double
+            | Schema::Bytes
+            | Schema::Fixed(_)
+            | Schema::String
+            | Schema::Enum(_)
+            | Schema::Uuid(_)
+            | Schema::Decimal(_)
+            | Schema::BigDecimal
+            | Schema::Date
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+    )
 }
 
 /// The SQL type a field of this Avro type gets.
@@ -44,12 +119,11 @@ pub fn sql_type(schema: &Schema, dialect: Dialect) -> String {
         Schema::Decimal(d) if pg => format!("NUMERIC({}, {})", d.precision, d.scale),
         Schema::Decimal(_) | Schema::BigDecimal => if pg { "NUMERIC" } else { "TEXT" }.into(),
         Schema::Date => if pg { "DATE" } else { "TEXT" }.into(),
-        Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => {
-            if pg { "TIMESTAMPTZ" } else { "TEXT" }.into()
-        }
-        Schema::LocalTimestampMillis | Schema::LocalTimestampMicros | Schema::LocalTimestampNanos => {
-            if pg { "TIMESTAMP" } else { "TEXT" }.into()
-        }
+        Schema::TimestampMillis | Schema::TimestampMicros => if pg { "TIMESTAMPTZ" } else { "TEXT" }.into(),
+        Schema::LocalTimestampMillis | Schema::LocalTimestampMicros => if pg { "TIMESTAMP" } else { "TEXT" }.into(),
+        // PostgreSQL's timestamps keep microseconds: nanoseconds are kept
+        // as RFC 3339 text, which sorts as time does.
+        Schema::TimestampNanos | Schema::LocalTimestampNanos => "TEXT".into(),
         Schema::TimeMillis | Schema::TimeMicros => if pg { "BIGINT" } else { "INTEGER" }.into(),
         _ => if pg { "JSONB" } else { "TEXT" }.into(),
     }
@@ -132,6 +206,7 @@ pub fn columns_for(
     dialect: Dialect,
     nested: Nested,
 ) -> Result<(Vec<Column>, BTreeMap<String, String>), String> {
+    let schema = &inline_refs(schema);
     let record = record_of(schema).ok_or("the schema is not a record")?;
     let mut columns = Vec::new();
     let mut mapping = BTreeMap::new();

@@ -1,20 +1,68 @@
 //! Avro values to SQL values: promotions, logical types rendered as the SQL
-//! text PostgreSQL and SQLite read, anything nested as JSON.
+//! text PostgreSQL and SQLite read, anything nested as JSON. Every value
+//! has one lossless form (the README's "How values are stored"); a value
+//! mend cannot represent is an error, which quarantines its record with the
+//! reason. Nothing is ever written as debug text.
 
 use apache_avro::Schema;
+use apache_avro::schema::Names;
 use apache_avro::types::Value;
 use mend_model::SqlValue;
+use serde_json::Value as J;
 
-use crate::schema::strip_null;
+use crate::schema::{json_column, strip_null, type_name};
 
-/// Converts a value (written with any schema the contract field can read) to
-/// the SQL value of the contract field's column.
-pub fn to_sql(value: Value, schema: &Schema) -> Result<SqlValue, String> {
-    let value = match value {
-        Value::Union(_, inner) => *inner,
-        other => other,
+/// The schema a value was written with, and the named types it refers to:
+/// what a nested value's form (a decimal's scale) is read from.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub schema: &'a Schema,
+    pub names: &'a Names,
+}
+
+impl<'a> Writer<'a> {
+    /// `schema` without named types elsewhere (a default, a sample).
+    pub fn alone(schema: &'a Schema) -> Self {
+        static NONE: std::sync::LazyLock<Names> = std::sync::LazyLock::new(Names::new);
+        Self { schema, names: &NONE }
+    }
+
+    fn at(self, schema: &'a Schema) -> Self {
+        Self { schema, ..self }
+    }
+
+    /// The schema itself, a named reference resolved.
+    fn resolved(self) -> Result<&'a Schema, String> {
+        match self.schema {
+            Schema::Ref { name } => self
+                .names
+                .get(name)
+                .or_else(|| self.names.iter().find(|(n, _)| n.name() == name.name()).map(|(_, s)| s))
+                .ok_or_else(|| format!("the named type {} is not defined", name.fullname(None))),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Converts a value (written with `writer`, which the contract field can
+/// read) to the SQL value of the contract field's column (`target`).
+pub fn to_sql(value: Value, target: &Schema, writer: Writer<'_>) -> Result<SqlValue, String> {
+    if json_column(target) {
+        return Ok(match value {
+            Value::Null => SqlValue::Null,
+            Value::Union(_, inner) if matches!(*inner, Value::Null) => SqlValue::Null,
+            value => SqlValue::Json(json_of(value, writer)?.to_string()),
+        });
+    }
+    let (value, writer) = match (value, writer.resolved()?) {
+        (Value::Union(index, inner), Schema::Union(union)) => {
+            let branch = union.variants().get(index as usize).ok_or("a union branch beyond the schema")?;
+            (*inner, writer.at(branch))
+        }
+        (Value::Union(_, inner), _) => (*inner, writer),
+        (other, _) => (other, writer),
     };
-    let (target, _) = strip_null(schema);
+    let (target, _) = strip_null(target);
     Ok(match (value, target) {
         (Value::Null, _) => SqlValue::Null,
         (Value::Boolean(b), _) => SqlValue::Bool(b),
@@ -32,55 +80,151 @@ pub fn to_sql(value: Value, schema: &Schema) -> Result<SqlValue, String> {
         (Value::Uuid(u), _) => SqlValue::Text(u.to_string()),
         (Value::Bytes(b), _) | (Value::Fixed(_, b), _) => SqlValue::Bytes(b),
         (Value::Date(days), _) => SqlValue::Date(date_text(i64::from(days))),
-        (Value::TimestampMillis(ms), _) | (Value::LocalTimestampMillis(ms), _) => {
-            SqlValue::Timestamp(timestamp_text(ms.div_euclid(1000), ms.rem_euclid(1000) * 1_000_000))
+        (value @ (Value::TimestampMillis(_) | Value::TimestampMicros(_) | Value::TimestampNanos(_)), _) => {
+            SqlValue::Timestamp(instant(&value).unwrap_or_default())
         }
-        (Value::TimestampMicros(us), _) | (Value::LocalTimestampMicros(us), _) => {
-            SqlValue::Timestamp(timestamp_text(us.div_euclid(1_000_000), us.rem_euclid(1_000_000) * 1000))
-        }
-        (Value::TimestampNanos(ns), _) | (Value::LocalTimestampNanos(ns), _) => {
-            SqlValue::Timestamp(timestamp_text(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000)))
-        }
+        (
+            value @ (Value::LocalTimestampMillis(_) | Value::LocalTimestampMicros(_) | Value::LocalTimestampNanos(_)),
+            _,
+        ) => SqlValue::Timestamp(instant(&value).unwrap_or_default()),
         (Value::TimeMillis(ms), _) => SqlValue::Int(i64::from(ms)),
         (Value::TimeMicros(us), _) => SqlValue::Int(us),
-        (Value::Decimal(d), Schema::Decimal(schema)) => SqlValue::Decimal(decimal_text(&d, schema.scale)?),
-        (Value::BigDecimal(d), _) => SqlValue::Decimal(d.to_string()),
-        (other, _) => SqlValue::Json(json_of(other).to_string()),
+        (Value::Decimal(d), _) => SqlValue::Decimal(decimal_text(&d, scale(writer, target)?)?),
+        (Value::BigDecimal(d), _) => SqlValue::Decimal(d.to_plain_string()),
+        (other, _) => SqlValue::Json(json_of(other, writer)?.to_string()),
     })
 }
 
-fn json_of(value: Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Null => J::Null,
-        Value::Boolean(b) => J::Bool(b),
-        Value::Int(i) => J::from(i),
-        Value::Long(i) | Value::TimeMicros(i) | Value::TimestampMillis(i) | Value::TimestampMicros(i) => J::from(i),
-        Value::Float(f) => J::from(f64::from(f)),
-        Value::Double(f) => J::from(f),
-        Value::String(s) | Value::Enum(_, s) => J::String(s),
-        Value::Bytes(b) | Value::Fixed(_, b) => J::String(hex::encode(b)),
-        Value::Union(_, inner) => json_of(*inner),
-        Value::Array(items) => J::Array(items.into_iter().map(json_of).collect()),
-        Value::Map(map) => J::Object(map.into_iter().map(|(k, v)| (k, json_of(v))).collect()),
-        Value::Record(fields) => J::Object(fields.into_iter().map(|(k, v)| (k, json_of(v))).collect()),
-        Value::Date(d) => J::String(date_text(i64::from(d))),
-        Value::Uuid(u) => J::String(u.to_string()),
-        other => J::String(format!("{other:?}")),
+/// A decimal's scale: the writer's (the contract's when the writer's is
+/// not known).
+fn scale(writer: Writer<'_>, target: &Schema) -> Result<usize, String> {
+    match (writer.resolved()?, target) {
+        (Schema::Decimal(d), _) | (_, Schema::Decimal(d)) => Ok(d.scale),
+        (other, _) => Err(format!("a decimal value written as {}", type_name(other))),
     }
 }
 
-pub(crate) fn decimal_text(decimal: &apache_avro::Decimal, scale: usize) -> Result<String, String> {
-    let bytes: Vec<u8> = Vec::try_from(decimal).map_err(|e| e.to_string())?;
-    if bytes.len() > 16 {
-        return Err("decimal wider than 128 bits".into());
+/// The JSON form of a value inside a JSON column (records, arrays, maps and
+/// unions of them, durations), the same on every dialect: numbers as JSON
+/// numbers (NaN and the infinities as the strings "NaN", "Infinity",
+/// "-Infinity"); decimals as exact decimal strings; bytes and fixed as
+/// lowercase hex; dates `YYYY-MM-DD`; times `HH:MM:SS[.fraction]`;
+/// timestamps RFC 3339 in UTC (`…+00:00`), local timestamps without an
+/// offset; durations `{"months", "days", "milliseconds"}`; a union as the
+/// value of its branch.
+pub fn json_of(value: Value, writer: Writer<'_>) -> Result<J, String> {
+    let schema = writer.resolved()?;
+    Ok(match (value, schema) {
+        (Value::Union(index, inner), Schema::Union(union)) => {
+            let branch = union.variants().get(index as usize).ok_or("a union branch beyond the schema")?;
+            json_of(*inner, writer.at(branch))?
+        }
+        (Value::Union(_, inner), _) => json_of(*inner, writer)?,
+        (Value::Null, _) => J::Null,
+        (Value::Boolean(b), _) => J::Bool(b),
+        (Value::Int(i), _) => J::from(i),
+        (Value::Long(i), _) => J::from(i),
+        (Value::Float(f), _) => float_json(f64::from(f)),
+        (Value::Double(f), _) => float_json(f),
+        (Value::String(s), _) | (Value::Enum(_, s), _) => J::String(s),
+        (Value::Uuid(u), _) => J::String(u.to_string()),
+        (Value::Bytes(b), _) | (Value::Fixed(_, b), _) => J::String(hex::encode(b)),
+        (Value::Decimal(d), Schema::Decimal(schema)) => J::String(decimal_text(&d, schema.scale)?),
+        (Value::BigDecimal(d), _) => J::String(d.to_plain_string()),
+        (Value::Date(days), _) => J::String(date_text(i64::from(days))),
+        (Value::TimeMillis(ms), _) => J::String(time_text(i64::from(ms) * 1_000_000)?),
+        (Value::TimeMicros(us), _) => J::String(time_text(us.saturating_mul(1000))?),
+        (
+            value @ (Value::TimestampMillis(_)
+            | Value::TimestampMicros(_)
+            | Value::TimestampNanos(_)
+            | Value::LocalTimestampMillis(_)
+            | Value::LocalTimestampMicros(_)
+            | Value::LocalTimestampNanos(_)),
+            _,
+        ) => J::String(instant(&value).unwrap_or_default()),
+        (Value::Duration(d), _) => serde_json::json!({
+            "months": u32::from(d.months()),
+            "days": u32::from(d.days()),
+            "milliseconds": u32::from(d.millis()),
+        }),
+        (Value::Array(items), Schema::Array(array)) => {
+            J::Array(items.into_iter().map(|v| json_of(v, writer.at(&array.items))).collect::<Result<_, _>>()?)
+        }
+        (Value::Map(map), Schema::Map(types)) => J::Object(
+            map.into_iter()
+                .map(|(k, v)| Ok((k, json_of(v, writer.at(&types.types))?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        (Value::Record(fields), Schema::Record(record)) => J::Object(
+            fields
+                .into_iter()
+                .zip(&record.fields)
+                .map(|((name, v), field)| Ok((name, json_of(v, writer.at(&field.schema))?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        (value, schema) => {
+            return Err(format!("a {} value where its schema says {}", value_kind(&value), type_name(schema)));
+        }
+    })
+}
+
+/// A float as JSON: a number, or the name of a value JSON has no number for.
+fn float_json(f: f64) -> J {
+    match serde_json::Number::from_f64(f) {
+        Some(number) => J::Number(number),
+        None if f.is_nan() => J::String("NaN".into()),
+        None if f > 0.0 => J::String("Infinity".into()),
+        None => J::String("-Infinity".into()),
     }
-    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
-    let mut buffer = if negative { [0xffu8; 16] } else { [0u8; 16] };
-    buffer[16 - bytes.len()..].copy_from_slice(&bytes);
-    let unscaled = i128::from_be_bytes(buffer);
-    let digits = unscaled.unsigned_abs().to_string();
-    let sign = if unscaled < 0 { "-" } else { "" };
+}
+
+/// The RFC 3339 text of a timestamp value: UTC ones with `+00:00`, local
+/// ones without an offset.
+fn instant(value: &Value) -> Option<String> {
+    let (nanos, local) = match *value {
+        Value::TimestampMillis(ms) => (i128::from(ms) * 1_000_000, false),
+        Value::TimestampMicros(us) => (i128::from(us) * 1000, false),
+        Value::TimestampNanos(ns) => (i128::from(ns), false),
+        Value::LocalTimestampMillis(ms) => (i128::from(ms) * 1_000_000, true),
+        Value::LocalTimestampMicros(us) => (i128::from(us) * 1000, true),
+        Value::LocalTimestampNanos(ns) => (i128::from(ns), true),
+        _ => return None,
+    };
+    let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+    let text = timestamp_text(seconds, i64::try_from(nanos.rem_euclid(1_000_000_000)).ok()?);
+    Some(if local { text.trim_end_matches("+00:00").to_owned() } else { text })
+}
+
+/// `HH:MM:SS[.fraction]` of nanoseconds after midnight.
+fn time_text(nanos: i64) -> Result<String, String> {
+    if !(0..86_400 * 1_000_000_000).contains(&nanos) {
+        return Err(format!("a time of day {nanos} ns after midnight, beyond one day"));
+    }
+    let seconds = nanos / 1_000_000_000;
+    let mut text = format!("{:02}:{:02}:{:02}", seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    let fraction = nanos % 1_000_000_000;
+    if fraction != 0 {
+        text.push_str(format!(".{fraction:09}").trim_end_matches('0'));
+    }
+    Ok(text)
+}
+
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Decimal(_) => "decimal",
+        Value::Array(_) => "array",
+        Value::Map(_) => "map",
+        Value::Record(_) => "record",
+        _ => "scalar",
+    }
+}
+
+/// The exact decimal text of an Avro decimal of `scale` (any size).
+pub(crate) fn decimal_text(decimal: &apache_avro::Decimal, scale: usize) -> Result<String, String> {
+    let unscaled = num_bigint::BigInt::from(decimal.clone());
+    let digits = unscaled.magnitude().to_string();
+    let sign = if unscaled.sign() == num_bigint::Sign::Minus { "-" } else { "" };
     if scale == 0 {
         return Ok(format!("{sign}{digits}"));
     }
@@ -134,5 +278,51 @@ mod tests {
         let decimal = apache_avro::Decimal::from(vec![0xff, 0x38]); // -200
         assert_eq!(decimal_text(&decimal, 2).unwrap(), "-2.00");
         assert_eq!(decimal_text(&apache_avro::Decimal::from(vec![0x05]), 3).unwrap(), "0.005");
+        // Wider than 128 bits: 2^135 at scale 2.
+        let mut wide = vec![0u8; 17];
+        wide[0] = 0x80; // -2^135
+        assert_eq!(
+            decimal_text(&apache_avro::Decimal::from(wide), 2).unwrap(),
+            "-435561429658801233233119497512663310663.68"
+        );
+        assert_eq!(time_text(45_296_789_000_000).unwrap(), "12:34:56.789");
+        assert_eq!(instant(&Value::LocalTimestampMicros(1)).unwrap(), "1970-01-01T00:00:00.000001");
+        assert_eq!(instant(&Value::TimestampNanos(-1)).unwrap(), "1969-12-31T23:59:59.999999999+00:00");
+        assert_eq!(float_json(f64::NAN), J::String("NaN".into()));
+    }
+
+    #[test]
+    fn a_nested_decimal_keeps_its_scale_and_value() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"lines","type":{"type":"array","items":
+              {"type":"record","name":"L","fields":[{"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}},
+              {"name":"fee","type":["null",{"type":"fixed","name":"F","size":4,"logicalType":"decimal","precision":8,"scale":3}]},
+              {"name":"again","type":["null","L"]}]}}}]}"#,
+        )
+        .unwrap();
+        let line = |price: &[u8], again: Value| {
+            Value::Record(vec![
+                ("price".into(), Value::Decimal(apache_avro::Decimal::from(price.to_vec()))),
+                (
+                    "fee".into(),
+                    Value::Union(1, Box::new(Value::Decimal(apache_avro::Decimal::from(vec![0, 0, 0x30, 0x39])))),
+                ),
+                ("again".into(), again),
+            ])
+        };
+        let inner = line(&[0x01], Value::Union(0, Box::new(Value::Null)));
+        let value = Value::Array(vec![line(&[0x27, 0xb1], Value::Union(1, Box::new(inner)))]);
+        let Schema::Record(record) = &schema else { panic!() };
+        let names = apache_avro::schema::ResolvedSchema::try_from(&schema)
+            .unwrap()
+            .get_names()
+            .iter()
+            .map(|(n, s)| (n.clone(), (*s).clone()))
+            .collect::<Names>();
+        let json = json_of(value, Writer { schema: &record.fields[0].schema, names: &names }).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"price": "101.61", "fee": "12.345", "again": {"price": "0.01", "fee": "12.345", "again": null}}])
+        );
     }
 }

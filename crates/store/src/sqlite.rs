@@ -213,6 +213,10 @@ async fn write(
                     SqlValue::Null => query.bind(None::<String>),
                     SqlValue::Bool(b) => query.bind(*b),
                     SqlValue::Int(i) => query.bind(*i),
+                    // SQLite stores a NaN REAL as NULL: it is kept as the
+                    // text NaN instead (a REAL column holds text it cannot
+                    // convert), as PostgreSQL spells it.
+                    SqlValue::Float(f) if f.is_nan() => query.bind("NaN"),
                     SqlValue::Float(f) => query.bind(*f),
                     SqlValue::Bytes(b) => query.bind(b.clone()),
                     SqlValue::Text(s)

@@ -21,7 +21,7 @@ use mend_avro::drift::{
     OverlapEvidence, classify, classify_with, comparable, comparable_value, rename_candidates, value_overlap,
 };
 use mend_avro::schema::{record_of, strip_null, type_name};
-use mend_avro::values::to_sql;
+use mend_avro::values::{Writer, to_sql};
 use mend_config::Dataset;
 use mend_model::events::{Detection, Diagnosis, Envelope, Event, FieldChange};
 use mend_model::table::describe_columns;
@@ -81,7 +81,7 @@ impl Diagnoser {
             sampled += 1;
             for (name, value) in decoded {
                 if let Some((field, schema)) = schemas.iter().find(|(f, _)| **f == name)
-                    && let Ok(sql) = to_sql(value, schema)
+                    && let Ok(sql) = to_sql(value, schema, Writer::alone(schema))
                     && let Some(text) = comparable_value(&sql)
                 {
                     values.entry((*field).clone()).or_default().push(text);
