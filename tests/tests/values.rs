@@ -496,3 +496,67 @@ async fn quarantine_reasons(run: &str) -> Result<Vec<String>> {
     }
     Ok(reasons)
 }
+
+#[tokio::test]
+async fn a_value_the_warehouse_refuses_is_quarantined_and_the_loader_goes_on() -> Result<()> {
+    let specs = mend_model::topics::EVENT_TOPICS.map(|t| mend_runtime::kafka::TopicSpec::new(t, 1));
+    mend_runtime::kafka::ensure_topics(&brokers(), &specs).await?;
+    let name = unique("refused").replace('-', "_");
+    let topic = format!("{name}.values");
+    create_topic(&topic, 1).await?;
+    let schema = json!({"type": "record", "name": "Note", "fields": [
+        {"name": "id", "type": "long"}, {"name": "text", "type": "string"},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "doc", "type": {"type": "map", "values": "string"}}]});
+    let id = register_schema(&format!("{topic}-value"), &schema.to_string()).await?;
+    let parsed = Schema::parse(&schema)?;
+    let producer = producer()?;
+    // Record 3: a NUL character, which mend refuses itself (PostgreSQL's
+    // text and jsonb hold none; COPY dropped it silently before). Record 7:
+    // a date 5,881,580 years on, beyond PostgreSQL's, which only the
+    // warehouse refuses. Record 8: a NUL inside the JSON column.
+    let mut datums = Vec::new();
+    for n in 0..10i64 {
+        let text = if n == 3 { "before\0after".to_owned() } else { format!("note {n}") };
+        let day = if n == 7 { i32::MAX } else { 19_000 };
+        let doc = if n == 8 { "\0" } else { "fine" };
+        let value = Value::Record(vec![
+            ("id".into(), Value::Long(n)),
+            ("text".into(), Value::String(text)),
+            ("day".into(), Value::Date(day)),
+            ("doc".into(), Value::Map([("k".to_owned(), Value::String(doc.into()))].into())),
+        ]);
+        #[allow(deprecated)]
+        let datum = apache_avro::to_avro_datum(&parsed, value)?;
+        mend_tests::produce(&producer, &topic, b"k", &[&[0u8][..], &id.to_be_bytes()[..], &datum].concat()).await?;
+        datums.push(datum);
+    }
+    let dataset = Dataset { name: name.clone(), topic, table: name.clone(), ..Dataset::default() };
+    let case = Case { dataset, schema, id, datums };
+    load(std::slice::from_ref(&case), &postgres_url()).await?;
+    let pg = sqlx::PgPool::connect(&postgres_url()).await?;
+    let ids: Vec<i64> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {} ORDER BY id", mend_store::quote(&name))))
+            .fetch_all(&pg)
+            .await?;
+    ensure!(ids == [0, 1, 2, 4, 5, 6, 9], "the other records load: {ids:?}");
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT source_offset FROM mend_quarantined WHERE dataset = $1 AND NOT loaded ORDER BY source_offset",
+    )
+    .bind(&name)
+    .fetch_all(&pg)
+    .await?;
+    ensure!(held == [3, 7, 8], "the refused records are held: {held:?}");
+    let reasons = eventually("the quarantine events", || {
+        let name = name.clone();
+        async move {
+            let reasons = quarantine_reasons(&name).await?;
+            Ok((reasons.len() >= 3).then_some(reasons))
+        }
+    })
+    .await?;
+    let says = |what: &str| reasons.iter().filter(|r| r.contains(what)).count();
+    ensure!(says("NUL character") == 2 && says("the warehouse refused a value of it") == 1, "{reasons:?}");
+    pg.close().await;
+    Ok(())
+}

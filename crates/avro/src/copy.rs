@@ -86,8 +86,10 @@ fn bytes(b: &[u8], out: &mut Vec<u8>) {
 
 /// Text with what COPY interprets escaped. PostgreSQL text cannot hold NUL,
 /// so NUL bytes are left out.
+/// COPY text of a string. It never holds NUL: the value path refuses such
+/// strings (`values::NUL_TEXT`), since COPY has no way to write one.
 fn text(s: &[u8], out: &mut Vec<u8>) {
-    let special = |b: &u8| matches!(b, b'\\' | b'\t' | b'\n' | b'\r' | 0);
+    let special = |b: &u8| matches!(b, b'\\' | b'\t' | b'\n' | b'\r');
     if !s.iter().any(special) {
         out.extend_from_slice(s);
         return;
@@ -98,7 +100,6 @@ fn text(s: &[u8], out: &mut Vec<u8>) {
             b'\t' => out.extend_from_slice(b"\\t"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
-            0 => {}
             other => out.push(other),
         }
     }
@@ -419,10 +420,16 @@ impl FlatDecoder {
             Slot::Int(i) => int(i, out),
             Slot::Float(f) => float(f, out),
             Slot::Str(from, to) if target == Target::Bytes => bytes(&datum[from..to], out),
+            Slot::Str(from, to) if datum[from..to].contains(&0) => {
+                return Err(FlatError::Rejected(crate::values::NUL_TEXT.into()));
+            }
             Slot::Str(from, to) => text(&datum[from..to], out),
             Slot::Bytes(from, to) if target == Target::Text => {
                 if std::str::from_utf8(&datum[from..to]).is_err() {
                     return Err(FlatError::Rejected("bytes that are not UTF-8 for a string column".into()));
+                }
+                if datum[from..to].contains(&0) {
+                    return Err(FlatError::Rejected(crate::values::NUL_TEXT.into()));
                 }
                 text(&datum[from..to], out);
             }

@@ -12,6 +12,11 @@ use serde_json::Value as J;
 
 use crate::schema::{json_column, strip_null, type_name};
 
+/// Why a string holding U+0000 cannot load: PostgreSQL's text and jsonb
+/// hold no NUL character (and COPY cannot write one). Refused in either
+/// dialect, so a dataset loads alike on both.
+pub const NUL_TEXT: &str = "a string holding the NUL character (U+0000), which PostgreSQL's text and jsonb cannot hold";
+
 /// The schema a value was written with, and the named types it refers to:
 /// what a nested value's form (a decimal's scale) is read from.
 #[derive(Debug, Clone, Copy)]
@@ -73,9 +78,11 @@ pub fn to_sql(value: Value, target: &Schema, writer: Writer<'_>) -> Result<SqlVa
         (Value::Float(f), _) => SqlValue::Float(f64::from(f)),
         (Value::Double(f), _) => SqlValue::Float(f),
         (Value::String(s), Schema::Bytes) => SqlValue::Bytes(s.into_bytes()),
+        (Value::Bytes(b), Schema::String) if b.contains(&0) => return Err(NUL_TEXT.into()),
         (Value::Bytes(b), Schema::String) => {
             SqlValue::Text(String::from_utf8(b).map_err(|_| "bytes that are not UTF-8 for a string column")?)
         }
+        (Value::String(s), _) | (Value::Enum(_, s), _) if s.contains('\0') => return Err(NUL_TEXT.into()),
         (Value::String(s), _) | (Value::Enum(_, s), _) => SqlValue::Text(s),
         (Value::Uuid(u), _) => SqlValue::Text(u.to_string()),
         (Value::Bytes(b), _) | (Value::Fixed(_, b), _) => SqlValue::Bytes(b),
@@ -126,6 +133,7 @@ pub fn json_of(value: Value, writer: Writer<'_>) -> Result<J, String> {
         (Value::Long(i), _) => J::from(i),
         (Value::Float(f), _) => float_json(f64::from(f)),
         (Value::Double(f), _) => float_json(f),
+        (Value::String(s), _) | (Value::Enum(_, s), _) if s.contains('\0') => return Err(NUL_TEXT.into()),
         (Value::String(s), _) | (Value::Enum(_, s), _) => J::String(s),
         (Value::Uuid(u), _) => J::String(u.to_string()),
         (Value::Bytes(b), _) | (Value::Fixed(_, b), _) => J::String(hex::encode(b)),
@@ -153,7 +161,10 @@ pub fn json_of(value: Value, writer: Writer<'_>) -> Result<J, String> {
         }
         (Value::Map(map), Schema::Map(types)) => J::Object(
             map.into_iter()
-                .map(|(k, v)| Ok((k, json_of(v, writer.at(&types.types))?)))
+                .map(|(k, v)| match k.contains('\0') {
+                    true => Err(NUL_TEXT.to_owned()),
+                    false => Ok((k, json_of(v, writer.at(&types.types))?)),
+                })
                 .collect::<Result<_, String>>()?,
         ),
         (Value::Record(fields), Schema::Record(record)) => J::Object(

@@ -55,6 +55,20 @@ pub enum StoreError {
     Conflict(String),
 }
 
+impl StoreError {
+    /// Whether the database refused a value of what was written (a data
+    /// exception, a NULL or a check it will not take), as opposed to failing
+    /// or refusing the statement: the record holding it goes to quarantine.
+    pub fn refuses_a_value(&self) -> bool {
+        let Self::Sql(sqlx::Error::Database(e)) = self else { return false };
+        let code = e.code().unwrap_or_default();
+        code.starts_with("22")
+            || matches!(&*code, "23502" | "23514")
+            || e.message().contains("NOT NULL constraint failed")
+            || e.message().contains("CHECK constraint failed")
+    }
+}
+
 impl Classify for StoreError {
     /// Connection-level failures, a database restarting or short of
     /// resources, and lost serialisation races are worth retrying; a refused

@@ -29,7 +29,7 @@ use mend_model::{Contract, Dialect, MAX_RECORD_BYTES, Position, QuarantineKind, 
 use mend_runtime::handler::{Disposition, Handler, Inbound, QuarantineReason};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
 use mend_runtime::{Context, HandleError};
-use mend_store::{Advance, Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, Warehouse};
+use mend_store::{Advance, Bookkeeping, Chunk, LoadTarget, QuarantinedRecord, StoreError, Warehouse};
 
 /// Largest batch the runner hands the loader: one warehouse transaction.
 /// Each batch leaves the database idle for a few milliseconds (its last
@@ -75,6 +75,9 @@ struct Judge<'p> {
     /// Per partition: offsets below `stored` that went to quarantine and
     /// have not been loaded since (by a replay).
     requarantine: HashMap<i32, HashSet<i64>>,
+    /// Records of the batch (by index) the warehouse refused a value of,
+    /// with its reason: quarantined, not written.
+    refused: &'p HashMap<usize, String>,
 }
 
 /// What the judge knows of the partition of the records it is judging.
@@ -87,7 +90,7 @@ struct Partition<'j> {
 
 impl Judge<'_> {
     /// Judges one record; a record that loads has its row added to `chunk`.
-    fn verdict(&self, record: &Inbound, partition: &Partition<'_>, chunk: &mut Chunk) -> Verdict {
+    fn verdict(&self, index: usize, record: &Inbound, partition: &Partition<'_>, chunk: &mut Chunk) -> Verdict {
         // Written by an earlier delivery: skip, unless it was sent to
         // quarantine then (that output may not have been delivered).
         if record.offset < partition.stored && !partition.requarantine.is_some_and(|q| q.contains(&record.offset)) {
@@ -95,6 +98,12 @@ impl Judge<'_> {
         }
         let quarantine =
             |rejection: Rejection| Verdict::Quarantine(QuarantineReason::of(&self.dataset.name, rejection));
+        if let Some(reason) = self.refused.get(&index) {
+            return quarantine(Rejection::new(
+                QuarantineKind::ValueRejected,
+                format!("the warehouse refused a value of it: {reason}"),
+            ));
+        }
         if record.unfetched {
             return quarantine(unfetched());
         }
@@ -172,7 +181,7 @@ impl Judge<'_> {
             for &index in run {
                 let record = &records[index];
                 last = last.max(record.offset);
-                out[index] = Some(match self.verdict(record, &partition, &mut chunk) {
+                out[index] = Some(match self.verdict(index, record, &partition, &mut chunk) {
                     Verdict::Loaded => {
                         if record.offset < partition.stored {
                             // Quarantined by an earlier delivery, loadable now.
@@ -237,8 +246,14 @@ impl Loader {
                     continue;
                 }
             };
-            let (columns, mapping) = columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
-                .map_err(|e| HandleError::fatal(&format!("dataset {}: schema {writer}", dataset.name), e))?;
+            let (columns, mapping) = match columns_for(&schema.parsed, warehouse.dialect(), dataset.nested) {
+                Ok(columns) => columns,
+                Err(reason) => {
+                    let reason = format!("writer schema {writer} cannot make the dataset's table: {reason}");
+                    refused.insert(writer, Rejection::new(QuarantineKind::SchemaMismatch, reason));
+                    continue;
+                }
+            };
             let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
             let established =
                 warehouse.establish(&dataset.name, &dataset.table, &dataset.key, &columns, &contract).await?;
@@ -251,13 +266,51 @@ impl Loader {
     /// Handles the records of one dataset (indices into the batch) in one
     /// warehouse transaction, decoding chunk by chunk while earlier chunks
     /// are written.
-    async fn load(
+    ///
+    /// When the warehouse refuses a value the judge could not foresee (a
+    /// data exception: a text PostgreSQL cannot hold, a date beyond its
+    /// range), the records are loaded again in halves, each in its own
+    /// transaction, down to the record it refuses, which is quarantined with
+    /// the warehouse's reason: bad input never stops the loader.
+    fn load<'a>(
+        &'a self,
+        dataset: &'a Dataset,
+        batch: &'a [Inbound],
+        indices: &'a [usize],
+        out: &'a mut [Option<Disposition>],
+        refused: HashMap<usize, String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandleError>> + Send + 'a>> {
+        Box::pin(async move {
+            let error = match self.load_once(dataset, batch, indices, out, &refused).await? {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if let [index] = indices {
+                if refused.contains_key(index) {
+                    // Refused even without its row: not the record's value.
+                    return Err(error.into());
+                }
+                tracing::warn!(dataset = %dataset.name, offset = batch[*index].offset, %error, "the warehouse refused a record's value: quarantined");
+                let mut refused = refused;
+                refused.insert(*index, error.to_string());
+                return self.load(dataset, batch, indices, out, refused).await;
+            }
+            let (first, second) = indices.split_at(indices.len() / 2);
+            self.load(dataset, batch, first, out, refused.clone()).await?;
+            self.load(dataset, batch, second, out, refused).await
+        })
+    }
+
+    /// One attempt of [`Self::load`]: Ok(Err) when the warehouse refused a
+    /// value of the batch (nothing was written).
+    async fn load_once(
         &self,
         dataset: &Dataset,
         batch: &[Inbound],
         indices: &[usize],
         out: &mut [Option<Disposition>],
-    ) -> Result<(), HandleError> {
+        values_refused: &HashMap<usize, String>,
+    ) -> Result<Result<(), StoreError>, HandleError> {
         let warehouse = self.context.warehouse(dataset).await?;
         let mut loader = self.record_loader(dataset, &warehouse).await?;
         let mut refused = HashMap::new();
@@ -320,7 +373,8 @@ impl Loader {
             .values()
             .find_map(|entry| entry.as_ref().ok().map(|(plan, _)| plan.load.columns.clone()))
             .unwrap_or_default();
-        let judge = Judge { dataset, dialect: warehouse.dialect(), writers, stored, requarantine };
+        let judge =
+            Judge { dataset, dialect: warehouse.dialect(), writers, stored, requarantine, refused: values_refused };
 
         // The batch's transaction, on a task of its own; rows reach it chunk
         // by chunk, the bookkeeping last. If judging stops half-way (it
@@ -342,8 +396,11 @@ impl Loader {
         bookkeeping.next_offsets = next_offsets.into_values().collect();
         // Unsent only when the write has already failed.
         let _ = done.send(bookkeeping);
-        writer.await.map_err(|e| HandleError::fatal("writing a loader batch", e))??;
-        Ok(())
+        match writer.await.map_err(|e| HandleError::fatal("writing a loader batch", e))? {
+            Ok(()) => Ok(Ok(())),
+            Err(error) if error.refuses_a_value() => Ok(Err(error)),
+            Err(error) => Err(error.into()),
+        }
     }
 }
 
@@ -371,7 +428,7 @@ impl Handler for Loader {
         }
         for (name, indices) in by_dataset {
             let Some(dataset) = self.context.dataset(name) else { continue };
-            self.load(dataset, batch, &indices, &mut out).await?;
+            self.load(dataset, batch, &indices, &mut out, HashMap::new()).await?;
         }
         Ok(out.into_iter().map(|d| d.unwrap_or(Disposition::Emit(Vec::new()))).collect())
     }

@@ -15,7 +15,8 @@ fn rows_are_escaped_as_copy_reads_them() {
     let rows = [Row {
         position: Position { partition: 1, offset: 9 },
         values: vec![
-            SqlValue::Text("a\tb\\c\nd\re\0f".into()),
+            // (a NUL never gets here: the value path refuses it, `values::NUL_TEXT`)
+            SqlValue::Text("a\tb\\c\nd\ref".into()),
             SqlValue::Null,
             SqlValue::Bool(true),
             SqlValue::Float(1.5),
