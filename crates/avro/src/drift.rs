@@ -79,6 +79,15 @@ pub fn classify_with(old: &Schema, new: &Schema, overlap: &OverlapEvidence) -> V
     } else if type_name(old) != type_name(new) {
         changes.push(change(ChangeKind::TypeChanged, "", Some(old), Some(new)));
     }
+    // The floor: Avro's own resolution. A new schema the contract cannot
+    // read is never "no change", even where the diff sees none.
+    if changes.is_empty()
+        && let Err(why) = apache_avro::schema_compatibility::SchemaCompatibility::can_read(new, old)
+    {
+        let mut incompatible = change(ChangeKind::Incompatible, "", Some(old), Some(new));
+        incompatible.evidence.insert("avro".into(), why.to_string());
+        changes.push(incompatible);
+    }
     changes
 }
 
@@ -285,15 +294,14 @@ fn diff_types(
 fn diff_schemas(old: &Schema, new: &Schema, path: &str, overlap: &OverlapEvidence, changes: &mut Vec<FieldChange>) {
     match (old, new) {
         (Schema::Record(a), Schema::Record(b)) => diff_fields(&a.fields, &b.fields, path, overlap, changes),
-        (Schema::Array(a), Schema::Array(b)) => {
-            let (a, _) = strip_null(&a.items);
-            let (b, _) = strip_null(&b.items);
-            diff_schemas(a, b, &format!("{path}[]"), overlap, changes);
-        }
-        (Schema::Map(a), Schema::Map(b)) => {
-            let (a, _) = strip_null(&a.types);
-            let (b, _) = strip_null(&b.types);
-            diff_schemas(a, b, &format!("{path}{{}}"), overlap, changes);
+        (Schema::Array(a), Schema::Array(b)) => diff_within(&a.items, &b.items, &format!("{path}[]"), overlap, changes),
+        (Schema::Map(a), Schema::Map(b)) => diff_within(&a.types, &b.types, &format!("{path}{{}}"), overlap, changes),
+        (Schema::Union(a), Schema::Union(b)) => diff_unions(a.variants(), b.variants(), path, overlap, changes),
+        // A branch the writer no longer sends: the union reads it as before.
+        (Schema::Union(a), b) if a.variants().iter().any(|v| type_name(v) == type_name(b)) => {
+            if let Some(v) = a.variants().iter().find(|v| type_name(v) == type_name(b)) {
+                diff_schemas(v, b, path, overlap, changes);
+            }
         }
         (Schema::Enum(a), Schema::Enum(b)) => {
             let added: Vec<&String> = b.symbols.iter().filter(|s| !a.symbols.contains(s)).collect();
@@ -315,6 +323,104 @@ fn diff_schemas(old: &Schema, new: &Schema, path: &str, overlap: &OverlapEvidenc
     }
 }
 
+/// Changes of an array's items or a map's values at `path`, nullability
+/// included (`map<string>` → `map<[null, string]>`).
+fn diff_within(old: &Schema, new: &Schema, path: &str, overlap: &OverlapEvidence, changes: &mut Vec<FieldChange>) {
+    let (old_inner, old_nullable) = strip_null(old);
+    let (new_inner, new_nullable) = strip_null(new);
+    if old_nullable != new_nullable {
+        let mut nullability = change(ChangeKind::NullabilityChanged, path, Some(old), Some(new));
+        nullability.nullable = Some(new_nullable);
+        changes.push(nullability);
+    }
+    diff_schemas(old_inner, new_inner, path, overlap, changes);
+}
+
+/// How a union branch is named in a change's path: a named type by its
+/// name, any other by its type (`payment<Card>.number`, `value<long>`).
+fn branch_label(schema: &Schema) -> String {
+    match schema {
+        Schema::Record(r) => r.name.name().to_owned(),
+        Schema::Enum(e) => e.name.name().to_owned(),
+        Schema::Fixed(f) => f.name.name().to_owned(),
+        other => type_name(other),
+    }
+}
+
+/// The full name of a named branch.
+fn full_name(schema: &Schema) -> Option<String> {
+    match schema {
+        Schema::Record(r) => Some(r.name.fullname(None)),
+        Schema::Enum(e) => Some(e.name.fullname(None)),
+        Schema::Fixed(f) => Some(f.name.fullname(None)),
+        _ => None,
+    }
+}
+
+/// Changes between two unions (of two or more types besides null): each
+/// new branch is matched with an old one — named types by full name, then
+/// records by shape (the most field names in common, at least half), any
+/// other type by its type — and compared inside; a new branch without an
+/// old one is a type change (the contract cannot read its values), and a
+/// branch the writer dropped changes nothing. Nullability is a change too.
+fn diff_unions(old: &[Schema], new: &[Schema], path: &str, overlap: &OverlapEvidence, changes: &mut Vec<FieldChange>) {
+    let null = |v: &[Schema]| v.iter().any(|s| matches!(s, Schema::Null));
+    if null(old) != null(new) {
+        let mut nullability = change(ChangeKind::NullabilityChanged, path, None, None);
+        nullability.nullable = Some(null(new));
+        changes.push(nullability);
+    }
+    let old: Vec<&Schema> = old.iter().filter(|s| !matches!(s, Schema::Null)).collect();
+    let mut used = vec![false; old.len()];
+    let mut unmatched = Vec::new();
+    for branch in new.iter().filter(|s| !matches!(s, Schema::Null)) {
+        let by_name = full_name(branch).and_then(|name| {
+            old.iter().enumerate().position(|(i, o)| !used[i] && full_name(o).as_deref() == Some(name.as_str()))
+        });
+        let by_type = || {
+            old.iter()
+                .enumerate()
+                .position(|(i, o)| !used[i] && full_name(o).is_none() && type_name(o) == type_name(branch))
+        };
+        match by_name.or_else(|| if full_name(branch).is_none() { by_type() } else { None }) {
+            Some(i) => {
+                used[i] = true;
+                diff_schemas(old[i], branch, &format!("{path}<{}>", branch_label(branch)), overlap, changes);
+            }
+            None => unmatched.push(branch),
+        }
+    }
+    for branch in unmatched {
+        // A record renamed with its fields: the best overlap of field names.
+        let shape =
+            |schema: &Schema| record_of(schema).map(|r| r.fields.iter().map(|f| f.name.clone()).collect::<Vec<_>>());
+        let best = shape(branch).and_then(|fields| {
+            old.iter()
+                .enumerate()
+                .filter(|(i, _)| !used[*i])
+                .filter_map(|(i, o)| {
+                    let theirs = shape(o)?;
+                    let common = fields.iter().filter(|f| theirs.contains(f)).count();
+                    (common * 2 >= fields.len().max(theirs.len()) && common > 0).then_some((common, i))
+                })
+                .max()
+        });
+        match best {
+            Some((_, i)) => {
+                used[i] = true;
+                diff_schemas(old[i], branch, &format!("{path}<{}>", branch_label(branch)), overlap, changes);
+            }
+            None => {
+                let widened = old.iter().any(|o| widens(o, branch));
+                let kind = if widened { ChangeKind::TypeWidened } else { ChangeKind::TypeChanged };
+                let mut added = change(kind, path, None, Some(branch));
+                added.evidence.insert("union_branch_added".into(), branch_label(branch));
+                changes.push(added);
+            }
+        }
+    }
+}
+
 /// Whether every value of `old` is a value of `new` (Avro promotions, and
 /// decimals gaining precision at the same scale).
 pub fn widens(old: &Schema, new: &Schema) -> bool {
@@ -329,156 +435,4 @@ pub fn widens(old: &Schema, new: &Schema) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn schema(fields: &str) -> Schema {
-        Schema::parse_str(&format!(r#"{{"type":"record","name":"O","fields":[{fields}]}}"#)).unwrap()
-    }
-
-    fn kinds(old: &str, new: &str) -> Vec<(String, String)> {
-        classify(&schema(old), &schema(new)).into_iter().map(|c| (c.kind.to_string(), c.field)).collect()
-    }
-
-    #[test]
-    fn classifies_top_level_changes() {
-        let base = r#"{"name":"id","type":"long"},{"name":"email","type":"string"}"#;
-        assert_eq!(
-            kinds(base, &format!(r#"{base},{{"name":"coupon","type":["null","string"],"default":null}}"#)),
-            vec![("field_added".to_owned(), "coupon".to_owned())]
-        );
-        assert_eq!(
-            kinds(base, r#"{"name":"id","type":"long"},{"name":"customer_email","type":"string","aliases":["email"]}"#),
-            vec![("field_renamed".to_owned(), "customer_email".to_owned())]
-        );
-        assert_eq!(
-            kinds(base, r#"{"name":"id","type":"long"}"#),
-            vec![("field_removed".to_owned(), "email".to_owned())]
-        );
-        assert_eq!(
-            kinds(r#"{"name":"n","type":"int"}"#, r#"{"name":"n","type":"long"}"#),
-            vec![("type_widened".to_owned(), "n".to_owned())]
-        );
-        assert_eq!(
-            kinds(r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":"string"}"#),
-            vec![("type_changed".to_owned(), "n".to_owned())]
-        );
-        assert_eq!(
-            kinds(r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":["null","long"],"default":null}"#),
-            vec![("nullability_changed".to_owned(), "n".to_owned()), ("default_changed".to_owned(), "n".to_owned())]
-        );
-    }
-
-    #[test]
-    fn order_and_docs_are_no_change() {
-        assert!(
-            kinds(
-                r#"{"name":"a","type":"int"},{"name":"b","type":"string"}"#,
-                r#"{"name":"b","type":"string","doc":"now documented"},{"name":"a","type":"int"}"#
-            )
-            .is_empty()
-        );
-    }
-
-    #[test]
-    fn nested_fields_are_dotted() {
-        let old =
-            r#"{"name":"shipping","type":{"type":"record","name":"S","fields":[{"name":"street","type":"string"}]}}"#;
-        let new = r#"{"name":"shipping","type":{"type":"record","name":"S","fields":[{"name":"street","type":"string"},{"name":"city","type":["null","string"],"default":null}]}}"#;
-        assert_eq!(kinds(old, new), vec![("field_added".to_owned(), "shipping.city".to_owned())]);
-    }
-
-    #[test]
-    fn renames_without_alias_need_names_or_values() {
-        // Same name but for case and separators: a rename on names alone.
-        let renamed = classify(
-            &schema(r#"{"name":"customerId","type":"long"}"#),
-            &schema(r#"{"name":"customer_id","type":"long"}"#),
-        );
-        assert_eq!(renamed.len(), 1, "{renamed:?}");
-        assert_eq!(renamed[0].kind, ChangeKind::FieldRenamed);
-        assert_eq!((renamed[0].from.as_deref(), renamed[0].to.as_deref()), (Some("customerId"), Some("customer_id")));
-        assert!(renamed[0].confidence.unwrap_or(0.0) >= RENAME_THRESHOLD);
-        assert_eq!(renamed[0].evidence["value_overlap"], "not sampled");
-
-        // Unrelated names: a removal and an addition, never a guess.
-        let (old, new) = (
-            schema(r#"{"name":"id","type":"long"},{"name":"amount","type":"double"}"#),
-            schema(r#"{"name":"id","type":"long"},{"name":"total","type":"double"}"#),
-        );
-        assert_eq!(
-            classify(&old, &new).into_iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(),
-            ["field_added", "field_removed"]
-        );
-        assert_eq!(rename_candidates(&old, &new), vec![("amount".to_owned(), "total".to_owned())]);
-        // The values prove it: every sampled total was an amount.
-        let evidence = OverlapEvidence::from([(
-            ("amount".to_owned(), "total".to_owned()),
-            Overlap { fraction: 1.0, sampled: 50 },
-        )]);
-        let proven = classify_with(&old, &new, &evidence);
-        assert_eq!(proven.len(), 1, "{proven:?}");
-        assert_eq!(proven[0].kind, ChangeKind::FieldRenamed);
-        assert_eq!(proven[0].evidence["value_overlap"], "1.00");
-        assert_eq!(proven[0].evidence["values_sampled"], "50");
-        // Values that do not overlap leave it a removal and an addition.
-        let disproven = OverlapEvidence::from([(
-            ("amount".to_owned(), "total".to_owned()),
-            Overlap { fraction: 0.02, sampled: 50 },
-        )]);
-        assert_eq!(classify_with(&old, &new, &disproven).len(), 2);
-        // Types that disagree are never a rename.
-        let typed =
-            classify(&schema(r#"{"name":"email","type":"string"}"#), &schema(r#"{"name":"e_mail","type":"long"}"#));
-        assert_eq!(typed.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(), ["field_added", "field_removed"]);
-    }
-
-    #[test]
-    fn value_overlap_counts_distinct_values() {
-        let old: std::collections::HashSet<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
-        let overlap = value_overlap(["a", "a", "b", "z"], &old);
-        assert_eq!(overlap.sampled, 3);
-        assert!((overlap.fraction - 2.0 / 3.0).abs() < 1e-9);
-        assert_eq!(value_overlap([], &old).fraction, 0.0);
-    }
-
-    #[test]
-    fn enums_decimals_arrays_and_namespaces() {
-        let status =
-            |symbols: &str| format!(r#"{{"name":"status","type":{{"type":"enum","name":"S","symbols":[{symbols}]}}}}"#);
-        let changes = classify(&schema(&status(r#""A","B""#)), &schema(&status(r#""A","C""#)));
-        assert_eq!(
-            changes.iter().map(|c| (c.kind.as_str(), c.evidence["symbols"].as_str())).collect::<Vec<_>>(),
-            [("enum_symbols_added", "C"), ("enum_symbols_removed", "B")]
-        );
-        let decimal = |p: u32| {
-            format!(r#"{{"name":"price","type":{{"type":"bytes","logicalType":"decimal","precision":{p},"scale":2}}}}"#)
-        };
-        assert_eq!(kinds(&decimal(10), &decimal(12)), vec![("type_widened".to_owned(), "price".to_owned())]);
-        assert_eq!(kinds(&decimal(12), &decimal(10)), vec![("type_changed".to_owned(), "price".to_owned())]);
-        let lines = |extra: &str| {
-            format!(
-                r#"{{"name":"lines","type":{{"type":"array","items":{{"type":"record","name":"L","fields":[{{"name":"sku","type":"string"}}{extra}]}}}}}}"#
-            )
-        };
-        assert_eq!(
-            kinds(&lines(""), &lines(r#",{"name":"qty","type":"int","default":1}"#)),
-            vec![("field_added".to_owned(), "lines[].qty".to_owned())]
-        );
-        let old =
-            Schema::parse_str(r#"{"type":"record","name":"O","namespace":"a","fields":[{"name":"x","type":"int"}]}"#)
-                .unwrap();
-        let new =
-            Schema::parse_str(r#"{"type":"record","name":"O","namespace":"b","fields":[{"name":"x","type":"int"}]}"#)
-                .unwrap();
-        assert!(classify(&old, &new).is_empty(), "a namespace-only change needs nothing");
-        assert_eq!(
-            kinds(r#"{"name":"n","type":"long"}"#, r#"{"name":"n","type":"string"}"#),
-            vec![("type_changed".to_owned(), "n".to_owned())]
-        );
-        assert_eq!(
-            kinds(r#"{"name":"s","type":"string"}"#, r#"{"name":"s","type":"bytes"}"#),
-            vec![("type_widened".to_owned(), "s".to_owned())]
-        );
-    }
-}
+mod tests;

@@ -94,6 +94,9 @@ wire_enum! {
         EnumSymbolsAdded = "enum_symbols_added",
         EnumSymbolsRemoved = "enum_symbols_removed",
         DefaultChanged = "default_changed",
+        /// Avro's resolution says the contract cannot read the new schema,
+        /// and no field change explains it: a person or the supervisor decides.
+        Incompatible = "incompatible",
     }
 }
 

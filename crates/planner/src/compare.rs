@@ -35,10 +35,25 @@ pub struct Comparison {
     pub contract_schema_id: Option<u32>,
     pub changes: Vec<FieldChange>,
     pub plan: Plan,
+    /// Whether Avro's resolution lets the contract's schema read records of
+    /// the new one (None without a contract).
+    pub contract_can_read: Option<bool>,
+}
+
+impl Comparison {
+    /// `mend plan`'s exit code: the decision's ([`exit_code`]), but 1 when
+    /// mend would heal it on its own while readers of the contract's schema
+    /// cannot read the new one (a producer's CI gate hears of it).
+    pub fn exit_code(&self) -> u8 {
+        match (self.plan.policy, self.contract_can_read) {
+            (Policy::Auto, Some(false)) => 1,
+            (policy, _) => exit_code(policy),
+        }
+    }
 }
 
 /// The exit code of a decision (`mend plan`): 0 applied on its own, 2 needs
-/// approval, 3 blocked.
+/// approval, 3 blocked (see also [`Comparison::exit_code`]).
 pub fn exit_code(policy: Policy) -> u8 {
     match policy {
         Policy::Auto => 0,
@@ -83,10 +98,12 @@ pub async fn compare(
         Some((id, old, mapping)) => {
             let changes = classify(&old, new);
             let plan = plan_dataset(dataset, warehouse, &mapping, &changes, new).await?;
-            Comparison { contract_schema_id: Some(id), changes, plan }
+            let readable = apache_avro::schema_compatibility::SchemaCompatibility::can_read(new, &old).is_ok();
+            Comparison { contract_schema_id: Some(id), changes, plan, contract_can_read: Some(readable) }
         }
         None => {
-            Comparison { contract_schema_id: None, changes: Vec::new(), plan: first_table(dataset, warehouse, new)? }
+            let plan = first_table(dataset, warehouse, new)?;
+            Comparison { contract_schema_id: None, changes: Vec::new(), plan, contract_can_read: None }
         }
     })
 }
@@ -114,7 +131,7 @@ fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> Res
 /// The comparison as JSON: `changes` (each with its decision and rule),
 /// `steps`, `rules`, `decision` and `exit_code`.
 pub fn report(dataset: &Dataset, comparison: &Comparison) -> Value {
-    let Comparison { contract_schema_id, changes, plan } = comparison;
+    let Comparison { contract_schema_id, changes, plan, contract_can_read } = comparison;
     let changes: Vec<Value> = changes
         .iter()
         .zip(&plan.decisions)
@@ -136,6 +153,7 @@ pub fn report(dataset: &Dataset, comparison: &Comparison) -> Value {
         "steps": plan.steps,
         "rules": plan.rules,
         "decision": plan.policy.name(),
-        "exit_code": exit_code(plan.policy),
+        "contract_can_read": contract_can_read,
+        "exit_code": comparison.exit_code(),
     })
 }

@@ -301,6 +301,16 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                 }
                 (Policy::Auto, "the TEXT column holds any symbol".to_owned())
             }
+            (ChangeKind::Incompatible, _) => {
+                let avro = change.evidence.get("avro").cloned().unwrap_or_default();
+                (
+                    Policy::Block,
+                    format!(
+                        "Avro's resolution says the contract cannot read the new schema ({avro}), and no field change \
+                         explains it: a person or the supervisor decides"
+                    ),
+                )
+            }
             (other, _) => (Policy::Auto, format!("{other} needs no change to the table")),
         };
         let (decision, source) = match target.policy.get(&change.kind) {

@@ -1,6 +1,8 @@
 //! `mend plan`: what mend would do if a schema arrived now, without changing
 //! anything. For producer teams' CI: the exit code says whether the change
-//! would be applied automatically (0), wait for approval (2) or be blocked (3).
+//! would be applied automatically (0), wait for approval (2) or be blocked (3),
+//! and 1 when mend would heal it on its own but readers of the contract's
+//! schema cannot read the new one (Avro's resolution says so).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use apache_avro::Schema;
 use mend_avro::codec::Codec;
 use mend_config::Dataset;
 use mend_model::Policy;
-use mend_planner::compare::{Comparison, compare, exit_code, report};
+use mend_planner::compare::{Comparison, compare, report};
 use mend_store::Warehouse;
 
 use crate::Global;
@@ -47,11 +49,11 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         print_plan(dataset, &args, &comparison);
     }
-    Ok(ExitCode::from(exit_code(comparison.plan.policy)))
+    Ok(ExitCode::from(comparison.exit_code()))
 }
 
 fn print_plan(dataset: &Dataset, args: &Args, comparison: &Comparison) {
-    let Comparison { contract_schema_id: contract, changes, plan } = comparison;
+    let Comparison { contract_schema_id: contract, changes, plan, contract_can_read } = comparison;
     let against = contract.map_or_else(|| "no contract yet".to_owned(), |id| format!("contract schema {id}"));
     println!("mend plan: dataset {} (table {}), {against} -> {}", dataset.name, dataset.table, args.schema.display());
     if changes.is_empty() && contract.is_some() {
@@ -92,5 +94,8 @@ fn print_plan(dataset: &Dataset, args: &Args, comparison: &Comparison) {
         Policy::Approve => "mend would wait for a person to approve",
         Policy::Block => "mend would keep the records quarantined and block the incident",
     };
-    println!("\ndecision: {} (exit {}): {meaning}", plan.policy.name(), exit_code(plan.policy));
+    println!("\ndecision: {} (exit {}): {meaning}", plan.policy.name(), comparison.exit_code());
+    if *contract_can_read == Some(false) {
+        println!("note: Avro's resolution says readers of the contract's schema cannot read the new one");
+    }
 }
