@@ -15,6 +15,14 @@ use crate::schema::{record_of, strip_null, type_name};
 /// Renames without an alias are accepted at or above this score.
 pub const RENAME_THRESHOLD: f64 = 0.8;
 
+/// Distinct sampled values enough for values that do not overlap to veto a
+/// rename the names suggest.
+pub const VETO_SAMPLES: usize = 5;
+
+/// Below this share of overlapping values (with [`VETO_SAMPLES`] or more),
+/// the values say the fields are not the same.
+pub const VETO_OVERLAP: f64 = 0.2;
+
 /// How many of the new field's distinct values were found in the old column.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Overlap {
@@ -115,14 +123,27 @@ fn change(kind: ChangeKind, field: &str, old: Option<&Schema>, new: Option<&Sche
 }
 
 /// Similarity of two field names (0–1): Jaro-Winkler on the names without
-/// case and separators; a name contained in the other (`email` in
-/// `customer_email`) counts at least 0.8.
+/// case and separators. A name contained in the other (`timestamp` in
+/// `produceTimestampMillis`) gets no credit of its own: it proves nothing
+/// without values (see [`rename_score`]).
 pub fn name_similarity(a: &str, b: &str) -> f64 {
     let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
-    let (a, b) = (norm(a), norm(b));
-    let score = strsim::jaro_winkler(&a, &b);
-    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
-    if short.len() >= 3 && long.contains(short.as_str()) { score.max(0.8) } else { score }
+    strsim::jaro_winkler(&norm(a), &norm(b))
+}
+
+/// Similarity of two docs (0–1), on their words: None when either has none.
+fn doc_similarity(a: Option<&String>, b: Option<&String>) -> Option<f64> {
+    let words = |s: &str| {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 2)
+            .map(str::to_lowercase)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (a, b) = (words(a?), words(b?));
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    Some(a.intersection(&b).count() as f64 / a.union(&b).count() as f64)
 }
 
 /// How well the old field's values fit the new field's type: 1 for the same
@@ -139,7 +160,14 @@ pub fn type_agreement(old: &Schema, new: &Schema) -> f64 {
     }
 }
 
-/// The rename score of a removed/added pair and its parts.
+/// The rename score of a removed/added pair and its evidence, for and
+/// against. A rename is proposed only when the evidence for it outweighs
+/// the evidence against:
+/// - for: similar names, agreeing types, sampled values found in the old
+///   column;
+/// - against: sampled values that do not overlap (with [`VETO_SAMPLES`] or
+///   more distinct values they veto a match the names suggest), docs that
+///   say different things, types that disagree (never a rename).
 fn rename_score(
     removed: &RecordField,
     added: &RecordField,
@@ -151,7 +179,24 @@ fn rename_score(
     // values can prove one the names do not suggest (amount -> total).
     let by_name = 0.6 * name + 0.4 * types;
     let by_values = overlap.map_or(0.0, |o| 0.25 * name + 0.25 * types + 0.5 * o.fraction);
-    let score = if types == 0.0 { 0.0 } else { by_name.max(by_values) };
+    let mut score = if types == 0.0 { 0.0 } else { by_name.max(by_values) };
+    let mut against = Vec::new();
+    if let Some(o) = overlap
+        && o.sampled >= VETO_SAMPLES
+        && o.fraction < VETO_OVERLAP
+    {
+        against.push(format!("{:.0}% of {} sampled values found in the old column", o.fraction * 100.0, o.sampled));
+        score = score.min(RENAME_THRESHOLD - 0.01);
+    }
+    let docs = doc_similarity(removed.doc.as_ref(), added.doc.as_ref());
+    if let Some(docs) = docs.filter(|d| *d < 0.3) {
+        against.push(format!("the docs say different things (word overlap {docs:.2})"));
+        score -= 0.2;
+    }
+    if types == 0.0 {
+        against.push("the types disagree".to_owned());
+    }
+    let score = score.max(0.0);
     let mut evidence = BTreeMap::from([
         ("method".to_owned(), "similarity (no Avro alias)".to_owned()),
         ("name_similarity".to_owned(), format!("{name:.2}")),
@@ -167,6 +212,17 @@ fn rename_score(
         None => {
             evidence.insert("value_overlap".into(), "not sampled".into());
         }
+    }
+    if let Some(docs) = docs {
+        evidence.insert("doc_similarity".into(), format!("{docs:.2}"));
+    }
+    let mut for_it = vec![format!("names {name:.2} alike"), format!("types agree {types:.2}")];
+    if let Some(o) = overlap.filter(|o| o.fraction >= VETO_OVERLAP) {
+        for_it.push(format!("{:.0}% of {} sampled values found in the old column", o.fraction * 100.0, o.sampled));
+    }
+    evidence.insert("evidence_for".into(), for_it.join("; "));
+    if !against.is_empty() {
+        evidence.insert("evidence_against".into(), against.join("; "));
     }
     (score, evidence)
 }

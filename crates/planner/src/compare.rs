@@ -41,12 +41,13 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// `mend plan`'s exit code: the decision's ([`exit_code`]), but 1 when
+    /// `mend plan`'s exit code: the decision's ([`exit_code`]), but 4 when
     /// mend would heal it on its own while readers of the contract's schema
-    /// cannot read the new one (a producer's CI gate hears of it).
+    /// cannot read the new one (a producer's CI gate hears of it; 1 stays
+    /// an error).
     pub fn exit_code(&self) -> u8 {
         match (self.plan.policy, self.contract_can_read) {
-            (Policy::Auto, Some(false)) => 1,
+            (Policy::Auto, Some(false)) => 4,
             (policy, _) => exit_code(policy),
         }
     }

@@ -1,7 +1,7 @@
 //! `mend plan`: what mend would do if a schema arrived now, without changing
 //! anything. For producer teams' CI: the exit code says whether the change
 //! would be applied automatically (0), wait for approval (2) or be blocked (3),
-//! and 1 when mend would heal it on its own but readers of the contract's
+//! and 4 when mend would heal it on its own but readers of the contract's
 //! schema cannot read the new one (Avro's resolution says so).
 
 use std::path::PathBuf;

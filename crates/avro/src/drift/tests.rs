@@ -234,3 +234,30 @@ fn what_avro_cannot_read_is_never_no_change() {
     assert_eq!(changes[0].kind, ChangeKind::Incompatible);
     assert!(changes[0].evidence["avro"].contains("Hash") || !changes[0].evidence["avro"].is_empty());
 }
+
+#[test]
+fn a_name_only_rename_is_vetoed_by_its_values() {
+    // A real case: timestamp (when the event happened) and
+    // produceTimestampMillis (when it was produced) are different times.
+    let old =
+        schema(r#"{"name":"id","type":"long"},{"name":"timestamp","type":"long","doc":"When the event happened"}"#);
+    let new = schema(
+        r#"{"name":"id","type":"long"},{"name":"produceTimestampMillis","type":"long","doc":"When the producer sent the record"}"#,
+    );
+    // A contained name proves nothing on its own.
+    let kinds: Vec<&str> = classify(&old, &new).iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(kinds, ["field_added", "field_removed"]);
+    // Names that do suggest one, with values that do not overlap: vetoed.
+    let (old, new) =
+        (schema(r#"{"name":"customerId","type":"long"}"#), schema(r#"{"name":"customer_id","type":"long"}"#));
+    let key = ("customerId".to_owned(), "customer_id".to_owned());
+    let disjoint = OverlapEvidence::from([(key.clone(), Overlap { fraction: 0.0, sampled: 8 })]);
+    let changes = classify_with(&old, &new, &disjoint);
+    assert_eq!(changes.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(), ["field_added", "field_removed"]);
+    // Too few values to say no: the names stand.
+    let few = OverlapEvidence::from([(key, Overlap { fraction: 0.0, sampled: 2 })]);
+    let changes = classify_with(&old, &new, &few);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].kind, ChangeKind::FieldRenamed);
+    assert!(changes[0].evidence.contains_key("evidence_for"));
+}
