@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             replayed: 10,
             loaded: 10,
             still_quarantined: 0,
+            held: Vec::new(),
             applied_at: None,
             error: None,
         };

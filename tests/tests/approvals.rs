@@ -600,3 +600,74 @@ async fn a_merged_pull_request_approves_its_plan() -> anyhow::Result<()> {
     drop(up);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replay_that_loads_nothing_leaves_the_incident_held_not_healed() -> anyhow::Result<()> {
+    let deployment = Deployment::new("postgres", "")?;
+    let up = deployment.up("up.log").await?;
+    produce_orders(&deployment, 1, 0..2).await?;
+    rows(&deployment, 2).await?;
+    // id becomes a string: the table cannot hold it, the incident blocks.
+    let text = json!({"type": "record", "name": "Order", "namespace": "shop",
+        "fields": [{"name": "id", "type": "string"}, {"name": "email", "type": "string"}]})
+    .to_string();
+    let writer = register_schema(&format!("{}-value", deployment.topic()), &text).await?;
+    let (parsed, producer) = (Schema::parse_str(&text)?, producer()?);
+    for id in ["a1", "a2"] {
+        let record =
+            Avro::Record(vec![("id".into(), Avro::String(id.into())), ("email".into(), Avro::String("x".into()))]);
+        produce_avro(&producer, &deployment.topic(), id, writer, &parsed, record).await?;
+    }
+    let api = format!("http://{}", deployment.api);
+    let incident = eventually("the blocked incident", || {
+        let (api, dataset) = (api.clone(), deployment.dataset.clone());
+        async move {
+            let list: Value = reqwest::get(format!("{api}/incidents")).await?.json().await?;
+            Ok(list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["dataset"] == dataset.as_str() && i["status"] == "blocked")
+                .cloned())
+        }
+    })
+    .await?;
+    let id = incident["id"].as_str().unwrap_or_default().to_owned();
+    // A plan that applies but cannot make the records load.
+    let table = format!("\"{}\"", deployment.dataset);
+    let draft: Value = reqwest::Client::new()
+        .post(format!("{api}/incidents/{id}/proposals"))
+        .json(&json!({"by": "tester", "rationale": "a note column; the ids stay strings", "steps": [
+            {"kind": "ddl", "description": "a note", "sql": format!("ALTER TABLE {table} ADD COLUMN note TEXT")},
+            {"kind": "replay", "description": "replay"}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(draft["accepted"], true, "{draft}");
+    let approved = reqwest::Client::new()
+        .post(format!("{api}/proposals/{}/approve", draft["proposal_id"].as_str().unwrap_or_default()))
+        .json(&json!({"by": "tester"}))
+        .send()
+        .await?;
+    assert!(approved.status().is_success(), "{}", approved.text().await?);
+    let held = eventually("the incident to be held", || {
+        let (api, id) = (api.clone(), id.clone());
+        async move {
+            let incident: Value = reqwest::get(format!("{api}/incidents/{id}")).await?.json().await?;
+            Ok((!incident["application"].is_null()).then_some(incident))
+        }
+    })
+    .await?;
+    assert_eq!(held["status"], "held", "applied, but nothing loaded: {held}");
+    let application = &held["application"];
+    assert_eq!((application["loaded"].as_i64(), application["still_quarantined"].as_i64()), (Some(0), Some(2)));
+    let reasons: Vec<&str> =
+        application["held"].as_array().into_iter().flatten().filter_map(|h| h["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{application}");
+    // The draft moved the contract to the string ids the bigint column refuses.
+    assert!(reasons.iter().all(|r| r.contains("bigint")), "each says why: {reasons:?}");
+    assert!(held["healed_at"].is_null() && held["time_to_heal_seconds"].is_null(), "{held}");
+    drop(up);
+    Ok(())
+}

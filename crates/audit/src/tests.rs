@@ -69,6 +69,7 @@ fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
         replayed: 3,
         loaded: 3,
         still_quarantined: 0,
+        held: Vec::new(),
         applied_at: None,
         error: None,
     };

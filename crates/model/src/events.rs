@@ -284,6 +284,12 @@ pub struct Application {
     pub replayed: i64,
     pub loaded: i64,
     pub still_quarantined: i64,
+    /// The records the replay could not load, each with why (up to
+    /// [`Application::MAX_HELD`] of them; `still_quarantined` counts all).
+    /// Left out of the hashed JSON when empty, so applications written
+    /// before the field existed keep their hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
     /// When the plan's effect was committed (ms since the epoch); the
     /// replay ran from then until the event's time. Left out of the hashed
     /// JSON when absent, so applications written before the field existed
@@ -291,6 +297,25 @@ pub struct Application {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<i64>,
     pub error: Option<String>,
+}
+
+impl Application {
+    /// How many held records an application names (the rest are counted).
+    pub const MAX_HELD: usize = 200;
+
+    /// Whether the plan applied and its replay loaded every record it was
+    /// to take: only then is the incident healed.
+    pub fn healed(&self) -> bool {
+        self.outcome == ApplicationOutcome::Applied && self.still_quarantined == 0
+    }
+}
+
+/// A quarantined record a replay could not load, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Held {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
 }
 
 /// One tool call of a supervisor run.

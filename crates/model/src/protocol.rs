@@ -244,6 +244,9 @@ wire_enum! {
         /// Policy blocked it or a person rejected it: a person must act.
         Blocked = "blocked",
         Healed = "healed",
+        /// Its plan applied, but its replay left records quarantined
+        /// (`application.still_quarantined` says how many, `held` why).
+        Held = "held",
         /// Applying its plan failed.
         Failed = "failed",
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use mend_avro::codec::CodecError;
 use mend_config::Dataset;
-use mend_model::events::{Application, Decision, Envelope, Event, IncidentId, Proposal, Quarantined};
+use mend_model::events::{Application, Decision, Envelope, Event, Held, IncidentId, Proposal, Quarantined};
 use mend_model::{ApplicationOutcome, Classify as _, Contract, Position, Row, StepKind, Verdict, topics};
 use mend_runtime::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, SOURCE_HEADER, decode_event};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
@@ -31,11 +31,22 @@ pub const REPLAY_CHUNK: usize = 1000;
 pub const REPLAY_SCAN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counts of one replay.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Replay {
     pub replayed: i64,
     pub loaded: i64,
     pub still_quarantined: i64,
+    /// Why records did not load (the first [`Application::MAX_HELD`]).
+    pub held: Vec<Held>,
+}
+
+impl Replay {
+    fn hold(&mut self, partition: i32, offset: i64, reason: String) {
+        self.still_quarantined += 1;
+        if self.held.len() < Application::MAX_HELD {
+            self.held.push(Held { partition, offset, reason });
+        }
+    }
 }
 
 pub struct Applier {
@@ -67,6 +78,7 @@ impl Applier {
             replayed: 0,
             loaded: 0,
             still_quarantined: 0,
+            held: Vec::new(),
             applied_at: None,
             error: None,
         };
@@ -143,6 +155,7 @@ impl Applier {
         application.replayed = replay.replayed;
         application.loaded = replay.loaded;
         application.still_quarantined = replay.still_quarantined;
+        application.held = replay.held;
         Ok(application)
     }
 
@@ -228,7 +241,9 @@ impl Applier {
         }
         let mut counts = Replay { replayed: by_position.len() as i64, ..Replay::default() };
         let Some(contract) = warehouse.contract(&dataset.name).await? else {
-            counts.still_quarantined = counts.replayed;
+            for (partition, offset) in by_position.into_keys() {
+                counts.hold(partition, offset, "the dataset has no contract".into());
+            }
             return Ok(counts);
         };
         let loader = self.context.loaders.get(&self.context.codec, dataset, contract).await?;
@@ -236,12 +251,16 @@ impl Applier {
         let mut columns = Vec::new();
         for ((partition, offset), payload) in by_position {
             let Some(payload) = payload.as_deref() else {
-                counts.still_quarantined += 1;
+                counts.hold(
+                    partition,
+                    offset,
+                    "its bytes were not kept (quarantined before the warehouse kept them)".into(),
+                );
                 continue;
             };
             match loader.row(&self.context.codec, payload).await? {
                 Ok(values) => rows.push(Row { position: Position { partition, offset }, values }),
-                Err(_still) => counts.still_quarantined += 1,
+                Err(still) => counts.hold(partition, offset, still.reason),
             }
             if columns.is_empty()
                 && let Some(writer) = mend_avro::codec::schema_id(payload)
@@ -251,15 +270,34 @@ impl Applier {
             }
         }
         let target = LoadTarget::new(dataset, columns);
-        let mut written = 0;
+        let (mut written, mut refused) = (0, 0);
         for chunk in rows.chunks(REPLAY_CHUNK) {
-            written += warehouse.replay_rows(&target, chunk).await?;
+            match warehouse.replay_rows(&target, chunk).await {
+                Ok(count) => written += count,
+                // A value the warehouse refuses (a plan that moved the
+                // contract beyond what the table holds): the chunk again,
+                // row by row; the refused rows stay quarantined, with why.
+                Err(error) if error.refuses_a_value() => {
+                    for row in chunk {
+                        match warehouse.replay_rows(&target, std::slice::from_ref(row)).await {
+                            Ok(count) => written += count,
+                            Err(error) if error.refuses_a_value() => {
+                                refused += 1;
+                                let reason = format!("the warehouse refused a value of it: {error}");
+                                counts.hold(row.position.partition, row.position.offset, reason);
+                            }
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
             fault::point("applier.mid_replay");
         }
-        if written < rows.len() {
-            tracing::info!(dataset = %dataset.name, already = rows.len() - written, "replayed records loaded before were left as they are");
+        if written + refused < rows.len() {
+            tracing::info!(dataset = %dataset.name, already = rows.len() - written - refused, "replayed records loaded before were left as they are");
         }
-        counts.loaded = rows.len() as i64;
+        counts.loaded = (rows.len() - refused) as i64;
         Ok(counts)
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use mend_audit::AuditEvent;
 use mend_avro::codec::CodecError;
 use mend_model::events::{
-    AgentRun, Application, Decision, Detection, Diagnosis, Envelope, FieldChange, PlanStep, Proposal,
+    AgentRun, Application, Decision, Detection, Diagnosis, Envelope, FieldChange, Held, PlanStep, Proposal,
 };
 use mend_model::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
 use mend_runtime::handler::{Disposition, Handler, Inbound};
@@ -101,6 +101,8 @@ pub struct ApplicationView {
     pub replayed: i64,
     pub loaded: i64,
     pub still_quarantined: i64,
+    /// The records the replay could not load, with why.
+    pub held: Vec<Held>,
     pub error: Option<String>,
 }
 
@@ -208,8 +210,13 @@ impl ReadModel {
 
     fn application(&mut self, event: Application) {
         let incident = self.incident(&event.envelope);
-        let applied = event.outcome == ApplicationOutcome::Applied;
-        incident.status = if applied { IncidentStatus::Healed } else { IncidentStatus::Failed };
+        // Healed only when the replay loaded every record it was to take.
+        let applied = event.healed();
+        incident.status = match event.outcome {
+            ApplicationOutcome::Applied if applied => IncidentStatus::Healed,
+            ApplicationOutcome::Applied => IncidentStatus::Held,
+            _ => IncidentStatus::Failed,
+        };
         if applied && incident.healed_at.is_none() {
             incident.healed_at = Some(event.envelope.time);
             incident.time_to_heal_seconds = Some((event.envelope.time - incident.detected_at) as f64 / 1000.0);
@@ -220,6 +227,7 @@ impl ReadModel {
             replayed: event.replayed,
             loaded: event.loaded,
             still_quarantined: event.still_quarantined,
+            held: event.held,
             error: event.error,
         });
     }

@@ -122,8 +122,23 @@ fn application_round_trips() -> anyhow::Result<()> {
         replayed: 10,
         loaded: 10,
         still_quarantined: 0,
+        held: Vec::new(),
         applied_at: None,
         error: Some("none".into()),
+    })?;
+    round_trip(Application {
+        envelope: envelope(),
+        proposal_id: "p".into(),
+        decision_id: "d".into(),
+        outcome: ApplicationOutcome::Applied,
+        contract_schema_id: Some(7),
+        statements: 1,
+        replayed: 10,
+        loaded: 9,
+        still_quarantined: 1,
+        held: vec![Held { partition: 2, offset: 41, reason: "field amount is string in the record".into() }],
+        applied_at: Some(1_700_000_000_000),
+        error: None,
     })
 }
 
@@ -294,6 +309,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             replayed: 0,
             loaded: 0,
             still_quarantined: 0,
+            held: Vec::new(),
             applied_at: None,
             error: None,
         })?;
