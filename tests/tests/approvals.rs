@@ -671,3 +671,59 @@ async fn a_replay_that_loads_nothing_leaves_the_incident_held_not_healed() -> an
     drop(up);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_long_promoted_to_double_keeps_two_to_the_53_plus_one_exact() -> anyhow::Result<()> {
+    let deployment = Deployment::new("postgres", "")?;
+    let up = deployment.up("up.log").await?;
+    let schema = |qty: &str| {
+        json!({"type": "record", "name": "Order", "namespace": "shop",
+            "fields": [{"name": "id", "type": "long"}, {"name": "qty", "type": qty}]})
+        .to_string()
+    };
+    let producer = producer()?;
+    let big = (1i64 << 53) + 1;
+    let v1 = register_schema(&format!("{}-value", deployment.topic()), &schema("long")).await?;
+    let parsed = Schema::parse_str(&schema("long"))?;
+    for (id, qty) in [(0, big), (1, -big)] {
+        let record = Avro::Record(vec![("id".into(), Avro::Long(id)), ("qty".into(), Avro::Long(qty))]);
+        produce_avro(&producer, &deployment.topic(), &id.to_string(), v1, &parsed, record).await?;
+    }
+    rows(&deployment, 2).await?;
+    // Avro lets a reader promote long to double: the planner widens the
+    // bigint column to NUMERIC, not to double precision, which rounds.
+    let v2 = register_schema(&format!("{}-value", deployment.topic()), &schema("double")).await?;
+    let parsed = Schema::parse_str(&schema("double"))?;
+    let record = Avro::Record(vec![("id".into(), Avro::Long(2)), ("qty".into(), Avro::Double(0.1))]);
+    produce_avro(&producer, &deployment.topic(), "2", v2, &parsed, record).await?;
+    let api = format!("http://{}", deployment.api);
+    let incident = eventually("the widening waiting for approval", || {
+        let (api, dataset) = (api.clone(), deployment.dataset.clone());
+        async move {
+            let list: Value = reqwest::get(format!("{api}/incidents")).await?.json().await?;
+            Ok(list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["dataset"] == dataset.as_str() && i["status"] == "awaiting_approval")
+                .cloned())
+        }
+    })
+    .await?;
+    let sql: Vec<&str> = incident["steps"].as_array().into_iter().flatten().filter_map(|s| s["sql"].as_str()).collect();
+    assert_eq!(sql, [format!(r#"ALTER TABLE "{}" ALTER COLUMN "qty" TYPE NUMERIC"#, deployment.dataset)], "{incident}");
+    let approved = reqwest::Client::new()
+        .post(format!("{api}/proposals/{}/approve", incident["proposal_id"].as_str().unwrap_or_default()))
+        .json(&json!({"by": "tester"}))
+        .send()
+        .await?;
+    assert!(approved.status().is_success(), "{}", approved.text().await?);
+    rows(&deployment, 3).await?;
+    let warehouse = Warehouse::connect(&deployment.warehouse).await?;
+    let mut values = warehouse.rows_as_text(&deployment.dataset, &["id", "qty"]).await?;
+    values.sort();
+    let qty: Vec<Option<&str>> = values.iter().map(|r| r[1].as_deref()).collect();
+    assert_eq!(qty, [Some("9007199254740993"), Some("-9007199254740993"), Some("0.1")], "exact: {values:?}");
+    drop(up);
+    Ok(())
+}
