@@ -189,14 +189,24 @@ fn rename_score(
         score = score.min(RENAME_THRESHOLD - 0.01);
     }
     let docs = doc_similarity(removed.doc.as_ref(), added.doc.as_ref());
-    if let Some(docs) = docs.filter(|d| *d < 0.3) {
-        against.push(format!("the docs say different things (word overlap {docs:.2})"));
-        score -= 0.2;
+    let mut for_docs = None;
+    match docs {
+        Some(docs) if docs < 0.3 => {
+            against.push(format!("the docs say different things (word overlap {docs:.2})"));
+            score -= 0.2;
+        }
+        // The same doc under another name (payload -> data, "the payload
+        // serialized into Avro bytes"): evidence for, with agreeing types.
+        Some(docs) if docs >= 0.6 && types > 0.0 => {
+            for_docs = Some(format!("the docs say the same (word overlap {docs:.2})"));
+            score += 0.2;
+        }
+        _ => {}
     }
     if types == 0.0 {
         against.push("the types disagree".to_owned());
     }
-    let score = score.max(0.0);
+    let score = score.clamp(0.0, 1.0);
     let mut evidence = BTreeMap::from([
         ("method".to_owned(), "similarity (no Avro alias)".to_owned()),
         ("name_similarity".to_owned(), format!("{name:.2}")),
@@ -217,6 +227,7 @@ fn rename_score(
         evidence.insert("doc_similarity".into(), format!("{docs:.2}"));
     }
     let mut for_it = vec![format!("names {name:.2} alike"), format!("types agree {types:.2}")];
+    for_it.extend(for_docs);
     if let Some(o) = overlap.filter(|o| o.fraction >= VETO_OVERLAP) {
         for_it.push(format!("{:.0}% of {} sampled values found in the old column", o.fraction * 100.0, o.sampled));
     }
