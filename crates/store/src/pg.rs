@@ -268,6 +268,10 @@ impl Store for Postgres {
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+        // The catalog query's estimates are far off (unions of catalogs):
+        // JIT-compiling it took 4.3 s of a 4.4 s snapshot on a warehouse of
+        // 2,700 relations; without it, 0.14 s.
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
         if let Some(path) = SEARCH_PATH {
             sqlx::query(path).bind(&target.schema).execute(&mut *tx).await?;
         }
