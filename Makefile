@@ -27,6 +27,7 @@ infra-down:
 ## registry): the way out when its group coordinator stops answering
 infra-reset: infra-down
 	rm -f .mend/tansu.db .mend/tansu.db-shm .mend/tansu.db-wal
+	rm -rf .mend/kafka .mend/kafka.log
 
 ## venv: the third-party clients tests drive mend with: Python's
 ## (confluent-kafka, dbt, the MCP SDK) and the MCP Inspector CLI (Node)

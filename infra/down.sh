@@ -22,7 +22,8 @@ stop_pid() {
 for service in "${services[@]}"; do
   case $service in
     registry) stop_pid "schema registry" registry.pid ;;
-    broker) stop_pid broker tansu.pid ;;
+    # A KRaft node shuts down in a controlled way on SIGTERM.
+    broker) stop_pid broker tansu.pid; stop_pid "Apache Kafka" kafka.pid ;;
     postgres)
       PGBIN=$(pg_bin)
       PGDIR=$(pg_dir)

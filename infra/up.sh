@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts the local broker (Tansu), PostgreSQL and the schema registry, each
+# Starts the local broker (Tansu; Apache Kafka with MEND_BROKER=kafka),
+# PostgreSQL and the schema registry, each
 # only when it is not already running, and waits until each is ready.
 # Installs what is missing (Tansu, PostgreSQL). Idempotent.
 # With MEND_STARTED_FILE set, appends the names of the services it started.
@@ -9,13 +10,17 @@ mkdir -p "$STATE"
 started() { [ -n "${MEND_STARTED_FILE:-}" ] && echo "$1" >>"$MEND_STARTED_FILE"; return 0; }
 
 # ---- broker ---------------------------------------------------------------
-if [ ! -x "$TANSU" ]; then
-  log "installing Tansu $TANSU_VERSION into $(dirname "$(dirname "$TANSU")") (once per machine; about 13 minutes on 2 cores)"
-  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$(dirname "$(dirname "$TANSU")")"
-fi
 if port_open "$KAFKA_PORT"; then
   log "broker already listening on 127.0.0.1:$KAFKA_PORT"
+elif [ "$BROKER" = kafka ]; then
+  source "$(dirname "$0")/kafka.sh"
+  kafka_start
+  started broker
 else
+  if [ ! -x "$TANSU" ]; then
+    log "installing Tansu $TANSU_VERSION into $(dirname "$(dirname "$TANSU")") (once per machine; about 13 minutes on 2 cores)"
+    cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$(dirname "$(dirname "$TANSU")")"
+  fi
   log "starting the broker (durable sqlite storage in $STATE/tansu.db)"
   # The sqlite path is relative to the broker's working directory.
   (cd "$STATE" && exec setsid "$TANSU" broker \
