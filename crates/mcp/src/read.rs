@@ -282,7 +282,11 @@ pub struct PlanReport {
     pub rules: Vec<String>,
     /// auto, approve or block.
     pub decision: String,
-    /// `mend plan`'s exit code: 0 auto, 2 approve, 3 block.
+    /// Whether Avro's resolution lets the contract's schema read the new
+    /// one (None without a contract).
+    pub contract_can_read: Option<bool>,
+    /// `mend plan`'s exit code: 0 auto, 2 approve, 3 block, 4 auto but the
+    /// contract's readers cannot read the new schema.
     pub exit_code: i64,
 }
 
