@@ -42,7 +42,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
+# Records up to 16 MiB (the hostile-input tests write one of 10 MiB).
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
 PROPERTIES
   cat >"$dir/log4j2.properties" <<PROPERTIES
 status = warn
