@@ -285,6 +285,9 @@ impl Loader {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
+            if indices.is_empty() {
+                return Err(error.into()); // nothing left to blame: not a record's value
+            }
             if let [index] = indices {
                 if refused.contains_key(index) {
                     // Refused even without its row: not the record's value.
