@@ -26,6 +26,10 @@ use mend_runtime::{Context, HandleError, kafka};
 
 const SERVICE: &str = "detector";
 
+/// How long the detector waits for the loader to establish a new dataset's
+/// first contract before it lets records without one go unchecked.
+pub const BASELINE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Per dataset: the contract's schema id, and for each writer schema seen,
 /// whether it fits the contract (or was already reported).
 #[derive(Default)]
@@ -33,6 +37,9 @@ struct Known {
     contract: Option<u32>,
     fits: HashMap<u32, bool>,
     reported: HashSet<u32>,
+    /// When the detector first met a record of the dataset without a
+    /// contract to judge it against.
+    waiting_since: Option<std::time::Instant>,
 }
 
 /// The detector's handler.
@@ -80,12 +87,29 @@ impl Detector {
     async fn look(&self, dataset: &Dataset, record: &Inbound, writer: u32) -> Result<Option<Detection>, HandleError> {
         let warehouse = self.context.warehouse(dataset).await?;
         let Some(contract) = warehouse.contract(&dataset.name).await? else {
-            // No baseline yet: the loader establishes it from this record.
+            // No baseline yet: the loader establishes it from the dataset's
+            // first records. A drifted record in that same first batch must
+            // wait for it, or its drift is never seen (no later record of
+            // its writer may come): the batch is tried again, for a while.
+            let mut known = self.lock();
+            let since = *known
+                .entry(dataset.name.clone())
+                .or_default()
+                .waiting_since
+                .get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < BASELINE_WAIT {
+                return Err(HandleError::retry(
+                    "waiting for the loader to establish the dataset's first contract",
+                    format!("dataset {} has no contract yet", dataset.name),
+                ));
+            }
+            tracing::warn!(dataset = %dataset.name, writer, waited = ?BASELINE_WAIT, "no contract yet: this record is not checked for drift");
             return Ok(None);
         };
         {
             let mut known = self.lock();
             let state = known.entry(dataset.name.clone()).or_default();
+            state.waiting_since = None;
             if state.contract != Some(contract.schema_id) {
                 state.contract = Some(contract.schema_id);
                 state.fits.clear();
