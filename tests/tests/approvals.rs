@@ -601,6 +601,23 @@ async fn a_merged_pull_request_approves_its_plan() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dataset's incident once it is in `status` (through the API).
+async fn incident_in(api: &str, dataset: &str, status: &str) -> anyhow::Result<Value> {
+    eventually(&format!("an incident of {dataset} {status}"), || {
+        let (api, dataset, status) = (api.to_owned(), dataset.to_owned(), status.to_owned());
+        async move {
+            let list: Value = reqwest::get(format!("{api}/incidents")).await?.json().await?;
+            Ok(list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["dataset"] == dataset.as_str() && i["status"] == status.as_str())
+                .cloned())
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_replay_that_loads_nothing_leaves_the_incident_held_not_healed() -> anyhow::Result<()> {
     let deployment = Deployment::new("postgres", "")?;
@@ -619,19 +636,7 @@ async fn a_replay_that_loads_nothing_leaves_the_incident_held_not_healed() -> an
         produce_avro(&producer, &deployment.topic(), id, writer, &parsed, record).await?;
     }
     let api = format!("http://{}", deployment.api);
-    let incident = eventually("the blocked incident", || {
-        let (api, dataset) = (api.clone(), deployment.dataset.clone());
-        async move {
-            let list: Value = reqwest::get(format!("{api}/incidents")).await?.json().await?;
-            Ok(list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| i["dataset"] == dataset.as_str() && i["status"] == "blocked")
-                .cloned())
-        }
-    })
-    .await?;
+    let incident = incident_in(&api, &deployment.dataset, "blocked").await?;
     let id = incident["id"].as_str().unwrap_or_default().to_owned();
     // A plan that applies but cannot make the records load.
     let table = format!("\"{}\"", deployment.dataset);
@@ -697,19 +702,7 @@ async fn a_long_promoted_to_double_keeps_two_to_the_53_plus_one_exact() -> anyho
     let record = Avro::Record(vec![("id".into(), Avro::Long(2)), ("qty".into(), Avro::Double(0.1))]);
     produce_avro(&producer, &deployment.topic(), "2", v2, &parsed, record).await?;
     let api = format!("http://{}", deployment.api);
-    let incident = eventually("the widening waiting for approval", || {
-        let (api, dataset) = (api.clone(), deployment.dataset.clone());
-        async move {
-            let list: Value = reqwest::get(format!("{api}/incidents")).await?.json().await?;
-            Ok(list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| i["dataset"] == dataset.as_str() && i["status"] == "awaiting_approval")
-                .cloned())
-        }
-    })
-    .await?;
+    let incident = incident_in(&api, &deployment.dataset, "awaiting_approval").await?;
     let sql: Vec<&str> = incident["steps"].as_array().into_iter().flatten().filter_map(|s| s["sql"].as_str()).collect();
     assert_eq!(sql, [format!(r#"ALTER TABLE "{}" ALTER COLUMN "qty" TYPE NUMERIC"#, deployment.dataset)], "{incident}");
     let approved = reqwest::Client::new()
