@@ -1,6 +1,7 @@
 # mend — the two commands a fresh machine needs are `make demo` and `make test`.
-# Everything they need is installed on first use (Tansu, PostgreSQL, a Python
-# virtual environment under .mend/) and reused afterwards.
+# Everything they need is installed on first use (Apache Kafka's jars from
+# Maven Central, PostgreSQL, a Python virtual environment under .mend/) and
+# reused afterwards.
 
 SHELL := /bin/bash
 TOOLS ?= $(HOME)/.cache/mend
@@ -24,10 +25,9 @@ infra-down:
 	infra/down.sh
 
 ## infra-reset: stop, then forget the local broker's state (topics, groups,
-## registry): the way out when its group coordinator stops answering
+## registry, the warehouse is kept): a clean start
 infra-reset: infra-down
-	rm -f .mend/tansu.db .mend/tansu.db-shm .mend/tansu.db-wal
-	rm -rf .mend/kafka .mend/kafka.log
+	rm -rf .mend/kafka
 
 ## venv: the third-party clients tests drive mend with: Python's
 ## (confluent-kafka, dbt, the MCP SDK) and the MCP Inspector CLI (Node)

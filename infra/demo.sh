@@ -25,8 +25,8 @@ topic = "shop.orders.$RUN"
 table = "orders_$RUN"
 key = ["id"]
 TOML
-# Consumer groups of this run only: Tansu 0.6 can keep an earlier run's
-# members in a group for minutes, and a rebalance waits for them.
+# Consumer groups of this run only: an earlier run's groups have
+# committed offsets on other topics.
 export MEND_CONFIG=$DIR/mend.toml MEND_API_ADDR=$API MEND_GROUP_PREFIX=mend-demo-$RUN
 export MEND_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT MEND_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 

@@ -6,7 +6,6 @@ source "$(dirname "$0")/env.sh"
 services=("$@")
 [ ${#services[@]} -eq 0 ] && services=(registry broker postgres)
 
-gone() { ! kill -0 "$1" 2>/dev/null; }
 stop_pid() {
   local name=$1 pidfile=$STATE/$2
   [ -f "$pidfile" ] || return 0
@@ -23,7 +22,7 @@ for service in "${services[@]}"; do
   case $service in
     registry) stop_pid "schema registry" registry.pid ;;
     # A KRaft node shuts down in a controlled way on SIGTERM.
-    broker) stop_pid broker tansu.pid; stop_pid "Apache Kafka" kafka.pid ;;
+    broker) source "$(dirname "$0")/kafka.sh"; kafka_down "$KAFKA_DIR" ;;
     postgres)
       PGBIN=$(pg_bin)
       PGDIR=$(pg_dir)

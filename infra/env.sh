@@ -4,12 +4,11 @@ STATE=${MEND_STATE_DIR:-$ROOT/.mend}
 # Tools built once per machine live outside the checkout, so a fresh clone
 # (and CI) reuses them.
 TOOLS=${MEND_TOOLS_DIR:-$HOME/.cache/mend}
-TANSU_VERSION=0.6.0
-TANSU=$TOOLS/tansu-$TANSU_VERSION/bin/tansu
-# MEND_BROKER=kafka: Apache Kafka from Maven Central (infra/kafka.sh).
-BROKER=${MEND_BROKER:-tansu}
+# Apache Kafka from Maven Central (infra/kafka.sh): one node, its state in
+# $STATE/kafka.
 KAFKA_VERSION=4.4.0
 KAFKA_HOME=$TOOLS/kafka-$KAFKA_VERSION
+KAFKA_DIR=$STATE/kafka
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TOOLS/target}
 KAFKA_PORT=${MEND_INFRA_KAFKA_PORT:-19092}
 REGISTRY_PORT=18081
@@ -40,3 +39,6 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
+
+# gone PID: true when the process has exited.
+gone() { ! kill -0 "$1" 2>/dev/null; }

@@ -34,13 +34,13 @@ cargo test -p mend-tests -q --test registry --test runner --test plan --test loa
 # Tests that start a whole `mend up` (and kill it) run one at a time: each is
 # six consumers and a producer on a 2-core machine, against a broker whose
 # sqlite engine serialises its storage.
-cargo test -p mend-tests -q --test healing --test approvals --test drift --test agent --test audit --test hostile --test scale -- --test-threads 1
+cargo test -p mend-tests -q --test healing --test approvals --test drift --test agent --test audit --test hostile --test scale --test tools -- --test-threads 1
 
 log "integration tests (Python clients)"
 .mend/venv/bin/python -m pytest -q tests/python
 
 log "persistence across infra-down and infra-up"
-MEND_STARTED_FILE=$STARTED tests/persistence.sh
+tests/persistence.sh
 
 # Chaos last: it kills stages and restarts the broker, PostgreSQL and the
 # registry, so no other test shares a broker it has disturbed (one seed from

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Starts the local broker (Tansu; Apache Kafka with MEND_BROKER=kafka),
+# Starts the local broker (Apache Kafka, one KRaft node: infra/kafka.sh),
 # PostgreSQL and the schema registry, each
 # only when it is not already running, and waits until each is ready.
-# Installs what is missing (Tansu, PostgreSQL). Idempotent.
+# Installs what is missing (Kafka's jars, Java, PostgreSQL). Idempotent.
 # With MEND_STARTED_FILE set, appends the names of the services it started.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -12,27 +12,12 @@ started() { [ -n "${MEND_STARTED_FILE:-}" ] && echo "$1" >>"$MEND_STARTED_FILE";
 # ---- broker ---------------------------------------------------------------
 if port_open "$KAFKA_PORT"; then
   log "broker already listening on 127.0.0.1:$KAFKA_PORT"
-elif [ "$BROKER" = kafka ]; then
-  source "$(dirname "$0")/kafka.sh"
-  kafka_start
-  started broker
 else
-  if [ ! -x "$TANSU" ]; then
-    log "installing Tansu $TANSU_VERSION into $(dirname "$(dirname "$TANSU")") (once per machine; about 13 minutes on 2 cores)"
-    cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$(dirname "$(dirname "$TANSU")")"
-  fi
-  log "starting the broker (durable sqlite storage in $STATE/tansu.db)"
-  # The sqlite path is relative to the broker's working directory.
-  (cd "$STATE" && exec setsid "$TANSU" broker \
-      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db") </dev/null >"$STATE/tansu.log" 2>&1 &
-  echo $! >"$STATE/tansu.pid"
-  wait_for "the broker on port $KAFKA_PORT (see $STATE/tansu.log)" 60 port_open "$KAFKA_PORT"
+  source "$(dirname "$0")/kafka.sh"
+  kafka_up "$KAFKA_DIR" "$KAFKA_PORT" 1
   started broker
 fi
 
-# ---- PostgreSQL -----------------------------------------------------------
 PGBIN=$(pg_bin)
 if [ -z "$PGBIN" ]; then
   log "installing PostgreSQL from Debian's packages"

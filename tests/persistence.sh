@@ -19,8 +19,15 @@ curl -sf -X PUT -H "$CT" -d '{"compatibility":"FULL"}' "$URL/config/$subject" >/
 curl -sf -X DELETE "$URL/subjects/$subject/versions/1" >/dev/null
 before=$(curl -sf "$URL/subjects/$subject/versions/2")
 
+# Restarted as they were: whoever started them (make test, or an earlier
+# make demo) still owns them, and make test stops only what it started.
+broker_pid=$(cat "$STATE/kafka/node-1.pid")
+registry_pid=$(cat "$STATE/registry.pid")
 infra/down.sh registry broker
-infra/up.sh
+MEND_STARTED_FILE= infra/up.sh
+# Proven restarted: new processes, and the broker's own log of a new start.
+[ "$(cat "$STATE/kafka/node-1.pid")" != "$broker_pid" ] || fail "the broker was not restarted"
+[ "$(cat "$STATE/registry.pid")" != "$registry_pid" ] || fail "the registry was not restarted"
 
 after=$(curl -sf "$URL/subjects/$subject/versions/2") || fail "version 2 is gone"
 [ "$before" = "$after" ] || fail "version 2 changed: $before -> $after"

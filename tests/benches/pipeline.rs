@@ -1,6 +1,6 @@
 //! Pipeline figures (needs `make infra-up` for the registry and PostgreSQL).
-//! Starts its own Tansu broker on `memory://` storage (127.0.0.1:29092), so
-//! the broker is not the bottleneck, and prints:
+//! Starts its own one-node Kafka (127.0.0.1:29192, `infra/kafka.sh`), so
+//! nothing else loads the broker, and prints:
 //! - that broker's raw produce and consume rates;
 //! - loader rows/s into PostgreSQL, append-only and keyed, each beside COPY of
 //!   the same rows (the practical limit), as a ratio;
@@ -34,7 +34,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
-const BROKER: &str = "127.0.0.1:29092";
+const BROKER: &str = "127.0.0.1:29192";
 const V1: &str = r#"{"type":"record","name":"Order","namespace":"bench","fields":[
   {"name":"id","type":"long"},{"name":"email","type":"string"},{"name":"amount","type":"double"},
   {"name":"status","type":"string"},{"name":"created_at","type":"long"}]}"#;
@@ -45,11 +45,6 @@ const V2: &str = r#"{"type":"record","name":"Order","namespace":"bench","fields"
 
 fn postgres() -> String {
     std::env::var("MEND_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/warehouse".into())
-}
-
-fn tansu() -> String {
-    std::env::var("MEND_TANSU")
-        .unwrap_or_else(|_| format!("{}/.cache/mend/tansu-0.6.0/bin/tansu", std::env::var("HOME").unwrap_or_default()))
 }
 
 async fn register(subject: &str, schema: &str) -> anyhow::Result<u32> {
@@ -103,7 +98,7 @@ async fn produce_with(
     v2: bool,
     bad_every: i64,
 ) -> anyhow::Result<()> {
-    let producer: FutureProducer = kafka::producer_config(brokers, mend_runtime::compat::BrokerProfile::Kafka)
+    let producer: FutureProducer = kafka::producer_config(brokers)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
@@ -130,7 +125,7 @@ async fn produce_with(
 }
 
 async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
-    let consumer: StreamConsumer = kafka::reader_config(BROKER, mend_runtime::compat::SCAN_FETCH_WAIT_MS)
+    let consumer: StreamConsumer = kafka::reader_config(BROKER)
         .set("group.id", unique("bench-raw"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -335,7 +330,6 @@ fn sealer(context: &Context, every: Duration) -> mend_audit::seal::Sealer {
         every_events: mend_audit::seal::DEFAULT_EVERY_EVENTS,
         every,
         key: mend_audit::keys::generate().ok(),
-        fetch_wait_ms: context.connections.fetch_wait_ms(),
     };
     mend_audit::seal::Sealer::new(config, context.codec.clone(), context.producer.clone())
 }
@@ -434,24 +428,9 @@ async fn main() -> anyhow::Result<()> {
     let records: i64 = std::env::var("BENCH_RECORDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
     let count = usize::try_from(records)?;
     let _telemetry = mend_runtime::telemetry::init("bench");
-    let mut broker = tokio::process::Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://{BROKER}"),
-            "--advertised-listener-url",
-            &format!("tcp://{BROKER}"),
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting tansu (set MEND_TANSU to its path)")?;
-    mend_tests::eventually("the memory broker", || async { Ok(std::net::TcpStream::connect(BROKER).ok().map(|_| ())) })
-        .await?;
-    println!("pipeline bench: {records} records, memory:// broker at {BROKER}, PostgreSQL warehouse");
-    let mut specs: Vec<kafka::TopicSpec> = topics::EVENT_TOPICS.iter().map(|t| kafka::TopicSpec::new(t, 1)).collect();
+    let broker = mend_tests::infra::Cluster::start(29192, 1).await.context("starting the bench's own Kafka")?;
+    println!("pipeline bench: {records} records, Apache Kafka at {BROKER}, PostgreSQL warehouse");
+    let mut specs = kafka::audit_topics(1);
     specs.push(kafka::TopicSpec::new(topics::SCHEMAS, 1));
     kafka::ensure_topics(BROKER, &specs).await?;
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "sealer") {
@@ -514,12 +493,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Drift to healed: the whole loop in this process, an added nullable
-    // field. On the durable broker: Tansu's memory engine reports a stale
-    // high watermark right after a burst of records (measured: (0, 1) after
-    // 1000 records), which the replay's read-to-end relies on.
+    // field, on the infrastructure's broker.
     let durable = mend_tests::brokers();
     let topic = unique("bench-heal");
-    let mut specs: Vec<kafka::TopicSpec> = topics::EVENT_TOPICS.iter().map(|t| kafka::TopicSpec::new(t, 3)).collect();
+    let mut specs = kafka::audit_topics(3);
     specs.push(kafka::TopicSpec::new(&topic, 1));
     kafka::ensure_topics(&durable, &specs).await?;
     let subject = format!("{topic}-value");
@@ -565,6 +542,6 @@ async fn main() -> anyhow::Result<()> {
     for task in tasks {
         task.await??;
     }
-    broker.kill().await?;
+    drop(broker);
     Ok(())
 }

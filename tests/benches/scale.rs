@@ -1,9 +1,9 @@
 //! Scale figures (needs `make infra-up` for the registry and PostgreSQL, and
-//! a release `mend`: `make bench` builds it). Starts its own Tansu broker on
-//! `memory://` storage (127.0.0.1:29093) and prints:
-//! - loader throughput with 1, 2 and 3 `mend run loader` processes sharing a
-//!   6-partition topic (`MEND_INSTANCE=k/N`), records/s from their start to
-//!   the last row;
+//! a release `mend`: `make bench` builds it). Starts its own one-node Kafka
+//! (127.0.0.1:29292, `infra/kafka.sh`) and prints:
+//! - loader throughput with 1, 2 and 3 `mend run loader` processes in one
+//!   consumer group sharing a 6-partition topic, records/s from their start
+//!   to the last row;
 //! - registry requests per million records, counted by a proxy in front of
 //!   the registry, beside the number of distinct writer schemas;
 //! - `mend up` start-up time (to a healthy `/health`) and resident memory
@@ -25,7 +25,7 @@ use mend_runtime::kafka;
 use mend_tests::{eventually, mend_bin, registry_url, unique};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-const BROKER: &str = "127.0.0.1:29093";
+const BROKER: &str = "127.0.0.1:29292";
 const PARTITIONS: i32 = 6;
 const V1: &str = r#"{"type":"record","name":"Order","namespace":"bench","fields":[
   {"name":"id","type":"long"},{"name":"email","type":"string"},{"name":"amount","type":"double"}]}"#;
@@ -39,11 +39,6 @@ const V2: &str = r#"{"type":"record","name":"Order","namespace":"bench","fields"
 
 fn postgres() -> String {
     std::env::var("MEND_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/warehouse".into())
-}
-
-fn tansu() -> String {
-    std::env::var("MEND_TANSU")
-        .unwrap_or_else(|_| format!("{}/.cache/mend/tansu-0.6.0/bin/tansu", std::env::var("HOME").unwrap_or_default()))
 }
 
 /// Requests the proxy forwarded: writer-schema look-ups (`GET
@@ -208,13 +203,7 @@ async fn loaders(
     let mut children = Vec::new();
     for k in 1..=processes {
         let log = std::fs::File::create(dir.join(format!("loader-{k}.log")))?;
-        children.push(
-            mend(&dir, registry, &["run", "loader"])?
-                .env("MEND_INSTANCE", format!("{k}/{processes}"))
-                .env("RUST_LOG", "info")
-                .stderr(log)
-                .spawn()?,
-        );
+        children.push(mend(&dir, registry, &["run", "loader"])?.env("RUST_LOG", "info").stderr(log).spawn()?);
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Instant, i64)> = None;
@@ -330,20 +319,10 @@ async fn up(count: usize, registry: &str, producer: &FutureProducer, drift: bool
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let records: i64 = std::env::var("BENCH_RECORDS").ok().and_then(|r| r.parse().ok()).unwrap_or(600_000);
-    let _broker = tokio::process::Command::new(tansu())
-        .args(["broker", "--listener-url", &format!("tcp://{BROKER}")])
-        .args(["--advertised-listener-url", &format!("tcp://{BROKER}")])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting tansu (set MEND_TANSU to its path)")?;
-    eventually("the memory broker", || async { Ok(std::net::TcpStream::connect(BROKER).ok().map(|_| ())) }).await?;
-    let producer: FutureProducer =
-        kafka::producer_config(BROKER, mend_runtime::compat::BrokerProfile::Kafka).set("linger.ms", "20").create()?;
+    let _broker = mend_tests::infra::Cluster::start(29292, 1).await.context("starting the bench's own Kafka")?;
+    let producer: FutureProducer = kafka::producer_config(BROKER).set("linger.ms", "20").create()?;
     let (registry, requests) = counting_registry().await?;
-    println!("scale bench: memory:// broker at {BROKER}, PostgreSQL warehouse, mend {}", mend_bin()?.display());
+    println!("scale bench: Apache Kafka at {BROKER}, PostgreSQL warehouse, mend {}", mend_bin()?.display());
 
     println!("loader throughput ({records} records, {PARTITIONS} partitions, 2 writer schemas):");
     for processes in 1..=3 {

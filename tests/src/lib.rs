@@ -4,6 +4,7 @@
 //! for durations.
 
 pub mod anthropic;
+pub mod infra;
 pub mod story;
 
 use std::time::Duration;
@@ -16,12 +17,31 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// How long a test waits for a condition before failing.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// A test's own broker and registry, in place of `make test`'s (see [`point_at`]).
+static OWN: std::sync::RwLock<Option<(String, String)>> = std::sync::RwLock::new(None);
+
+/// Points every helper of this test process, and every mend process it
+/// starts, at `brokers` and `registry_url` (a cluster of the test's own).
+pub fn point_at(brokers: &str, registry_url: &str) {
+    if let Ok(mut own) = OWN.write() {
+        *own = Some((brokers.to_owned(), registry_url.to_owned()));
+    }
+}
+
+fn own() -> Option<(String, String)> {
+    OWN.read().ok().and_then(|own| own.clone())
+}
+
 pub fn brokers() -> String {
-    std::env::var("MEND_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+    own()
+        .map(|(brokers, _)| brokers)
+        .unwrap_or_else(|| std::env::var("MEND_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into()))
 }
 
 pub fn registry_url() -> String {
-    std::env::var("MEND_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081".into())
+    own()
+        .map(|(_, registry)| registry)
+        .unwrap_or_else(|| std::env::var("MEND_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081".into()))
 }
 
 /// A name no other test (or earlier run) uses.
@@ -36,7 +56,7 @@ pub async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
 }
 
 pub fn producer() -> anyhow::Result<FutureProducer> {
-    Ok(mend_runtime::kafka::producer_config(&brokers(), mend_runtime::compat::BrokerProfile::default()).create()?)
+    Ok(mend_runtime::kafka::producer_config(&brokers()).create()?)
 }
 
 /// Produces one record and waits for its delivery.
@@ -55,12 +75,11 @@ pub async fn consume_until(
     keep: impl Fn(&OwnedMessage) -> bool,
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: StreamConsumer =
-        mend_runtime::kafka::reader_config(&brokers(), mend_runtime::compat::SCAN_FETCH_WAIT_MS)
-            .set("group.id", unique("test-reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()?;
+    let consumer: StreamConsumer = mend_runtime::kafka::reader_config(&brokers())
+        .set("group.id", unique("test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
     consumer.subscribe(&[topic])?;
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -1,10 +1,15 @@
 //! Chaos: the drift story on two datasets (ten incidents of five kinds:
 //! an addition, a widening, a rename proven by values, new enum symbols,
 //! two removals) with every stage a process of its own (two of the loader,
-//! sharing the partitions with `MEND_INSTANCE`), once undisturbed and once
-//! while a seeded driver kills a random process with SIGKILL twenty times
-//! at random moments and restarts the broker, PostgreSQL and the registry
-//! once each. A supervisor restarts every process that exits, as systemd
+//! sharing the partitions in their consumer group), on a three-node Kafka
+//! cluster of the test's own (replication factor 3, min.insync.replicas 2),
+//! once undisturbed and once while a seeded driver kills a random process
+//! with SIGKILL twenty times at random moments, SIGKILLs a random broker
+//! three times and the active controller once (each restarted after a
+//! moment; partition leaders move), and restarts PostgreSQL and the
+//! registry once each. Every restart is proven (a new process id; a
+//! broker's own log of its start), and how long writes stall after each
+//! broker loss is measured and printed. A supervisor restarts every process that exits, as systemd
 //! or Kubernetes would. The end states must be the same: every value in its
 //! column, the columns, the quarantine, incident statuses and kinds, each
 //! change applied once, and which incidents have events on each audit topic.
@@ -22,42 +27,116 @@ use std::time::{Duration, Instant};
 use apache_avro::Schema;
 use mend_model::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
 use mend_store::Warehouse;
+use mend_tests::infra::{self, Cluster};
 use mend_tests::story::{COLUMNS, PER_VERSION, POLICY, VERSIONS, expected, record, schema};
-use mend_tests::{Deployment, brokers, produce_avro, producer};
+use mend_tests::{Deployment, brokers, create_topic, produce_avro, producer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
 /// How long the story may take to converge after a disturbance.
 const CONVERGE: Duration = Duration::from_secs(300);
 
-const STAGES: [(&str, &str, &str); 8] = [
-    ("loader-1", "loader", "1/2"),
-    ("loader-2", "loader", "2/2"),
-    ("detector", "detector", "1/1"),
-    ("diagnoser", "diagnoser", "1/1"),
-    ("proposer", "proposer", "1/1"),
-    ("applier", "applier", "1/1"),
-    ("control", "control", "1/1"),
-    ("sealer", "sealer", "1/1"),
+const STAGES: [(&str, &str); 8] = [
+    ("loader-1", "loader"),
+    ("loader-2", "loader"),
+    ("detector", "detector"),
+    ("diagnoser", "diagnoser"),
+    ("proposer", "proposer"),
+    ("applier", "applier"),
+    ("control", "control"),
+    ("sealer", "sealer"),
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+/// Ports of the test's own cluster (nodes on 29092, 29094, 29096) and registry.
+const CLUSTER_BASE: u16 = 29092;
+const REGISTRY_PORT: u16 = 28081;
+
+/// The test's cluster and its registry, which the driver restarts.
+struct World {
+    cluster: Cluster,
+    registry: Mutex<Child>,
+    registry_log: PathBuf,
 }
 
-/// Runs an infra script (`down.sh broker`, `up.sh`).
-async fn infra(script: &str, args: &[&str]) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("bash")
-        .arg(root().join("infra").join(script))
-        .args(args)
-        .env("MEND_SKIP_BUILD", "1")
-        .current_dir(root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "infra/{script} {args:?}: {status}");
+impl World {
+    async fn start() -> anyhow::Result<Arc<Self>> {
+        let cluster = Cluster::start(CLUSTER_BASE, 3).await?;
+        let registry_log = cluster.dir.join("registry.log");
+        let registry = cluster.registry(REGISTRY_PORT, &registry_log)?;
+        let world = Arc::new(Self { cluster, registry: Mutex::new(registry), registry_log });
+        world.registry_answers().await?;
+        Ok(world)
+    }
+
+    async fn registry_answers(&self) -> anyhow::Result<()> {
+        converge("the registry to answer", || async {
+            let answer = reqwest::get(format!("http://127.0.0.1:{REGISTRY_PORT}/subjects")).await?;
+            Ok(answer.status().is_success().then_some(()))
+        })
+        .await
+    }
+
+    /// Kills the registry and starts a new one (a new process, by construction).
+    async fn restart_registry(&self) -> anyhow::Result<()> {
+        let mut registry = self.registry.lock().await;
+        let old = registry.id();
+        registry.start_kill()?;
+        registry.wait().await?;
+        *registry = self.cluster.registry(REGISTRY_PORT, &self.registry_log)?;
+        anyhow::ensure!(registry.id() != old && registry.id().is_some(), "the registry did not restart");
+        drop(registry);
+        self.registry_answers().await
+    }
+
+    /// SIGKILLs broker `node`, restarts it after `down`, and returns how
+    /// long a write (acks=all) to a partition it led took to be accepted
+    /// after the kill (by a producer that was already connected).
+    async fn broker_fault(&self, node: u16, down: Duration) -> anyhow::Result<Duration> {
+        let partition = led_by(PROBE_TOPIC, node).await?;
+        let producer = producer()?;
+        let write = move |producer: FutureProducer| async move {
+            let record = FutureRecord::to(PROBE_TOPIC).key("probe").payload("probe").partition(partition);
+            producer.send(record, Duration::from_secs(120)).await.map_err(|(error, _)| error)?;
+            Ok::<_, anyhow::Error>(())
+        };
+        write(producer.clone()).await?;
+        self.cluster.kill(node).await?;
+        let killed = Instant::now();
+        let probe = tokio::spawn(async move { write(producer).await.map(|()| killed.elapsed()) });
+        tokio::time::sleep(down).await;
+        self.cluster.restart(node).await?;
+        probe.await?
+    }
+}
+
+/// The topic a probe write goes to after each broker loss: three
+/// partitions, so one is led by whichever broker is lost.
+const PROBE_TOPIC: &str = "mend-chaos-probe";
+
+/// A partition of `topic` whose leader is `node` (the first when none is).
+async fn led_by(topic: &str, node: u16) -> anyhow::Result<i32> {
+    let (topic, brokers) = (topic.to_owned(), brokers());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = mend_runtime::kafka::client_config(&brokers).create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let partitions = metadata.topics().iter().flat_map(|t| t.partitions().iter());
+        let led: Vec<(i32, i32)> = partitions.map(|p| (p.id(), p.leader())).collect();
+        Ok(led.iter().find(|(_, leader)| *leader == i32::from(node)).or(led.first()).map_or(0, |(id, _)| *id))
+    })
+    .await?
+}
+
+/// Restarts the shared PostgreSQL with the project's scripts and proves it
+/// (its postmaster has a new process id).
+async fn restart_postgres() -> anyhow::Result<()> {
+    let before = infra::postgres_pid()?;
+    infra::script("down.sh", &["postgres"]).await?;
+    infra::script("up.sh", &[]).await?;
+    let after = infra::postgres_pid()?;
+    anyhow::ensure!(after != before, "PostgreSQL kept its process id {after}: it was not restarted");
     Ok(())
 }
 
@@ -70,15 +149,10 @@ struct Fleet {
 
 impl Fleet {
     fn spawn(deployment: &Deployment, index: usize) -> anyhow::Result<Child> {
-        let (name, stage, instance) = STAGES[index];
+        let (name, stage) = STAGES[index];
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(deployment.dir.join(format!("{name}.log")))?;
-        Ok(deployment
-            .command(&["run", stage])?
-            .env("MEND_INSTANCE", instance)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()?)
+        Ok(deployment.command(&["run", stage])?.stdout(std::process::Stdio::null()).stderr(log).spawn()?)
     }
 
     fn start(deployment: Arc<Deployment>) -> anyhow::Result<Arc<Self>> {
@@ -175,8 +249,6 @@ async fn deployment() -> anyhow::Result<Deployment> {
         "\n[[dataset]]\nname = \"{name}_b\"\ntopic = \"{name}.b\"\ntable = \"{name}_b\"\nkey = [\"id\"]\n{POLICY}"
     );
     std::fs::write(&config, std::fs::read_to_string(&config)? + &second)?;
-    // Fewer fetches while idle: eight processes share two cores with the broker.
-    deployment.env.push(("MEND_FETCH_WAIT_MS".into(), "200".into()));
     Ok(deployment)
 }
 
@@ -311,12 +383,12 @@ async fn end_state(deployment: &Deployment) -> anyhow::Result<EndState> {
 }
 
 /// The story with the fleet, undisturbed (`seed` None) or under chaos.
-async fn run(seed: Option<u64>) -> anyhow::Result<EndState> {
+async fn run(world: &Arc<World>, seed: Option<u64>) -> anyhow::Result<EndState> {
     let deployment = Arc::new(deployment().await?);
     let fleet = Fleet::start(deployment.clone())?;
     let supervisor = tokio::spawn(fleet.clone().supervise());
     let chaos = seed.map(|seed| {
-        let fleet = fleet.clone();
+        let (fleet, world) = (fleet.clone(), world.clone());
         tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(seed);
             for round in 1..=20 {
@@ -324,16 +396,27 @@ async fn run(seed: Option<u64>) -> anyhow::Result<EndState> {
                 let victim = rng.usize(0..STAGES.len());
                 eprintln!("chaos seed {seed} round {round}: SIGKILL {}", STAGES[victim].0);
                 fleet.kill(victim).await;
-                let restart = match round {
-                    5 => Some("broker"),
-                    10 => Some("postgres"),
-                    15 => Some("registry"),
+                let down = Duration::from_millis(rng.u64(500..4000));
+                let node = match round {
+                    3 | 8 | 13 => Some(rng.u16(1..=3)),
+                    18 => Some(world.cluster.active_controller().await?),
                     _ => None,
                 };
-                if let Some(service) = restart {
-                    eprintln!("chaos seed {seed} round {round}: restarting the {service}");
-                    infra("down.sh", &[service]).await?;
-                    infra("up.sh", &[]).await?;
+                if let Some(node) = node {
+                    let what = if round == 18 { "the active controller, broker" } else { "broker" };
+                    let stall = world.broker_fault(node, down).await?;
+                    eprintln!(
+                        "chaos seed {seed} round {round}: SIGKILL {what} {node}, restarted after {down:?} (new pid, \
+                         its log says it started): writes accepted again {stall:.2?} after the kill"
+                    );
+                }
+                if round == 10 {
+                    restart_postgres().await?;
+                    eprintln!("chaos seed {seed} round {round}: PostgreSQL restarted (new postmaster pid)");
+                }
+                if round == 15 {
+                    world.restart_registry().await?;
+                    eprintln!("chaos seed {seed} round {round}: the registry restarted");
                 }
             }
             Ok::<_, anyhow::Error>(())
@@ -386,13 +469,16 @@ async fn the_story_under_chaos_ends_as_the_undisturbed_run() -> anyhow::Result<(
         Ok(list) => list.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
         Err(_) => vec![std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 10_000],
     };
-    let calm = run(None).await?;
+    let world = World::start().await?;
+    mend_tests::point_at(&world.cluster.brokers(), &format!("http://127.0.0.1:{REGISTRY_PORT}"));
+    create_topic(PROBE_TOPIC, 3).await?;
+    let calm = run(&world, None).await?;
     eprintln!("undisturbed: incidents {:?}, applied {:?}", calm.incidents, calm.applied);
     assert!(calm.incidents.values().map(Vec::len).sum::<usize>() >= 10, "ten incidents or more: {:?}", calm.incidents);
     assert_eq!(calm.rows.values().map(Vec::len).sum::<usize>(), 2 * usize::from(VERSIONS) * 20);
     for seed in seeds {
         eprintln!("chaos seed {seed} (MEND_CHAOS_SEEDS={seed} runs it again)");
-        let stormy = run(Some(seed)).await?;
+        let stormy = run(&world, Some(seed)).await?;
         // Field by field, so a failure says what differs.
         assert_eq!(stormy.columns, calm.columns, "seed {seed}: the tables' columns");
         assert_eq!(stormy.rows, calm.rows, "seed {seed}: the rows (every value in its column)");

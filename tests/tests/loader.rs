@@ -64,8 +64,7 @@ fn id_of(offset: i64, keyed: bool) -> i64 {
 
 async fn story(warehouse: &str, keyed: bool) -> anyhow::Result<()> {
     // Quarantined records go to mend.quarantine (`mend up` creates it).
-    let specs = mend_model::topics::EVENT_TOPICS.map(|t| kafka::TopicSpec::new(t, 1));
-    kafka::ensure_topics(&brokers(), &specs).await?;
+    kafka::ensure_topics(&brokers(), &kafka::audit_topics(1)).await?;
     let name = unique("loadertest").replace('-', "_");
     let topic = format!("{name}.orders");
     create_topic(&topic, 1).await?;

@@ -504,7 +504,6 @@ async fn two_instances_agree() -> anyhow::Result<()> {
     let config = mend_registry::RegistryConfig {
         brokers: mend_tests::brokers(),
         listen: "127.0.0.1:0".parse()?,
-        broker: mend_runtime::compat::BrokerProfile::default(),
         topic: mend_model::topics::SCHEMAS.into(),
     };
     let second = mend_registry::Registry::open(&config, shutdown.clone()).await?;

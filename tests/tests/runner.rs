@@ -100,12 +100,8 @@ async fn a_consumer_killed_mid_batch_skips_nothing() -> anyhow::Result<()> {
     let mut hanging = Echo::new(&output);
     hanging.hang_at = Some(25);
     let reached = hanging.reached.clone();
-    let runner = Runner::new(
-        config(&group, &input),
-        mend_runtime::kafka::producer(&brokers(), mend_runtime::compat::BrokerProfile::default())?,
-        codec.clone(),
-        hanging,
-    )?;
+    let runner =
+        Runner::new(config(&group, &input), mend_runtime::kafka::producer(&brokers())?, codec.clone(), hanging)?;
     let task = tokio::spawn(runner.run(CancellationToken::new()));
     reached.notified().await;
     task.abort();
@@ -115,12 +111,8 @@ async fn a_consumer_killed_mid_batch_skips_nothing() -> anyhow::Result<()> {
     assert!(committed <= 25, "nothing past the hanging batch may be committed (committed {committed})");
 
     // Second consumer in the same group resumes from the committed offset.
-    let runner = Runner::new(
-        config(&group, &input),
-        mend_runtime::kafka::producer(&brokers(), mend_runtime::compat::BrokerProfile::default())?,
-        codec,
-        Echo::new(&output),
-    )?;
+    let runner =
+        Runner::new(config(&group, &input), mend_runtime::kafka::producer(&brokers())?, codec, Echo::new(&output))?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let outputs =
@@ -142,7 +134,7 @@ async fn retryable_failures_are_retried_without_loss() -> anyhow::Result<()> {
     echo.failures_left.store(3, Ordering::SeqCst);
     let runner = Runner::new(
         config(&group, &input),
-        mend_runtime::kafka::producer(&brokers(), mend_runtime::compat::BrokerProfile::default())?,
+        mend_runtime::kafka::producer(&brokers())?,
         Codec::new(&registry_url())?,
         echo,
     )?;
@@ -193,7 +185,7 @@ impl Handler for Decoder {
 
 #[tokio::test]
 async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()> {
-    kafka::ensure_topics(&brokers(), &topics::EVENT_TOPICS.map(|t| kafka::TopicSpec::new(t, 1))).await?;
+    kafka::ensure_topics(&brokers(), &kafka::audit_topics(1)).await?;
     let (input, output, dataset) = (unique("decode-in"), unique("decode-out"), unique("ds"));
     create_topic(&input, 1).await?;
     create_topic(&output, 1).await?;
@@ -236,7 +228,7 @@ async fn undecodable_records_are_quarantined_not_dropped() -> anyhow::Result<()>
     let handler = Decoder { codec: codec.clone(), dataset: dataset.clone(), output: output.clone() };
     let runner = Runner::new(
         config(&unique("decode-group"), &input),
-        mend_runtime::kafka::producer(&brokers(), mend_runtime::compat::BrokerProfile::default())?,
+        mend_runtime::kafka::producer(&brokers())?,
         codec.clone(),
         handler,
     )?;
@@ -308,7 +300,7 @@ async fn batches_end_at_their_byte_limit() -> anyhow::Result<()> {
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let runner = Runner::new(
         config,
-        mend_runtime::kafka::producer(&brokers(), mend_runtime::compat::BrokerProfile::default())?,
+        mend_runtime::kafka::producer(&brokers())?,
         Codec::new(&registry_url())?,
         Sizes(sizes.clone()),
     )?;
@@ -363,7 +355,7 @@ async fn a_permanently_refused_output_stops_the_runner_without_committing() -> a
     let group = unique("runner-refused");
     let runner = Runner::new(
         config(&group, &input),
-        mend_runtime::kafka::producer(&brokers(), mend_runtime::compat::BrokerProfile::default())?,
+        mend_runtime::kafka::producer(&brokers())?,
         Codec::new(&registry_url())?,
         Oversized { output },
     )?;

@@ -1,8 +1,9 @@
-//! A stage as several processes on the local broker (assign mode,
-//! `MEND_INSTANCE=k/3`): three loaders share two datasets' six partitions
-//! each; one is killed with SIGKILL and the others finish its partitions;
-//! it comes back and takes them again. Every record is loaded once (the
-//! append-only table) and each key's updates land in order (the keyed one).
+//! A stage as several processes in one consumer group: a loader grows
+//! from one process to three while two datasets' six partitions each
+//! stream in, and one is killed with SIGKILL mid-stream; the group moves
+//! their partitions each time. The end state is compared, row by row, with
+//! an undisturbed run of one process: every record loaded once (the
+//! append-only table), each key's updates applied in order (the keyed one).
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
@@ -77,26 +78,22 @@ async fn loaded_up_to(pool: &sqlx::PgPool, keyed: &str, append: &str, version: i
     .await
 }
 
-fn start(deployment: &Deployment, instance: u32, attempt: u32) -> anyhow::Result<tokio::process::Child> {
-    let log = std::fs::File::create(deployment.dir.join(format!("loader-{instance}-{attempt}.log")))?;
-    Ok(deployment
-        .command(&["run", "loader"])?
-        .env("MEND_INSTANCE", format!("{instance}/3"))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()?)
+fn start(deployment: &Deployment, process: u32) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(deployment.dir.join(format!("loader-{process}.log")))?;
+    Ok(deployment.command(&["run", "loader"])?.stdout(std::process::Stdio::null()).stderr(log).spawn()?)
 }
 
-/// How many partitions the instance's log last said it holds.
-fn holds(deployment: &Deployment, instance: u32, attempt: u32) -> anyhow::Result<Option<usize>> {
-    let log = std::fs::read_to_string(deployment.dir.join(format!("loader-{instance}-{attempt}.log")))?;
+/// How many partitions of its group the process's log last said it holds.
+fn holds(deployment: &Deployment, process: u32) -> anyhow::Result<Option<usize>> {
+    let log = std::fs::read_to_string(deployment.dir.join(format!("loader-{process}.log")))?;
     Ok(log.lines().rev().find_map(|line| line.split("holds=").nth(1)?.split_whitespace().next()?.parse().ok()))
 }
 
-async fn wait_holding(deployment: &Deployment, expected: [(u32, u32, usize); 2]) -> anyhow::Result<()> {
-    eventually(&format!("the loaders to hold {expected:?}"), || async move {
-        for (instance, attempt, count) in expected {
-            if holds(deployment, instance, attempt)? != Some(count) {
+/// Waits until the processes' logs say they hold `expected` partitions.
+async fn wait_holding(deployment: &Deployment, expected: &[(u32, usize)]) -> anyhow::Result<()> {
+    eventually(&format!("the loaders to hold {expected:?} partitions"), || async move {
+        for &(process, count) in expected {
+            if holds(deployment, process)? != Some(count) {
                 return Ok(None);
             }
         }
@@ -105,51 +102,100 @@ async fn wait_holding(deployment: &Deployment, expected: [(u32, u32, usize); 2])
     .await
 }
 
-#[tokio::test]
-async fn three_loaders_share_partitions_and_take_over_a_killed_one() -> anyhow::Result<()> {
+/// The rows of both tables: (id, version, seq), by id (keyed) and by seq
+/// (append-only).
+async fn rows(pool: &sqlx::PgPool, keyed: &str, append: &str) -> anyhow::Result<[Vec<(i64, i64, i64)>; 2]> {
+    let read = |sql: String| async move {
+        sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await
+    };
+    Ok([
+        read(format!("SELECT id, version, seq FROM {keyed} ORDER BY id")).await?,
+        read(format!("SELECT id, version, seq FROM {append} ORDER BY seq")).await?,
+    ])
+}
+
+/// A deployment with the keyed dataset and an append-only one beside it,
+/// both topics of six partitions, and their schema id.
+async fn two_datasets() -> anyhow::Result<(Deployment, [String; 2], [String; 2], u32)> {
     let deployment = Deployment::new("postgres", "")?;
     let keyed = deployment.dataset.clone();
     let append = format!("{keyed}_log");
-    // A second dataset, append-only, beside the keyed one.
     let config = deployment.dir.join("mend.toml");
     let second = format!("\n[[dataset]]\nname = \"{append}\"\ntopic = \"{keyed}.log\"\ntable = \"{append}\"\n");
     std::fs::write(&config, std::fs::read_to_string(&config)? + &second)?;
-    let topics = vec![deployment.topic(), format!("{keyed}.log")];
+    let topics = [deployment.topic(), format!("{keyed}.log")];
     for topic in &topics {
         create_topic(topic, PARTITIONS).await?;
     }
     let id = register_schema(&format!("{}-value", topics[0]), SCHEMA).await?;
     register_schema(&format!("{}-value", topics[1]), SCHEMA).await?;
-    let schema = Schema::parse_str(SCHEMA)?;
-    let producer = producer()?;
+    Ok((deployment, [keyed, append], topics, id))
+}
+
+const ROUNDS: i64 = 15;
+
+/// One process from start to end: the run the disturbed one must equal.
+async fn undisturbed() -> anyhow::Result<[Vec<(i64, i64, i64)>; 2]> {
+    let (deployment, [keyed, append], topics, id) = two_datasets().await?;
+    let (schema, producer) = (Schema::parse_str(SCHEMA)?, producer()?);
+    let pool = sqlx::PgPool::connect(&deployment.warehouse).await?;
+    let mut loader = start(&deployment, 1)?;
+    send_round(&producer, &topics, (id, &schema), 0, ROUNDS).await?;
+    loaded_up_to(&pool, &keyed, &append, ROUNDS).await?;
+    loader.start_kill()?;
+    rows(&pool, &keyed, &append).await
+}
+
+#[tokio::test]
+async fn a_loader_grows_to_three_processes_loses_one_and_ends_as_one_alone() -> anyhow::Result<()> {
+    let calm = undisturbed().await?;
+    let (deployment, [keyed, append], topics, id) = two_datasets().await?;
+    let (schema, producer) = (Schema::parse_str(SCHEMA)?, producer()?);
     let pool = sqlx::PgPool::connect(&deployment.warehouse).await?;
 
-    let mut loaders = Vec::new();
-    for instance in 1..=3 {
-        loaders.push(start(&deployment, instance, 0)?);
-    }
-    // Twelve partitions, four each.
-    send_round(&producer, &topics, (id, &schema), 0, 5).await?;
-    loaded_up_to(&pool, &keyed, &append, 5).await?;
-    for instance in 1..=3 {
-        assert_eq!(holds(&deployment, instance, 0)?, Some(4), "instance {instance} holds its share");
-    }
+    // One process holds all twelve partitions.
+    let mut loaders = vec![start(&deployment, 1)?];
+    send_round(&producer, &topics, (id, &schema), 0, 2).await?;
+    loaded_up_to(&pool, &keyed, &append, 2).await?;
+    wait_holding(&deployment, &[(1, 12)]).await?;
 
-    // The second dies; the others finish its partitions.
+    // It grows to three while records stream in: four partitions each.
+    let streaming = {
+        let (producer, topics, schema) = (producer.clone(), topics.clone(), schema.clone());
+        tokio::spawn(async move { send_round(&producer, &topics, (id, &schema), 2, 6).await })
+    };
+    loaders.push(start(&deployment, 2)?);
+    loaders.push(start(&deployment, 3)?);
+    wait_holding(&deployment, &[(1, 4), (2, 4), (3, 4)]).await?;
+    streaming.await??;
+
+    // The second dies mid-stream; the others take its partitions.
+    let streaming = {
+        let (producer, topics, schema) = (producer.clone(), topics.clone(), schema.clone());
+        tokio::spawn(async move { send_round(&producer, &topics, (id, &schema), 8, ROUNDS - 8).await })
+    };
+    eventually("the stream to be under way", || async {
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {append}"))).fetch_one(&pool).await?;
+        Ok((count > 8 * KEYS).then_some(()))
+    })
+    .await?;
     loaders[1].start_kill()?;
     loaders[1].wait().await?;
-    send_round(&producer, &topics, (id, &schema), 5, 5).await?;
-    loaded_up_to(&pool, &keyed, &append, 10).await?;
-    wait_holding(&deployment, [(1, 0, 6), (3, 0, 6)]).await?;
+    streaming.await??;
+    loaded_up_to(&pool, &keyed, &append, ROUNDS).await?;
+    wait_holding(&deployment, &[(1, 6), (3, 6)]).await?;
+    for process in [0, 2] {
+        assert!(loaders[process].try_wait()?.is_none(), "loader {} still runs", process + 1);
+    }
 
-    // It comes back and takes its partitions again.
-    loaders[1] = start(&deployment, 2, 1)?;
-    wait_holding(&deployment, [(1, 0, 4), (2, 1, 4)]).await?;
-    send_round(&producer, &topics, (id, &schema), 10, 5).await?;
-    loaded_up_to(&pool, &keyed, &append, 15).await?;
-    assert_eq!(holds(&deployment, 3, 0)?, Some(4));
+    // Field by field, as the undisturbed run left it.
+    let [keyed_rows, appended] = rows(&pool, &keyed, &append).await?;
+    assert_eq!(appended.len(), calm[1].len(), "every record appended once");
+    assert_eq!(appended, calm[1], "the append-only table equals the undisturbed run's");
+    assert_eq!(keyed_rows, calm[0], "each key's last update won, as in the undisturbed run");
     for loader in &mut loaders {
-        assert!(loader.try_wait()?.is_none(), "every loader still runs");
+        let _ = loader.start_kill();
     }
     Ok(())
 }

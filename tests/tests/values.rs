@@ -378,8 +378,7 @@ async fn every_value_at_every_depth_loads_exactly() -> Result<()> {
     let _telemetry = mend_runtime::telemetry::init("values-test");
     let mut generator = Gen { rng: fastrand::Rng::with_seed(seed), named: Vec::new(), counter: 0 };
     let run = unique("values").replace('-', "_");
-    let specs = mend_model::topics::EVENT_TOPICS.map(|t| mend_runtime::kafka::TopicSpec::new(t, 1));
-    mend_runtime::kafka::ensure_topics(&brokers(), &specs).await?;
+    mend_runtime::kafka::ensure_topics(&brokers(), &mend_runtime::kafka::audit_topics(1)).await?;
     let producer = producer()?;
     let mut cases = Vec::new();
     for n in 0..cases_wanted {
@@ -499,8 +498,7 @@ async fn quarantine_reasons(run: &str) -> Result<Vec<String>> {
 
 #[tokio::test]
 async fn a_value_the_warehouse_refuses_is_quarantined_and_the_loader_goes_on() -> Result<()> {
-    let specs = mend_model::topics::EVENT_TOPICS.map(|t| mend_runtime::kafka::TopicSpec::new(t, 1));
-    mend_runtime::kafka::ensure_topics(&brokers(), &specs).await?;
+    mend_runtime::kafka::ensure_topics(&brokers(), &mend_runtime::kafka::audit_topics(1)).await?;
     let name = unique("refused").replace('-', "_");
     let topic = format!("{name}.values");
     create_topic(&topic, 1).await?;

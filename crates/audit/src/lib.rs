@@ -283,8 +283,8 @@ pub async fn read_record(codec: &Codec, topic: &str, payload: &[u8]) -> Result<R
 /// digest written in between seals events the read missed).
 pub async fn read_topics(brokers: &str, codec: &Codec) -> Result<Vec<Entry>, AuditError> {
     let digests = read_digests(brokers, codec).await?;
-    // The event topics side by side: on Tansu each read waits out fetches
-    // that find nothing more (one after another, 0.8 s a topic).
+    // The event topics side by side: each read ends with a fetch that
+    // finds nothing more.
     let events =
         futures::future::try_join_all(topics::EVENT_TOPICS.iter().map(|topic| read_topic(brokers, codec, topic)))
             .await?;

@@ -49,19 +49,6 @@ pub struct SealerConfig {
     pub every: Duration,
     /// Signs each digest; without it digests are chained but unsigned.
     pub key: Option<SigningKey>,
-    pub fetch_wait_ms: u32,
-}
-
-impl SealerConfig {
-    /// Longest a fetch of the sealer waits: the stage's, or a quarter of
-    /// the seal interval (at most 500 ms) when that is longer. Reading
-    /// sooner than it seals buys nothing, and short fetches of idle
-    /// partitions cost CPU (the pipeline bench's sealer cost in CPU time:
-    /// 8–12% at 25 ms).
-    pub fn fetch_wait(&self) -> u32 {
-        let quarter = u32::try_from((self.every / 4).as_millis()).unwrap_or(u32::MAX).min(500);
-        self.fetch_wait_ms.max(quarter)
-    }
 }
 
 impl std::fmt::Debug for SealerConfig {
@@ -303,12 +290,11 @@ impl Sealer {
 
     /// A consumer of every event partition, right after what is sealed.
     async fn consumer(&self, chain: &Chain) -> Result<StreamConsumer, AuditError> {
-        let consumer: StreamConsumer =
-            mend_runtime::kafka::reader_config(&self.config.brokers, self.config.fetch_wait())
-                .set("group.id", format!("{}-sealer", self.config.chain))
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "false")
-                .create()?;
+        let consumer: StreamConsumer = mend_runtime::kafka::reader_config(&self.config.brokers)
+            .set("group.id", format!("{}-sealer", self.config.chain))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?;
         let mut assignment = rdkafka::TopicPartitionList::new();
         for topic in topics::EVENT_TOPICS {
             for (partition, low, _) in mend_runtime::kafka::watermarks(&self.config.brokers, topic).await? {

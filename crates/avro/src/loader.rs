@@ -213,15 +213,6 @@ pub fn too_large(size: usize) -> Rejection {
     )
 }
 
-/// A record the broker would not return: larger than its largest fetch.
-pub fn unfetched() -> Rejection {
-    Rejection::new(
-        QuarantineKind::TooLarge,
-        "the broker would not return this record: larger than the largest fetch it serves (Tansu: 5 MiB), so \
-         not decoded, and kept only in its source topic (this event names its partition and offset)",
-    )
-}
-
 /// Writer schema `writer`, or why records written with it cannot load under
 /// `subject`: an id the registry does not know, one registered only under
 /// versions deleted since, or one of another subject. Err only while the

@@ -230,9 +230,9 @@ wire_enum! {
 /// The largest record (key and value) a stage decodes, and copies into its
 /// quarantine event; larger ones are quarantined as
 /// [`QuarantineKind::TooLarge`]. Kafka's default message limit is 1 MiB;
-/// twice this (a quarantine event copies key and value) must stay under
-/// the largest fetch Tansu 0.6 serves, 5 MiB, or no stage could read the
-/// event back.
+/// twice this (a quarantine event copies key and value) stays under what
+/// mend's topics take (`max.message.bytes`, see the runtime's
+/// `MAX_EVENT_BYTES`).
 pub const MAX_RECORD_BYTES: usize = 2 << 20;
 
 wire_enum! {

@@ -1,15 +1,12 @@
-//! Collecting records into batches for a runner, and the partitions a
-//! runner in assign mode takes.
+//! Collecting records into batches for a runner.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::Inbound;
-use crate::stall::StallWatch;
 use crate::status::{RunnerContext, RunnerError};
 
 /// Reads records into batches for a runner.
@@ -20,8 +17,6 @@ pub(crate) struct Collector {
     pub(crate) linger: Duration,
     /// A record taken from the consumer that did not fit the last batch.
     pub(crate) carried: Option<Inbound>,
-    /// Partitions stuck behind a record the broker will not return.
-    pub(crate) stalls: StallWatch,
 }
 
 impl Collector {
@@ -56,23 +51,11 @@ impl Collector {
         let consumer = self.consumer.clone();
         let mut stream = consumer.stream();
         let mut topic = None;
-        if self.carried.is_none()
-            && let Some(stuck) = self.stalls.look(&self.consumer).await
-        {
-            return Ok(vec![stuck]);
-        }
         let first = match self.carried.take() {
             Some(record) => record,
-            None => loop {
-                match tokio::time::timeout(self.stalls.every, stream.next()).await {
-                    Ok(Some(message)) => break Inbound::from_message(&message?, &mut topic),
-                    Ok(None) => return Ok(Vec::new()),
-                    Err(_idle) => {
-                        if let Some(stuck) = self.stalls.look(&self.consumer).await {
-                            return Ok(vec![stuck]);
-                        }
-                    }
-                }
+            None => match stream.next().await {
+                Some(message) => Inbound::from_message(&message?, &mut topic),
+                None => return Ok(Vec::new()),
             },
         };
         let mut bytes = first.size();
@@ -100,57 +83,4 @@ impl Collector {
         }
         Ok(batch)
     }
-}
-
-/// Every partition of `topics`, from the group's committed offset; for the
-/// topics in `at_end`, from their end when the group has committed nothing
-/// there (blocking: metadata and offset requests).
-pub(crate) fn list_partitions<C: Consumer<RunnerContext>>(
-    consumer: &C,
-    topics: &[String],
-    at_end: &[String],
-) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
-    let mut list = TopicPartitionList::new();
-    for (topic, partition) in partitions(consumer, topics)? {
-        list.add_partition(&topic, partition);
-    }
-    start_offsets(consumer, list, at_end)
-}
-
-/// Every partition of `topics` (blocking: metadata requests).
-pub(crate) fn partitions<C: Consumer<RunnerContext>>(
-    consumer: &C,
-    topics: &[String],
-) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
-    let mut all = Vec::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        all.extend(metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| (topic.clone(), p.id()))));
-    }
-    Ok(all)
-}
-
-/// Where to start reading `list`: the group's committed offset; for the
-/// topics in `at_end`, their end when the group has committed nothing there.
-pub(crate) fn start_offsets<C: Consumer<RunnerContext>>(
-    consumer: &C,
-    list: TopicPartitionList,
-    at_end: &[String],
-) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
-    // Explicit offsets: the committed one, else the start (or the end). A
-    // start below the log's retention is reset to its earliest record
-    // (`auto.offset.reset`). Measured on Tansu: the first record of a new
-    // group arrives after 68 ms this way, after 550 ms with `Offset::Stored`
-    // (librdkafka's own look-up and reset).
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
-    let mut list = TopicPartitionList::new();
-    for element in committed.elements() {
-        let offset = match element.offset() {
-            Offset::Offset(offset) => Offset::Offset(offset),
-            _ if at_end.iter().any(|t| t == element.topic()) => Offset::End,
-            _ => Offset::Offset(0),
-        };
-        list.add_partition_offset(element.topic(), element.partition(), offset)?;
-    }
-    Ok(list)
 }

@@ -81,7 +81,7 @@ impl Context {
         warehouse_url: String,
         integrations: Integrations,
     ) -> Result<Arc<Self>, ContextError> {
-        let producer = crate::kafka::producer(&connections.brokers, connections.broker)?;
+        let producer = crate::kafka::producer(&connections.brokers)?;
         let codec = Codec::new(&connections.registry_url)?;
         Ok(Arc::new(Self {
             connections,
@@ -178,17 +178,12 @@ impl Context {
         self.runner_with(RunnerConfig::new(service, &self.connections.brokers, group, topics), handler)
     }
 
-    /// A runner for `handler` with its own [`RunnerConfig`] (the process's
-    /// consumer mode and fetch wait apply).
+    /// A runner for `handler` with its own [`RunnerConfig`].
     pub fn runner_with<H: Handler>(
         &self,
-        mut config: RunnerConfig,
+        config: RunnerConfig,
         handler: H,
     ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
-        config.broker = self.connections.broker;
-        config.mode = self.connections.consumer_mode();
-        config.fetch_wait_ms = self.connections.fetch_wait_ms();
-        config.instance = self.connections.instance;
         let runner = Runner::new(config, self.producer.clone(), self.codec.clone(), handler)?;
         let status = runner.status();
         Ok((runner, status))

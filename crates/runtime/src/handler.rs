@@ -26,10 +26,6 @@ pub struct Inbound {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The broker would not return this record (larger than its largest
-    /// fetch): it has no key, value or headers here, and its source topic
-    /// keeps it. See [`crate::stall`].
-    pub unfetched: bool,
 }
 
 impl Inbound {
@@ -54,20 +50,6 @@ impl Inbound {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             headers,
-            unfetched: false,
-        }
-    }
-
-    /// The record at `offset` that the broker would not return.
-    pub(crate) fn unfetched(topic: &str, partition: i32, offset: i64) -> Self {
-        Self {
-            topic: Arc::from(topic),
-            partition,
-            offset,
-            key: None,
-            payload: None,
-            headers: Vec::new(),
-            unfetched: true,
         }
     }
 }
@@ -143,13 +125,6 @@ pub trait Handler: Send + Sync {
 /// bad input, already turned into its quarantine disposition; `Err` is a
 /// registry outage (retry).
 pub async fn decode_event<E: Event>(codec: &Codec, record: &Inbound) -> Result<Result<E, Disposition>, HandleError> {
-    if record.unfetched {
-        return Ok(Err(Disposition::Quarantine(QuarantineReason {
-            dataset: None,
-            kind: QuarantineKind::TooLarge,
-            reason: format!("a {} event the broker would not return (too large to fetch)", E::TOPIC),
-        })));
-    }
     match codec.decode_event(record.payload.as_deref().unwrap_or_default()).await {
         Ok(event) => Ok(Ok(event)),
         Err(CodecError::Invalid(reason)) => Ok(Err(Disposition::Quarantine(QuarantineReason {

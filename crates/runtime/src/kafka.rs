@@ -8,8 +8,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::compat::BrokerProfile;
-
 /// Base configuration shared by every client.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -17,41 +15,35 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Base configuration of every consumer: [`client_config`] with the given
-/// fetch wait (see [`crate::compat`]), and a short pause when the local
-/// queue is full (librdkafka's default, 1 s, left a loader that drains
-/// 100,000 queued records in a third of a second idle for the rest of it:
-/// measured 0.4 s gaps in the pipeline bench).
-pub fn reader_config(brokers: &str, fetch_wait_ms: u32) -> ClientConfig {
+/// Base configuration of every consumer: [`client_config`] with a short
+/// pause when the local queue is full (librdkafka's default, 1 s, left a
+/// loader that drains 100,000 queued records in a third of a second idle
+/// for the rest of it: measured 0.4 s gaps in the pipeline bench), and
+/// fetches that take any record mend writes. The fetch wait is librdkafka's
+/// (500 ms): Kafka answers a fetch as soon as records arrive.
+pub fn reader_config(brokers: &str) -> ClientConfig {
     let mut config = client_config(brokers);
     config
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("fetch.queue.backoff.ms", "50")
-        // Kafka returns a partition's first record even when it is larger
-        // than the fetch size; Tansu returns nothing, and the reader would
-        // stall on it for ever (measured: a 10 MiB record). So the fetch
-        // size takes any record up to MAX_FETCH_BYTES; on Tansu a larger
-        // one still stalls its partition (the README says so).
         .set("max.partition.fetch.bytes", MAX_FETCH_BYTES.to_string())
         .set("fetch.max.bytes", MAX_FETCH_BYTES.to_string())
-        .set("receive.message.max.bytes", (MAX_FETCH_BYTES + (1 << 20)).to_string());
+        .set("receive.message.max.bytes", (MAX_FETCH_BYTES + (1 << 20)).to_string())
+        // Events written in a transaction are read once it commits, and
+        // never when it aborts (see `crate::runner`).
+        .set("isolation.level", "read_committed");
     config
 }
 
-/// The largest record a mend reader fetches from a Tansu broker.
+/// The most a mend reader fetches from a partition at once (Kafka returns
+/// a partition's first record even when it is larger).
 pub const MAX_FETCH_BYTES: usize = 64 << 20;
 
-/// An acks=all producer (a delivered record is durable) whose retries keep
-/// records in order: idempotent where the broker allows it (a retried
-/// send is then not duplicated either; see [`BrokerProfile`]).
-pub fn producer_config(brokers: &str, broker: BrokerProfile) -> ClientConfig {
+/// An acks=all, idempotent producer: a delivered record is durable, and a
+/// retried send is neither duplicated nor reordered.
+pub fn producer_config(brokers: &str) -> ClientConfig {
     let mut config = client_config(brokers);
-    if broker.idempotent_producer() {
-        config.set("enable.idempotence", "true");
-    } else {
-        config.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
-    }
     config
+        .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
@@ -67,10 +59,13 @@ pub const MAX_EVENT_BYTES: usize = mend_model::MAX_RECORD_BYTES * 2 + (1 << 20);
 /// A group consumer that commits automatically only the offsets the
 /// application stored: an offset is stored after the record's outputs are
 /// delivered, so a crash re-delivers instead of skipping.
-pub fn consumer_config(brokers: &str, group_id: &str, fetch_wait_ms: u32) -> ClientConfig {
-    let mut config = reader_config(brokers, fetch_wait_ms);
+pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = reader_config(brokers);
     config
         .set("group.id", group_id)
+        // A member joining or leaving moves only the partitions that must
+        // move; the others keep being read through the rebalance.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
@@ -148,6 +143,20 @@ impl TopicSpec {
     }
 }
 
+/// mend's event topics, `partitions` each, and the digests' topic (one
+/// partition: each chain's digests in one order): the audit log, so kept
+/// forever, and taking mend's largest events. Whoever creates them first
+/// (`mend up`, `mend run`, a test) creates them this way: a broker that
+/// creates a topic on first produce would give it its default retention.
+pub fn audit_topics(partitions: i32) -> Vec<TopicSpec> {
+    let mut specs: Vec<TopicSpec> = mend_model::topics::EVENT_TOPICS
+        .iter()
+        .map(|t| TopicSpec::new(t, partitions).kept_forever().large_records())
+        .collect();
+    specs.push(TopicSpec::new(mend_model::topics::DIGESTS, 1).kept_forever());
+    specs
+}
+
 /// What in `topic`'s configuration would delete records, said for a
 /// person (empty when it keeps them forever). Err when the configuration
 /// cannot be read.
@@ -191,8 +200,10 @@ pub fn list_topics(brokers: &str) -> Result<Vec<String>, TopicError> {
     Ok(metadata.topics().iter().map(|t| t.name().to_owned()).collect())
 }
 
-/// Creates the topics that do not exist yet. Brokers may not auto-create
-/// topics, so every service creates what it needs; an existing topic is fine.
+/// Creates the topics that do not exist yet, with the cluster's default
+/// replication factor (`default.replication.factor`; three on the local
+/// three-node cluster). Brokers may not auto-create topics, so every
+/// service creates what it needs; an existing topic is fine.
 pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(brokers).create().map_err(|e| TopicError { topic: "*".into(), reason: e.to_string() })?;
@@ -201,7 +212,7 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
         .map(|spec| {
             spec.configs
                 .iter()
-                .fold(NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1)), |topic, (k, v)| {
+                .fold(NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(-1)), |topic, (k, v)| {
                     topic.set(k, v)
                 })
         })
@@ -225,7 +236,9 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
 fn scan_consumer(
     brokers: &str,
 ) -> Result<std::sync::Arc<rdkafka::consumer::StreamConsumer>, rdkafka::error::KafkaError> {
-    let consumer: rdkafka::consumer::StreamConsumer = reader_config(brokers, crate::compat::SCAN_FETCH_WAIT_MS)
+    let consumer: rdkafka::consumer::StreamConsumer = reader_config(brokers)
+        // Short: a scan that reaches a partition's end returns at once.
+        .set("fetch.wait.max.ms", "25")
         .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -431,9 +444,6 @@ pub async fn read_range(
 }
 
 /// The shared producer of a process.
-pub fn producer(
-    brokers: &str,
-    broker: BrokerProfile,
-) -> Result<rdkafka::producer::FutureProducer, rdkafka::error::KafkaError> {
-    producer_config(brokers, broker).create()
+pub fn producer(brokers: &str) -> Result<rdkafka::producer::FutureProducer, rdkafka::error::KafkaError> {
+    producer_config(brokers).create()
 }

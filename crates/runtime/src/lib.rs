@@ -1,22 +1,18 @@
 //! What every stage runs on: Kafka clients ([`kafka`]) and the one consumer
 //! loop ([`runner`]) that calls a service's [`handler::Handler`], the
 //! process's shared clients ([`context`]), connection settings
-//! ([`settings`]) and the broker-compatibility choices ([`compat`]),
-//! failures classified for retry or stop ([`error`]), telemetry, graceful
+//! ([`settings`]), failures classified for retry or stop ([`error`]), telemetry, graceful
 //! shutdown and the crash tests' fault points.
 
 mod collect;
-pub mod compat;
 pub mod context;
 pub mod error;
 pub mod fault;
 pub mod handler;
 pub mod kafka;
-pub mod members;
 pub mod runner;
 pub mod settings;
 pub mod shutdown;
-mod stall;
 mod status;
 pub mod telemetry;
 

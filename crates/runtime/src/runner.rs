@@ -26,12 +26,10 @@ use mend_model::Classify as _;
 use mend_model::events::{Envelope, Event, IncidentId, Quarantined};
 use mend_model::topics;
 
-use crate::collect::{Collector, list_partitions};
-use crate::compat::{BrokerProfile, ConsumerMode};
+use crate::collect::Collector;
 use crate::error::HandleError;
 use crate::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, QuarantineReason, SOURCE_HEADER};
 use crate::kafka;
-use crate::members::{self, Instance, Membership, Share};
 pub use crate::status::{RunnerContext, RunnerError, RunnerStatus};
 
 /// How a runner consumes.
@@ -51,26 +49,14 @@ pub struct RunnerConfig {
     pub max_batch_bytes: usize,
     /// How long to wait for more records once a batch has its first one.
     pub linger: Duration,
-    /// Which broker this is (how its producers are set up).
-    pub broker: BrokerProfile,
-    /// How partitions are shared out.
-    pub mode: ConsumerMode,
-    /// Longest a fetch waits for records (ms); see `MEND_FETCH_WAIT_MS`.
-    pub fetch_wait_ms: u32,
     /// Topics a group without committed offsets starts reading at their end
-    /// rather than their beginning (assign mode): for a stage that only
-    /// needs what arrives after it first started.
+    /// rather than their beginning: for a stage that only needs what
+    /// arrives after it first started.
     pub new_group_starts_at_end: Vec<String>,
-    /// Longest a batch may be handled before the consumer group (group
-    /// mode) takes its partitions away: longer than the slowest handling
-    /// (the supervisor's model calls).
+    /// Longest a batch may be handled before the consumer group takes its
+    /// partitions away: longer than the slowest handling (the supervisor's
+    /// model calls).
     pub max_poll_interval: Duration,
-    /// How long a partition's position may stand still behind records
-    /// before it is checked for a record the broker will not return.
-    pub stall_after: Duration,
-    /// Which of the stage's processes this is (assign mode shares the
-    /// partitions among them; see [`crate::members`]).
-    pub instance: Instance,
 }
 
 impl RunnerConfig {
@@ -88,13 +74,8 @@ impl RunnerConfig {
             max_batch: Self::DEFAULT_BATCH,
             max_batch_bytes: Self::DEFAULT_BATCH_BYTES,
             linger: Duration::from_millis(50),
-            broker: BrokerProfile::default(),
-            mode: BrokerProfile::default().consumer_mode(),
-            fetch_wait_ms: BrokerProfile::default().fetch_wait_ms(),
             new_group_starts_at_end: Vec::new(),
             max_poll_interval: Duration::from_secs(30),
-            stall_after: Duration::from_secs(10),
-            instance: Instance::default(),
         }
     }
 }
@@ -110,7 +91,10 @@ pub struct Runner<H> {
 }
 
 impl<H: Handler> Runner<H> {
-    /// Creates the clients and subscribes. Outputs go through `producer`
+    /// Creates the consumer and joins the stage's group, which shares the
+    /// topics' partitions among every process running the stage (run more
+    /// processes to scale it out; cooperative rebalancing moves only what
+    /// must move). Outputs go through `producer`
     /// (shared by every runner of a process).
     pub fn new(
         config: RunnerConfig,
@@ -123,16 +107,12 @@ impl<H: Handler> Runner<H> {
             topics: config.topics.clone(),
             ..RunnerStatus::default()
         });
-        let consumer: StreamConsumer<RunnerContext> =
-            kafka::consumer_config(&config.brokers, &config.group_id, config.fetch_wait_ms)
-                .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
-                .create_with_context(RunnerContext { status: status.clone() })?;
+        let context = RunnerContext { status: status.clone(), at_end: config.new_group_starts_at_end.clone() };
+        let consumer: StreamConsumer<RunnerContext> = kafka::consumer_config(&config.brokers, &config.group_id)
+            .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
+            .create_with_context(context)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        // In assign mode the partitions are assigned when `run` starts
-        // (metadata requests, retried while the broker is slow).
-        if config.mode == ConsumerMode::Group {
-            consumer.subscribe(&topics)?;
-        }
+        consumer.subscribe(&topics)?;
         Ok(Self { config, consumer: Arc::new(consumer), producer, codec, handler, status })
     }
 
@@ -157,77 +137,7 @@ impl<H: Handler> Runner<H> {
         result
     }
 
-    /// Assign mode: takes every partition of the topics, from the group's
-    /// committed offsets (the earliest when nothing is committed yet).
-    /// Retries while the broker does not answer; false when shut down first.
-    async fn assign_all(&self, shutdown: &CancellationToken) -> Result<bool, RunnerError> {
-        let mut backoff = retry_backoff();
-        loop {
-            let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
-            let at_end = self.config.new_group_starts_at_end.clone();
-            let listed =
-                tokio::task::spawn_blocking(move || list_partitions(consumer.as_ref(), &topics, &at_end)).await;
-            match listed {
-                Ok(Ok(list)) => {
-                    self.consumer.assign(&list)?;
-                    self.status.consuming.store(true, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                Ok(Err(error)) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(service = %self.config.service, %error, ?delay, "cannot list the partitions to consume; retrying");
-                    if !sleep_unless_cancelled(delay, shutdown).await {
-                        return Ok(false);
-                    }
-                }
-                Err(join) => {
-                    return Err(RunnerError::Handler(HandleError::Fatal(format!("listing partitions: {join}").into())));
-                }
-            }
-        }
-    }
-
-    /// Assign mode with more than one instance: lists the partitions and
-    /// starts beating; None when shut down first.
-    async fn share(&self, shutdown: &CancellationToken) -> Result<Option<Share>, RunnerError> {
-        let mut backoff = retry_backoff();
-        loop {
-            let (consumer, topics) = (self.consumer.clone(), self.config.topics.clone());
-            let listed = tokio::task::spawn_blocking(move || crate::collect::partitions(consumer.as_ref(), &topics))
-                .await
-                .map_err(|e| RunnerError::Handler(HandleError::Fatal(format!("listing partitions: {e}").into())))?;
-            match listed {
-                Ok(all) => {
-                    let membership = Membership::start(
-                        &self.config.brokers,
-                        self.config.broker,
-                        &self.config.group_id,
-                        self.config.instance,
-                    )?;
-                    self.status.consuming.store(true, Ordering::Relaxed);
-                    return Ok(Some(Share::new(membership, all, self.config.new_group_starts_at_end.clone())));
-                }
-                Err(error) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(service = %self.config.service, %error, ?delay, "cannot list the partitions to consume; retrying");
-                    if !sleep_unless_cancelled(delay, shutdown).await {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    }
-
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
-        let mut share = None;
-        if self.config.mode == ConsumerMode::Assign {
-            if self.config.instance.count > 1 {
-                let Some(shared) = self.share(shutdown).await? else { return Ok(()) };
-                share = Some(shared);
-            } else if !self.assign_all(shutdown).await? {
-                return Ok(());
-            }
-        }
         // Batches are collected on a task of their own, so the next batch is
         // read (on another core) while this one is handled. They are still
         // handled one at a time, in order, and a batch's offsets are stored
@@ -242,34 +152,13 @@ impl<H: Handler> Runner<H> {
             max_bytes: self.config.max_batch_bytes,
             linger: self.config.linger,
             carried: None,
-            stalls: crate::stall::StallWatch::new(&self.config.brokers, self.config.stall_after),
         };
         tokio::spawn(collector.run(batches, stop));
-        // Shared partitions are looked at again every LOOK, and between batches.
-        let mut beat = tokio::time::interval(members::LOOK);
-        loop {
-            let batch = tokio::select! {
-                batch = collected.recv() => batch,
-                _ = beat.tick(), if share.is_some() => {
-                    if let Some(share) = share.as_mut() {
-                        share.rebalance(&self.consumer).await;
-                    }
-                    continue;
-                }
-            };
-            let Some(batch) = batch else { break };
+        while let Some(batch) = collected.recv().await {
             if shutdown.is_cancelled() {
                 return Ok(()); // a batch collected before the request is read again later
             }
-            let mut batch = batch?;
-            if let Some(share) = share.as_mut() {
-                // Records of a partition given up are the new holder's.
-                share.rebalance(&self.consumer).await;
-                batch.retain(|record| share.holds(&record.topic, record.partition));
-                if batch.is_empty() {
-                    continue;
-                }
-            }
+            let batch = batch?;
             if !self.process(&batch, shutdown).await? {
                 return Ok(());
             }

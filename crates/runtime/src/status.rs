@@ -1,8 +1,14 @@
 //! What a runner reports: why it stopped ([`RunnerError`]) and its counters
-//! ([`RunnerStatus`]), which the consumer's context marks as consuming.
+//! ([`RunnerStatus`]), which the consumer's context marks as consuming, and
+//! where a partition the group has never read starts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::HandleError;
 
@@ -24,23 +30,83 @@ pub struct RunnerStatus {
     pub topics: Vec<String>,
     /// Set once the consumer has partitions assigned or has fetched a record.
     pub consuming: AtomicBool,
+    /// Partitions this process holds now (the group shares them out).
+    pub partitions: std::sync::atomic::AtomicUsize,
     pub records: std::sync::atomic::AtomicU64,
     pub quarantined: std::sync::atomic::AtomicU64,
 }
 
 /// Marks the runner as consuming once the group has answered with an
 /// assignment (possibly empty: more members than partitions is a valid,
-/// idle scale-out).
+/// idle scale-out), and starts the partitions of `at_end` topics that the
+/// group has never committed at their end.
 pub struct RunnerContext {
     pub(crate) status: Arc<RunnerStatus>,
+    pub(crate) at_end: Vec<String>,
 }
 
 impl rdkafka::ClientContext for RunnerContext {}
 
-impl rdkafka::consumer::ConsumerContext for RunnerContext {
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
-            self.status.consuming.store(true, Ordering::Relaxed);
+impl ConsumerContext for RunnerContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let count = tpl.count();
+        let done = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.start_at_end(consumer, tpl);
+                self.status.consuming.store(true, Ordering::Relaxed);
+                self.status.partitions.fetch_add(count, Ordering::Relaxed);
+                if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if cooperative {
+                    let _ = self
+                        .status
+                        .partitions
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| Some(held.saturating_sub(count)));
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    self.status.partitions.store(0, Ordering::Relaxed);
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, group = %self.status.group, "rebalance failed; the group retries");
+                self.status.partitions.store(0, Ordering::Relaxed);
+                consumer.unassign()
+            }
+        };
+        match done {
+            Ok(()) => tracing::info!(
+                group = %self.status.group, holds = self.status.partitions.load(Ordering::Relaxed),
+                "partitions {}", if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS { "assigned" } else { "revoked" }
+            ),
+            Err(error) => tracing::warn!(%error, group = %self.status.group, "cannot apply the group's assignment"),
+        }
+    }
+}
+
+impl RunnerContext {
+    /// Partitions of `at_end` topics without a committed offset start at
+    /// their end; the others where the group left off (or the beginning).
+    fn start_at_end(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let mut ask = TopicPartitionList::new();
+        for element in tpl.elements().iter().filter(|e| self.at_end.iter().any(|t| t == e.topic())) {
+            ask.add_partition(element.topic(), element.partition());
+        }
+        if ask.count() == 0 {
+            return;
+        }
+        match consumer.committed_offsets(ask, Duration::from_secs(10)) {
+            Ok(committed) => {
+                for element in committed.elements() {
+                    if !matches!(element.offset(), Offset::Offset(_)) {
+                        let _ = tpl.set_partition_offset(element.topic(), element.partition(), Offset::End);
+                    }
+                }
+            }
+            // From the beginning then: more to read, nothing skipped.
+            Err(error) => tracing::warn!(%error, "cannot read committed offsets; starting where the group does"),
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use apache_avro::reader::datum::GenericDatumReader;
 use mend_avro::codec::schema_id;
 use mend_avro::copy;
-use mend_avro::loader::{RecordLoader, Rejection, WriterPlan, frame, origin, read_datum, unfetched};
+use mend_avro::loader::{RecordLoader, Rejection, WriterPlan, frame, origin, read_datum};
 use mend_avro::schema::columns_for;
 use mend_config::Dataset;
 use mend_model::{Contract, Dialect, MAX_RECORD_BYTES, Position, QuarantineKind, Row};
@@ -103,9 +103,6 @@ impl Judge<'_> {
                 QuarantineKind::ValueRejected,
                 format!("the warehouse refused a value of it: {reason}"),
             ));
-        }
-        if record.unfetched {
-            return quarantine(unfetched());
         }
         let Some(payload) = record.payload.as_deref() else {
             return quarantine(Rejection::new(

@@ -55,7 +55,6 @@ impl SealSettings {
             every_events: self.seal_events,
             every: self.seal_interval,
             key,
-            fetch_wait_ms: global.fetch_wait_ms(),
         })
     }
 }

@@ -185,7 +185,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     // The upstream team changes types without asking: compatibility checks
     // are off for this subject, as they are on many real ones.
     set_compatibility(&reqwest::Client::new(), &connections.registry_url, &driver.subject, "NONE").await?;
-    let producer: FutureProducer = mend_runtime::kafka::producer(&connections.brokers, connections.broker)?;
+    let producer: FutureProducer = mend_runtime::kafka::producer(&connections.brokers)?;
     let n = args.records;
     let mut expected: BTreeMap<i64, Expected> = BTreeMap::new();
     let mut ids = Vec::new();

@@ -69,7 +69,7 @@ pub struct Global {
     /// Partitions of mend's event topics when `mend up` creates them. One
     /// dataset's events always share a partition (the dataset is the key);
     /// more partitions let several processes of a stage share the work
-    /// (with consumer groups: MEND_BROKER=kafka).
+    /// (their consumer group shares the partitions out).
     #[arg(long, env = "MEND_EVENT_PARTITIONS", default_value_t = 1, global = true)]
     pub event_partitions: i32,
 
@@ -161,10 +161,9 @@ enum Command {
     /// diagnoser, proposer, applier, agent, sealer, control). SIGTERM stops
     /// it cleanly.
     Up,
-    /// Run one service in this process. Run a stage several times to share
-    /// its partitions: with MEND_INSTANCE=1/N … N/N on the local broker
-    /// (assign mode), or any number of times with consumer groups
-    /// (MEND_BROKER=kafka or MEND_CONSUMER_MODE=group).
+    /// Run one service in this process. Run a stage any number of times to
+    /// share its partitions: the processes form the stage's consumer group,
+    /// which moves partitions when one joins, leaves or dies.
     Run(up::RunArgs),
     /// List incidents and their status.
     Incidents(incidents::Args),

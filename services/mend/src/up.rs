@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mend_config::ApiToken;
-use mend_model::topics;
 use mend_runtime::context::{Context, Integrations};
 use mend_runtime::handler::Handler;
 use mend_runtime::kafka::{self, TopicSpec};
@@ -150,20 +149,21 @@ pub struct Supervisor {
 /// Creates the topics mend needs (event topics with `partitions` each, when
 /// missing) and registers its event schemas.
 pub async fn prepare(context: &Context, partitions: i32) -> anyhow::Result<()> {
-    // The event topics are the audit log: kept forever.
-    let mut specs: Vec<TopicSpec> =
-        topics::EVENT_TOPICS.iter().map(|t| TopicSpec::new(t, partitions).kept_forever().large_records()).collect();
-    // One partition: each chain's digests in one order.
-    specs.push(TopicSpec::new(topics::DIGESTS, 1).kept_forever());
-    // Heartbeats of stages run as several processes (MEND_INSTANCE): an
-    // hour of them is more than enough.
-    let mut beats = TopicSpec::new(mend_runtime::members::TOPIC, 1);
-    beats.configs.push(("retention.ms".into(), "3600000".into()));
-    specs.push(beats);
+    let mut specs = kafka::audit_topics(partitions);
+    let audit: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
     // Source topics normally exist; creating a missing one lets the pipeline
     // start before its producers do.
     specs.extend(context.dataset_topics().iter().map(|t| TopicSpec::new(t, 1)));
     kafka::ensure_topics(&context.connections.brokers, &specs).await?;
+    // An audit topic someone else created may delete events: say so now,
+    // not when they are gone.
+    for topic in audit {
+        if let Ok(said) = kafka::deletions(&context.connections.brokers, &topic).await {
+            for what in said {
+                tracing::warn!(%topic, "the audit log would lose events: {what} (set retention.ms=-1 and retention.bytes=-1)");
+            }
+        }
+    }
     context.codec.register_event_schemas().await?;
     Ok(())
 }

@@ -32,12 +32,6 @@ pub struct RegistryConfig {
     #[arg(long, env = "MEND_REGISTRY_ADDR", default_value = "127.0.0.1:18081")]
     pub listen: SocketAddr,
 
-    /// Which broker this is: `kafka` or `tansu` (the local Tansu 0.6
-    /// broker, whose producers must not be idempotent; see the README's
-    /// Known limitations).
-    #[arg(long, env = "MEND_BROKER", value_enum, default_value_t = mend_runtime::compat::BrokerProfile::Tansu)]
-    pub broker: mend_runtime::compat::BrokerProfile,
-
     /// Topic holding the registry's state.
     #[arg(long, env = "MEND_REGISTRY_TOPIC", default_value = mend_model::topics::SCHEMAS)]
     pub topic: String,
@@ -57,7 +51,7 @@ impl Registry {
     /// Opens the log and replays it; returns once the state is current.
     pub async fn open(config: &RegistryConfig, shutdown: CancellationToken) -> Result<Arc<Self>, LogError> {
         let store = Arc::new(RwLock::new(Store::default()));
-        let log = Log::open(&config.brokers, config.broker, &config.topic, store.clone(), shutdown).await?;
+        let log = Log::open(&config.brokers, &config.topic, store.clone(), shutdown).await?;
         Ok(Arc::new(Self {
             store,
             log,

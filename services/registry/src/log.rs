@@ -43,7 +43,6 @@ impl Log {
     /// reader and waits until everything already in the log is applied.
     pub async fn open(
         brokers: &str,
-        broker: mend_runtime::compat::BrokerProfile,
         topic: &str,
         store: Arc<RwLock<Store>>,
         shutdown: CancellationToken,
@@ -53,11 +52,11 @@ impl Log {
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         let unavailable = |e: rdkafka::error::KafkaError| LogError::Unavailable(e.to_string());
         let producer: FutureProducer =
-            kafka::producer_config(brokers, broker).set("linger.ms", "0").create().map_err(unavailable)?;
+            kafka::producer_config(brokers).set("linger.ms", "0").create().map_err(unavailable)?;
         let metadata: BaseConsumer = kafka::client_config(brokers).create().map_err(unavailable)?;
-        // Its fetch wait also bounds how long a write waits to see itself
-        // applied.
-        let reader: StreamConsumer = kafka::reader_config(brokers, 25)
+        // Kafka answers its fetch as soon as a write lands: a write waits
+        // to see itself applied for no longer than that.
+        let reader: StreamConsumer = kafka::reader_config(brokers)
             .set("group.id", format!("mend-registry-reader-{}", uuid::Uuid::now_v7()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
