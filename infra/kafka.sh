@@ -40,7 +40,13 @@ kafka_node_config() {
   local dir=$1 base=$2 nodes=$3 i=$4
   local port=$((base + 2 * (i - 1))) voters="" n replicas=1 isr=1
   for ((n = 1; n <= nodes; n++)); do voters+="${voters:+,}$n@127.0.0.1:$((base + 2 * (n - 1) + 1))"; done
-  if ((nodes >= 3)); then replicas=3; isr=2; fi
+  # Three controllers sharing two cores with everything else starve each
+  # other's Raft fetches: at Kafka's 1 s election timeout (2 s fetch
+  # timeout) the chaos test saw the quorum elect a new leader every few
+  # seconds and a restarted node unable to finish starting for over a
+  # minute. 3 s (6 s) holds it; a lost controller costs 3 s more.
+  local election=1000
+  if ((nodes >= 3)); then replicas=3; isr=2; election=3000; fi
   mkdir -p "$dir/node-$i"
   cat >"$dir/node-$i/server.properties" <<PROPERTIES
 process.roles=broker,controller
@@ -62,6 +68,8 @@ transaction.state.log.min.isr=$isr
 share.coordinator.state.topic.replication.factor=$replicas
 share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
+controller.quorum.election.timeout.ms=$election
+controller.quorum.fetch.timeout.ms=$((election * 2))
 message.max.bytes=16777216
 replica.fetch.max.bytes=16777216
 PROPERTIES
@@ -92,7 +100,8 @@ kafka_start_node() {
     kafka_java kafka.tools.StorageTool format -t "$(cat "$dir/cluster.id")" \
       -c "$dir/node-$i/server.properties" >"$dir/node-$i/format.log"
   fi
-  setsid java -Xms256m -Xmx512m -Dlog4j2.configurationFile="$dir/node-$i/log4j2.properties" -cp "$KAFKA_HOME/libs/*" \
+  # The serial collector: no GC threads of its own competing for two cores.
+  setsid java -Xms256m -Xmx512m -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/node-$i/log4j2.properties" -cp "$KAFKA_HOME/libs/*" \
     kafka.Kafka "$dir/node-$i/server.properties" </dev/null >"$dir/node-$i/stdout.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"
 }

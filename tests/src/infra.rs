@@ -134,10 +134,14 @@ impl Cluster {
         self.kafka(&["start", &self.base.to_string(), &self.nodes.to_string(), &node.to_string()]).await?;
         let after = self.pid(node)?;
         anyhow::ensure!(Some(after) != before, "node {node} kept its process id {after}: it was not restarted");
-        crate::eventually(&format!("node {node} (pid {after}) to log its start"), || async move {
-            Ok((self.starts(node)? > starts).then_some(()))
-        })
-        .await
+        // A node starts once the quorum has it unfenced: under load, longer
+        // than a test's usual wait.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+        while self.starts(node)? <= starts {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "node {node} (pid {after}) never logged its start");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 
     /// The node leading the KRaft quorum (the active controller), as

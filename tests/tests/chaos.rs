@@ -97,10 +97,19 @@ impl World {
     async fn broker_fault(&self, node: u16, down: Duration) -> anyhow::Result<Duration> {
         let partition = led_by(PROBE_TOPIC, node).await?;
         let producer = producer()?;
+        // Sent again while the cluster refuses it (each send gives up after
+        // the producer's 30 s message timeout), for as long as the story
+        // may take to converge.
         let write = move |producer: FutureProducer| async move {
-            let record = FutureRecord::to(PROBE_TOPIC).key("probe").payload("probe").partition(partition);
-            producer.send(record, Duration::from_secs(120)).await.map_err(|(error, _)| error)?;
-            Ok::<_, anyhow::Error>(())
+            let deadline = Instant::now() + CONVERGE;
+            loop {
+                let record = FutureRecord::to(PROBE_TOPIC).key("probe").payload("probe").partition(partition);
+                match producer.send(record, Duration::from_secs(30)).await {
+                    Ok(_) => return Ok::<_, anyhow::Error>(()),
+                    Err((error, _)) if Instant::now() < deadline => eprintln!("probe write refused ({error}); again"),
+                    Err((error, _)) => return Err(error.into()),
+                }
+            }
         };
         write(producer.clone()).await?;
         self.cluster.kill(node).await?;
