@@ -203,6 +203,10 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
         if version > 1 {
             drift_started.insert(version, Instant::now());
         }
+        // Sent without waiting for each delivery (the idempotent producer
+        // keeps them in order), so the time to heal is the pipeline's, not
+        // 500 round trips of this loop.
+        let mut sends = Vec::with_capacity(n);
         for i in 0..n {
             let order = i64::try_from((usize::from(version) - 1) * n + i)?;
             let exp = Expected {
@@ -216,12 +220,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
             let datum = apache_avro::to_avro_datum(&parsed, record(version, order, &exp))?;
             let payload = [&[0u8][..], &id.to_be_bytes()[..], &datum].concat();
             let key = order.to_string();
-            producer
-                .send(FutureRecord::to(&dataset.topic).key(&key).payload(&payload), Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| anyhow::anyhow!("producing to {}: {e}", dataset.topic))?;
+            let producer = producer.clone();
+            let topic = dataset.topic.clone();
+            sends.push(async move {
+                producer
+                    .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))
+            });
             expected.insert(order, exp);
         }
+        futures::future::try_join_all(sends).await?;
         match version {
             1 => {
                 wait_rows(&warehouse, &dataset.table, i64::try_from(n)?, driver.timeout).await?;
