@@ -5,7 +5,7 @@
 //! apache-avro, produced to Kafka and loaded by mend's own loader into
 //! PostgreSQL and SQLite. The tables are read back and judged by an
 //! independent decoder (fastavro, `tests/python/scripts/judge_values.py`)
-//! against the forms the README's "How values are stored" defines: zero
+//! against the forms docs/values.md defines: zero
 //! differences, and no record quarantined.
 //!
 //! `MEND_VALUE_CASES` schemas (default 40) of `MEND_VALUE_RECORDS` records

@@ -261,7 +261,7 @@ pub async fn serve(
         tasks.spawn(async move {
             // Without TCP_NODELAY a response written in two parts waits for
             // the client's delayed ACK: 40 ms per call (measured with the
-            // mcp bench: describe_table p50 44 ms before, see the README).
+            // mcp bench: describe_table p50 44 ms before, see docs/benchmarks.md).
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });

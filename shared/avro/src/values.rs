@@ -1,6 +1,6 @@
 //! Avro values to SQL values: promotions, logical types rendered as the SQL
 //! text PostgreSQL and SQLite read, anything nested as JSON. Every value
-//! has one lossless form (the README's "How values are stored"); a value
+//! has one lossless form (docs/values.md); a value
 //! mend cannot represent is an error, which quarantines its record with the
 //! reason. Nothing is ever written as debug text.
 

@@ -1,5 +1,5 @@
 //! Where the broker and the registry are: flags and environment variables
-//! (the external contract in the README), flattened into every command.
+//! (the external contract in docs/operating.md), flattened into every command.
 
 /// Connection settings of a process.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,7 +4,7 @@ Reads JSON lines on stdin, one per dataset: its Avro schema, its records'
 datums (hex, without the wire-format header), and its table's rows as
 PostgreSQL (row_to_json, UTC) and SQLite (storage classes) return them.
 Decodes every datum with fastavro (not apache-avro, which mend uses) and
-compares every column with the form the README's "How values are stored"
+compares every column with the form docs/values.md
 defines. Prints each difference and exits 1 if there is any.
 """
 
