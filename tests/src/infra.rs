@@ -135,10 +135,18 @@ impl Cluster {
         let after = self.pid(node)?;
         anyhow::ensure!(Some(after) != before, "node {node} kept its process id {after}: it was not restarted");
         // A node starts once the quorum has it unfenced: under load, longer
-        // than a test's usual wait.
+        // than a test's usual wait. Kafka exits when the quorum does not
+        // answer during its start ("fatal error while waiting for the
+        // controller"); it is started again then, as a service manager would.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+        let args = [self.base.to_string(), self.nodes.to_string(), node.to_string()];
         while self.starts(node)? <= starts {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "node {node} (pid {after}) never logged its start");
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "node {node} never logged its start");
+            let pid = self.pid(node)?;
+            if !std::path::Path::new("/proc").join(pid.to_string()).exists() {
+                eprintln!("node {node} (pid {pid}) exited while starting; starting it again");
+                self.kafka(&["start", &args[0], &args[1], &args[2]]).await?;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         Ok(())
