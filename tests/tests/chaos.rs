@@ -392,7 +392,7 @@ async fn end_state(deployment: &Deployment) -> anyhow::Result<EndState> {
 }
 
 /// The story with the fleet, undisturbed (`seed` None) or under chaos.
-async fn run(world: &Arc<World>, seed: Option<u64>) -> anyhow::Result<EndState> {
+async fn run(world: &Arc<World>, seed: Option<u64>) -> anyhow::Result<(EndState, Retried)> {
     let deployment = Arc::new(deployment().await?);
     let fleet = Fleet::start(deployment.clone())?;
     let supervisor = tokio::spawn(fleet.clone().supervise());
@@ -445,14 +445,30 @@ async fn run(world: &Arc<World>, seed: Option<u64>) -> anyhow::Result<EndState> 
         fleet.started.load(std::sync::atomic::Ordering::Relaxed),
         deployment.dir.display()
     );
-    verified?;
-    state
+    Ok((state?, verified?))
 }
+
+/// Per service, the retried copies `mend audit verify` counts in the
+/// story's audit logs.
+type Retried = BTreeMap<String, usize>;
+
+/// What the test reads of `mend audit verify --json`.
+#[derive(serde::Deserialize)]
+struct Verified {
+    events: usize,
+    findings: Vec<serde_json::Value>,
+    retried: Retried,
+}
+
+/// The stages whose batches are Kafka transactions: no retried copies.
+const EXACTLY_ONCE: [&str; 3] = ["detector", "diagnoser", "proposer"];
 
 /// Each story dataset's audit log, exported once the sealer has sealed it
 /// (a sealer killed and restarted along with the rest), verifies with the
 /// public key: every event, chain, digest, signature and sealed range.
-async fn verify_exports(deployment: &Deployment) -> anyhow::Result<()> {
+/// Returns the retried copies it counts, per service.
+async fn verify_exports(deployment: &Deployment) -> anyhow::Result<Retried> {
+    let mut retried = Retried::new();
     let public = deployment.dir.join("sealer.key.pub").to_string_lossy().into_owned();
     for dataset in [deployment.dataset.clone(), format!("{}_b", deployment.dataset)] {
         let file = deployment.dir.join(format!("{dataset}.jsonl")).to_string_lossy().into_owned();
@@ -463,13 +479,19 @@ async fn verify_exports(deployment: &Deployment) -> anyhow::Result<()> {
             Ok(())
         })
         .await?;
-        let output =
-            deployment.command(&["audit", "verify", "--file", &file, "--public-key", &public])?.output().await?;
-        let report = String::from_utf8_lossy(&output.stdout);
-        anyhow::ensure!(output.status.success() && report.contains(" 0 findings"), "{dataset}: {report}");
-        eprintln!("{dataset}: {}", report.lines().last().unwrap_or_default());
+        let output = deployment
+            .command(&["audit", "verify", "--json", "--file", &file, "--public-key", &public])?
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let report: Verified = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{dataset}: {e}: {text}"))?;
+        anyhow::ensure!(output.status.success() && report.findings.is_empty(), "{dataset}: {text}");
+        eprintln!("{dataset}: {} events verified, 0 findings, retried copies {:?}", report.events, report.retried);
+        for (service, copies) in report.retried {
+            *retried.entry(service).or_default() += copies;
+        }
     }
-    Ok(())
+    Ok(retried)
 }
 
 #[tokio::test]
@@ -481,13 +503,20 @@ async fn the_story_under_chaos_ends_as_the_undisturbed_run() -> anyhow::Result<(
     let world = World::start().await?;
     mend_tests::point_at(&world.cluster.brokers(), &format!("http://127.0.0.1:{REGISTRY_PORT}"));
     create_topic(PROBE_TOPIC, 3).await?;
-    let calm = run(&world, None).await?;
+    let (calm, calm_retried) = run(&world, None).await?;
     eprintln!("undisturbed: incidents {:?}, applied {:?}", calm.incidents, calm.applied);
+    for stage in EXACTLY_ONCE {
+        assert_eq!(calm_retried.get(stage), None, "undisturbed: {stage} answers each event once");
+    }
     assert!(calm.incidents.values().map(Vec::len).sum::<usize>() >= 10, "ten incidents or more: {:?}", calm.incidents);
     assert_eq!(calm.rows.values().map(Vec::len).sum::<usize>(), 2 * usize::from(VERSIONS) * 20);
     for seed in seeds {
         eprintln!("chaos seed {seed} (MEND_CHAOS_SEEDS={seed} runs it again)");
-        let stormy = run(&world, Some(seed)).await?;
+        let (stormy, retried) = run(&world, Some(seed)).await?;
+        eprintln!("seed {seed}: retried copies by service {retried:?} (undisturbed: {calm_retried:?})");
+        for stage in EXACTLY_ONCE {
+            assert_eq!(retried.get(stage), None, "seed {seed}: {stage} writes in transactions: no retried copies");
+        }
         // Field by field, so a failure says what differs.
         assert_eq!(stormy.columns, calm.columns, "seed {seed}: the tables' columns");
         assert_eq!(stormy.rows, calm.rows, "seed {seed}: the rows (every value in its column)");

@@ -8,10 +8,12 @@
 //!   `mend.agent_runs` event per run (the tools called, the model's
 //!   reasoning, the plan, the verdict, tokens, outcome);
 //! - key: the dataset name;
-//! - delivery: at least once, a proposal at most once: the draft ids of a
-//!   run are derived from the incident, so a re-delivered proposal, a
-//!   restart or a kill mid-run hands nothing over twice, and an incident
-//!   that already has the supervisor's draft is not run again.
+//! - delivery: its events exactly once (each batch's run event and offsets
+//!   are one Kafka transaction); a proposal's draft at most once: the draft
+//!   ids of a run are derived from the incident, so a re-delivered
+//!   proposal, a restart or a kill mid-run hands nothing over twice, and an
+//!   incident that already has the supervisor's draft is not run again (a
+//!   run whose event a crash lost gets an event that says so).
 //!
 //! The model works with mend's MCP tools, called in process (same names,
 //! schemas and functions as `/mcp`). With no `MEND_ANTHROPIC_API_KEY` the
@@ -29,7 +31,7 @@ use mend_model::events::{AgentRun, Envelope, Event, Proposal};
 use mend_model::{AgentOutcome, Policy, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerStatus};
-use mend_runtime::{Context, HandleError};
+use mend_runtime::{Context, HandleError, kafka};
 
 use crate::claude::Claude;
 use crate::run::{Budget, Outcome};
@@ -78,14 +80,15 @@ impl Agent {
         let incident_id = proposal.envelope.incident_id.0.clone();
         let incident = self.api.incident(&incident_id).await.map_err(|e| HandleError::retry("the control API", e))?;
         let mine: Vec<String> = (0..=self.budget.max_tool_calls).map(|n| draft_id(&incident_id, n)).collect();
-        let drafted = incident["drafts"].as_array().is_some_and(|drafts| {
-            drafts.iter().any(|d| {
-                d["accepted"] == true && d["proposal_id"].as_str().is_some_and(|id| mine.iter().any(|m| m == id))
+        let drafted = incident["drafts"].as_array().and_then(|drafts| {
+            drafts.iter().find_map(|d| {
+                let id = d["proposal_id"].as_str().filter(|id| mine.iter().any(|m| m == id))?;
+                (d["accepted"] == true).then(|| id.to_owned())
             })
         });
-        if drafted {
+        if let Some(draft) = drafted {
             tracing::info!(incident = %incident_id, "the supervisor's draft is there already: not run again");
-            return Ok(None);
+            return self.recorded(claude, proposal, draft).await;
         }
         let control = Arc::new(Remote {
             api: self.api.clone(),
@@ -167,6 +170,51 @@ impl Handler for Agent {
     }
 }
 
+impl Agent {
+    /// The record of a run whose draft is on the incident but whose event
+    /// is not on `mend.agent_runs` (the supervisor stopped after handing
+    /// the draft over and before its transaction committed): a run event
+    /// that says so, so that every run has one. None when it has one.
+    async fn recorded(
+        &self,
+        claude: &Claude,
+        proposal: &Proposal,
+        draft: String,
+    ) -> Result<Option<AgentRun>, HandleError> {
+        let runs = kafka::read_to_end(&self.context.connections.brokers, topics::AGENT_RUNS)
+            .await
+            .map_err(|e| HandleError::retry("reading mend.agent_runs", e))?;
+        for message in runs {
+            let payload = rdkafka::message::Message::payload(&message).unwrap_or_default();
+            // An unreadable record is not this run's.
+            let Ok(run) = self.context.codec.decode_event::<AgentRun>(payload).await else { continue };
+            if run.envelope.causation_id.as_deref() == Some(&proposal.envelope.event_id) {
+                return Ok(None);
+            }
+        }
+        let mut run = AgentRun {
+            envelope: Envelope::answering(SERVICE, &proposal.envelope),
+            model: claude.model.clone(),
+            outcome: AgentOutcome::Proposed,
+            reason: Some(
+                "the supervisor stopped after handing its draft over and before recording the run: \
+                 the draft stands; its tool calls, reasoning and tokens were not recorded"
+                    .into(),
+            ),
+            proposal_id: Some(draft),
+            plan: None,
+            tool_calls: Vec::new(),
+            text: Vec::new(),
+            stop_reason: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            duration_ms: 0,
+        };
+        run.seal();
+        Ok(Some(run))
+    }
+}
+
 /// The supervisor's runner on `mend.proposals`.
 pub fn runner(
     context: &Arc<Context>,
@@ -186,6 +234,7 @@ pub fn runner(
     // One proposal at a time: a run takes the model's time, not the broker's;
     // in group mode the group must wait for a whole run.
     config.max_batch = 1;
+    config.exactly_once = true;
     config.max_poll_interval = context.config.agent.deadline() + std::time::Duration::from_secs(60);
     Ok(context.runner_with(config, agent)?)
 }

@@ -94,9 +94,14 @@ impl Api {
             })
             .await;
         let Ok(ends) = ends else { return false };
+        // The projector's runner stands past the transaction markers that
+        // end a partition; the model's own progress, after its last event.
+        let projector = self.health.iter().find(|(name, _)| name == SERVICE).map(|(_, status)| status);
         let model = self.model();
         let caught_up = ends.iter().all(|(topic, partition, high)| {
-            model.progress.get(&(topic.clone(), *partition)).is_some_and(|next| next >= high)
+            let read = model.progress.get(&(topic.clone(), *partition)).copied();
+            let handled = projector.and_then(|p| p.handled_to(topic, *partition));
+            read.max(handled).is_some_and(|next| next >= *high)
         });
         if caught_up {
             self.warm.store(true, Ordering::Relaxed);

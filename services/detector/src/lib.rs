@@ -189,5 +189,5 @@ impl Handler for Detector {
 /// The detector's runner on every dataset topic.
 pub async fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Detector>, Arc<RunnerStatus>)> {
     let detector = Detector::new(context.clone()).await?;
-    Ok(context.runner(SERVICE, &context.group("detector"), context.dataset_topics(), detector)?)
+    Ok(context.transactional_runner(SERVICE, &context.group("detector"), context.dataset_topics(), detector)?)
 }

@@ -252,7 +252,7 @@ impl Handler for Diagnoser {
 }
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Diagnoser>, Arc<RunnerStatus>)> {
-    Ok(context.runner(
+    Ok(context.transactional_runner(
         SERVICE,
         &context.group("diagnoser"),
         vec![topics::DETECTIONS.to_owned()],

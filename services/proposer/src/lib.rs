@@ -170,7 +170,7 @@ impl Handler for Proposer {
 }
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Proposer>, Arc<RunnerStatus>)> {
-    Ok(context.runner(
+    Ok(context.transactional_runner(
         SERVICE,
         &context.group("proposer"),
         vec![topics::DIAGNOSES.to_owned()],

@@ -60,6 +60,21 @@ impl AuditEvent {
         each!(self, e => e.envelope())
     }
 
+    /// What the event is the one answer of, for its service and kind: the
+    /// record a quarantine event holds, the incident a detection opens, the
+    /// event a diagnosis, a proposal or a supervisor's run answers. Two
+    /// events of one service with the same answer are a retried copy (a
+    /// stage that handled its input twice). None for decisions and
+    /// applications: people decide again, and the applier records each try.
+    pub fn answer_of(&self) -> Option<String> {
+        match self {
+            Self::Quarantined(q) => Some(format!("{}:{}@{}", q.topic, q.partition, q.offset)),
+            Self::Detection(d) => Some(d.envelope.incident_id.0.clone()),
+            Self::Diagnosis(_) | Self::Proposal(_) | Self::AgentRun(_) => self.envelope().causation_id.clone(),
+            Self::Decision(_) | Self::Application(_) => None,
+        }
+    }
+
     /// Whether its stored hash is the hash of its content.
     pub fn hash_holds(&self) -> bool {
         each!(self, e => e.verify_hash())

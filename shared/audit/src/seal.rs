@@ -68,14 +68,28 @@ impl std::fmt::Debug for SealerConfig {
 pub struct Pending {
     ranges: BTreeMap<(&'static str, i32), RangeHasher>,
     events: usize,
+    /// Per topic-partition, the first offset the next range covers: right
+    /// after the last one, so that ranges leave no offset out (the offsets
+    /// of transaction markers between events are sealed as empty).
+    starts: BTreeMap<(&'static str, i32), i64>,
 }
 
 impl Pending {
+    /// The next range of `topic`'s `partition` covers the offsets from
+    /// `offset` on.
+    pub fn start(&mut self, topic: &'static str, partition: i32, offset: i64) {
+        self.starts.insert((topic, partition), offset);
+    }
+
     /// Adds the next event of `topic`'s `partition` (offsets ascending
     /// within a partition) and its event hash (see
     /// [`crate::Entry::sealed_hash`]).
     pub fn push(&mut self, topic: &'static str, partition: i32, offset: i64, hash: &[u8]) {
-        self.ranges.entry((topic, partition)).or_default().push(offset, hash);
+        let start = self.starts.get(&(topic, partition)).copied().filter(|start| *start <= offset);
+        self.ranges
+            .entry((topic, partition))
+            .or_insert_with(|| start.map_or_else(RangeHasher::default, RangeHasher::covering_from))
+            .push(offset, hash);
         self.events += 1;
     }
 
@@ -88,8 +102,13 @@ impl Pending {
         self.events == 0
     }
 
-    fn clear(&mut self) {
-        self.ranges.clear();
+    /// Forgets what was sealed; each partition's next range starts after it.
+    pub(crate) fn clear(&mut self) {
+        for ((topic, partition), range) in std::mem::take(&mut self.ranges) {
+            if let Some(sealed) = range.range(topic, partition) {
+                self.starts.insert((topic, partition), sealed.last_offset + 1);
+            }
+        }
         self.events = 0;
     }
 }
@@ -169,9 +188,9 @@ impl Sealer {
     /// Seals until `shutdown`, then seals what it has read and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AuditError> {
         let Some(mut last) = self.recover(&shutdown).await? else { return Ok(()) };
-        let consumer = self.consumer(&last).await?;
-        self.status.consuming.store(true, Ordering::Relaxed);
         let mut pending = Pending::default();
+        let consumer = self.consumer(&last, &mut pending).await?;
+        self.status.consuming.store(true, Ordering::Relaxed);
         let mut envelopes = Envelopes::new();
         let mut tick = tokio::time::interval(self.config.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,8 +307,9 @@ impl Sealer {
         Ok(chain)
     }
 
-    /// A consumer of every event partition, right after what is sealed.
-    async fn consumer(&self, chain: &Chain) -> Result<StreamConsumer, AuditError> {
+    /// A consumer of every event partition, right after what is sealed
+    /// (where `pending`'s ranges start).
+    async fn consumer(&self, chain: &Chain, pending: &mut Pending) -> Result<StreamConsumer, AuditError> {
         let consumer: StreamConsumer = mend_runtime::kafka::reader_config(&self.config.brokers)
             .set("group.id", format!("{}-sealer", self.config.chain))
             .set("enable.auto.commit", "false")
@@ -300,6 +320,7 @@ impl Sealer {
             for (partition, low, _) in mend_runtime::kafka::watermarks(&self.config.brokers, topic).await? {
                 let next = chain.next.get(&(topic.to_owned(), partition)).copied().unwrap_or(low);
                 assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(next))?;
+                pending.start(topic, partition, next);
             }
         }
         consumer.assign(&assignment)?;

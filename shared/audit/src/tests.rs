@@ -588,3 +588,75 @@ fn the_sealer_reads_every_event_schemas_hash_from_its_envelope_alone() -> Result
     }
     Ok(())
 }
+
+/// `incidents` incidents as topics written in transactions hold them:
+/// after each event its transaction's commit marker (an offset no reader
+/// is given), sealed as the sealer seals, every `every` events, each range
+/// starting where the last one ended.
+fn transactional_log(incidents: u32, every: usize) -> Vec<Entry> {
+    let (mut events, _) = split(&sealed_log(incidents, 1000, None));
+    for event in &mut events {
+        event.position.offset = event.position.offset * 2 + 1; // a marker at 0, 2, 4, …
+    }
+    let mut pending = Pending::default();
+    for topic in topics::EVENT_TOPICS {
+        pending.start(topic, 0, 0);
+    }
+    let (mut digests, mut last) = (Vec::new(), None);
+    for chunk in events.chunks(every) {
+        for e in chunk {
+            let topic = topic_of(e.event().unwrap_or_else(|| unreachable!()));
+            pending.push(topic, 0, e.position.offset, e.sealed_hash().unwrap_or_default().as_bytes());
+        }
+        let digest = next_digest(CHAIN, last.as_ref(), &pending, None);
+        pending.clear();
+        last = Some(digest.clone());
+        let offset = i64::try_from(digests.len()).unwrap_or_default();
+        digests.push(Entry {
+            position: Position { topic: topics::DIGESTS.into(), partition: 0, offset },
+            record: Record::Digest(Box::new(digest)),
+        });
+    }
+    events.sort_by(|a, b| a.position.cmp(&b.position));
+    events.extend(digests);
+    events
+}
+
+#[test]
+fn the_offsets_of_transaction_markers_are_sealed_and_not_missing() {
+    let log = transactional_log(6, 4);
+    let report = verify(&log, &options(None));
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // An event removed from the middle is still found.
+    let at = find(&log, topics::DIAGNOSES, 2);
+    let mut removed = log.clone();
+    removed.remove(at);
+    let found = problems(&removed, None);
+    assert!(any(&found, "1 of the 4 events digest #5 sealed here are not in the log"), "{found:?}");
+}
+
+#[test]
+fn a_stage_that_answers_an_event_twice_is_counted_by_service() {
+    let mut log = sealed_log(4, 1000, None);
+    assert!(verify(&log, &options(None)).retried.is_empty(), "one answer per cause");
+    // The diagnoser handled a detection again: a second diagnosis of it,
+    // a new event (its own id and hash) answering the same detection.
+    let (mut events, _) = split(&log);
+    let at = find(&events, topics::DIAGNOSES, 1);
+    let mut again = events[at].clone();
+    if let AuditEvent::Diagnosis(d) = event_mut(&mut again) {
+        d.envelope.event_id = uuid::Uuid::now_v7().to_string();
+        d.seal();
+    }
+    again.position.offset = 1_000;
+    events.push(again);
+    log = events;
+    let report = verify(&log, &options(None));
+    assert_eq!(report.retried.get("diagnoser"), Some(&1), "{:?}", report.retried);
+    assert_eq!(report.retried.len(), 1, "{:?}", report.retried);
+    assert!(
+        report.notes.iter().any(|n| n.contains("retried copies") && n.contains("diagnoser 1")),
+        "{:?}",
+        report.notes
+    );
+}

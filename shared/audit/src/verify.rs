@@ -72,6 +72,11 @@ pub struct Report {
     /// What a reader should know that is not wrong (unsigned digests, no
     /// key given, events waiting for the sealer, redactions).
     pub notes: Vec<String>,
+    /// Per service, events that repeat the answer of an earlier event of
+    /// that service and kind (see [`crate::AuditEvent::answer_of`]): a
+    /// stage that handled its input twice. Not a finding (a stage that is
+    /// at least once may); the exactly-once stages write none.
+    pub retried: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -135,6 +140,14 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
 
     if written_twice > 0 {
         report.notes.push(format!("{written_twice} events are written twice, the same (a producer's retry)"));
+    }
+    report.retried = retried_copies(entries);
+    if !report.retried.is_empty() {
+        let by: Vec<String> = report.retried.iter().map(|(service, n)| format!("{service} {n}")).collect();
+        report.notes.push(format!(
+            "retried copies (an event answering what an earlier one of its service and kind answered): {}",
+            by.join(", ")
+        ));
     }
 
     // Each partition's records by offset (a log keeps them so already; a
@@ -345,6 +358,27 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     }
     report.findings.sort_by(|a, b| a.position.cmp(&b.position));
     report
+}
+
+/// Per service, events whose answer an earlier event of that service on
+/// the same topic already gave.
+fn retried_copies(entries: &[Entry]) -> BTreeMap<String, usize> {
+    let mut seen: std::collections::HashSet<(&str, &str, String)> = std::collections::HashSet::new();
+    let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut retried = BTreeMap::new();
+    for entry in entries {
+        let Some(event) = entry.event() else { continue };
+        let envelope = event.envelope();
+        // The same event written twice is a producer's retry, noted above.
+        if !ids.insert(&envelope.event_id) {
+            continue;
+        }
+        let Some(answer) = event.answer_of() else { continue };
+        if !seen.insert((&entry.position.topic, &envelope.service, answer)) {
+            *retried.entry(envelope.service.clone()).or_insert(0) += 1;
+        }
+    }
+    retried
 }
 
 /// What is wrong with the plan an event carries against the events it

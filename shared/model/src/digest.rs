@@ -25,9 +25,20 @@ pub struct SealedRange {
     /// SHA-256 (hex) over `"{offset} {event hash}\n"` of each event, in
     /// offset order: see [`SealedRange::hash_events`].
     pub hash: String,
+    /// The first offset the range covers when it is before `first_offset`:
+    /// the sealer read on from the previous range, and the offsets between
+    /// held no event a reader is given (transaction markers, aborted
+    /// records). None in digests sealed before mend wrote transactions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers_from: Option<i64>,
 }
 
 impl SealedRange {
+    /// The first offset the range covers.
+    pub fn start(&self) -> i64 {
+        self.covers_from.unwrap_or(self.first_offset).min(self.first_offset)
+    }
+
     /// The hash of a range's events, given as (offset, event hash) in
     /// offset order.
     pub fn hash_events<'a>(events: impl IntoIterator<Item = (i64, &'a str)>) -> String {
@@ -48,9 +59,16 @@ pub struct RangeHasher {
     first: Option<i64>,
     last: i64,
     count: i64,
+    covers_from: Option<i64>,
 }
 
 impl RangeHasher {
+    /// A range that covers the offsets from `offset` on, whether or not an
+    /// event is there (see [`SealedRange::covers_from`]).
+    pub fn covering_from(offset: i64) -> Self {
+        Self { covers_from: Some(offset), ..Self::default() }
+    }
+
     /// Adds the next event (offsets ascending) and its hash.
     pub fn push(&mut self, offset: i64, hash: &[u8]) {
         use std::io::Write as _;
@@ -88,6 +106,7 @@ impl RangeHasher {
             last_offset: self.last,
             count: self.count,
             hash: self.hash(),
+            covers_from: self.covers_from.filter(|from| Some(*from) < self.first),
         })
     }
 }

@@ -178,6 +178,20 @@ impl Context {
         self.runner_with(RunnerConfig::new(service, &self.connections.brokers, group, topics), handler)
     }
 
+    /// A runner for a stage whose only effects are its events: each batch's
+    /// outputs and offsets are one Kafka transaction (exactly once).
+    pub fn transactional_runner<H: Handler>(
+        &self,
+        service: &str,
+        group: &str,
+        topics: Vec<String>,
+        handler: H,
+    ) -> Result<(Runner<H>, Arc<RunnerStatus>), RunnerError> {
+        let mut config = RunnerConfig::new(service, &self.connections.brokers, group, topics);
+        config.exactly_once = true;
+        self.runner_with(config, handler)
+    }
+
     /// A runner for `handler` with its own [`RunnerConfig`].
     pub fn runner_with<H: Handler>(
         &self,

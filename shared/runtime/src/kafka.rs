@@ -233,22 +233,27 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
 
 /// A consumer for reading a topic by assignment: a group id of its own (no
 /// group is joined, nothing is committed), shared with blocking calls.
+/// With `eof`, it says when it reaches a partition's end: the last record
+/// of a partition written in transactions is a marker no reader is given,
+/// so a reader cannot wait for the record before the high watermark.
 fn scan_consumer(
     brokers: &str,
+    eof: bool,
 ) -> Result<std::sync::Arc<rdkafka::consumer::StreamConsumer>, rdkafka::error::KafkaError> {
     let consumer: rdkafka::consumer::StreamConsumer = reader_config(brokers)
         // Short: a scan that reaches a partition's end returns at once.
         .set("fetch.wait.max.ms", "25")
         .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", eof.to_string())
         .create()?;
     Ok(std::sync::Arc::new(consumer))
 }
 
 /// Every partition of `topic` with its low and high watermarks.
 pub async fn watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>, TopicError> {
-    let consumer = scan_consumer(brokers).map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?;
+    let consumer =
+        scan_consumer(brokers, false).map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?;
     partition_ends(&consumer, topic).await
 }
 
@@ -317,13 +322,14 @@ pub async fn lag(brokers: &str, group: &str, topics: &[String]) -> Result<Vec<(S
 }
 
 /// Reads every record of `topic` written before the call (all partitions,
-/// from the beginning to the current end), without a consumer group.
-/// For read models and replays; not for hot paths.
+/// from the beginning to the current end; of transactions, those committed
+/// by then), without a consumer group. For read models and replays; not for
+/// hot paths.
 pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer = scan_consumer(brokers).map_err(failed)?;
+    let consumer = scan_consumer(brokers, true).map_err(failed)?;
     let ends = partition_ends(&consumer, topic).await?;
     let mut assignment = rdkafka::TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
@@ -341,8 +347,17 @@ pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::mess
     while !remaining.is_empty() {
         let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
-            .map_err(|_| TopicError { topic: topic.to_owned(), reason: "timed out reading to the end".into() })?
-            .map_err(failed)?;
+            .map_err(|_| TopicError { topic: topic.to_owned(), reason: "timed out reading to the end".into() })?;
+        let message = match message {
+            Ok(message) => message,
+            // At the end: what remains before the high watermark are markers
+            // (or a transaction still open, not committed before the call).
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                remaining.remove(&partition);
+                continue;
+            }
+            Err(error) => return Err(failed(error)),
+        };
         let (partition, offset) = (message.partition(), message.offset());
         if let Some(end) = remaining.get(&partition).copied() {
             if offset < end {
@@ -368,7 +383,7 @@ pub async fn read_until(
 ) -> Result<(Vec<rdkafka::message::OwnedMessage>, bool), TopicError> {
     use rdkafka::consumer::Consumer;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer = scan_consumer(brokers).map_err(failed)?;
+    let consumer = scan_consumer(brokers, false).map_err(failed)?;
     let (name, probe) = (topic.to_owned(), consumer.clone());
     let partitions = tokio::task::spawn_blocking(move || {
         probe.fetch_metadata(Some(&name), Duration::from_secs(10)).map(|metadata| {
@@ -414,7 +429,7 @@ pub async fn read_range(
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
     let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer = scan_consumer(brokers).map_err(failed)?;
+    let consumer = scan_consumer(brokers, true).map_err(failed)?;
     let (name, probe) = (topic.to_owned(), consumer.clone());
     let (_, high) =
         tokio::task::spawn_blocking(move || probe.fetch_watermarks(&name, partition, Duration::from_secs(10)))
@@ -431,7 +446,11 @@ pub async fn read_range(
     consumer.assign(&assignment).map_err(failed)?;
     let deadline = tokio::time::Instant::now() + timeout;
     while let Ok(message) = tokio::time::timeout_at(deadline, consumer.recv()).await {
-        let message = message.map_err(failed)?;
+        let message = match message {
+            Ok(message) => message,
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+            Err(error) => return Err(failed(error)),
+        };
         let offset = message.offset();
         if offset < end {
             records.push(message.detach());

@@ -7,6 +7,7 @@
 mod collect;
 pub mod context;
 pub mod error;
+pub mod exactly;
 pub mod fault;
 pub mod handler;
 pub mod kafka;

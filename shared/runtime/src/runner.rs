@@ -2,12 +2,16 @@
 //! consume a batch → handle it → produce the outputs → wait until every
 //! output is delivered → store the batch's offsets (committed automatically).
 //!
-//! Guarantee: at least once. An offset is stored only after everything its
-//! record caused is durable on the broker, so a crash anywhere re-delivers the
-//! batch rather than skipping it; handlers make that harmless by being
-//! idempotent. A record the handler cannot use is not an error: it is
-//! published to `mend.quarantine` with its original bytes and the reason, and
-//! only then is its offset stored.
+//! Guarantee: at least once by default. An offset is stored only after
+//! everything its record caused is durable on the broker, so a crash
+//! anywhere re-delivers the batch rather than skipping it; handlers make
+//! that harmless by being idempotent (the loader and the applier, whose
+//! effects are in the warehouse, keep their offsets there). Exactly once
+//! for a stage whose only effects are events ([`RunnerConfig::exactly_once`]):
+//! a batch's outputs and its offsets are one Kafka transaction (see
+//! [`crate::exactly`]). A record the handler cannot use is not an error: it
+//! is published to `mend.quarantine` with its original bytes and the
+//! reason, with the batch's other outputs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,10 +30,12 @@ use mend_model::Classify as _;
 use mend_model::events::{Envelope, Event, IncidentId, Quarantined};
 use mend_model::topics;
 
-use crate::collect::Collector;
+use crate::collect::{Batch, Collector};
 use crate::error::HandleError;
+use crate::exactly::Transactions;
 use crate::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, QuarantineReason, SOURCE_HEADER};
 use crate::kafka;
+use crate::status::Ownership;
 pub use crate::status::{RunnerContext, RunnerError, RunnerStatus};
 
 /// How a runner consumes.
@@ -57,6 +63,10 @@ pub struct RunnerConfig {
     /// partitions away: longer than the slowest handling (the supervisor's
     /// model calls).
     pub max_poll_interval: Duration,
+    /// Writes each batch's outputs and input offsets in one Kafka
+    /// transaction, for a stage whose only effects are its events: a
+    /// crash or a retry then writes none of them twice.
+    pub exactly_once: bool,
 }
 
 impl RunnerConfig {
@@ -76,6 +86,7 @@ impl RunnerConfig {
             linger: Duration::from_millis(50),
             new_group_starts_at_end: Vec::new(),
             max_poll_interval: Duration::from_secs(30),
+            exactly_once: false,
         }
     }
 }
@@ -88,6 +99,7 @@ pub struct Runner<H> {
     codec: Arc<Codec>,
     handler: H,
     status: Arc<RunnerStatus>,
+    ownership: Arc<Ownership>,
 }
 
 impl<H: Handler> Runner<H> {
@@ -107,13 +119,23 @@ impl<H: Handler> Runner<H> {
             topics: config.topics.clone(),
             ..RunnerStatus::default()
         });
-        let context = RunnerContext { status: status.clone(), at_end: config.new_group_starts_at_end.clone() };
-        let consumer: StreamConsumer<RunnerContext> = kafka::consumer_config(&config.brokers, &config.group_id)
-            .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
-            .create_with_context(context)?;
+        let ownership = Arc::new(Ownership::default());
+        let context = RunnerContext {
+            status: status.clone(),
+            at_end: config.new_group_starts_at_end.clone(),
+            ownership: ownership.clone(),
+        };
+        let mut consumer_config = kafka::consumer_config(&config.brokers, &config.group_id);
+        consumer_config.set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string());
+        if config.exactly_once {
+            // Offsets go in the transactions (and, for batches that write
+            // nothing, in commits of the runner's own, in order with them).
+            consumer_config.set("enable.auto.commit", "false");
+        }
+        let consumer: StreamConsumer<RunnerContext> = consumer_config.create_with_context(context)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { config, consumer: Arc::new(consumer), producer, codec, handler, status })
+        Ok(Self { config, consumer: Arc::new(consumer), producer, codec, handler, status, ownership })
     }
 
     /// The runner's counters.
@@ -124,7 +146,15 @@ impl<H: Handler> Runner<H> {
     /// Consumes until `shutdown` is cancelled, then finishes the batch in
     /// hand, stores its offsets and commits them before returning.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
-        let result = self.consume(&shutdown).await;
+        let mut transactions = self
+            .config
+            .exactly_once
+            .then(|| Transactions::new(&self.config, self.consumer.clone(), self.ownership.clone()));
+        let result = self.consume(&shutdown, transactions.as_mut()).await;
+        if let Some(transactions) = transactions {
+            transactions.finish().await;
+            return result;
+        }
         // Commit what was stored, also after a fatal error: those offsets
         // belong to batches whose outputs were delivered.
         if let Err(error) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
@@ -137,7 +167,11 @@ impl<H: Handler> Runner<H> {
         result
     }
 
-    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+        mut transactions: Option<&mut Transactions>,
+    ) -> Result<(), RunnerError> {
         // Batches are collected on a task of their own, so the next batch is
         // read (on another core) while this one is handled. They are still
         // handled one at a time, in order, and a batch's offsets are stored
@@ -148,6 +182,7 @@ impl<H: Handler> Runner<H> {
         let (batches, mut collected) = tokio::sync::mpsc::channel(1);
         let collector = Collector {
             consumer: self.consumer.clone(),
+            ownership: self.ownership.clone(),
             max_batch: self.config.max_batch,
             max_bytes: self.config.max_batch_bytes,
             linger: self.config.linger,
@@ -159,7 +194,7 @@ impl<H: Handler> Runner<H> {
                 return Ok(()); // a batch collected before the request is read again later
             }
             let batch = batch?;
-            if !self.process(&batch, shutdown).await? {
+            if !self.process(&batch, shutdown, transactions.as_deref_mut()).await? {
                 return Ok(());
             }
             // Freeing a large batch takes milliseconds (two allocations per
@@ -176,7 +211,13 @@ impl<H: Handler> Runner<H> {
 
     /// Handles, delivers and stores one batch. Returns false when shutdown
     /// interrupted a retry (the batch's offsets are then not stored).
-    async fn process(&self, batch: &[Inbound], shutdown: &CancellationToken) -> Result<bool, RunnerError> {
+    async fn process(
+        &self,
+        whole: &Batch,
+        shutdown: &CancellationToken,
+        transactions: Option<&mut Transactions>,
+    ) -> Result<bool, RunnerError> {
+        let batch = &whole.records[..];
         // One span per batch, continuing the trace the first record carries
         // (W3C traceparent header): an incident's stages form one trace.
         let span = tracing::info_span!("batch", service = %self.config.service, records = batch.len());
@@ -204,29 +245,47 @@ impl<H: Handler> Runner<H> {
             }
         };
 
-        let mut outputs = Vec::new();
+        // Each record's outputs, in the batch's order.
+        let mut outputs = Vec::with_capacity(batch.len());
+        let mut quarantined = 0;
         for (record, disposition) in batch.iter().zip(dispositions) {
             match disposition {
-                Disposition::Emit(records) => outputs.extend(records),
+                Disposition::Emit(records) => outputs.push(records),
                 Disposition::Quarantine(reason) => {
                     let Some(output) = self.quarantine_record(record, reason, shutdown).await? else {
                         return Ok(false); // shut down while the registry was away
                     };
-                    outputs.push(output);
-                    self.status.quarantined.fetch_add(1, Ordering::Relaxed);
+                    outputs.push(vec![output]);
+                    quarantined += 1;
                 }
             }
         }
-        let produced = !outputs.is_empty();
-        if !self.deliver(outputs, shutdown).await? {
-            return Ok(false);
+        let fault = format!("runner.after_deliver.{}", self.config.service);
+        let done = match transactions {
+            Some(transactions) => transactions.commit(whole, outputs, &fault, shutdown).await?,
+            None => {
+                let outputs: Vec<Outbound> = outputs.into_iter().flatten().collect();
+                let produced = !outputs.is_empty();
+                if !self.deliver(outputs, shutdown).await? {
+                    return Ok(false);
+                }
+                if produced {
+                    crate::fault::point(&fault);
+                }
+                self.store_offsets(whole)?;
+                true
+            }
+        };
+        if done {
+            let mut handled = self.status.handled_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for ((topic, partition), next) in whole.next_offsets(&vec![true; batch.len()]) {
+                handled.insert((topic.to_string(), partition), next);
+            }
+            drop(handled);
+            self.status.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+            self.status.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
-        if produced {
-            crate::fault::point(&format!("runner.after_deliver.{}", self.config.service));
-        }
-        self.store_offsets(batch)?;
-        self.status.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        Ok(true)
+        Ok(done)
     }
 
     /// The quarantine event of a record; None when shutdown interrupted a
@@ -333,17 +392,13 @@ impl<H: Handler> Runner<H> {
         Ok(true)
     }
 
-    fn store_offsets(&self, batch: &[Inbound]) -> Result<(), RunnerError> {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        // Records come in runs of one partition: one map update per run.
-        for run in batch.chunk_by(|a, b| a.partition == b.partition && Arc::ptr_eq(&a.topic, &b.topic)) {
-            let last = run.iter().map(|r| r.offset).max().unwrap_or_default();
-            let entry = next.entry((&run[0].topic, run[0].partition)).or_insert(0);
-            *entry = (*entry).max(last + 1);
-        }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    /// Stores the offsets after `batch` of the partitions this process
+    /// still holds (auto-committed within a second).
+    fn store_offsets(&self, batch: &Batch) -> Result<(), RunnerError> {
+        let keep = batch.held(&self.ownership.hold());
+        let list = offset_list(&batch.next_offsets(&keep))?;
+        if list.count() == 0 {
+            return Ok(());
         }
         match self.consumer.store_offsets(&list) {
             Ok(()) => Ok(()),
@@ -355,6 +410,15 @@ impl<H: Handler> Runner<H> {
             }
         }
     }
+}
+
+/// `offsets` as a list for the consumer.
+pub(crate) fn offset_list(offsets: &HashMap<(Arc<str>, i32), i64>) -> Result<TopicPartitionList, RunnerError> {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    Ok(list)
 }
 
 /// The delays between retries of a stage: exponential from 100 ms to

@@ -383,6 +383,7 @@ fn a_digest_round_trips_through_its_avsc_and_keeps_its_hash() -> anyhow::Result<
             last_offset: 9,
             count: 6,
             hash: SealedRange::hash_events([(4, "x"), (5, "y")]),
+            covers_from: Some(2),
         }],
         key_id: Some("cd".repeat(32)),
         hash: String::new(),
