@@ -13,7 +13,9 @@ use apache_avro::types::Value as Avro;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mend_model::events::{AgentRun, Event};
+use mend_model::api::Incident;
+use mend_model::events::{AgentRun, Event, Proposal};
+use mend_model::{AgentOutcome, ApplicationOutcome, DetectionSource, IncidentStatus, StepKind};
 use mend_store::Warehouse;
 use mend_tests::anthropic::{self, Fake, answer};
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema, unique};
@@ -106,9 +108,17 @@ fn script(dataset: &str, kind: &str, turn: usize, incident: &str) -> Response {
 
 const DBT_PATCH: &str = "--- a/models/orders_summary.sql\n+++ b/models/orders_summary.sql\n@@ -1 +1 @@\n-select id, email from orders\n+select id, customer_email as email from orders\n";
 
-async fn incident_of(api: &str, dataset: &str) -> anyhow::Result<Option<Value>> {
-    let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
-    Ok(incidents.as_array().and_then(|l| l.iter().find(|i| i["dataset"] == dataset).cloned()))
+async fn incidents(api: &str) -> anyhow::Result<Vec<Incident>> {
+    Ok(reqwest::get(format!("http://{api}/incidents")).await?.json().await?)
+}
+
+async fn incident_of(api: &str, dataset: &str) -> anyhow::Result<Option<Incident>> {
+    Ok(incidents(api).await?.into_iter().find(|i| i.dataset == dataset))
+}
+
+/// How many of `incident`'s drafts passed the guardrails.
+fn accepted(incident: &Incident) -> usize {
+    incident.drafts.iter().filter(|d| d.accepted).count()
 }
 
 /// A deployment with one dataset per name (`[agent]` budgets first) and a
@@ -215,17 +225,13 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     let fix = &names[0];
     let waiting = eventually("the supervisor's draft to wait for approval", || {
         let (api, fix) = (api.clone(), fix.clone());
-        async move {
-            Ok(incident_of(&api, &fix)
-                .await?
-                .filter(|i| i["drafts"].as_array().is_some_and(|d| d.iter().any(|d| d["accepted"] == true))))
-        }
+        async move { Ok(incident_of(&api, &fix).await?.filter(|i| accepted(i) > 0)) }
     })
     .await?;
-    assert_eq!(waiting["status"], "awaiting_approval", "{waiting}");
-    assert!(waiting["decision"].is_null(), "a drafted plan is never applied on its own");
-    let draft = waiting["proposal_id"].as_str().unwrap_or_default().to_owned();
-    assert!(waiting["drafts"][0]["rules"][0].as_str().unwrap_or_default().starts_with("drafted by agent"));
+    assert_eq!(waiting.status, IncidentStatus::AwaitingApproval, "{waiting:?}");
+    assert!(waiting.decision.is_none(), "a drafted plan is never applied on its own");
+    let draft = waiting.proposal_id.clone().unwrap_or_default();
+    assert!(waiting.drafts[0].rules[0].starts_with("drafted by agent"), "{waiting:?}");
     let approved = reqwest::Client::new()
         .post(format!("http://{api}/proposals/{draft}/approve"))
         .json(&json!({"by": "tester", "reason": "amount_text is right"}))
@@ -234,7 +240,7 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     assert!(approved.status().is_success(), "{}", approved.text().await?);
     eventually("the fix healed", || {
         let (api, fix) = (api.clone(), fix.clone());
-        async move { Ok(incident_of(&api, &fix).await?.filter(|i| i["status"] == "healed")) }
+        async move { Ok(incident_of(&api, &fix).await?.filter(|i| i.status == IncidentStatus::Healed)) }
     })
     .await?;
     let warehouse = Warehouse::connect(&mend_tests::postgres_url()).await?;
@@ -266,21 +272,19 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
             async move { incident_of(&api, &name).await }
         })
         .await?;
-        let id = incident["id"].as_str().unwrap_or_default().to_owned();
-        let line = logged(&log, &format!("the {kind} run to give up"), &["supervisor gave up", &id]).await?;
+        let line = logged(&log, &format!("the {kind} run to give up"), &["supervisor gave up", &incident.id]).await?;
         assert!(line.contains(reason), "{kind}: {line}");
         let incident = incident_of(&api, name).await?.unwrap_or_default();
-        assert_eq!(incident["status"], "blocked", "{kind}: {incident}");
-        let accepted = incident["drafts"].as_array().into_iter().flatten().filter(|d| d["accepted"] == true).count();
-        assert_eq!(accepted, 0, "{kind}: {incident}");
+        assert_eq!(incident.status, IncidentStatus::Blocked, "{kind}: {incident:?}");
+        assert_eq!(accepted(&incident), 0, "{kind}: {incident:?}");
     }
     // The hostile drafts were each refused and recorded; the table is whole.
     let hostile = incident_of(&api, &names[1]).await?.unwrap_or_default();
-    assert_eq!(hostile["drafts"].as_array().map(Vec::len), Some(4), "{hostile}");
+    assert_eq!(hostile.drafts.len(), 4, "{hostile:?}");
     assert_eq!(warehouse.count(&names[1]).await?, PER_VERSION);
     // A refused draft can be neither approved nor rejected: rejecting it
     // once blocked the whole incident.
-    let refused_draft = hostile["drafts"][0]["proposal_id"].as_str().unwrap_or_default().to_owned();
+    let refused_draft = hostile.drafts[0].proposal_id.clone();
     for verb in ["reject", "approve"] {
         let answer = reqwest::Client::new()
             .post(format!("http://{api}/proposals/{refused_draft}/{verb}"))
@@ -293,7 +297,7 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
         assert!(text.contains("guardrails refused"), "{verb}: {text}");
     }
     let hostile = incident_of(&api, &names[1]).await?.unwrap_or_default();
-    assert!(hostile["decision"].is_null(), "{hostile}");
+    assert!(hostile.decision.is_none(), "{hostile:?}");
     // `cut` never ran its truncated tool call, and asked once more with room.
     {
         let seen = fake.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -328,21 +332,18 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     let shown = eventually("the incidents to show the agent's runs", || {
         let (api, names) = (api.clone(), names.clone());
         async move {
-            let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
-            let agents: Vec<Value> = incidents
-                .as_array()
+            let agents: Vec<Incident> = incidents(&api)
+                .await?
                 .into_iter()
-                .flatten()
-                .filter(|i| names.iter().any(|n| i["dataset"] == n.as_str()) && !i["agent"].is_null())
-                .cloned()
+                .filter(|i| names.contains(&i.dataset) && i.agent.is_some())
                 .collect();
             Ok((agents.len() == names.len()).then_some(agents))
         }
     })
     .await?;
-    let fixed = shown.iter().find(|i| i["dataset"] == names[0].as_str()).cloned().unwrap_or_default();
-    assert_eq!(fixed["agent"]["outcome"], "proposed", "{fixed}");
-    assert!(fixed["agent"]["detection_to_proposal_seconds"].as_f64().is_some(), "{fixed}");
+    let fixed = shown.iter().find(|i| i.dataset == names[0]).and_then(|i| i.agent.clone());
+    assert_eq!(fixed.as_ref().map(|a| a.outcome), Some(AgentOutcome::Proposed), "{fixed:?}");
+    assert!(fixed.and_then(|a| a.detection_to_proposal_seconds).is_some());
     drop(up);
     Ok(())
 }
@@ -364,8 +365,7 @@ async fn the_supervisor_proposes_once_across_a_crash() -> anyhow::Result<()> {
     let _up = deployment.up("up-after.log").await?;
     logged(&deployment.dir.join("up-after.log"), "the restarted supervisor to skip", &["not run again"]).await?;
     let incident = incident_of(&deployment.api, &names[0]).await?.unwrap_or_default();
-    let accepted = incident["drafts"].as_array().into_iter().flatten().filter(|d| d["accepted"] == true).count();
-    assert_eq!(accepted, 1, "{incident}");
+    assert_eq!(accepted(&incident), 1, "{incident:?}");
     assert_eq!(agent_runs(&names, 1).await?.len(), 1, "one run");
     Ok(())
 }
@@ -397,44 +397,38 @@ async fn a_pipeline_failure_from_openlineage_gets_a_drafted_dbt_patch() -> anyho
     let api = deployment.api.clone();
     let incident = eventually("the supervisor's dbt patch to wait for approval", || {
         let (api, name) = (api.clone(), names[0].clone());
-        async move {
-            Ok(incident_of(&api, &name)
-                .await?
-                .filter(|i| i["drafts"].as_array().is_some_and(|d| d.iter().any(|d| d["accepted"] == true))))
-        }
+        async move { Ok(incident_of(&api, &name).await?.filter(|i| accepted(i) > 0)) }
     })
     .await?;
-    assert_eq!(incident["source"], "openlineage", "{incident}");
-    assert!(incident["evidence"]["error_message"].as_str().unwrap_or("").contains("customer_email"), "{incident}");
-    assert_eq!(incident["evidence"]["schema_facet"], "id bigint, customer_email text", "{incident}");
-    assert_eq!(incident["status"], "awaiting_approval", "{incident}");
-    let proposal: Value =
-        reqwest::get(format!("http://{api}/proposals/{}", incident["proposal_id"].as_str().unwrap_or("")))
-            .await?
-            .json()
-            .await?;
-    assert_eq!(proposal["steps"][0]["kind"], "dbt_patch", "{proposal}");
-    assert_eq!(proposal["steps"][0]["patch"], DBT_PATCH, "{proposal}");
+    assert_eq!(incident.source, Some(DetectionSource::Openlineage), "{incident:?}");
+    let evidence = |key: &str| incident.evidence.get(key).cloned().unwrap_or_default();
+    assert!(evidence("error_message").contains("customer_email"), "{incident:?}");
+    assert_eq!(evidence("schema_facet"), "id bigint, customer_email text", "{incident:?}");
+    assert_eq!(incident.status, IncidentStatus::AwaitingApproval, "{incident:?}");
+    let proposal_id = incident.proposal_id.clone().unwrap_or_default();
+    let proposal: Proposal = reqwest::get(format!("http://{api}/proposals/{proposal_id}")).await?.json().await?;
+    assert_eq!(proposal.steps[0].kind, StepKind::DbtPatch, "{proposal:?}");
+    assert_eq!(proposal.steps[0].patch.as_deref(), Some(DBT_PATCH), "{proposal:?}");
 
     let again = post()?;
     anyhow::ensure!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    let incidents: Value = reqwest::get(format!("http://{api}/incidents")).await?.json().await?;
-    let failures = incidents.as_array().into_iter().flatten().filter(|i| i["dataset"] == names[0].as_str()).count();
-    assert_eq!(failures, 1, "a repeated failure joins its incident: {incidents}");
+    let listed = incidents(&api).await?;
+    let failures = listed.iter().filter(|i| i.dataset == names[0]).count();
+    assert_eq!(failures, 1, "a repeated failure joins its incident: {listed:?}");
 
     // Approved, the patch is recorded as applied; the contract stays.
     let approved = reqwest::Client::new()
-        .post(format!("http://{api}/proposals/{}/approve", incident["proposal_id"].as_str().unwrap_or("")))
+        .post(format!("http://{api}/proposals/{proposal_id}/approve"))
         .json(&json!({"by": "tester"}))
         .send()
         .await?;
     assert!(approved.status().is_success(), "{}", approved.text().await?);
     let healed = eventually("the failure's incident healed", || {
         let (api, name) = (api.clone(), names[0].clone());
-        async move { Ok(incident_of(&api, &name).await?.filter(|i| i["status"] == "healed")) }
+        async move { Ok(incident_of(&api, &name).await?.filter(|i| i.status == IncidentStatus::Healed)) }
     })
     .await?;
-    assert_eq!(healed["application"]["outcome"], "applied", "{healed}");
+    assert_eq!(healed.application.map(|a| a.outcome), Some(ApplicationOutcome::Applied));
 
     // Malformed and other events.
     let http = reqwest::Client::new();

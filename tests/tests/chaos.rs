@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
+use mend_model::IncidentStatus;
+use mend_model::api::Incident;
 use mend_model::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
 use mend_store::Warehouse;
 use mend_tests::infra::{self, Cluster};
@@ -316,12 +318,11 @@ async fn end_state(deployment: &Deployment) -> anyhow::Result<EndState> {
     let role = |dataset: &str| if dataset == name { "A".to_owned() } else { "B".to_owned() };
     let tables = [name.clone(), format!("{name}_b")];
     let url = format!("http://{}/incidents", deployment.api);
-    let incidents: serde_json::Value = converge("every incident healed", || {
+    let incidents: Vec<Incident> = converge("every incident healed", || {
         let url = url.clone();
         async move {
-            let incidents: serde_json::Value = reqwest::get(&url).await?.json().await?;
-            let list = incidents.as_array().cloned().unwrap_or_default();
-            Ok((list.len() >= 10 && list.iter().all(|i| i["status"] == "healed")).then_some(incidents))
+            let list: Vec<Incident> = reqwest::get(&url).await?.json().await?;
+            Ok((list.len() >= 10 && list.iter().all(|i| i.status == IncidentStatus::Healed)).then_some(list))
         }
     })
     .await?;
@@ -353,20 +354,10 @@ async fn end_state(deployment: &Deployment) -> anyhow::Result<EndState> {
                 .await?;
         state.unloaded.insert(role(table), unloaded);
     }
-    for incident in incidents.as_array().into_iter().flatten() {
-        let dataset = incident["dataset"].as_str().unwrap_or_default();
-        if !tables.iter().any(|t| t == dataset) {
-            continue;
-        }
-        let mut kinds: Vec<String> = incident["changes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| c["kind"].as_str().unwrap_or_default().to_owned())
-            .collect();
+    for incident in incidents.iter().filter(|i| tables.contains(&i.dataset)) {
+        let mut kinds: Vec<String> = incident.changes.iter().map(|c| c.kind.to_string()).collect();
         kinds.sort();
-        let status = incident["status"].as_str().unwrap_or_default().to_owned();
-        state.incidents.entry(role(dataset)).or_default().push((kinds, status));
+        state.incidents.entry(role(&incident.dataset)).or_default().push((kinds, incident.status.to_string()));
     }
     for list in state.incidents.values_mut() {
         list.sort();

@@ -8,7 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use apache_avro::Schema;
+use mend_model::api::Incident;
+use mend_model::{ChangeKind, IncidentStatus};
 use mend_store::Warehouse;
 use mend_tests::story::{COLUMNS, Expected, PER_VERSION, POLICY, VERSIONS, expected, record, schema};
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema};
@@ -44,35 +47,27 @@ async fn story(dialect: &str) -> anyhow::Result<()> {
     // What mend concluded for each version (the last rows can land just
     // before their application event is read back: wait for it).
     let url = format!("http://{}/incidents", deployment.api);
-    let incidents: Value = eventually("every incident healed", || {
+    let incidents: Vec<Incident> = eventually("every incident healed", || {
         let url = url.clone();
         async move {
-            let incidents: Value = reqwest::get(&url).await?.json().await?;
-            let list = incidents.as_array().cloned().unwrap_or_default();
-            Ok((list.len() >= 5 && list.iter().all(|i| i["status"] == "healed")).then_some(incidents))
+            let list: Vec<Incident> = reqwest::get(&url).await?.json().await?;
+            Ok((list.len() >= 5 && list.iter().all(|i| i.status == IncidentStatus::Healed)).then_some(list))
         }
     })
     .await?;
-    let kinds: Vec<Vec<String>> = incidents
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            i["changes"].as_array().into_iter().flatten().map(|c| c["kind"].as_str().unwrap_or("").to_owned()).collect()
-        })
-        .collect();
-    for expected in ["field_added", "type_widened", "field_renamed", "enum_symbols_added", "field_removed"] {
-        assert!(kinds.iter().any(|k| k.iter().any(|k| k == expected)), "no {expected} incident among {kinds:?}");
+    let kinds: Vec<Vec<ChangeKind>> = incidents.iter().map(|i| i.changes.iter().map(|c| c.kind).collect()).collect();
+    use ChangeKind::{EnumSymbolsAdded, FieldAdded, FieldRemoved, FieldRenamed, TypeWidened};
+    for expected in [FieldAdded, TypeWidened, FieldRenamed, EnumSymbolsAdded, FieldRemoved] {
+        assert!(kinds.iter().any(|k| k.contains(&expected)), "no {expected} incident among {kinds:?}");
     }
-    let rename = incidents
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["changes"].as_array().cloned().unwrap_or_default())
-        .find(|c| c["kind"] == "field_renamed")
-        .unwrap_or_default();
-    assert_eq!((rename["from"].as_str(), rename["to"].as_str()), (Some("amount"), Some("total")), "{rename}");
-    assert_eq!(rename["evidence"]["value_overlap"], "1.00", "proven by the values: {rename}");
+    let rename = incidents.iter().flat_map(|i| &i.changes).find(|c| c.kind == FieldRenamed);
+    let rename = rename.context("a rename")?;
+    assert_eq!((rename.from.as_deref(), rename.to.as_deref()), (Some("amount"), Some("total")), "{rename:?}");
+    assert_eq!(
+        rename.evidence.get("value_overlap").map(String::as_str),
+        Some("1.00"),
+        "proven by the values: {rename:?}"
+    );
 
     // Every value where a query written for version 1 looks for it.
     let rows = warehouse.rows_as_text(&deployment.dataset, &COLUMNS).await?;

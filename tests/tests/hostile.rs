@@ -167,14 +167,9 @@ async fn every_hostile_record_is_quarantined_with_its_reason() -> anyhow::Result
         async move { Ok(reqwest::get(&metrics).await?.text().await?.lines().any(|l| l == lag).then_some(())) }
     })
     .await?;
-    let incidents: serde_json::Value =
+    let incidents: Vec<mend_model::api::Incident> =
         reqwest::get(format!("http://{}/incidents", deployment.api)).await?.json().await?;
-    let ours: Vec<_> = incidents
-        .as_array()
-        .context("incidents")?
-        .iter()
-        .filter(|i| i["dataset"] == serde_json::json!(deployment.dataset))
-        .collect();
+    let ours: Vec<_> = incidents.iter().filter(|i| i.dataset == deployment.dataset).collect();
     assert!(ours.is_empty(), "{ours:#?}");
     assert!(mend.try_wait()?.is_none(), "mend up is still running");
     Ok(())

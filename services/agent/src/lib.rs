@@ -80,13 +80,7 @@ impl Agent {
         let incident_id = proposal.envelope.incident_id.0.clone();
         let incident = self.api.incident(&incident_id).await.map_err(|e| HandleError::retry("the control API", e))?;
         let mine: Vec<String> = (0..=self.budget.max_tool_calls).map(|n| draft_id(&incident_id, n)).collect();
-        let drafted = incident["drafts"].as_array().and_then(|drafts| {
-            drafts.iter().find_map(|d| {
-                let id = d["proposal_id"].as_str().filter(|id| mine.iter().any(|m| m == id))?;
-                (d["accepted"] == true).then(|| id.to_owned())
-            })
-        });
-        if let Some(draft) = drafted {
+        if let Some(draft) = incident.accepted_draft(&mine).map(|d| d.proposal_id.clone()) {
             tracing::info!(incident = %incident_id, "the supervisor's draft is there already: not run again");
             return self.recorded(claude, proposal, draft).await;
         }

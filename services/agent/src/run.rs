@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use mend_mcp::server::McpServer;
+use mend_model::api::Incident;
 use mend_model::events::ToolCall;
 use serde_json::{Value, json};
 
@@ -51,19 +52,20 @@ pub struct Report {
 }
 
 /// The system prompt: the incident, the tools and the guardrails.
-fn system(incident: &Value) -> String {
+fn system(incident: &Incident) -> String {
+    let json = |value: serde_json::Result<String>| value.unwrap_or_default();
     format!(
         "You are mend's supervisor. mend heals streaming ingestion pipelines when an upstream Avro schema drifts; \
          its rules could not fix this incident, so you investigate and draft the fix a person will review.\n\n\
          Incident {id} on dataset {dataset}: status {status}. Changes: {changes}. mend's rules: {rules}. \
          Evidence: {evidence}.\n\n{guide}",
-        id = incident["id"].as_str().unwrap_or("?"),
-        dataset = incident["dataset"].as_str().unwrap_or("?"),
-        status = incident["status"].as_str().unwrap_or("?"),
-        changes = incident["changes"],
-        rules = incident["rules"],
-        evidence = incident["evidence"].to_string().chars().take(8192).collect::<String>(),
-        guide = mend_mcp::diagnose_prompt(incident["id"].as_str().unwrap_or("?")),
+        id = incident.id,
+        dataset = incident.dataset,
+        status = incident.status,
+        changes = json(serde_json::to_string(&incident.changes)),
+        rules = json(serde_json::to_string(&incident.rules)),
+        evidence = json(serde_json::to_string(&incident.evidence)).chars().take(8192).collect::<String>(),
+        guide = mend_mcp::diagnose_prompt(&incident.id),
     )
 }
 
@@ -77,7 +79,7 @@ pub fn tools(server: &McpServer) -> Vec<Value> {
 }
 
 /// Runs the loop for `incident` (as the control API shows it).
-pub async fn run(claude: &Claude, server: &McpServer, incident: &Value, budget: Budget) -> Report {
+pub async fn run(claude: &Claude, server: &McpServer, incident: &Incident, budget: Budget) -> Report {
     let started = Instant::now();
     let mut report = Report {
         outcome: Outcome::Escalated { reason: String::new() },
@@ -103,14 +105,14 @@ fn escalate(reason: impl Into<String>) -> Outcome {
 async fn converse(
     claude: &Claude,
     server: &McpServer,
-    incident: &Value,
+    incident: &Incident,
     budget: Budget,
     started: Instant,
     report: &mut Report,
 ) -> Outcome {
     let tools = tools(server);
     let mut messages = vec![json!({"role": "user", "content": format!(
-        "Diagnose incident {} and hand over a fix with propose_plan.", incident["id"].as_str().unwrap_or("?")
+        "Diagnose incident {} and hand over a fix with propose_plan.", incident.id
     )})];
     let mut max_tokens = budget.max_tokens;
     let mut retried_max_tokens = false;

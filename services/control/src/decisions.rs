@@ -7,38 +7,36 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use mend_model::api::DecisionRecorded;
+pub use mend_model::api::DecisionRequest;
 use mend_model::events::Decision;
 use mend_model::{Channel, IncidentStatus, Policy, Verdict};
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::Caller;
 use crate::{Api, error};
-
-/// Body of approve and reject.
-#[derive(Debug, Default, Deserialize)]
-pub struct DecisionRequest {
-    pub by: Option<String>,
-    pub reason: Option<String>,
-    pub channel: Option<Channel>,
-}
 
 pub(crate) async fn approve(
     State(api): State<Arc<Api>>,
     caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
-    body: Option<Json<DecisionRequest>>,
+    body: axum::body::Bytes,
 ) -> Response {
-    decide(&api, caller.map(|c| c.0), &id, Verdict::Approved, body.map(|b| b.0).unwrap_or_default()).await
+    match crate::body::<DecisionRequest>(&body, true) {
+        Ok(request) => decide(&api, caller.map(|c| c.0), &id, Verdict::Approved, request).await,
+        Err(response) => *response,
+    }
 }
 
 pub(crate) async fn reject(
     State(api): State<Arc<Api>>,
     caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
-    body: Option<Json<DecisionRequest>>,
+    body: axum::body::Bytes,
 ) -> Response {
-    decide(&api, caller.map(|c| c.0), &id, Verdict::Rejected, body.map(|b| b.0).unwrap_or_default()).await
+    match crate::body::<DecisionRequest>(&body, true) {
+        Ok(request) => decide(&api, caller.map(|c| c.0), &id, Verdict::Rejected, request).await,
+        Err(response) => *response,
+    }
 }
 
 async fn decide(
@@ -58,15 +56,7 @@ async fn decide(
     };
     let channel = request.channel.unwrap_or(Channel::Api);
     match record_decision(api, proposal_id, outcome, by, channel, request.reason).await {
-        Ok(decision) => (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id,
-                "outcome": decision.outcome, "by": decision.by, "channel": decision.channel,
-                "plan_hash": decision.plan_hash,
-            })),
-        )
-            .into_response(),
+        Ok(decision) => (StatusCode::ACCEPTED, Json(DecisionRecorded::of(&decision))).into_response(),
         Err((status, message)) => error(status, message),
     }
 }

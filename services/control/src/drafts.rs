@@ -14,43 +14,23 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+pub use mend_model::api::{DraftOutcome, DraftRequest};
 use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal};
 use mend_model::{Policy, StepKind};
-use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::{Api, error};
-
-/// Body of `POST /incidents/{id}/proposals`.
-#[derive(Debug, Deserialize)]
-pub struct DraftRequest {
-    pub steps: Vec<PlanStep>,
-    /// Why this plan fixes the incident: recorded with it.
-    pub rationale: String,
-    /// Who drafts it, without authentication (with it, the token's name).
-    pub by: Option<String>,
-    /// The draft's id, chosen by its author so handing it over again (a
-    /// retry, a restart) records nothing twice; default: a new one.
-    pub proposal_id: Option<String>,
-}
-
-/// What became of a draft.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DraftOutcome {
-    /// Accepted: it waits for a person's approval as `proposal_id`.
-    pub accepted: bool,
-    pub proposal_id: String,
-    pub incident_id: String,
-    /// Every reason it was refused (empty when accepted).
-    pub refused: Vec<String>,
-}
 
 pub(crate) async fn propose(
     State(api): State<Arc<Api>>,
     caller: Option<axum::Extension<Caller>>,
     Path(incident): Path<String>,
-    Json(request): Json<DraftRequest>,
+    body: axum::body::Bytes,
 ) -> Response {
+    let request = match crate::body::<DraftRequest>(&body, false) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
     let by = match caller {
         Some(caller) => Some(caller.0.name),
         None => request.by.filter(|b| !b.trim().is_empty()),

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use mend_model::api::Health;
 
 use crate::read_model::Incident;
 use crate::{Api, error};
@@ -20,7 +20,7 @@ pub(crate) async fn health_check(State(api): State<Arc<Api>>) -> Response {
     let warm = api.warm().await;
     let healthy = services.values().all(|c| *c) && warm;
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"healthy": healthy, "consuming": services, "read_model_caught_up": warm}))).into_response()
+    (status, Json(Health { healthy, consuming: services, read_model_caught_up: warm })).into_response()
 }
 
 /// Fills each incident's quarantined count from the warehouse, where the

@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use mend_model::topics;
 use mend_runtime::Context;
 use mend_runtime::runner::{Runner, RunnerStatus};
-use serde_json::json;
 
 pub mod auth;
 pub mod decisions;
@@ -37,6 +36,7 @@ pub mod integrations;
 pub mod lineage;
 pub mod mcp;
 pub mod metrics;
+pub mod openapi;
 pub mod read_model;
 
 pub use auth::{ApiSettings, Caller};
@@ -158,16 +158,29 @@ pub fn router(
         .route("/incidents/{id}", get(incidents::show_incident))
         .route("/incidents/{id}/proposals", post(drafts::propose))
         .route("/api/v1/lineage", post(lineage::receive))
+        .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/proposals/{id}", get(incidents::show_proposal))
         .route("/proposals/{id}/approve", post(decisions::approve))
         .route("/proposals/{id}/reject", post(decisions::reject))
         .route("/slack/interactions", post(integrations::slack_interaction))
         .route("/github/webhook", post(integrations::github_webhook))
         .nest_service("/mcp", mcp::service(api.clone()))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; /api/v1/openapi.json lists them") })
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth::authorize))
         .with_state(api)
 }
 
+/// A request's JSON body as `T`; an empty body is `T::default()` when
+/// `optional`. Anything else is answered 400 with what is wrong, in JSON
+/// like every other error (whatever the body's content type says).
+pub(crate) fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8], optional: bool) -> Result<T, Box<Response>> {
+    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("the body is not what this route takes: {e}"))))
+}
+
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+    (status, Json(mend_model::api::ApiError { error: message.into() })).into_response()
 }

@@ -8,11 +8,11 @@ use futures::future::BoxFuture;
 use mend_config::Caller;
 use mend_mcp::server::{Auth, McpServer};
 use mend_mcp::{Control, ToolFailure};
+use mend_model::api::{DecisionRecorded, DraftOutcome, Incident};
 use mend_model::events::PlanStep;
 use mend_model::{Channel, Verdict};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use serde_json::{Value, json};
 
 use crate::Api;
 use crate::decisions::record_decision;
@@ -25,20 +25,19 @@ pub struct Local {
 }
 
 impl Control for Local {
-    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Value>, ToolFailure>> {
+    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>, ToolFailure>> {
         Box::pin(async move {
             let incidents = self.api.model().incidents();
-            let incidents = with_quarantine_counts(&self.api, incidents).await;
-            Ok(incidents.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect())
+            Ok(with_quarantine_counts(&self.api, incidents).await)
         })
     }
 
-    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Incident, ToolFailure>> {
         Box::pin(async move {
             let incident = self.api.model().incidents.get(id).filter(|i| i.is_known()).cloned();
             let incident = incident.ok_or_else(|| format!("no incident {id}; list_incidents shows their ids"))?;
             let mut counted = with_quarantine_counts(&self.api, vec![incident]).await;
-            Ok(serde_json::to_value(counted.remove(0)).unwrap_or_default())
+            Ok(counted.remove(0))
         })
     }
 
@@ -48,15 +47,11 @@ impl Control for Local {
         proposal_id: &'a str,
         verdict: Verdict,
         reason: Option<String>,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+    ) -> BoxFuture<'a, Result<DecisionRecorded, ToolFailure>> {
         Box::pin(async move {
             let by = Self::by(caller);
             match record_decision(&self.api, proposal_id, verdict, by, Channel::Mcp, reason).await {
-                Ok(decision) => Ok(json!({
-                    "decision_id": decision.envelope.event_id, "proposal_id": decision.proposal_id,
-                    "outcome": decision.outcome, "by": decision.by, "channel": decision.channel,
-                    "plan_hash": decision.plan_hash,
-                })),
+                Ok(decision) => Ok(DecisionRecorded::of(&decision)),
                 Err((_, message)) => Err(message),
             }
         })
@@ -68,12 +63,11 @@ impl Control for Local {
         incident_id: &'a str,
         steps: Vec<PlanStep>,
         rationale: String,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+    ) -> BoxFuture<'a, Result<DraftOutcome, ToolFailure>> {
         Box::pin(async move {
-            match record_draft(&self.api, incident_id, Self::by(caller), steps, rationale, None).await {
-                Ok(outcome) => Ok(serde_json::to_value(outcome).unwrap_or_default()),
-                Err((_, message)) => Err(message),
-            }
+            record_draft(&self.api, incident_id, Self::by(caller), steps, rationale, None)
+                .await
+                .map_err(|(_, message)| message)
         })
     }
 }

@@ -7,104 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use mend_audit::AuditEvent;
 use mend_avro::codec::CodecError;
-use mend_model::events::{
-    AgentRun, Application, Decision, Detection, Diagnosis, Envelope, FieldChange, Held, PlanStep, Proposal,
-};
-use mend_model::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
+pub use mend_model::api::{AgentView, ApplicationView, DecisionView, DraftView, Incident};
+use mend_model::events::{AgentRun, Application, Decision, Detection, Diagnosis, Envelope, Proposal};
+use mend_model::{ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict};
 use mend_runtime::handler::{Disposition, Handler, Inbound};
 use mend_runtime::{Context, HandleError};
-use serde::Serialize;
-
-/// One incident as the API shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Incident {
-    pub id: String,
-    pub dataset: String,
-    pub status: IncidentStatus,
-    pub writer_schema_id: Option<i32>,
-    pub contract_schema_id: Option<i32>,
-    /// What noticed it: a writer schema (`schema_id`) or a pipeline
-    /// failure (`openlineage`).
-    pub source: Option<DetectionSource>,
-    pub detected_at: i64,
-    pub healed_at: Option<i64>,
-    /// From detection to the healed table (MTTR's sample), once healed.
-    pub time_to_heal_seconds: Option<f64>,
-    /// How long its proposal waited for a person (None when policy decided).
-    pub waiting_for_person_seconds: Option<f64>,
-    pub changes: Vec<FieldChange>,
-    pub evidence: BTreeMap<String, String>,
-    pub proposal_id: Option<String>,
-    pub policy: Option<Policy>,
-    pub rules: Vec<String>,
-    pub steps: Vec<PlanStep>,
-    pub decision: Option<DecisionView>,
-    pub application: Option<ApplicationView>,
-    pub quarantined: u64,
-    /// When the proposal was made (ms), and how often it was escalated.
-    pub proposed_at: Option<i64>,
-    pub escalations: u32,
-    /// Plans drafted by people or models (`propose_plan`), accepted or
-    /// refused, in order.
-    pub drafts: Vec<DraftView>,
-    /// The supervisor's last run on this incident, if it ran.
-    pub agent: Option<AgentView>,
-}
-
-/// A supervisor run as the incident shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentView {
-    pub outcome: AgentOutcome,
-    pub reason: Option<String>,
-    pub proposal_id: Option<String>,
-    pub model: String,
-    /// The tools it called, in order.
-    pub tools: Vec<String>,
-    pub seconds: f64,
-    /// From detection to the supervisor's proposal.
-    pub detection_to_proposal_seconds: Option<f64>,
-}
-
-impl Incident {
-    /// Whether the incident was detected (not only answered to): a writer
-    /// schema or a pipeline failure opened it.
-    pub fn is_known(&self) -> bool {
-        self.writer_schema_id.is_some() || self.source.is_some()
-    }
-}
-
-/// A drafted plan as the incident lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DraftView {
-    pub proposal_id: String,
-    /// Passed the guardrails and waits for approval (or was decided).
-    pub accepted: bool,
-    /// Who drafted it and why, then every reason it was refused.
-    pub rules: Vec<String>,
-    pub at: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DecisionView {
-    pub id: String,
-    pub outcome: Verdict,
-    pub by: String,
-    pub channel: Channel,
-    pub reason: Option<String>,
-    pub at: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ApplicationView {
-    pub outcome: ApplicationOutcome,
-    pub statements: i32,
-    pub replayed: i64,
-    pub loaded: i64,
-    pub still_quarantined: i64,
-    /// The records the replay could not load, with why.
-    pub held: Vec<Held>,
-    pub error: Option<String>,
-}
 
 /// The read model: incidents and the proposals that can be decided.
 #[derive(Debug, Default)]

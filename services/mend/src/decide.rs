@@ -1,6 +1,8 @@
 //! `mend approve` and `mend reject`: a decision through the control API,
 //! recorded in the audit log with who decided and why.
 
+use mend_model::{Channel, Verdict};
+
 use crate::Global;
 
 #[derive(Debug, clap::Args)]
@@ -25,17 +27,15 @@ pub struct RejectArgs {
 }
 
 pub async fn approve(args: ApproveArgs, global: &Global) -> anyhow::Result<()> {
-    let answer = global
-        .api()
-        .decide(&args.proposal, "approve", &args.by, args.reason.as_deref(), mend_model::Channel::Cli)
-        .await?;
-    println!("approved {} (decision {})", args.proposal, answer["decision_id"].as_str().unwrap_or("?"));
+    let answer =
+        global.api().decide(&args.proposal, Verdict::Approved, &args.by, args.reason.as_deref(), Channel::Cli).await?;
+    println!("approved {} (decision {})", args.proposal, answer.decision_id);
     Ok(())
 }
 
 pub async fn reject(args: RejectArgs, global: &Global) -> anyhow::Result<()> {
     let answer =
-        global.api().decide(&args.proposal, "reject", &args.by, Some(&args.reason), mend_model::Channel::Cli).await?;
-    println!("rejected {} (decision {})", args.proposal, answer["decision_id"].as_str().unwrap_or("?"));
+        global.api().decide(&args.proposal, Verdict::Rejected, &args.by, Some(&args.reason), Channel::Cli).await?;
+    println!("rejected {} (decision {})", args.proposal, answer.decision_id);
     Ok(())
 }

@@ -16,9 +16,11 @@ use std::sync::Arc;
 
 use mend_avro::codec::Codec;
 use mend_avro::registry::set_compatibility;
+use mend_model::api::Incident;
+use mend_model::{Channel, IncidentStatus, Verdict};
 use mend_store::Warehouse;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::Global;
 use crate::client::{Client, describe_changes};
@@ -103,7 +105,7 @@ impl Driver<'_> {
 
     /// Polls the control API until `check` finds what it waits for. The API
     /// may be briefly away (a restart): keep asking until the timeout.
-    async fn wait<T>(&self, what: &str, check: impl Fn(&Value) -> Option<T>) -> anyhow::Result<T> {
+    async fn wait<T>(&self, what: &str, check: impl Fn(&[Incident]) -> Option<T>) -> anyhow::Result<T> {
         let deadline = Instant::now() + self.timeout;
         loop {
             if let Ok(incidents) = self.api.incidents().await
@@ -123,7 +125,7 @@ impl Driver<'_> {
         loop {
             match self
                 .api
-                .decide(proposal, "approve", "demo", Some("the alias proves the rename"), mend_model::Channel::Cli)
+                .decide(proposal, Verdict::Approved, "demo", Some("the alias proves the rename"), Channel::Cli)
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -137,19 +139,17 @@ impl Driver<'_> {
         }
     }
 
-    async fn incident_of(&self, what: &str, writer: u32, statuses: &[&str]) -> anyhow::Result<Value> {
+    async fn incident_of(&self, what: &str, writer: u32, statuses: &[IncidentStatus]) -> anyhow::Result<Incident> {
         self.wait(what, |incidents| {
-            incidents
-                .as_array()?
-                .iter()
-                .find(|i| {
-                    i["dataset"].as_str() == Some(self.dataset.as_str())
-                        && i["writer_schema_id"].as_u64() == Some(u64::from(writer))
-                        && statuses.contains(&i["status"].as_str().unwrap_or(""))
-                })
-                .cloned()
+            incidents.iter().find(|i| self.is_ours(i, writer) && statuses.contains(&i.status)).cloned()
         })
         .await
+    }
+
+    /// Whether `incident` is this dataset's, of writer schema `writer`.
+    fn is_ours(&self, incident: &Incident, writer: u32) -> bool {
+        incident.dataset == self.dataset
+            && incident.writer_schema_id.and_then(|w| u32::try_from(w).ok()) == Some(writer)
     }
 }
 
@@ -237,91 +237,59 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
                 println!("  loaded {n} rows into {}", dataset.table);
             }
             2 => {
-                let incident = driver.incident_of("the added field to heal", id, &["healed"]).await?;
+                let incident = driver.incident_of("the added field to heal", id, &[IncidentStatus::Healed]).await?;
                 healed_after.insert(2, drift_started[&2].elapsed());
-                println!("  detected: {}", describe_changes(&incident["changes"]));
-                println!(
-                    "  policy: {} -> healed automatically",
-                    incident["rules"]
-                        .as_array()
-                        .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
-                        .unwrap_or_default()
-                );
+                println!("  detected: {}", describe_changes(&incident.changes));
+                println!("  policy: {} -> healed automatically", incident.rules.join("; "));
                 wait_rows(&warehouse, &dataset.table, i64::try_from(2 * n)?, driver.timeout).await?;
             }
             3 => {
-                let incident =
-                    driver.incident_of("the rename to await approval", id, &["awaiting_approval", "healed"]).await?;
-                println!("  detected: {}", describe_changes(&incident["changes"]));
-                for step in incident["steps"].as_array().into_iter().flatten() {
-                    println!(
-                        "  plan step [{}] {}",
-                        step["kind"].as_str().unwrap_or(""),
-                        step["description"].as_str().unwrap_or("")
-                    );
+                let waiting = [IncidentStatus::AwaitingApproval, IncidentStatus::Healed];
+                let incident = driver.incident_of("the rename to await approval", id, &waiting).await?;
+                println!("  detected: {}", describe_changes(&incident.changes));
+                for step in &incident.steps {
+                    println!("  plan step [{}] {}", step.kind, step.description);
                 }
-                if incident["status"] == "awaiting_approval" {
-                    let proposal = incident["proposal_id"].as_str().unwrap_or_default();
+                if incident.status == IncidentStatus::AwaitingApproval {
+                    let proposal = incident.proposal_id.as_deref().unwrap_or_default();
                     println!("  awaiting approval: mend approve {proposal} --by demo");
                     driver.approve(proposal).await?;
                     println!("  approved by demo");
                 }
-                driver.incident_of("the rename to heal", id, &["healed"]).await?;
+                driver.incident_of("the rename to heal", id, &[IncidentStatus::Healed]).await?;
                 healed_after.insert(3, drift_started[&3].elapsed());
                 wait_rows(&warehouse, &dataset.table, i64::try_from(3 * n)?, driver.timeout).await?;
             }
             _ => {
-                let incident = driver.incident_of("the type change to be blocked", id, &["blocked"]).await?;
-                println!("  detected: {}", describe_changes(&incident["changes"]));
-                println!(
-                    "  blocked: {}",
-                    incident["rules"]
-                        .as_array()
-                        .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
-                        .unwrap_or_default()
-                );
+                let incident =
+                    driver.incident_of("the type change to be blocked", id, &[IncidentStatus::Blocked]).await?;
+                println!("  detected: {}", describe_changes(&incident.changes));
+                println!("  blocked: {}", incident.rules.join("; "));
                 let want = u64::try_from(n)?;
                 driver
                     .wait("the blocked records to be quarantined", |incidents| {
-                        incidents
-                            .as_array()?
-                            .iter()
-                            .find(|i| {
-                                i["dataset"].as_str() == Some(dataset.name.as_str())
-                                    && i["writer_schema_id"].as_u64() == Some(u64::from(id))
-                                    && i["quarantined"].as_u64() >= Some(want)
-                            })
-                            .map(|_| ())
+                        incidents.iter().find(|i| driver.is_ours(i, id) && i.quarantined >= want).map(|_| ())
                     })
                     .await?;
                 if global.anthropic.anthropic_api_key.as_ref().is_some_and(|k| !k.0.is_empty()) {
-                    let agent = driver
+                    let (incident, run) = driver
                         .wait("the supervisor's run on the type change", |incidents| {
-                            incidents
-                                .as_array()?
-                                .iter()
-                                .find(|i| {
-                                    i["dataset"].as_str() == Some(dataset.name.as_str())
-                                        && i["writer_schema_id"].as_u64() == Some(u64::from(id))
-                                })
-                                .filter(|i| !i["agent"].is_null())
-                                .cloned()
+                            let incident = incidents.iter().find(|i| driver.is_ours(i, id))?;
+                            Some((incident.id.clone(), incident.agent.clone()?))
                         })
                         .await?;
-                    let run = &agent["agent"];
                     println!(
                         "  supervisor ({}): {} after {:.1}s, tools {}",
-                        run["model"].as_str().unwrap_or("?"),
-                        run["outcome"].as_str().unwrap_or("?"),
-                        run["seconds"].as_f64().unwrap_or_default(),
-                        run["tools"]
+                        run.model,
+                        run.outcome,
+                        run.seconds,
+                        run.tools.join(", ")
                     );
-                    match run["proposal_id"].as_str() {
+                    match run.proposal_id.as_deref() {
                         Some(proposal) => println!(
-                            "  its plan waits for a person: mend show {} / mend approve {proposal} --by you",
-                            agent["id"].as_str().unwrap_or("")
+                            "  its plan waits for a person: mend show {incident} / mend approve {proposal} --by you"
                         ),
-                        None => println!("  escalated to a person: {}", run["reason"].as_str().unwrap_or("")),
+                        None => println!("  escalated to a person: {}", run.reason.as_deref().unwrap_or("")),
                     }
                 } else {
                     println!(
@@ -365,8 +333,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     }
     let extra = in_table.keys().filter(|id| !expected.contains_key(id)).count();
     let incidents = api.incidents().await?;
-    let ours: Vec<&Value> =
-        incidents.as_array().into_iter().flatten().filter(|i| i["dataset"] == json!(dataset.name)).collect();
+    let ours: Vec<&Incident> = incidents.iter().filter(|i| i.dataset == dataset.name).collect();
 
     println!("\nreport");
     println!("  produced         {}", expected.len());
@@ -376,12 +343,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     println!("  misplaced        {misplaced}");
     println!("  duplicated rows  {duplicates}");
     for incident in &ours {
-        println!(
-            "  incident {} {:<18} {}",
-            incident["id"].as_str().unwrap_or(""),
-            incident["status"].as_str().unwrap_or(""),
-            describe_changes(&incident["changes"])
-        );
+        println!("  incident {} {:<18} {}", incident.id, incident.status.as_str(), describe_changes(&incident.changes));
     }
     for (version, elapsed) in &healed_after {
         println!("  phase {version}: first drifted record produced -> healed in {:.1}s", elapsed.as_secs_f64());

@@ -1,6 +1,6 @@
 //! `mend incidents` and `mend show`: what the control API knows.
 
-use serde_json::Value;
+use mend_model::api::Incident;
 
 use crate::Global;
 use crate::client::describe_changes;
@@ -23,8 +23,8 @@ pub struct ShowArgs {
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     let mut incidents = global.api().incidents().await?;
-    if let (Some(dataset), Some(list)) = (args.dataset, incidents.as_array_mut()) {
-        list.retain(|i| i["dataset"].as_str() == Some(dataset.as_str()));
+    if let Some(dataset) = args.dataset {
+        incidents.retain(|i| i.dataset == dataset);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&incidents)?);
@@ -40,34 +40,33 @@ pub async fn show(args: ShowArgs, global: &Global) -> anyhow::Result<()> {
 }
 
 /// The incidents as a table for people.
-pub fn print_incidents(incidents: &Value) {
-    let Some(list) = incidents.as_array() else { return };
+pub fn print_incidents(list: &[Incident]) {
     if list.is_empty() {
         println!("no incidents");
         return;
     }
-    let width = list.iter().filter_map(|i| i["dataset"].as_str()).map(str::len).max().unwrap_or(0).max(7);
+    let width = list.iter().map(|i| i.dataset.len()).max().unwrap_or(0).max(7);
     println!(
         "{:<36}  {:<width$}  {:<17}  {:<36}  {:<10}  changes",
         "incident", "dataset", "status", "proposal", "agent"
     );
     for incident in list {
+        let agent = incident.agent.as_ref();
         println!(
             "{:<36}  {:<width$}  {:<17}  {:<36}  {:<10}  {}",
-            incident["id"].as_str().unwrap_or(""),
-            incident["dataset"].as_str().unwrap_or(""),
-            incident["status"].as_str().unwrap_or(""),
-            incident["proposal_id"].as_str().unwrap_or("-"),
-            incident["agent"]["outcome"].as_str().unwrap_or("-"),
-            describe_changes(&incident["changes"]),
+            incident.id,
+            incident.dataset,
+            incident.status.as_str(),
+            incident.proposal_id.as_deref().unwrap_or("-"),
+            agent.map_or("-", |a| a.outcome.as_str()),
+            describe_changes(&incident.changes),
         );
-        let agent = &incident["agent"];
-        if let Some(reason) = agent["reason"].as_str() {
+        if let Some(reason) = agent.and_then(|a| a.reason.as_deref()) {
             println!("    agent: {reason}");
-        } else if let Some(seconds) = agent["detection_to_proposal_seconds"].as_f64() {
+        } else if let Some((seconds, agent)) = agent.and_then(|a| a.detection_to_proposal_seconds.map(|s| (s, a))) {
             println!(
                 "    agent: proposed {} {seconds:.1} s after detection; it waits for approval",
-                agent["proposal_id"].as_str().unwrap_or("")
+                agent.proposal_id.as_deref().unwrap_or("")
             );
         }
     }
@@ -80,6 +79,17 @@ pub struct StatsArgs {
     json: bool,
 }
 
+/// One dataset's line of `mend stats`.
+#[derive(Debug, serde::Serialize)]
+struct DatasetStats {
+    dataset: String,
+    incidents: usize,
+    healed: usize,
+    time_to_heal_p50_seconds: Option<f64>,
+    time_to_heal_p90_seconds: Option<f64>,
+    waiting_for_person_p50_seconds: Option<f64>,
+}
+
 /// The `p`-quantile (nearest rank) of `sorted`.
 fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
@@ -90,29 +100,32 @@ fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
 /// heal (p50, p90) and to a person's decision (p50), from the control API.
 pub async fn stats(args: StatsArgs, global: &Global) -> anyhow::Result<()> {
     let incidents = global.api().incidents().await?;
-    let mut by_dataset: std::collections::BTreeMap<String, Vec<&Value>> = std::collections::BTreeMap::new();
-    for incident in incidents.as_array().into_iter().flatten() {
-        by_dataset.entry(incident["dataset"].as_str().unwrap_or("?").to_owned()).or_default().push(incident);
+    let mut by_dataset: std::collections::BTreeMap<&str, Vec<&Incident>> = std::collections::BTreeMap::new();
+    for incident in &incidents {
+        by_dataset.entry(&incident.dataset).or_default().push(incident);
     }
     let mut rows = Vec::new();
     for (dataset, list) in by_dataset {
-        let sorted = |field: &str| {
-            let mut values: Vec<f64> = list.iter().filter_map(|i| i[field].as_f64()).collect();
+        let sorted = |field: fn(&Incident) -> Option<f64>| {
+            let mut values: Vec<f64> = list.iter().filter_map(|i| field(i)).collect();
             values.sort_by(f64::total_cmp);
             values
         };
-        let (heal, wait) = (sorted("time_to_heal_seconds"), sorted("waiting_for_person_seconds"));
-        rows.push(serde_json::json!({
-            "dataset": dataset, "incidents": list.len(), "healed": heal.len(),
-            "time_to_heal_p50_seconds": quantile(&heal, 0.5), "time_to_heal_p90_seconds": quantile(&heal, 0.9),
-            "waiting_for_person_p50_seconds": quantile(&wait, 0.5),
-        }));
+        let (heal, wait) = (sorted(|i| i.time_to_heal_seconds), sorted(|i| i.waiting_for_person_seconds));
+        rows.push(DatasetStats {
+            dataset: dataset.to_owned(),
+            incidents: list.len(),
+            healed: heal.len(),
+            time_to_heal_p50_seconds: quantile(&heal, 0.5),
+            time_to_heal_p90_seconds: quantile(&heal, 0.9),
+            waiting_for_person_p50_seconds: quantile(&wait, 0.5),
+        });
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let seconds = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+    let seconds = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
     println!(
         "{:<30}  {:>9}  {:>6}  {:>10}  {:>10}  {:>12}",
         "dataset", "incidents", "healed", "heal p50", "heal p90", "person p50"
@@ -120,12 +133,12 @@ pub async fn stats(args: StatsArgs, global: &Global) -> anyhow::Result<()> {
     for row in &rows {
         println!(
             "{:<30}  {:>9}  {:>6}  {:>10}  {:>10}  {:>12}",
-            row["dataset"].as_str().unwrap_or(""),
-            row["incidents"],
-            row["healed"],
-            seconds(&row["time_to_heal_p50_seconds"]),
-            seconds(&row["time_to_heal_p90_seconds"]),
-            seconds(&row["waiting_for_person_p50_seconds"]),
+            row.dataset,
+            row.incidents,
+            row.healed,
+            seconds(row.time_to_heal_p50_seconds),
+            seconds(row.time_to_heal_p90_seconds),
+            seconds(row.waiting_for_person_p50_seconds),
         );
     }
     Ok(())

@@ -2,10 +2,10 @@
 //! (and the supervisor's model) see.
 
 use mend_model::IncidentStatus;
+use mend_model::api::{DecisionRecorded, Incident};
 use mend_model::events::PlanStep;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListIncidentsArgs {
@@ -19,10 +19,8 @@ pub struct ListIncidentsArgs {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Incidents {
-    /// As `mend incidents --json` prints them: id, dataset, status, writer
-    /// and contract schema ids, changes, evidence, proposal, steps,
-    /// decision, application, quarantined count, detected_at, healed_at.
-    pub incidents: Vec<Value>,
+    /// As `mend incidents --json` prints them, newest first.
+    pub incidents: Vec<Incident>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -35,7 +33,7 @@ pub struct IncidentArgs {
 pub struct IncidentDetail {
     /// Changes with their evidence, the plan's steps and rules, the
     /// decision and the application, with their times.
-    pub incident: Value,
+    pub incident: Incident,
     /// From detection to the healed table, when it is healed.
     pub time_to_heal_seconds: Option<f64>,
 }
@@ -93,17 +91,6 @@ pub struct ProposeArgs {
     pub rationale: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct DraftResult {
-    /// True: the plan passed the guardrails and waits for a person's
-    /// approval as `proposal_id` (it is never applied on its own).
-    pub accepted: bool,
-    pub proposal_id: String,
-    pub incident_id: String,
-    /// Every reason the plan was refused (empty when accepted).
-    pub refused: Vec<String>,
-}
-
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DecideArgs {
     /// The proposal (from `get_incident`).
@@ -113,8 +100,8 @@ pub struct DecideArgs {
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct DecisionRecorded {
+pub struct Decided {
     /// The decision event written to `mend.decisions`: its id, the
     /// proposal, the outcome, who decided and the plan hash.
-    pub decision: Value,
+    pub decision: DecisionRecorded,
 }

@@ -22,8 +22,8 @@ pub use handler::diagnose_prompt;
 use futures::future::BoxFuture;
 use mend_config::Caller;
 use mend_model::Verdict;
+use mend_model::api::{DecisionRecorded, DraftOutcome, Incident};
 use mend_model::events::PlanStep;
-use serde_json::Value;
 
 /// Why a tool could not answer: a sentence saying what to do about it
 /// (returned to the client as a tool result with `isError: true`).
@@ -32,9 +32,9 @@ pub type ToolFailure = String;
 /// Where incidents are read and decisions recorded.
 pub trait Control: Send + Sync + 'static {
     /// Every incident, as `mend incidents --json` prints them.
-    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Value>, ToolFailure>>;
+    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>, ToolFailure>>;
     /// One incident; Err when there is none with that id.
-    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>>;
+    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Incident, ToolFailure>>;
     /// Records a decision on a proposal as `caller` (None: no
     /// authentication configured) through channel `mcp`.
     fn decide<'a>(
@@ -43,17 +43,17 @@ pub trait Control: Send + Sync + 'static {
         proposal_id: &'a str,
         verdict: Verdict,
         reason: Option<String>,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>>;
+    ) -> BoxFuture<'a, Result<DecisionRecorded, ToolFailure>>;
     /// Hands over a drafted plan for an incident: checked against the
     /// guardrails, recorded accepted (waiting for approval) or refused
-    /// (with every reason). Answers `accepted`, `proposal_id`, `refused`.
+    /// (with every reason).
     fn propose<'a>(
         &'a self,
         caller: Option<&'a Caller>,
         incident_id: &'a str,
         steps: Vec<PlanStep>,
         rationale: String,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>>;
+    ) -> BoxFuture<'a, Result<DraftOutcome, ToolFailure>>;
 }
 
 /// The largest tool output, in bytes of JSON: a model reads every byte.

@@ -5,9 +5,10 @@
 
 use futures::future::BoxFuture;
 use mend_config::Caller;
+use mend_model::api::{DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Incident};
 use mend_model::events::PlanStep;
 use mend_model::{Channel, Verdict};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 
 use crate::{Control, ToolFailure};
 
@@ -31,7 +32,7 @@ impl Client {
         Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token: token.to_owned() }
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
         let request = if self.token.is_empty() { request } else { request.bearer_auth(&self.token) };
         let response = request.send().await.map_err(|e| {
             ApiError(format!(
@@ -40,31 +41,39 @@ impl Client {
             ))
         })?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = response.bytes().await.map_err(|e| ApiError(format!("{status}: the answer broke off: {e}")))?;
         if !status.is_success() {
-            let message = body["error"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+            let message = serde_json::from_slice::<mend_model::api::ApiError>(&body)
+                .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
             return Err(ApiError(format!("{status}: {message}")));
         }
-        Ok(body)
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(format!(
+                "the control API at {} answered what this mend cannot read ({e}): a different version?",
+                self.base
+            ))
+        })
     }
 
-    pub async fn incidents(&self) -> Result<Value, ApiError> {
+    pub async fn incidents(&self) -> Result<Vec<Incident>, ApiError> {
         self.call(self.http.get(format!("{}/incidents", self.base))).await
     }
 
-    pub async fn incident(&self, id: &str) -> Result<Value, ApiError> {
+    pub async fn incident(&self, id: &str) -> Result<Incident, ApiError> {
         self.call(self.http.get(format!("{}/incidents/{id}", self.base))).await
     }
 
     pub async fn decide(
         &self,
         proposal: &str,
-        verb: &str,
+        verdict: Verdict,
         by: &str,
         reason: Option<&str>,
         channel: Channel,
-    ) -> Result<Value, ApiError> {
-        let body = json!({"by": by, "reason": reason, "channel": channel});
+    ) -> Result<DecisionRecorded, ApiError> {
+        let verb = if verdict == Verdict::Approved { "approve" } else { "reject" };
+        let body =
+            DecisionRequest { by: Some(by.to_owned()), reason: reason.map(str::to_owned), channel: Some(channel) };
         self.call(self.http.post(format!("{}/proposals/{proposal}/{verb}", self.base)).json(&body)).await
     }
 
@@ -77,8 +86,13 @@ impl Client {
         rationale: &str,
         by: &str,
         proposal_id: Option<&str>,
-    ) -> Result<Value, ApiError> {
-        let body = json!({"steps": steps, "rationale": rationale, "by": by, "proposal_id": proposal_id});
+    ) -> Result<DraftOutcome, ApiError> {
+        let body = DraftRequest {
+            steps: steps.to_vec(),
+            rationale: rationale.to_owned(),
+            by: Some(by.to_owned()),
+            proposal_id: proposal_id.map(str::to_owned),
+        };
         self.call(self.http.post(format!("{}/incidents/{incident}/proposals", self.base)).json(&body)).await
     }
 }
@@ -109,16 +123,11 @@ impl Remote {
 }
 
 impl Control for Remote {
-    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Value>, ToolFailure>> {
-        Box::pin(async move {
-            match self.api.incidents().await.map_err(|e| e.to_string())? {
-                Value::Array(incidents) => Ok(incidents),
-                other => Err(format!("the control API answered {other} for the incidents")),
-            }
-        })
+    fn incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>, ToolFailure>> {
+        Box::pin(async move { self.api.incidents().await.map_err(|e| e.to_string()) })
     }
 
-    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+    fn incident<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Incident, ToolFailure>> {
         Box::pin(async move { self.api.incident(id).await.map_err(|e| e.to_string()) })
     }
 
@@ -128,14 +137,13 @@ impl Control for Remote {
         proposal_id: &'a str,
         verdict: Verdict,
         reason: Option<String>,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+    ) -> BoxFuture<'a, Result<DecisionRecorded, ToolFailure>> {
         Box::pin(async move {
             if !self.may_decide {
                 return Err("this client drafts plans; only a person decides them".to_owned());
             }
-            let verb = if verdict == Verdict::Approved { "approve" } else { "reject" };
             self.api
-                .decide(proposal_id, verb, &self.by, reason.as_deref(), Channel::Mcp)
+                .decide(proposal_id, verdict, &self.by, reason.as_deref(), Channel::Mcp)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -147,7 +155,7 @@ impl Control for Remote {
         incident_id: &'a str,
         steps: Vec<PlanStep>,
         rationale: String,
-    ) -> BoxFuture<'a, Result<Value, ToolFailure>> {
+    ) -> BoxFuture<'a, Result<DraftOutcome, ToolFailure>> {
         Box::pin(async move {
             let attempt = self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let id = self.draft_id.map(|draft_id| draft_id(incident_id, attempt));

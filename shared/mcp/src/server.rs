@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use mend_config::{Caller, Role};
 use mend_model::Verdict;
+use mend_model::api::DraftOutcome;
 use mend_runtime::Context;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
@@ -252,7 +253,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ProposeArgs>,
         context: RequestContext<RoleServer>,
-    ) -> Result<Json<DraftResult>, String> {
+    ) -> Result<Json<DraftOutcome>, String> {
         self.propose_plan_as(caller(&context), args).await
     }
 
@@ -266,7 +267,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<DecideArgs>,
         context: RequestContext<RoleServer>,
-    ) -> Result<Json<DecisionRecorded>, String> {
+    ) -> Result<Json<Decided>, String> {
         self.approve_proposal_as(caller(&context), args).await
     }
 
@@ -280,7 +281,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<DecideArgs>,
         context: RequestContext<RoleServer>,
-    ) -> Result<Json<DecisionRecorded>, String> {
+    ) -> Result<Json<Decided>, String> {
         self.reject_proposal_as(caller(&context), args).await
     }
 }
@@ -296,8 +297,7 @@ impl McpServer {
         self.run("list_incidents", caller.clone(), Role::Viewer, async {
             let mut incidents = self.control.incidents().await?;
             incidents.retain(|i| {
-                args.status.is_none_or(|s| i["status"] == s.as_str())
-                    && args.dataset.as_deref().is_none_or(|d| i["dataset"] == d)
+                args.status.is_none_or(|s| i.status == s) && args.dataset.as_deref().is_none_or(|d| i.dataset == d)
             });
             incidents.reverse();
             incidents.truncate(usize::try_from(args.limit.unwrap_or(50)).unwrap_or(0));
@@ -312,11 +312,7 @@ impl McpServer {
     ) -> Result<Json<IncidentDetail>, String> {
         self.run("get_incident", caller.clone(), Role::Viewer, async {
             let incident = self.control.incident(&args.incident_id).await?;
-            let time_to_heal_seconds = match (incident["detected_at"].as_i64(), incident["healed_at"].as_i64()) {
-                (Some(detected), Some(healed)) => Some((healed - detected) as f64 / 1000.0),
-                _ => None,
-            };
-            Ok(IncidentDetail { incident, time_to_heal_seconds })
+            Ok(IncidentDetail { time_to_heal_seconds: incident.time_to_heal_seconds, incident })
         })
         .await
     }
@@ -341,9 +337,7 @@ impl McpServer {
             let (dataset, writer) = match (&args.incident_id, &args.dataset) {
                 (Some(id), _) => {
                     let incident = self.control.incident(id).await?;
-                    let dataset = incident["dataset"].as_str().unwrap_or_default().to_owned();
-                    let writer = incident["writer_schema_id"].as_u64().and_then(|w| u32::try_from(w).ok());
-                    (dataset, writer)
+                    (incident.dataset, incident.writer_schema_id.and_then(|w| u32::try_from(w).ok()))
                 }
                 (None, Some(dataset)) => (dataset.clone(), None),
                 (None, None) => return Err("name an `incident_id` or a `dataset`".to_owned()),
@@ -372,27 +366,18 @@ impl McpServer {
         &self,
         caller: Option<Caller>,
         args: ProposeArgs,
-    ) -> Result<Json<DraftResult>, String> {
+    ) -> Result<Json<DraftOutcome>, String> {
         let who = caller.clone();
         let by = who.clone();
         self.run("propose_plan", who, Role::Approver, async {
-            let outcome = self.control.propose(by.as_ref(), &args.incident_id, args.steps, args.rationale).await?;
-            serde_json::from_value(outcome).map_err(|e| format!("unexpected answer from the control API: {e}"))
+            self.control.propose(by.as_ref(), &args.incident_id, args.steps, args.rationale).await
         })
         .await
     }
-    pub async fn approve_proposal_as(
-        &self,
-        caller: Option<Caller>,
-        args: DecideArgs,
-    ) -> Result<Json<DecisionRecorded>, String> {
+    pub async fn approve_proposal_as(&self, caller: Option<Caller>, args: DecideArgs) -> Result<Json<Decided>, String> {
         self.decide("approve_proposal", caller.clone(), args, Verdict::Approved).await
     }
-    pub async fn reject_proposal_as(
-        &self,
-        caller: Option<Caller>,
-        args: DecideArgs,
-    ) -> Result<Json<DecisionRecorded>, String> {
+    pub async fn reject_proposal_as(&self, caller: Option<Caller>, args: DecideArgs) -> Result<Json<Decided>, String> {
         self.decide("reject_proposal", caller.clone(), args, Verdict::Rejected).await
     }
 
@@ -441,11 +426,11 @@ impl McpServer {
         caller: Option<Caller>,
         args: DecideArgs,
         verdict: Verdict,
-    ) -> Result<Json<DecisionRecorded>, String> {
+    ) -> Result<Json<Decided>, String> {
         let who = caller.clone();
         self.run(tool, caller, Role::Approver, async {
             let decision = self.control.decide(who.as_ref(), &args.proposal_id, verdict, args.reason).await?;
-            Ok(DecisionRecorded { decision })
+            Ok(Decided { decision })
         })
         .await
     }

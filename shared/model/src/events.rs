@@ -17,7 +17,7 @@ use crate::protocol::{
 use crate::topics;
 
 /// Identifier of an incident: one per (dataset, writer schema).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct IncidentId(pub String);
 
@@ -49,7 +49,7 @@ impl std::fmt::Display for IncidentId {
 const INCIDENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d656e64_8c1e_4f0a_9b7d_2a3c4e5f6071);
 
 /// Fields every event carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Envelope {
     pub event_id: String,
     pub incident_id: IncidentId,
@@ -96,7 +96,7 @@ pub fn now_millis() -> i64 {
 }
 
 /// One classified change of one field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FieldChange {
     pub kind: ChangeKind,
     pub field: String,
@@ -193,7 +193,7 @@ pub struct PlanStep {
 }
 
 /// An ordered remediation plan and the policy reached on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Proposal {
     pub envelope: Envelope,
     pub proposal_id: String,

@@ -3,6 +3,7 @@
 //! warehouse's value types and the topic names. Every other mend crate
 //! stands on this one.
 
+pub mod api;
 pub mod digest;
 pub mod events;
 pub mod next;

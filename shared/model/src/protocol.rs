@@ -182,8 +182,8 @@ wire_enum! {
         /// A writer schema id the contract does not fit.
         SchemaId = "schema_id",
         Quarantine = "quarantine",
-        /// Named in the contract for pipeline failures reported as
-        /// OpenLineage RunEvents; nothing emits it yet.
+        /// A pipeline failure reported as an OpenLineage RunEvent
+        /// (`POST /api/v1/lineage`).
         Openlineage = "openlineage",
     }
 }

@@ -236,9 +236,15 @@ impl Transactions {
         Ok(producer)
     }
 
+    /// How long until offsets of batches that wrote nothing are due to be
+    /// committed (None: there are none).
+    pub(crate) fn quiet_due(&self) -> Option<Duration> {
+        (!self.quiet.is_empty()).then(|| QUIET_COMMIT.saturating_sub(self.last_commit.elapsed()))
+    }
+
     /// Commits the offsets of batches that wrote nothing, for partitions
     /// still held; on failure they wait for the next commit.
-    async fn commit_quiet(&mut self) {
+    pub(crate) async fn commit_quiet(&mut self) {
         if self.quiet.is_empty() {
             return;
         }

@@ -189,7 +189,23 @@ impl<H: Handler> Runner<H> {
             carried: None,
         };
         tokio::spawn(collector.run(batches, stop));
-        while let Some(batch) = collected.recv().await {
+        loop {
+            // Offsets of batches that wrote nothing are committed within
+            // a second, also when no batch follows them.
+            let wait = transactions.as_deref().and_then(Transactions::quiet_due);
+            let next = match wait {
+                Some(wait) => match tokio::time::timeout(wait, collected.recv()).await {
+                    Ok(next) => next,
+                    Err(_idle) => {
+                        if let Some(transactions) = transactions.as_deref_mut() {
+                            transactions.commit_quiet().await;
+                        }
+                        continue;
+                    }
+                },
+                None => collected.recv().await,
+            };
+            let Some(batch) = next else { break };
             if shutdown.is_cancelled() {
                 return Ok(()); // a batch collected before the request is read again later
             }

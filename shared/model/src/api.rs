@@ -1,0 +1,192 @@
+//! The control API's answers and requests: one model for every reader. The
+//! API serves these types, its remote client reads them back, the MCP
+//! tools' output schemas and the OpenAPI document (`/api/v1/openapi.json`)
+//! are generated from them, and the CLI, the supervisor and the tests read
+//! their fields.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Decision, FieldChange, Held, PlanStep};
+use crate::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
+
+/// One incident as the API shows it: what changed, the plan, who decided,
+/// what was applied, and how long it took.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Incident {
+    pub id: String,
+    pub dataset: String,
+    pub status: IncidentStatus,
+    pub writer_schema_id: Option<i32>,
+    pub contract_schema_id: Option<i32>,
+    /// What noticed it: a writer schema (`schema_id`) or a pipeline
+    /// failure (`openlineage`).
+    pub source: Option<DetectionSource>,
+    /// Milliseconds since the Unix epoch.
+    pub detected_at: i64,
+    pub healed_at: Option<i64>,
+    /// From detection to the healed table (MTTR's sample), once healed.
+    pub time_to_heal_seconds: Option<f64>,
+    /// How long its proposal waited for a person (None when policy decided).
+    pub waiting_for_person_seconds: Option<f64>,
+    pub changes: Vec<FieldChange>,
+    pub evidence: BTreeMap<String, String>,
+    pub proposal_id: Option<String>,
+    pub policy: Option<Policy>,
+    pub rules: Vec<String>,
+    pub steps: Vec<PlanStep>,
+    pub decision: Option<DecisionView>,
+    pub application: Option<ApplicationView>,
+    /// Records of its writer schema held in quarantine (from the warehouse).
+    pub quarantined: u64,
+    /// When the proposal was made (ms), and how often it was escalated.
+    pub proposed_at: Option<i64>,
+    pub escalations: u32,
+    /// Plans drafted by people or models (`propose_plan`), accepted or
+    /// refused, in order.
+    pub drafts: Vec<DraftView>,
+    /// The supervisor's last run on this incident, if it ran.
+    pub agent: Option<AgentView>,
+}
+
+impl Incident {
+    /// Whether the incident was detected (not only answered to): a writer
+    /// schema or a pipeline failure opened it.
+    pub fn is_known(&self) -> bool {
+        self.writer_schema_id.is_some() || self.source.is_some()
+    }
+
+    /// The accepted draft among `ids`, if one is on the incident.
+    pub fn accepted_draft<'a>(&'a self, ids: &[String]) -> Option<&'a DraftView> {
+        self.drafts.iter().find(|d| d.accepted && ids.contains(&d.proposal_id))
+    }
+}
+
+/// A supervisor run as the incident shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentView {
+    pub outcome: AgentOutcome,
+    pub reason: Option<String>,
+    pub proposal_id: Option<String>,
+    pub model: String,
+    /// The tools it called, in order.
+    pub tools: Vec<String>,
+    pub seconds: f64,
+    /// From detection to the supervisor's proposal.
+    pub detection_to_proposal_seconds: Option<f64>,
+}
+
+/// A drafted plan as the incident lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DraftView {
+    pub proposal_id: String,
+    /// Passed the guardrails and waits for approval (or was decided).
+    pub accepted: bool,
+    /// Who drafted it and why, then every reason it was refused.
+    pub rules: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// The decision on an incident's proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionView {
+    pub id: String,
+    pub outcome: Verdict,
+    pub by: String,
+    pub channel: Channel,
+    pub reason: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// What applying the plan did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApplicationView {
+    pub outcome: ApplicationOutcome,
+    pub statements: i32,
+    pub replayed: i64,
+    pub loaded: i64,
+    pub still_quarantined: i64,
+    /// The records the replay could not load, with why.
+    pub held: Vec<Held>,
+    pub error: Option<String>,
+}
+
+/// Body of `POST /proposals/{id}/approve` and `/reject`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionRequest {
+    /// Who decides, without authentication (with it, the token's name).
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    /// The channel it came through (default `api`).
+    pub channel: Option<Channel>,
+}
+
+/// A decision recorded: acknowledged by the broker on `mend.decisions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionRecorded {
+    pub decision_id: String,
+    pub proposal_id: String,
+    pub outcome: Verdict,
+    pub by: String,
+    pub channel: Channel,
+    /// The hash of the plan decided (the applier runs only that plan).
+    pub plan_hash: String,
+}
+
+impl DecisionRecorded {
+    pub fn of(decision: &Decision) -> Self {
+        Self {
+            decision_id: decision.envelope.event_id.clone(),
+            proposal_id: decision.proposal_id.clone(),
+            outcome: decision.outcome,
+            by: decision.by.clone(),
+            channel: decision.channel,
+            plan_hash: decision.plan_hash.clone(),
+        }
+    }
+}
+
+/// Body of `POST /incidents/{id}/proposals`: a drafted plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DraftRequest {
+    pub steps: Vec<PlanStep>,
+    /// Why this plan fixes the incident: recorded with it.
+    pub rationale: String,
+    /// Who drafts it, without authentication (with it, the token's name).
+    pub by: Option<String>,
+    /// The draft's id, chosen by its author so handing it over again (a
+    /// retry, a restart) records nothing twice; default: a new one.
+    pub proposal_id: Option<String>,
+}
+
+/// What became of a draft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DraftOutcome {
+    /// Accepted: it waits for a person's approval as `proposal_id`.
+    pub accepted: bool,
+    pub proposal_id: String,
+    pub incident_id: String,
+    /// Every reason it was refused (empty when accepted).
+    pub refused: Vec<String>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Every stage consumes and the read model has caught up.
+    pub healthy: bool,
+    /// Per stage, whether its consumer has its partitions.
+    pub consuming: BTreeMap<String, bool>,
+    pub read_model_caught_up: bool,
+}
+
+/// Any answer that is not a success.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiError {
+    /// What went wrong, for a person.
+    pub error: String,
+}
