@@ -74,6 +74,8 @@ fn main() -> anyhow::Result<()> {
             steps,
             policy: Policy::Auto,
             rules: vec!["field_added(coupon) => auto".into()],
+            origin: None,
+            refused: Vec::new(),
         };
         proposal.seal();
         let decision = Decision::on(&proposal, "proposer", Verdict::Approved, "policy".into(), Channel::Policy, None);

@@ -231,7 +231,8 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     assert_eq!(waiting.status, IncidentStatus::AwaitingApproval, "{waiting:?}");
     assert!(waiting.decision.is_none(), "a drafted plan is never applied on its own");
     let draft = waiting.proposal_id.clone().unwrap_or_default();
-    assert!(waiting.drafts[0].rules[0].starts_with("drafted by agent"), "{waiting:?}");
+    assert_eq!(waiting.drafts[0].by.as_deref(), Some("agent"), "{waiting:?}");
+    assert!(waiting.drafts[0].refused.is_empty(), "{waiting:?}");
     let approved = reqwest::Client::new()
         .post(format!("http://{api}/proposals/{draft}/approve"))
         .json(&json!({"by": "tester", "reason": "amount_text is right"}))
@@ -281,6 +282,7 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     // The hostile drafts were each refused and recorded; the table is whole.
     let hostile = incident_of(&api, &names[1]).await?.unwrap_or_default();
     assert_eq!(hostile.drafts.len(), 4, "{hostile:?}");
+    assert!(hostile.drafts.iter().all(|d| !d.accepted && !d.refused.is_empty()), "{hostile:?}");
     assert_eq!(warehouse.count(&names[1]).await?, PER_VERSION);
     // A refused draft can be neither approved nor rejected: rejecting it
     // once blocked the whole incident.

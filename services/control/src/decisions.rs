@@ -80,7 +80,7 @@ pub async fn record_decision(
         if proposal.is_draft() && proposal.policy == Policy::Block {
             // Refusing it again decides nothing, and must not close the
             // incident to the plans that can still be decided.
-            let reasons: Vec<&str> = proposal.rules.iter().filter_map(|r| r.strip_prefix("refused: ")).collect();
+            let reasons = &proposal.refused;
             return Err((
                 StatusCode::CONFLICT,
                 format!(

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 pub use mend_model::api::{DraftOutcome, DraftRequest};
-use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal};
+use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal, ProposalOrigin};
 use mend_model::{Policy, StepKind};
 
 use crate::auth::Caller;
@@ -102,7 +102,7 @@ pub async fn record_draft(
                 accepted: known.policy != Policy::Block,
                 proposal_id: known.proposal_id.clone(),
                 incident_id: incident_id.to_owned(),
-                refused: known.rules.iter().filter_map(|r| r.strip_prefix("refused: ")).map(str::to_owned).collect(),
+                refused: known.refused.clone(),
             });
         }
         let Some(incident) = model.incidents.get(incident_id).filter(|i| i.is_known()) else {
@@ -135,6 +135,8 @@ pub async fn record_draft(
         steps,
         policy: if refused.is_empty() { Policy::Approve } else { Policy::Block },
         rules,
+        origin: Some(ProposalOrigin::draft(&by, &rationale)),
+        refused: refused.clone(),
     };
     proposal.seal();
     api.context

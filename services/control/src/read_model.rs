@@ -59,6 +59,9 @@ impl ReadModel {
             incident.drafts.push(DraftView {
                 proposal_id: event.proposal_id.clone(),
                 accepted: event.policy != Policy::Block,
+                by: event.origin.as_ref().and_then(|o| o.by.clone()),
+                rationale: event.origin.as_ref().and_then(|o| o.rationale.clone()),
+                refused: event.refused.clone(),
                 rules: event.rules.clone(),
                 at: event.envelope.time,
             });

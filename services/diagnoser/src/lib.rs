@@ -23,7 +23,7 @@ use mend_avro::drift::{
 use mend_avro::schema::{record_of, strip_null, type_name};
 use mend_avro::values::{Writer, to_sql};
 use mend_config::Dataset;
-use mend_model::events::{Detection, Diagnosis, Envelope, Event, FieldChange};
+use mend_model::events::{CastSample, Detection, Diagnosis, Envelope, Event, FieldChange};
 use mend_model::table::describe_columns;
 use mend_model::{ChangeKind, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
@@ -150,12 +150,19 @@ impl Diagnoser {
             };
             let sampled = values.get(&change.field).map(Vec::as_slice).unwrap_or_default();
             let parsing = sampled.iter().filter(|v| parses_as(v, &old_type.schema)).count();
-            change.evidence.insert("cast_sampled".into(), sampled.len().to_string());
-            change.evidence.insert("cast_parsing".into(), parsing.to_string());
-            change.evidence.insert(
-                "cast_check".into(),
-                format!("{parsing} of {} sampled values parse as {}", sampled.len(), type_name(&old_type.schema)),
-            );
+            let cast = CastSample {
+                sampled: i64::try_from(sampled.len()).unwrap_or(i64::MAX),
+                parsing: i64::try_from(parsing).unwrap_or(i64::MAX),
+                check: format!(
+                    "{parsing} of {} sampled values parse as {}",
+                    sampled.len(),
+                    type_name(&old_type.schema)
+                ),
+            };
+            change.evidence.insert("cast_sampled".into(), cast.sampled.to_string());
+            change.evidence.insert("cast_parsing".into(), cast.parsing.to_string());
+            change.evidence.insert("cast_check".into(), cast.check.clone());
+            change.cast = Some(cast);
         }
         Ok(changes)
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use mend_avro::codec::CodecError;
-use mend_model::events::{Decision, Diagnosis, Envelope, Event, Proposal};
+use mend_model::events::{Decision, Diagnosis, Envelope, Event, Proposal, ProposalOrigin};
 use mend_model::{Channel, Contract, Policy, StepKind, Verdict, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerStatus};
@@ -120,6 +120,8 @@ impl Proposer {
             plan_hash,
             policy: plan.policy,
             rules: plan.rules,
+            origin: Some(ProposalOrigin::rules()),
+            refused: Vec::new(),
         };
         proposal.seal();
         let decision = (plan.policy == Policy::Auto).then(|| {

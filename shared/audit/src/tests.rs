@@ -56,6 +56,8 @@ fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
         steps,
         policy: Policy::Approve,
         rules: vec!["field_added(coupon) => approve".into()],
+        origin: None,
+        refused: Vec::new(),
     };
     proposal.seal();
     let decision = Decision::on(&proposal, "control", Verdict::Approved, "alice".into(), Channel::Cli, None);

@@ -47,12 +47,9 @@ pub(crate) fn summary(event: &AuditEvent) -> (&'static str, Option<String>, Valu
         AuditEvent::Diagnosis(e) => ("diagnosis", None, json!({"changes": e.changes, "evidence": e.evidence})),
         AuditEvent::Proposal(e) => (
             "proposal",
-            e.rules
-                .first()
-                .and_then(|r| r.strip_prefix("drafted by "))
-                .and_then(|r| r.split(':').next())
-                .map(str::to_owned),
-            json!({"proposal_id": e.proposal_id, "policy": e.policy, "plan_hash": e.plan_hash, "steps": e.steps, "rules": e.rules}),
+            e.origin.as_ref().and_then(|o| o.by.clone()),
+            json!({"proposal_id": e.proposal_id, "policy": e.policy, "plan_hash": e.plan_hash, "steps": e.steps,
+                   "rules": e.rules, "origin": e.origin, "refused": e.refused}),
         ),
         AuditEvent::Decision(e) => (
             "decision",

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use apache_avro::Schema;
 use apache_avro::schema::RecordField;
 
-use mend_model::ChangeKind;
 use mend_model::events::FieldChange;
+use mend_model::{ChangeKind, RenameProof};
 
 use crate::schema::{record_of, strip_null, type_name};
 
@@ -94,6 +94,7 @@ pub fn classify_with(old: &Schema, new: &Schema, overlap: &OverlapEvidence) -> V
     {
         let mut incompatible = change(ChangeKind::Incompatible, "", Some(old), Some(new));
         incompatible.evidence.insert("avro".into(), why.to_string());
+        incompatible.avro_error = Some(why.to_string());
         changes.push(incompatible);
     }
     changes
@@ -208,7 +209,7 @@ fn rename_score(
     }
     let score = score.clamp(0.0, 1.0);
     let mut evidence = BTreeMap::from([
-        ("method".to_owned(), "similarity (no Avro alias)".to_owned()),
+        ("method".to_owned(), RenameProof::Similarity.describe().to_owned()),
         ("name_similarity".to_owned(), format!("{name:.2}")),
         ("type_agreement".to_owned(), format!("{types:.2}")),
         ("score".to_owned(), format!("{score:.2}")),
@@ -268,8 +269,9 @@ fn diff_fields(
                     renamed.from = Some(path(&previous.name));
                     renamed.to = Some(path(&field.name));
                     renamed.confidence = Some(1.0);
+                    renamed.rename_proof = Some(RenameProof::Alias);
                     renamed.evidence = BTreeMap::from([
-                        ("method".to_owned(), "Avro alias".to_owned()),
+                        ("method".to_owned(), RenameProof::Alias.describe().to_owned()),
                         ("alias".to_owned(), format!("{} lists {} among its aliases", field.name, previous.name)),
                     ]);
                     out.push(renamed);
@@ -307,6 +309,7 @@ fn diff_fields(
         renamed.to = Some(path(&field.name));
         renamed.confidence = Some((score * 100.0).round() / 100.0);
         renamed.evidence = evidence;
+        renamed.rename_proof = Some(RenameProof::Similarity);
         per_field[a].push(renamed);
         diff_types(previous, field, &path(&field.name), overlap, &mut per_field[a]);
     }
@@ -318,6 +321,7 @@ fn diff_fields(
         addition.has_default = Some(field.default.is_some());
         if let Some(doc) = &field.doc {
             addition.evidence.insert("doc".into(), doc.clone());
+            addition.doc = Some(doc.clone());
         }
         per_field[a].push(addition);
     }
@@ -380,6 +384,7 @@ fn diff_schemas(old: &Schema, new: &Schema, path: &str, overlap: &OverlapEvidenc
                         .evidence
                         .insert("symbols".into(), symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
                     enum_change.evidence.insert("all_symbols".into(), b.symbols.join(","));
+                    enum_change.all_symbols.clone_from(&b.symbols);
                     changes.push(enum_change);
                 }
             }

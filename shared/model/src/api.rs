@@ -84,7 +84,12 @@ pub struct DraftView {
     pub proposal_id: String,
     /// Passed the guardrails and waits for approval (or was decided).
     pub accepted: bool,
-    /// Who drafted it and why, then every reason it was refused.
+    /// Who drafted it and why (None in drafts recorded before 0.1 kept it).
+    pub by: Option<String>,
+    pub rationale: Option<String>,
+    /// Every reason the guardrails refused it (empty when accepted).
+    pub refused: Vec<String>,
+    /// The same for a person to read: who, why, each refusal, the policy.
     pub rules: Vec<String>,
     /// Milliseconds since the Unix epoch.
     pub at: i64,

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::protocol::{
-    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, QuarantineKind, StepKind, Verdict,
+    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, Policy, QuarantineKind, RenameProof,
+    StepKind, Verdict,
 };
 use crate::topics;
 
@@ -107,7 +108,24 @@ pub struct FieldChange {
     pub nullable: Option<bool>,
     pub has_default: Option<bool>,
     pub confidence: Option<f64>,
+    /// What was found, for a person to read (the planner decides on the
+    /// typed fields below, never on this).
     pub evidence: BTreeMap<String, String>,
+    /// The new field's doc (additions): the dbt patch's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// How a rename was proven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_proof: Option<RenameProof>,
+    /// Of a type change: whether the column's type takes the new values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cast: Option<CastSample>,
+    /// Every symbol of the new enum (enum symbols added).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub all_symbols: Vec<String>,
+    /// Why Avro's schema resolution refuses (an incompatible change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_error: Option<String>,
 }
 
 impl FieldChange {
@@ -124,7 +142,30 @@ impl FieldChange {
             has_default: None,
             confidence: None,
             evidence: BTreeMap::new(),
+            doc: None,
+            rename_proof: None,
+            cast: None,
+            all_symbols: Vec::new(),
+            avro_error: None,
         }
+    }
+}
+
+/// New values of a changed type, tried against the column's type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CastSample {
+    /// New values sampled.
+    pub sampled: i64,
+    /// Of them, how many the column's type takes.
+    pub parsing: i64,
+    /// What was checked, for a person.
+    pub check: String,
+}
+
+impl CastSample {
+    /// Whether every sampled value casts (and some were sampled).
+    pub fn all_parse(&self) -> bool {
+        self.sampled > 0 && self.parsing == self.sampled
     }
 }
 
@@ -203,6 +244,38 @@ pub struct Proposal {
     pub plan_hash: String,
     pub policy: Policy,
     pub rules: Vec<String>,
+    /// Where the plan came from; None in proposals written before it was
+    /// recorded (then an id other than the rules' one marks a draft).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ProposalOrigin>,
+    /// Every reason the guardrails refused a drafted plan (empty when
+    /// accepted, and for the rules' plans).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
+/// Who made a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProposalOrigin {
+    /// True: handed over by a person or a model (`propose_plan`); false:
+    /// mend's rules.
+    pub drafted: bool,
+    /// Who drafted it.
+    pub by: Option<String>,
+    /// Why they say it fixes the incident.
+    pub rationale: Option<String>,
+}
+
+impl ProposalOrigin {
+    /// mend's rules.
+    pub fn rules() -> Self {
+        Self { drafted: false, by: None, rationale: None }
+    }
+
+    /// A draft by `by`, for `rationale`.
+    pub fn draft(by: &str, rationale: &str) -> Self {
+        Self { drafted: true, by: Some(by.to_owned()), rationale: Some(rationale.to_owned()) }
+    }
 }
 
 /// Namespace of the rules' proposal ids (UUIDv5 of the incident id).
@@ -219,7 +292,10 @@ impl Proposal {
     /// Whether this is a draft handed over through `propose_plan`, not the
     /// plan mend's rules made.
     pub fn is_draft(&self) -> bool {
-        self.proposal_id != Self::rules_id(&self.envelope.incident_id)
+        match &self.origin {
+            Some(origin) => origin.drafted,
+            None => self.proposal_id != Self::rules_id(&self.envelope.incident_id),
+        }
     }
 
     /// SHA-256 (hex) of the plan steps: what an approval names, so a plan

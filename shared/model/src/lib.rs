@@ -14,6 +14,6 @@ pub mod topics;
 pub use next::{Classify, Next};
 pub use protocol::{
     AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, IncidentStatus, MAX_RECORD_BYTES, Policy,
-    QuarantineKind, StepKind, Verdict,
+    QuarantineKind, RenameProof, StepKind, Verdict,
 };
 pub use table::{Column, Contract, Dialect, Position, Row, SqlValue};

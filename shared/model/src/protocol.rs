@@ -177,6 +177,26 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// How a rename was proven.
+    RenameProof {
+        /// The new field lists the old name among its Avro aliases.
+        Alias = "alias",
+        /// No alias: names, types, docs and the values themselves agree.
+        Similarity = "similarity",
+    }
+}
+
+impl RenameProof {
+    /// The proof as the plan's rule says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Alias => "Avro alias",
+            Self::Similarity => "similarity (no Avro alias)",
+        }
+    }
+}
+
+wire_enum! {
     /// What noticed a drift.
     DetectionSource {
         /// A writer schema id the contract does not fit.

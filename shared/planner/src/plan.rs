@@ -9,7 +9,7 @@ use apache_avro::Schema;
 use mend_avro::schema::{column_name, columns_for, record_of, sql_type, strip_null};
 use mend_config::{Dataset, Nested};
 use mend_model::events::{FieldChange, PlanStep};
-use mend_model::{ChangeKind, Column, Dialect, Policy, StepKind};
+use mend_model::{ChangeKind, Column, Dialect, Policy, RenameProof, StepKind};
 use mend_store::{StoreError, Warehouse, quote};
 
 use crate::dbt;
@@ -143,10 +143,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                         ..step(StepKind::Mapping, format!("map field {path} to column {name}"))
                     });
                 }
-                dbt_edits.push(dbt::ColumnEdit::Added {
-                    column: column.clone(),
-                    description: change.evidence.get("doc").cloned(),
-                });
+                dbt_edits.push(dbt::ColumnEdit::Added { column: column.clone(), description: change.doc.clone() });
                 if change.nullable == Some(true) || change.has_default == Some(true) {
                     (Policy::Auto, "nullable or with a default".to_owned())
                 } else {
@@ -180,7 +177,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                     }
                 }
                 let confidence = change.confidence.unwrap_or(0.0);
-                let proof = change.evidence.get("method").cloned().unwrap_or_default();
+                let proof = change.rename_proof.map(RenameProof::describe).unwrap_or("unproven");
                 (Policy::Approve, format!("{from} -> {to}, confidence {confidence:.2}, {proof}"))
             }
             (ChangeKind::FieldRemoved, Place::InJson(column)) => {
@@ -263,14 +260,13 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                         sql_type.split(['(', ' ']).next().unwrap_or("new").to_lowercase()
                     ));
                     // A cast is an option only when the sampled values all parse.
-                    let count = |key: &str| change.evidence.get(key).and_then(|v| v.parse::<usize>().ok());
-                    let check = change.evidence.get("cast_check").cloned().unwrap_or_default();
-                    match (count("cast_sampled"), count("cast_parsing")) {
-                        (Some(sampled), Some(parsing)) if sampled > 0 && parsing == sampled => options.push(format!(
-                            "option for a person: keep column {column} and cast the new values to its type ({check})"
+                    match &change.cast {
+                        Some(cast) if cast.all_parse() => options.push(format!(
+                            "option for a person: keep column {column} and cast the new values to its type ({})",
+                            cast.check
                         )),
-                        (Some(_), Some(_)) => options.push(format!("no cast: {check}")),
-                        _ => options.push(format!(
+                        Some(cast) => options.push(format!("no cast: {}", cast.check)),
+                        None => options.push(format!(
                             "option for a person: cast column {column} to {sql_type}, only if every quarantined value parses as {new}"
                         )),
                     }
@@ -293,16 +289,16 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                 }
             }
             (ChangeKind::EnumSymbolsAdded, Place::Column(column)) => {
-                if let Some(all) = change.evidence.get("all_symbols") {
+                if !change.all_symbols.is_empty() {
                     dbt_edits.push(dbt::ColumnEdit::AcceptedValues {
                         column: column.clone(),
-                        values: all.split(',').map(str::to_owned).collect(),
+                        values: change.all_symbols.clone(),
                     });
                 }
                 (Policy::Auto, "the TEXT column holds any symbol".to_owned())
             }
             (ChangeKind::Incompatible, _) => {
-                let avro = change.evidence.get("avro").cloned().unwrap_or_default();
+                let avro = change.avro_error.as_deref().unwrap_or("no reason given");
                 (
                     Policy::Block,
                     format!(

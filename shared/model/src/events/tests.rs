@@ -12,6 +12,12 @@ fn change() -> FieldChange {
         to: Some("customer_email".into()),
         confidence: Some(0.93),
         evidence: BTreeMap::from([("alias".into(), "email".into())]),
+        // Every typed field, so that each goes through the Avro contracts.
+        doc: Some("the customer's email".into()),
+        rename_proof: Some(RenameProof::Alias),
+        cast: Some(CastSample { sampled: 5, parsing: 4, check: "4 of 5 sampled values parse as long".into() }),
+        all_symbols: vec!["a".into(), "b".into()],
+        avro_error: Some("not readable".into()),
         ..FieldChange::new(ChangeKind::FieldRenamed, "customer_email")
     }
 }
@@ -92,6 +98,8 @@ fn proposal_round_trips() -> anyhow::Result<()> {
         steps,
         policy: Policy::Auto,
         rules: vec!["field_added(nullable) => auto".into()],
+        origin: Some(ProposalOrigin::draft("alice", "the alias proves it")),
+        refused: vec!["step 1: refused".into()],
     })
 }
 
@@ -265,6 +273,8 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             steps,
             policy: *policy,
             rules: vec![],
+            origin: None,
+            refused: Vec::new(),
         })?;
     }
     for outcome in Verdict::ALL {
@@ -431,4 +441,65 @@ fn the_hash_is_the_hash_of_the_event_with_its_hash_blanked() {
         assert_eq!(decision.compute_hash(), hash_of_blanked_copy(&decision), "hash {forged:?}");
         assert!(!decision.verify_hash());
     }
+}
+
+/// `schema` as it was before `added` fields existed: each removed wherever
+/// a record lists it.
+fn without_fields(schema: &str, added: &[&str]) -> anyhow::Result<Schema> {
+    fn strip(value: &mut serde_json::Value, added: &[&str]) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(fields)) = map.get_mut("fields") {
+                    fields.retain(|f| !f["name"].as_str().is_some_and(|n| added.contains(&n)));
+                }
+                map.values_mut().for_each(|v| strip(v, added));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip(v, added)),
+            _ => {}
+        }
+    }
+    let mut json: serde_json::Value = serde_json::from_str(schema)?;
+    strip(&mut json, added);
+    Ok(Schema::parse(&json)?)
+}
+
+/// A proposal written before a proposal said where it came from, and before
+/// the evidence was typed, is read by today's contract: the new fields take
+/// their defaults, the hash it was sealed with still verifies, and the id
+/// still tells a draft from the rules' plan.
+#[test]
+fn a_proposal_written_before_origin_and_typed_evidence_reads_with_its_hash() -> anyhow::Result<()> {
+    let added = ["origin", "refused", "doc", "rename_proof", "cast", "all_symbols", "avro_error"];
+    let writer = without_fields(Proposal::SCHEMA, &added)?;
+    let reader = Schema::parse_str(Proposal::SCHEMA)?;
+    let envelope = envelope();
+    let mut older = Proposal {
+        proposal_id: Uuid::now_v7().to_string(),
+        writer_schema_id: Some(7),
+        changes: vec![FieldChange {
+            evidence: BTreeMap::from([("alias".into(), "email".into())]),
+            ..FieldChange::new(ChangeKind::FieldRenamed, "customer_email")
+        }],
+        steps: vec![],
+        plan_hash: Proposal::hash_steps(&[]),
+        policy: Policy::Approve,
+        rules: vec!["drafted by alice: it is a rename".into()],
+        origin: None,
+        refused: vec![],
+        envelope,
+    };
+    older.seal();
+    let value = apache_avro::to_value(&older)?.resolve(&writer)?;
+    #[allow(deprecated)]
+    let bytes = apache_avro::to_avro_datum(&writer, value)?;
+    #[allow(deprecated)]
+    let decoded = apache_avro::from_avro_datum(&writer, &mut bytes.as_slice(), Some(&reader))?;
+    let back: Proposal = apache_avro::from_value(&decoded)?;
+    assert_eq!(back, older);
+    assert!(back.verify_hash(), "an old proposal's hash must still verify");
+    assert!(back.is_draft(), "an id other than the rules' one is a draft");
+    let mut rules = back.clone();
+    rules.proposal_id = Proposal::rules_id(&rules.envelope.incident_id);
+    assert!(!rules.is_draft());
+    Ok(())
 }
