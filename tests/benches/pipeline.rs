@@ -323,7 +323,7 @@ async fn audit_events() -> anyhow::Result<u64> {
 
 /// A sealer of a chain of its own, as `mend up` configures it (signed),
 /// sealing at least `every`.
-fn sealer(context: &Context, every: Duration) -> mend_audit::seal::Sealer {
+fn sealer(context: &Context, every: Duration) -> mend_sealer::Sealer {
     let config = mend_audit::seal::SealerConfig {
         brokers: BROKER.into(),
         chain: unique("bench-chain"),
@@ -331,7 +331,7 @@ fn sealer(context: &Context, every: Duration) -> mend_audit::seal::Sealer {
         every,
         key: mend_audit::keys::generate().ok(),
     };
-    mend_audit::seal::Sealer::new(config, context.codec.clone(), context.producer.clone())
+    mend_sealer::Sealer::new(config, context.codec.clone(), context.producer.clone())
 }
 
 /// The sealer's own CPU per event: new chains seal everything on the audit

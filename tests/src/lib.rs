@@ -159,6 +159,27 @@ where
     }
 }
 
+/// The incidents the control API at `api` (host:port) lists, as its typed
+/// model.
+pub async fn incidents(api: &str) -> anyhow::Result<Vec<mend_model::api::Incident>> {
+    Ok(reqwest::get(format!("http://{api}/incidents")).await?.error_for_status()?.json().await?)
+}
+
+/// One incident by id, from the control API at `api` (host:port).
+pub async fn incident(api: &str, id: &str) -> anyhow::Result<mend_model::api::Incident> {
+    Ok(reqwest::get(format!("http://{api}/incidents/{id}")).await?.error_for_status()?.json().await?)
+}
+
+/// The first incident at `api` (host:port) that `pick` matches, once one does.
+pub async fn incident_where(
+    api: &str,
+    what: &str,
+    pick: impl Fn(&mend_model::api::Incident) -> bool,
+) -> anyhow::Result<mend_model::api::Incident> {
+    let pick = &pick;
+    eventually(what, move || async move { Ok(incidents(api).await?.into_iter().find(|i| pick(i))) }).await
+}
+
 /// One isolated mend deployment: its own dataset (`<name>.orders` → table
 /// `<name>`, keyed by `id`), config, warehouse, API port and consumer groups.
 pub struct Deployment {

@@ -18,7 +18,7 @@ use mend_model::events::{AgentRun, Event, Proposal};
 use mend_model::{AgentOutcome, ApplicationOutcome, DetectionSource, IncidentStatus, StepKind};
 use mend_store::Warehouse;
 use mend_tests::anthropic::{self, Fake, answer};
-use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema, unique};
+use mend_tests::{Deployment, eventually, incidents, produce_avro, producer, register_schema, unique};
 use serde_json::{Value, json};
 
 const PER_VERSION: i64 = 10;
@@ -107,10 +107,6 @@ fn script(dataset: &str, kind: &str, turn: usize, incident: &str) -> Response {
 }
 
 const DBT_PATCH: &str = "--- a/models/orders_summary.sql\n+++ b/models/orders_summary.sql\n@@ -1 +1 @@\n-select id, email from orders\n+select id, customer_email as email from orders\n";
-
-async fn incidents(api: &str) -> anyhow::Result<Vec<Incident>> {
-    Ok(reqwest::get(format!("http://{api}/incidents")).await?.json().await?)
-}
 
 async fn incident_of(api: &str, dataset: &str) -> anyhow::Result<Option<Incident>> {
     Ok(incidents(api).await?.into_iter().find(|i| i.dataset == dataset))

@@ -12,9 +12,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use mend_avro::codec::Codec;
+use mend_model::api::{DraftOutcome, Incident};
 use mend_model::events::{Application, Decision, Envelope, Event, IncidentId, PlanStep, Proposal};
+use mend_model::{Channel, IncidentStatus};
 use mend_store::Warehouse;
-use mend_tests::{Deployment, consume_until, eventually, produce_avro, producer, register_schema, registry_url};
+use mend_tests::{
+    Deployment, consume_until, eventually, incident_where, produce_avro, producer, register_schema, registry_url,
+};
 use rdkafka::message::Message;
 use serde_json::{Value, json};
 
@@ -114,6 +118,13 @@ impl Api {
         Ok((status, body, headers))
     }
 
+    /// The incidents, read with `token`, as the API's typed model.
+    async fn incidents(&self, token: &str) -> anyhow::Result<Vec<Incident>> {
+        let (status, list, _) = self.call(reqwest::Method::GET, "/incidents", Some(token), None).await?;
+        anyhow::ensure!(status == 200, "GET /incidents answered {status}: {list}");
+        Ok(serde_json::from_value(list)?)
+    }
+
     async fn slack(&self, body: &str, timestamp: i64, signature: Option<String>) -> anyhow::Result<(u16, Value)> {
         let mut request = self
             .http
@@ -202,20 +213,16 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
     eventually("the proposal in the API", || {
         let (api, proposal) = (&api, proposal.clone());
         async move {
-            let (status, incidents, _) =
-                api.call(reqwest::Method::GET, "/incidents", Some("viewer-token"), None).await?;
-            assert_eq!(status, 200);
-            Ok(incidents
-                .as_array()
-                .is_some_and(|l| l.iter().any(|i| i["proposal_id"] == json!(proposal)))
-                .then_some(()))
+            let incidents = api.incidents("viewer-token").await?;
+            Ok(incidents.iter().any(|i| i.proposal_id.as_ref() == Some(&proposal)).then_some(()))
         }
     })
     .await?;
     let (status, shown, _) =
         api.call(reqwest::Method::GET, &format!("/proposals/{proposal}"), Some("viewer-token"), None).await?;
     assert_eq!(status, 200);
-    assert!(shown["steps"].as_array().is_some_and(|s| !s.is_empty()));
+    let shown: Proposal = serde_json::from_value(shown)?;
+    assert!(!shown.steps.is_empty(), "{shown:?}");
     let approve = format!("/proposals/{proposal}/approve");
     let body = Some(json!({"by": "vic"}));
     assert_eq!(api.call(reqwest::Method::POST, &approve, Some("viewer-token"), body.clone()).await?.0, 403);
@@ -268,17 +275,17 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
         let api = &api;
         let proposal = proposal.clone();
         async move {
-            let (_, incidents, _) = api.call(reqwest::Method::GET, "/incidents", Some("viewer-token"), None).await?;
-            Ok(incidents.as_array().and_then(|l| {
-                l.iter().find(|i| i["proposal_id"] == json!(proposal) && i["status"] == "healed").cloned()
-            }))
+            let incidents = api.incidents("viewer-token").await?;
+            Ok(incidents
+                .into_iter()
+                .find(|i| i.proposal_id.as_ref() == Some(&proposal) && i.status == IncidentStatus::Healed))
         }
     })
     .await?;
-    assert_eq!(healed["decision"]["by"], "alice");
-    assert_eq!(healed["decision"]["channel"], "slack");
+    let decision = healed.decision.as_ref().context("healed without a decision")?;
+    assert_eq!((decision.by.as_str(), decision.channel), ("alice", Channel::Slack));
     // `mend replay` re-runs the incident's replay by hand: idempotent.
-    let incident = healed["id"].as_str().context("no incident id")?;
+    let incident = &healed.id;
     let replayed = deployment.command(&["replay", "--incident", incident])?.output().await?;
     let said = String::from_utf8_lossy(&replayed.stdout);
     assert!(replayed.status.success(), "{said}{}", String::from_utf8_lossy(&replayed.stderr));
@@ -583,39 +590,20 @@ async fn a_merged_pull_request_approves_its_plan() -> anyhow::Result<()> {
     let merged = hook(Some(mend_integrations::github::sign("hook-secret", event.as_bytes()))).await?;
     assert_eq!(merged.status().as_u16(), 200, "{}", merged.text().await?);
     rows(&deployment, 5).await?;
-    let healed = eventually("the incident to heal", || {
-        let (api, proposal) = (format!("http://{}/incidents", deployment.api), proposal.clone());
-        async move {
-            let incidents: Value = reqwest::get(&api).await?.json().await?;
-            Ok(incidents.as_array().and_then(|l| {
-                l.iter().find(|i| i["proposal_id"] == json!(proposal) && i["status"] == "healed").cloned()
-            }))
-        }
+    let healed = incident_where(&deployment.api, "the incident to heal", |i| {
+        i.proposal_id.as_ref() == Some(&proposal) && i.status == IncidentStatus::Healed
     })
     .await?;
-    assert_eq!(
-        (healed["decision"]["by"].as_str(), healed["decision"]["channel"].as_str()),
-        (Some("github:octocat"), Some("github"))
-    );
+    let decision = healed.decision.as_ref().context("healed without a decision")?;
+    assert_eq!((decision.by.as_str(), decision.channel), ("github:octocat", Channel::Github));
     drop(up);
     Ok(())
 }
 
 /// The dataset's incident once it is in `status` (through the API).
-async fn incident_in(api: &str, dataset: &str, status: &str) -> anyhow::Result<Value> {
-    eventually(&format!("an incident of {dataset} {status}"), || {
-        let (api, dataset, status) = (api.to_owned(), dataset.to_owned(), status.to_owned());
-        async move {
-            let list: Value = reqwest::get(format!("{api}/incidents")).await?.json().await?;
-            Ok(list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| i["dataset"] == dataset.as_str() && i["status"] == status.as_str())
-                .cloned())
-        }
-    })
-    .await
+async fn incident_in(api: &str, dataset: &str, status: IncidentStatus) -> anyhow::Result<Incident> {
+    incident_where(api, &format!("an incident of {dataset} {status}"), |i| i.dataset == dataset && i.status == status)
+        .await
 }
 
 #[tokio::test]
@@ -636,11 +624,11 @@ async fn a_replay_that_loads_nothing_leaves_the_incident_held_not_healed() -> an
         produce_avro(&producer, &deployment.topic(), id, writer, &parsed, record).await?;
     }
     let api = format!("http://{}", deployment.api);
-    let incident = incident_in(&api, &deployment.dataset, "blocked").await?;
-    let id = incident["id"].as_str().unwrap_or_default().to_owned();
+    let incident = incident_in(&deployment.api, &deployment.dataset, IncidentStatus::Blocked).await?;
+    let id = incident.id;
     // A plan that applies but cannot make the records load.
     let table = format!("\"{}\"", deployment.dataset);
-    let draft: Value = reqwest::Client::new()
+    let draft: DraftOutcome = reqwest::Client::new()
         .post(format!("{api}/incidents/{id}/proposals"))
         .json(&json!({"by": "tester", "rationale": "a note column; the ids stay strings", "steps": [
             {"kind": "ddl", "description": "a note", "sql": format!("ALTER TABLE {table} ADD COLUMN note TEXT")},
@@ -649,30 +637,26 @@ async fn a_replay_that_loads_nothing_leaves_the_incident_held_not_healed() -> an
         .await?
         .json()
         .await?;
-    assert_eq!(draft["accepted"], true, "{draft}");
+    assert!(draft.accepted, "{draft:?}");
     let approved = reqwest::Client::new()
-        .post(format!("{api}/proposals/{}/approve", draft["proposal_id"].as_str().unwrap_or_default()))
+        .post(format!("{api}/proposals/{}/approve", draft.proposal_id))
         .json(&json!({"by": "tester"}))
         .send()
         .await?;
     assert!(approved.status().is_success(), "{}", approved.text().await?);
     let held = eventually("the incident to be held", || {
-        let (api, id) = (api.clone(), id.clone());
-        async move {
-            let incident: Value = reqwest::get(format!("{api}/incidents/{id}")).await?.json().await?;
-            Ok((!incident["application"].is_null()).then_some(incident))
-        }
+        let (api, id) = (deployment.api.clone(), id.clone());
+        async move { Ok(Some(mend_tests::incident(&api, &id).await?).filter(|i| i.application.is_some())) }
     })
     .await?;
-    assert_eq!(held["status"], "held", "applied, but nothing loaded: {held}");
-    let application = &held["application"];
-    assert_eq!((application["loaded"].as_i64(), application["still_quarantined"].as_i64()), (Some(0), Some(2)));
-    let reasons: Vec<&str> =
-        application["held"].as_array().into_iter().flatten().filter_map(|h| h["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 2, "{application}");
+    assert_eq!(held.status, IncidentStatus::Held, "applied, but nothing loaded: {held:?}");
+    let application = held.application.as_ref().context("no application")?;
+    assert_eq!((application.loaded, application.still_quarantined), (0, 2));
+    let reasons: Vec<&str> = application.held.iter().map(|h| h.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{application:?}");
     // The draft moved the contract to the string ids the bigint column refuses.
     assert!(reasons.iter().all(|r| r.contains("bigint")), "each says why: {reasons:?}");
-    assert!(held["healed_at"].is_null() && held["time_to_heal_seconds"].is_null(), "{held}");
+    assert!(held.healed_at.is_none() && held.time_to_heal_seconds.is_none(), "{held:?}");
     drop(up);
     Ok(())
 }
@@ -702,11 +686,16 @@ async fn a_long_promoted_to_double_keeps_two_to_the_53_plus_one_exact() -> anyho
     let record = Avro::Record(vec![("id".into(), Avro::Long(2)), ("qty".into(), Avro::Double(0.1))]);
     produce_avro(&producer, &deployment.topic(), "2", v2, &parsed, record).await?;
     let api = format!("http://{}", deployment.api);
-    let incident = incident_in(&api, &deployment.dataset, "awaiting_approval").await?;
-    let sql: Vec<&str> = incident["steps"].as_array().into_iter().flatten().filter_map(|s| s["sql"].as_str()).collect();
-    assert_eq!(sql, [format!(r#"ALTER TABLE "{}" ALTER COLUMN "qty" TYPE NUMERIC"#, deployment.dataset)], "{incident}");
+    let incident = incident_in(&deployment.api, &deployment.dataset, IncidentStatus::AwaitingApproval).await?;
+    let sql: Vec<&str> = incident.steps.iter().filter_map(|s| s.sql.as_deref()).collect();
+    assert_eq!(
+        sql,
+        [format!(r#"ALTER TABLE "{}" ALTER COLUMN "qty" TYPE NUMERIC"#, deployment.dataset)],
+        "{incident:?}"
+    );
+    let proposal = incident.proposal_id.as_deref().context("no proposal")?;
     let approved = reqwest::Client::new()
-        .post(format!("{api}/proposals/{}/approve", incident["proposal_id"].as_str().unwrap_or_default()))
+        .post(format!("{api}/proposals/{proposal}/approve"))
         .json(&json!({"by": "tester"}))
         .send()
         .await?;

@@ -372,7 +372,7 @@ async fn end_state(deployment: &Deployment) -> anyhow::Result<EndState> {
             if !tables.iter().any(|t| t == key) {
                 continue;
             }
-            let event = mend_audit::AuditEvent::decode(&codec, topic, message.payload().unwrap_or_default()).await?;
+            let event = codec.decode_audit(topic, message.payload().unwrap_or_default()).await?;
             seen.entry(role(key)).or_default().insert(event.envelope().incident_id.0.clone());
         }
         for (dataset, incidents) in seen {

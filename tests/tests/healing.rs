@@ -12,16 +12,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mend_avro::codec::Codec;
+use mend_model::ChangeKind;
+use mend_model::api::DemoReport;
 use mend_model::events::{Application, Decision, Detection, Diagnosis, Event, Proposal};
 use mend_store::Warehouse;
-use mend_tests::{Deployment, brokers, eventually, registry_url};
+use mend_tests::{Deployment, brokers, eventually, incidents, registry_url};
 use rdkafka::message::Message;
 use tokio::process::Child;
 
 /// The drift demo of a deployment, and its report.
 trait Demo {
     fn demo(&self, records: usize) -> anyhow::Result<Child>;
-    fn report(&self) -> anyhow::Result<serde_json::Value>;
+    fn report(&self) -> anyhow::Result<DemoReport>;
 }
 
 impl Demo for Deployment {
@@ -36,7 +38,7 @@ impl Demo for Deployment {
             .spawn()?)
     }
 
-    fn report(&self) -> anyhow::Result<serde_json::Value> {
+    fn report(&self) -> anyhow::Result<DemoReport> {
         Ok(serde_json::from_str(&std::fs::read_to_string(self.dir.join("report.json"))?)?)
     }
 }
@@ -111,11 +113,8 @@ async fn drift_story(warehouse: &str) -> anyhow::Result<()> {
     let status = deployment.demo(records)?.wait().await?;
     assert!(status.success(), "mend demo failed (see {})", deployment.dir.display());
     let report = deployment.report()?;
-    assert_eq!(report["lost"], 0);
-    assert_eq!(report["misplaced"], 0);
-    assert_eq!(report["duplicates"], 0);
-    assert_eq!(report["loaded"], 3 * records);
-    assert_eq!(report["quarantined"], records);
+    assert_eq!((report.lost, report.misplaced, report.duplicates), (0, 0, 0), "{report:?}");
+    assert_eq!((report.loaded, report.quarantined), (3 * records, records));
     check_warehouse(&deployment, i64::try_from(records)?).await?;
     check_audit_chains(&deployment.dataset, 2).await?;
     let exit = stop(up).await?;
@@ -143,19 +142,17 @@ async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let deployment = Deployment::new("postgres", "")?;
     let mut up = deployment.up("up-1.log").await?;
     let mut demo = deployment.demo(records)?;
-    let incidents = format!("http://{}/incidents", deployment.api);
     // The rename's incident exists (awaiting approval, or already approved
     // and healing): the type change, and maybe the rename's approval, apply
     // and replay, are still ahead.
     eventually("the rename to be detected", || {
-        let (incidents, dataset) = (incidents.clone(), deployment.dataset.clone());
+        let (api, dataset) = (deployment.api.clone(), deployment.dataset.clone());
         async move {
-            let Ok(response) = reqwest::get(&incidents).await else { return Ok(None) };
-            let list: serde_json::Value = response.json().await.unwrap_or_default();
-            let renamed = list.as_array().into_iter().flatten().any(|i| {
-                i["dataset"].as_str() == Some(dataset.as_str())
-                    && i["changes"].as_array().into_iter().flatten().any(|c| c["kind"] == "field_renamed")
-            });
+            // The API may not be up yet: not an error, not yet.
+            let Ok(list) = incidents(&api).await else { return Ok(None) };
+            let renamed = list
+                .iter()
+                .any(|i| i.dataset == dataset && i.changes.iter().any(|c| c.kind == ChangeKind::FieldRenamed));
             Ok(renamed.then_some(()))
         }
     })
@@ -166,8 +163,8 @@ async fn drift_story_survives_sigkill() -> anyhow::Result<()> {
     let status = tokio::time::timeout(Duration::from_secs(300), demo.wait()).await??;
     assert!(status.success(), "mend demo failed after the restart (see {})", deployment.dir.display());
     let report = deployment.report()?;
-    assert_eq!((report["lost"].as_i64(), report["misplaced"].as_i64()), (Some(0), Some(0)));
-    assert_eq!(report["duplicates"], 0, "no row twice");
+    assert_eq!((report.lost, report.misplaced), (0, 0), "{report:?}");
+    assert_eq!(report.duplicates, 0, "no row twice");
     check_warehouse(&deployment, i64::try_from(records)?).await?;
     // Each plan was applied once: one mend_applied row per healed incident.
     let codec = Codec::new(&registry_url())?;
@@ -201,10 +198,9 @@ async fn drift_story_survives_a_crash_at(point: &str) -> anyhow::Result<()> {
     let status = tokio::time::timeout(Duration::from_secs(300), demo.wait()).await??;
     assert!(status.success(), "mend demo failed after a crash at {point} (see {})", deployment.dir.display());
     let report = deployment.report()?;
-    assert_eq!((report["lost"].as_i64(), report["misplaced"].as_i64()), (Some(0), Some(0)), "{point}");
-    assert_eq!(report["duplicates"], 0, "{point}: no row twice");
-    assert_eq!(report["loaded"], 3 * records, "{point}");
-    assert_eq!(report["quarantined"], records, "{point}");
+    assert_eq!((report.lost, report.misplaced), (0, 0), "{point}: {report:?}");
+    assert_eq!(report.duplicates, 0, "{point}: no row twice");
+    assert_eq!((report.loaded, report.quarantined), (3 * records, records), "{point}");
     check_warehouse(&deployment, i64::try_from(records)?).await?;
     // Each healed plan recorded (and its DDL run) exactly once.
     let warehouse = Warehouse::connect(&deployment.warehouse).await?;
@@ -271,9 +267,8 @@ async fn drift_story_with_an_applier_role_of_its_own() -> anyhow::Result<()> {
     let status = deployment.demo(records)?.wait().await?;
     assert!(status.success(), "mend demo failed (see {})", deployment.dir.display());
     let report = deployment.report()?;
-    assert_eq!((report["lost"].as_i64(), report["misplaced"].as_i64()), (Some(0), Some(0)));
-    assert_eq!(report["duplicates"], 0);
-    assert_eq!(report["loaded"], 3 * records);
+    assert_eq!((report.lost, report.misplaced, report.duplicates), (0, 0, 0), "{report:?}");
+    assert_eq!(report.loaded, 3 * records);
     check_warehouse(&deployment, i64::try_from(records)?).await?;
     let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = $1 AND datname = $2")
         .bind(&applier)

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use apache_avro::Schema;
 use mend_avro::schema::columns_for;
-use mend_model::Contract;
+use mend_model::api::PlanReport;
+use mend_model::{ChangeKind, Contract, Policy, RenameProof, StepKind};
 use mend_store::Warehouse;
 use mend_tests::{Deployment, mend_bin, register_schema, registry_url, unique};
 use serde_json::{Value, json};
@@ -54,7 +55,15 @@ impl Planned {
     }
 
     /// Runs `mend plan --json` on `schema`; its exit code and report.
-    fn plan(&self, schema: &Value) -> anyhow::Result<(i32, Value)> {
+    fn plan(&self, schema: &Value) -> anyhow::Result<(i32, PlanReport)> {
+        let (code, stdout, stderr) = self.run(schema)?;
+        let report = serde_json::from_str(&stdout)
+            .map_err(|e| anyhow::anyhow!("mend plan printed no report (exit {code}, {e}): {stdout}{stderr}"))?;
+        Ok((code, report))
+    }
+
+    /// Runs `mend plan --json` on `schema`; its exit code, stdout and stderr.
+    fn run(&self, schema: &Value) -> anyhow::Result<(i32, String, String)> {
         let file = self.dir.join(format!("{}.avsc", unique("schema")));
         std::fs::write(&file, schema.to_string())?;
         let output = std::process::Command::new(mend_bin()?)
@@ -64,32 +73,21 @@ impl Planned {
             .env("MEND_REGISTRY_URL", registry_url())
             .output()?;
         let code = output.status.code().unwrap_or(-1);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let report = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-        anyhow::ensure!(
-            report.is_object() || code == 1,
-            "mend plan printed no JSON (exit {code}): {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok((code, report))
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        Ok((code, stdout.into_owned(), stderr.into_owned()))
     }
 }
 
-fn kinds(report: &Value) -> Vec<(String, String)> {
-    report["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| (c["kind"].as_str().unwrap_or("").to_owned(), c["field"].as_str().unwrap_or("").to_owned()))
-        .collect()
+fn kinds(report: &PlanReport) -> Vec<(ChangeKind, String)> {
+    report.changes.iter().map(|c| (c.change.kind, c.change.field.clone())).collect()
 }
 
-fn sql(report: &Value) -> Vec<String> {
-    report["steps"].as_array().into_iter().flatten().filter_map(|s| s["sql"].as_str().map(str::to_owned)).collect()
+fn sql(report: &PlanReport) -> Vec<String> {
+    report.steps.iter().filter_map(|s| s.sql.clone()).collect()
 }
 
-fn pair(kind: &str, field: &str) -> (String, String) {
-    (kind.to_owned(), field.to_owned())
+fn pair(kind: ChangeKind, field: &str) -> (ChangeKind, String) {
+    (kind, field.to_owned())
 }
 
 async fn matrix(dialect: &str) -> anyhow::Result<()> {
@@ -98,85 +96,89 @@ async fn matrix(dialect: &str) -> anyhow::Result<()> {
 
     // No change at all, and changes that need no action: exit 0, no changes.
     let (code, report) = planned.plan(&v1())?;
-    assert_eq!((code, report["decision"].as_str()), (0, Some("auto")));
+    assert_eq!((code, report.decision), (0, Policy::Auto));
     assert!(kinds(&report).is_empty());
     let reordered = v2(|f| {
         f.swap(0, 1);
         f[2]["doc"] = json!("units ordered");
     });
     let (code, report) = planned.plan(&reordered)?;
-    assert_eq!(code, 0, "field order and docs need nothing: {report}");
+    assert_eq!(code, 0, "field order and docs need nothing: {report:?}");
     assert!(kinds(&report).is_empty());
 
     // A nullable addition: DDL, applied automatically.
     let added = v2(|f| f.push(json!({"name": "coupon", "type": ["null", "string"], "default": null, "doc": "promo"})));
     let (code, report) = planned.plan(&added)?;
-    assert_eq!(code, 0, "{report}");
-    assert_eq!(kinds(&report), [pair("field_added", "coupon")]);
-    assert_eq!(report["changes"][0]["nullable"], true);
-    assert_eq!(report["changes"][0]["has_default"], true);
-    assert!(report["changes"][0]["rule"].as_str().unwrap_or("").contains("=> auto (default)"));
+    assert_eq!(code, 0, "{report:?}");
+    assert_eq!(kinds(&report), [pair(ChangeKind::FieldAdded, "coupon")]);
+    let added = &report.changes[0];
+    assert_eq!((added.change.nullable, added.change.has_default), (Some(true), Some(true)));
+    assert_eq!(added.change.doc.as_deref(), Some("promo"));
+    assert!(added.rule.contains("=> auto (default)"), "{added:?}");
     assert_eq!(sql(&report), [format!(r#"ALTER TABLE "{}" ADD COLUMN "coupon" TEXT"#, planned.name)]);
-    assert_eq!(report["steps"].as_array().and_then(|s| s.last()).map(|s| s["kind"].clone()), Some(json!("replay")));
+    assert_eq!(report.steps.last().map(|s| s.kind), Some(StepKind::Replay));
 
     // A required addition without a default waits for a person.
     let (code, report) = planned.plan(&v2(|f| f.push(json!({"name": "channel", "type": "string"}))))?;
-    assert_eq!((code, report["decision"].as_str()), (2, Some("approve")), "{report}");
+    assert_eq!((code, report.decision), (2, Policy::Approve), "{report:?}");
 
     // A rename proven by an alias maps onto the old column, no DDL.
     let aliased = v2(|f| f[1] = json!({"name": "customer_email", "type": "string", "aliases": ["email"]}));
     let (code, report) = planned.plan(&aliased)?;
-    assert_eq!(code, 2, "{report}");
-    assert_eq!(kinds(&report), [pair("field_renamed", "customer_email")]);
-    let change = &report["changes"][0];
-    assert_eq!((change["from"].as_str(), change["to"].as_str()), (Some("email"), Some("customer_email")));
-    assert_eq!(change["confidence"], 1.0);
+    assert_eq!(code, 2, "{report:?}");
+    assert_eq!(kinds(&report), [pair(ChangeKind::FieldRenamed, "customer_email")]);
+    let change = &report.changes[0].change;
+    assert_eq!((change.from.as_deref(), change.to.as_deref()), (Some("email"), Some("customer_email")));
+    assert_eq!((change.confidence, change.rename_proof), (Some(1.0), Some(RenameProof::Alias)));
     assert!(sql(&report).is_empty());
-    let mapping = report["steps"].as_array().into_iter().flatten().find(|s| s["kind"] == "mapping").cloned();
+    let mapping = report.steps.iter().find(|s| s.kind == StepKind::Mapping);
     assert_eq!(
-        mapping.map(|m| (m["field"].clone(), m["column"].clone())),
-        Some((json!("customer_email"), json!("email")))
+        mapping.map(|m| (m.field.as_deref(), m.column.as_deref())),
+        Some((Some("customer_email"), Some("email")))
     );
 
     // Without an alias: names that only differ in separators are a rename,
     // unrelated ones a removal plus an addition.
     let (code, report) = planned.plan(&v2(|f| f[1] = json!({"name": "e_mail", "type": "string"})))?;
     assert_eq!(code, 2);
-    assert_eq!(kinds(&report), [pair("field_renamed", "e_mail")]);
-    assert_eq!(report["changes"][0]["evidence"]["method"], "similarity (no Avro alias)");
+    assert_eq!(kinds(&report), [pair(ChangeKind::FieldRenamed, "e_mail")]);
+    assert_eq!(report.changes[0].change.rename_proof, Some(RenameProof::Similarity));
     let (code, report) = planned.plan(&v2(|f| f[1] = json!({"name": "phone", "type": "string"})))?;
     assert_eq!(code, 2);
-    assert_eq!(kinds(&report), [pair("field_added", "phone"), pair("field_removed", "email")]);
+    assert_eq!(kinds(&report), [pair(ChangeKind::FieldAdded, "phone"), pair(ChangeKind::FieldRemoved, "email")]);
     assert!(sql(&report).iter().all(|s| !s.contains("DROP COLUMN")), "a removal never drops a column");
 
     // Widening: ALTER COLUMN TYPE on PostgreSQL (approval), mapping only on SQLite (auto).
     let (code, report) = planned.plan(&v2(|f| f[2] = json!({"name": "qty", "type": "long"})))?;
-    assert_eq!(kinds(&report), [pair("type_widened", "qty")]);
+    assert_eq!(kinds(&report), [pair(ChangeKind::TypeWidened, "qty")]);
     if pg {
         assert_eq!(code, 2);
         assert_eq!(sql(&report), [format!(r#"ALTER TABLE "{}" ALTER COLUMN "qty" TYPE BIGINT"#, planned.name)]);
     } else {
         // mend heals it on its own, but the contract's readers cannot read a long.
-        assert_eq!((code, &report["contract_can_read"]), (4, &json!(false)), "{report}");
+        assert_eq!((code, report.contract_can_read), (4, Some(false)), "{report:?}");
         assert!(sql(&report).is_empty());
     }
 
     // A type the column cannot hold is blocked, with options for a person.
     let (code, report) = planned.plan(&v2(|f| f[3] = json!({"name": "amount", "type": "string"})))?;
-    assert_eq!((code, report["decision"].as_str()), (3, Some("block")));
-    assert_eq!(kinds(&report), [pair("type_changed", "amount")]);
-    assert!(report["rules"].as_array().into_iter().flatten().any(|r| r.as_str().unwrap_or("").contains("option")));
+    assert_eq!((code, report.decision), (3, Policy::Block));
+    assert_eq!(kinds(&report), [pair(ChangeKind::TypeChanged, "amount")]);
+    let cast = report.changes[0].change.cast.as_ref();
+    assert!(cast.is_none_or(|c| !c.all_parse()), "a string never casts to double wholesale: {cast:?}");
+    assert!(report.rules.iter().any(|r| r.contains("option")), "{report:?}");
 
     // Nullability, enum symbols, defaults.
     let (code, report) =
         planned.plan(&v2(|f| f[2] = json!({"name": "qty", "type": ["null", "int"], "default": null})))?;
-    assert!(kinds(&report).contains(&pair("nullability_changed", "qty")), "{report}");
-    assert_eq!(code, if pg { 2 } else { 0 }, "PostgreSQL relaxes NOT NULL with approval: {report}");
+    assert!(kinds(&report).contains(&pair(ChangeKind::NullabilityChanged, "qty")), "{report:?}");
+    assert_eq!(code, if pg { 2 } else { 0 }, "PostgreSQL relaxes NOT NULL with approval: {report:?}");
     let symbols = v2(
         |f| f[4] = json!({"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["paid", "shipped", "refunded"]}}),
     );
     let (code, report) = planned.plan(&symbols)?;
-    assert_eq!((code, kinds(&report)), (0, vec![pair("enum_symbols_added", "status")]));
+    assert_eq!((code, kinds(&report)), (0, vec![pair(ChangeKind::EnumSymbolsAdded, "status")]));
+    assert_eq!(report.changes[0].change.all_symbols, ["paid", "shipped", "refunded"]);
 
     // Nested: a field added inside the JSON column of a record.
     let nested = v2(|f| {
@@ -185,7 +187,7 @@ async fn matrix(dialect: &str) -> anyhow::Result<()> {
         }
     });
     let (code, report) = planned.plan(&nested)?;
-    assert_eq!((code, kinds(&report)), (0, vec![pair("field_added", "shipping.city")]));
+    assert_eq!((code, kinds(&report)), (0, vec![pair(ChangeKind::FieldAdded, "shipping.city")]));
 
     // Several changes at once: one plan, the strictest decision.
     let several = v2(|f| {
@@ -218,12 +220,13 @@ async fn the_dataset_policy_decides_and_bad_input_is_a_clear_error() -> anyhow::
     let planned =
         Planned::new("postgres", "[dataset.policy]\ntype_widened = \"auto\"\nfield_added = \"block\"\n").await?;
     let (code, report) = planned.plan(&v2(|f| f[2] = json!({"name": "qty", "type": "long"})))?;
-    assert_eq!(code, 4, "auto, but the contract cannot read it: {report}");
-    assert!(report["changes"][0]["rule"].as_str().unwrap_or("").ends_with("(dataset policy)"));
+    assert_eq!(code, 4, "auto, but the contract cannot read it: {report:?}");
+    assert!(report.changes[0].rule.ends_with("(dataset policy)"), "{report:?}");
     let (code, _) = planned.plan(&v2(|f| f.push(json!({"name": "c", "type": ["null", "string"], "default": null}))))?;
     assert_eq!(code, 3);
     // Not a schema: exit 1 with a message, not a panic.
-    let (code, _) = planned.plan(&json!({"type": "record", "name": "x"}))?;
-    assert_eq!(code, 1);
+    let (code, _, stderr) = planned.run(&json!({"type": "record", "name": "x"}))?;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.is_empty(), "a clear error on stderr");
     Ok(())
 }

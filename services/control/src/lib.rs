@@ -82,15 +82,14 @@ impl Api {
         let ends = self
             .ends
             .get_or_try_init(|| async {
-                let mut ends = Vec::new();
-                for topic in projected() {
-                    for (partition, low, high) in mend_runtime::kafka::watermarks(brokers, topic).await? {
-                        if high > low {
-                            ends.push((topic.to_owned(), partition, high));
-                        }
-                    }
-                }
-                Ok::<_, mend_runtime::kafka::TopicError>(ends)
+                let topics: Vec<&'static str> = projected().collect();
+                let ends = mend_runtime::kafka::topic_ends(brokers, &topics).await?;
+                Ok::<_, mend_runtime::kafka::TopicError>(
+                    ends.into_iter()
+                        .filter(|e| e.holds_records())
+                        .map(|e| (e.topic.to_owned(), e.partition, e.high))
+                        .collect(),
+                )
             })
             .await;
         let Ok(ends) = ends else { return false };

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use mend_audit::AuditEvent;
 use mend_avro::codec::CodecError;
 pub use mend_model::api::{AgentView, ApplicationView, DecisionView, DraftView, Incident};
+use mend_model::audit::AuditEvent;
 use mend_model::events::{AgentRun, Application, Decision, Detection, Diagnosis, Envelope, Proposal};
 use mend_model::{ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict};
 use mend_runtime::handler::{Disposition, Handler, Inbound};
@@ -175,7 +175,7 @@ impl Projector {
     /// and skipped: the read model shows what it can).
     async fn decode(&self, record: &Inbound) -> Result<Option<AuditEvent>, HandleError> {
         let payload = record.payload.as_deref().unwrap_or_default();
-        match AuditEvent::decode(&self.context.codec, &record.topic, payload).await {
+        match self.context.codec.decode_audit(&record.topic, payload).await {
             Ok(event) => Ok(Some(event)),
             Err(CodecError::Invalid(reason)) => {
                 tracing::warn!(topic = %record.topic, %reason, "unreadable audit event skipped");

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use mend_audit::export::{ExportHeader, select};
+use mend_audit::log::Sealing;
 use mend_audit::verify::{Options, Scope};
 use mend_audit::{Entry, Selection, export_csv, export_lines, keys, read_export, read_topics, timeline, verify};
 use mend_avro::Codec;
@@ -183,37 +184,23 @@ async fn retention_warnings(global: &Global) {
     }
 }
 
-/// The live log as of the call, once every event written before it is
-/// sealed (or `wait` has passed: then as it is, with a warning). Events
-/// written since and not sealed yet are left out: an export holds what its
-/// digests seal. While it waits it reads only the digests.
+/// The live log as of the call, once the sealer has sealed it (or `wait`
+/// has passed), saying on stderr what it waits for.
 async fn sealed_log(global: &Global, wait: Duration) -> anyhow::Result<Vec<Entry>> {
-    let deadline = tokio::time::Instant::now() + wait;
     let (brokers, chain) = (&global.connections.brokers, &global.connections.group_prefix);
-    let cut = mend_audit::cut(brokers).await?;
     let codec = Codec::new(&global.connections.registry_url)?;
-    let mut announced = false;
-    loop {
-        let unsealed = mend_audit::unsealed_partitions(&mend_audit::read_digests(brokers, &codec).await?, chain, &cut);
-        if unsealed == 0 {
-            break;
+    Ok(mend_audit::log::sealed_log(brokers, &codec, chain, wait, |sealing| match sealing {
+        Sealing::Waiting { unsealed } => {
+            eprintln!("waiting for the sealer to seal the events of {unsealed} partitions…")
         }
-        if tokio::time::Instant::now() >= deadline {
-            eprintln!(
-                "warning: events of {unsealed} partitions are not sealed after {}: is the sealer of chain {chain} \
-                 running (mend up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they \
-                 are; verify will report them",
-                humantime::format_duration(wait)
-            );
-            break;
-        }
-        if !announced {
-            eprintln!("waiting for the sealer to seal the events of {unsealed} partitions…");
-            announced = true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Ok(mend_audit::as_of(read_topics(brokers, &codec).await?, chain, &cut))
+        Sealing::GaveUp { unsealed } => eprintln!(
+            "warning: events of {unsealed} partitions are not sealed after {}: is the sealer of chain {chain} \
+             running (mend up or mend run sealer, with MEND_GROUP_PREFIX={chain})? They are exported as they \
+             are; verify will report them",
+            humantime::format_duration(wait)
+        ),
+    })
+    .await?)
 }
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -333,7 +320,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 /// `mend audit rebuild`: every dataset's history from the topics against
 /// its warehouse.
 async fn rebuild(global: &Global, only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
-    use mend_audit::rebuild::{WarehouseState, compare, describe, expected_columns, history};
+    use mend_audit::rebuild::{describe, rebuild};
     let config = global.load_config()?;
     if let Some(name) = &only {
         anyhow::ensure!(config.dataset(name).is_some(), "no dataset {name} in {}", global.config.display());
@@ -341,63 +328,33 @@ async fn rebuild(global: &Global, only: Option<String>, json: bool) -> anyhow::R
     let codec = Codec::new(&global.connections.registry_url)?;
     let entries = live(global).await?;
     let mut reports = Vec::new();
-    let mut agree = true;
     for dataset in config.datasets.iter().filter(|d| only.as_ref().is_none_or(|o| *o == d.name)) {
         let url = dataset.warehouse.clone().unwrap_or_else(|| global.warehouse.clone());
         let warehouse = mend_store::Warehouse::connect(&url).await?;
-        let history = history(&entries, &dataset.name);
-        let contract = warehouse.contract(&dataset.name).await?;
-        let state = WarehouseState {
-            contract_schema_id: contract.as_ref().map(|c| c.schema_id),
-            contract_mover: warehouse.contract_mover(&dataset.name).await?,
-            applied: warehouse.applied_plans(&dataset.name).await?,
-            columns: warehouse.columns(&dataset.table).await?.into_iter().map(|c| c.name).collect(),
-        };
-        // The first contract: what the first drift found in force, or (when
-        // nothing was ever applied) the contract the loader established.
-        let first = history
-            .first_contract
-            .and_then(|id| u32::try_from(id).ok())
-            .or_else(|| history.applied.is_empty().then_some(state.contract_schema_id).flatten());
-        let mut differences = Vec::new();
-        let expected = match first {
-            Some(id) => {
-                let schema = codec.schema(id).await?;
-                let (columns, _) = mend_avro::schema::columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
-                    .map_err(|e| anyhow::anyhow!("dataset {}: schema {id}: {e}", dataset.name))?;
-                let first = columns.into_iter().map(|c| c.name).collect();
-                expected_columns(first, &history, warehouse.dialect(), &dataset.table)
-            }
-            None => state.columns.clone(),
-        };
-        if contract.is_some() || !history.applied.is_empty() {
-            differences = compare(&history, &state, &expected);
-        }
+        let report = rebuild(dataset, &warehouse, &codec, &entries).await;
         warehouse.close().await;
-        agree &= differences.is_empty();
+        let report = report?;
         if !json {
             println!(
                 "dataset {} (table {}): contract schema {}, {} changes applied",
-                dataset.name,
-                dataset.table,
-                state.contract_schema_id.map_or("none yet".into(), |s| s.to_string()),
-                history.applied.len()
+                report.dataset,
+                report.table,
+                report.warehouse.contract_schema_id.map_or("none yet".into(), |s| s.to_string()),
+                report.history.applied.len()
             );
-            for change in &history.applied {
+            for change in &report.history.applied {
                 println!("  {}", describe(change));
             }
-            for difference in &differences {
+            for difference in &report.differences {
                 println!("  difference: {difference}");
             }
-            if differences.is_empty() {
+            if report.agrees() {
                 println!("  the warehouse agrees with the topics");
             }
         }
-        reports.push(serde_json::json!({
-            "dataset": dataset.name, "table": dataset.table, "history": history, "warehouse": state,
-            "expected_columns": expected, "differences": differences,
-        }));
+        reports.push(report);
     }
+    let agree = reports.iter().all(mend_audit::rebuild::Rebuild::agrees);
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }

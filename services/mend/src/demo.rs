@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mend_avro::codec::Codec;
 use mend_avro::registry::set_compatibility;
-use mend_model::api::Incident;
+use mend_model::api::{DemoReport, Incident};
 use mend_model::{Channel, IncidentStatus, Verdict};
 use mend_store::Warehouse;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -350,12 +350,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     }
     let clean = lost == 0 && misplaced == 0 && duplicates == 0 && extra == 0 && loaded + quarantined == expected.len();
     if let Some(path) = &args.report {
-        let report = json!({
-            "produced": expected.len(), "loaded": loaded, "quarantined": quarantined, "lost": lost,
-            "misplaced": misplaced, "duplicates": duplicates, "schema_ids": ids,
-            "healed_seconds": healed_after.iter().map(|(v, d)| (v.to_string(), d.as_secs_f64())).collect::<BTreeMap<_, _>>(),
-            "incidents": ours,
-        });
+        let report = DemoReport {
+            produced: expected.len(),
+            loaded,
+            quarantined,
+            lost,
+            misplaced,
+            duplicates,
+            schema_ids: ids,
+            healed_seconds: healed_after.iter().map(|(v, d)| (v.to_string(), d.as_secs_f64())).collect(),
+            incidents: ours.into_iter().cloned().collect(),
+        };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     anyhow::ensure!(clean, "the demo found lost, misplaced or duplicated records (see the report above)");

@@ -232,7 +232,7 @@ pub async fn serve(
                 status
             }
             Service::Sealer => {
-                let sealer = mend_audit::seal::Sealer::new(
+                let sealer = mend_sealer::Sealer::new(
                     supervisor.sealer.clone(),
                     context.codec.clone(),
                     context.producer.clone(),

@@ -13,8 +13,6 @@ use serde_json::Value;
 
 use crate::{AuditError, AuditEvent, Entry, Position, Record, timeline};
 
-pub use crate::ExportHeader;
-
 /// What to export.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -84,7 +82,7 @@ pub fn select(entries: &[Entry], selection: &Selection) -> (ExportHeader, Vec<En
         to: selection.to,
         time: mend_model::events::now_millis(),
     };
-    let digests = crate::digests_of(entries, &selection.chain);
+    let digests = crate::log::digests_of(entries, &selection.chain);
     let chosen = crate::verify::selected_times(&digests, selection.from, selection.to);
     let sealed = crate::verify::SealedIndex::new(&digests);
     // Some(true): in a range the export holds whole; Some(false): sealed
@@ -163,7 +161,7 @@ pub fn read_export(text: &str) -> Result<(ExportHeader, Vec<Entry>), AuditError>
         lines.remove(0);
     }
     // Parsing is most of the work of reading an export: on every core.
-    let parsed = crate::on_every_core(&lines, |chunk: &[(usize, &str)]| {
+    let parsed = crate::log::on_every_core(&lines, |chunk: &[(usize, &str)]| {
         chunk.iter().map(|(number, line)| read_line(*number, line)).collect()
     });
     Ok((header.unwrap_or_default(), parsed.into_iter().collect::<Result<_, _>>()?))
@@ -240,4 +238,59 @@ pub fn export_csv(entries: &[Entry]) -> Result<String, AuditError> {
     }
     let bytes = writer.into_inner().map_err(|e| AuditError::Other(format!("writing CSV: {e}")))?;
     String::from_utf8(bytes).map_err(|e| AuditError::Other(e.to_string()))
+}
+
+/// `ms` since the epoch as RFC 3339, to the millisecond.
+pub fn format_time(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// What an export holds, written as its first line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportHeader {
+    /// The digests' chain it carries.
+    pub chain: Option<String>,
+    /// Only this dataset's events in full.
+    pub dataset: Option<String>,
+    /// Only events from this time (ms since the epoch) in full.
+    pub from: Option<i64>,
+    /// Only events up to this time in full.
+    pub to: Option<i64>,
+    /// When it was made.
+    pub time: i64,
+}
+
+impl ExportHeader {
+    /// What the export selects, for a reader of a verification.
+    pub fn describe(&self) -> String {
+        format!(
+            "the export (made {}) holds chain {}, {}, {} to {}",
+            format_time(self.time),
+            self.chain.as_deref().unwrap_or("(any)"),
+            self.dataset.as_deref().map_or_else(|| "every dataset".to_owned(), |d| format!("dataset {d}")),
+            self.from.map_or_else(|| "the beginning".to_owned(), format_time),
+            self.to.map_or_else(|| "the end".to_owned(), format_time),
+        )
+    }
+
+    /// Why an event given in full is not one this export selects: its
+    /// header or the event was edited.
+    pub fn refuses(&self, envelope: &mend_model::events::Envelope) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(dataset) = self.dataset.as_ref().filter(|d| **d != envelope.dataset) {
+            problems.push(format!(
+                "it is an event of dataset {}, but the export's header selects dataset {dataset}: the header or \
+                 the event was edited",
+                envelope.dataset
+            ));
+        }
+        if self.from.is_some_and(|from| envelope.time < from) || self.to.is_some_and(|to| envelope.time > to) {
+            problems.push(format!(
+                "its time {} is outside the export's window: the header or the event was edited",
+                envelope.time
+            ));
+        }
+        problems
+    }
 }

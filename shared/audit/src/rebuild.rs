@@ -182,3 +182,80 @@ pub fn describe(change: &AppliedChange) -> String {
         change.statements.len()
     )
 }
+
+/// A dataset's rebuild: its history from the topics, what the warehouse
+/// says, the columns the history leads to, and every difference.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebuild {
+    pub dataset: String,
+    pub table: String,
+    pub history: History,
+    pub warehouse: WarehouseState,
+    pub expected_columns: Vec<String>,
+    pub differences: Vec<String>,
+}
+
+impl Rebuild {
+    /// Whether the warehouse agrees with the topics.
+    pub fn agrees(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+/// Why a dataset could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Warehouse(#[from] mend_store::StoreError),
+    #[error(transparent)]
+    Registry(#[from] mend_avro::codec::CodecError),
+    #[error("dataset {dataset}: schema {id}: {reason}")]
+    Schema { dataset: String, id: u32, reason: String },
+}
+
+/// Rebuilds `dataset` from `entries` (the live log) and compares it with
+/// its `warehouse`; the first contract's schema comes from `codec`.
+pub async fn rebuild(
+    dataset: &mend_config::Dataset,
+    warehouse: &mend_store::Warehouse,
+    codec: &mend_avro::Codec,
+    entries: &[Entry],
+) -> Result<Rebuild, RebuildError> {
+    let history = history(entries, &dataset.name);
+    let contract = warehouse.contract(&dataset.name).await?;
+    let state = WarehouseState {
+        contract_schema_id: contract.as_ref().map(|c| c.schema_id),
+        contract_mover: warehouse.contract_mover(&dataset.name).await?,
+        applied: warehouse.applied_plans(&dataset.name).await?,
+        columns: warehouse.columns(&dataset.table).await?.into_iter().map(|c| c.name).collect(),
+    };
+    // The first contract: what the first drift found in force, or (when
+    // nothing was ever applied) the contract the loader established.
+    let first = history
+        .first_contract
+        .and_then(|id| u32::try_from(id).ok())
+        .or_else(|| history.applied.is_empty().then_some(state.contract_schema_id).flatten());
+    let expected = match first {
+        Some(id) => {
+            let schema = codec.schema(id).await?;
+            let (columns, _) = mend_avro::schema::columns_for(&schema.parsed, warehouse.dialect(), dataset.nested)
+                .map_err(|reason| RebuildError::Schema { dataset: dataset.name.clone(), id, reason })?;
+            let first = columns.into_iter().map(|c| c.name).collect();
+            expected_columns(first, &history, warehouse.dialect(), &dataset.table)
+        }
+        None => state.columns.clone(),
+    };
+    let differences = if contract.is_some() || !history.applied.is_empty() {
+        compare(&history, &state, &expected)
+    } else {
+        Vec::new()
+    };
+    Ok(Rebuild {
+        dataset: dataset.name.clone(),
+        table: dataset.table.clone(),
+        history,
+        warehouse: state,
+        expected_columns: expected,
+        differences,
+    })
+}

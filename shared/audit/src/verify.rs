@@ -429,7 +429,7 @@ struct OwnCheck {
 fn own_checks(entries: &[Entry]) -> Vec<OwnCheck> {
     use crate::AuditEvent as A;
     use mend_model::events::Proposal;
-    crate::on_every_core(entries, |chunk: &[Entry]| {
+    crate::log::on_every_core(entries, |chunk: &[Entry]| {
         chunk
             .iter()
             .map(|entry| match entry.event() {

@@ -21,6 +21,7 @@ use schema_registry_converter::error::SRCError;
 pub use schema_registry_converter::schema_registry_common::RegisteredSchema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
 
+use mend_model::audit::AuditEvent;
 use mend_model::events::Event;
 use mend_model::topics;
 
@@ -228,6 +229,20 @@ impl Codec {
     /// Decodes an event published by any version of its schema.
     pub async fn decode_event<E: Event>(&self, payload: &[u8]) -> Result<E, CodecError> {
         self.decode_value(E::TOPIC, payload).await
+    }
+
+    /// Decodes a record of the audit topic `topic` into its event.
+    pub async fn decode_audit(&self, topic: &str, payload: &[u8]) -> Result<AuditEvent, CodecError> {
+        Ok(match topic {
+            topics::QUARANTINE => AuditEvent::Quarantined(self.decode_event(payload).await?),
+            topics::DETECTIONS => AuditEvent::Detection(self.decode_event(payload).await?),
+            topics::DIAGNOSES => AuditEvent::Diagnosis(self.decode_event(payload).await?),
+            topics::PROPOSALS => AuditEvent::Proposal(self.decode_event(payload).await?),
+            topics::DECISIONS => AuditEvent::Decision(self.decode_event(payload).await?),
+            topics::APPLICATIONS => AuditEvent::Application(self.decode_event(payload).await?),
+            topics::AGENT_RUNS => AuditEvent::AgentRun(self.decode_event(payload).await?),
+            other => return Err(CodecError::Invalid(format!("{other} is not an audit topic"))),
+        })
     }
 
     /// Decodes a record of `topic` published by any version of its schema.

@@ -8,6 +8,7 @@
 pub mod agree;
 pub mod codec;
 pub mod copy;
+pub mod datum;
 pub mod drift;
 #[cfg(test)]
 mod fuzz;

@@ -15,7 +15,8 @@ use mend_config::{Dataset, Nested};
 use mend_model::{Contract, MAX_RECORD_BYTES, QuarantineKind, SqlValue};
 
 use crate::codec::{Codec, CodecError, StrictReader, WriterSchema, schema_id};
-use crate::copy::{FlatDecoder, FlatError};
+use crate::copy::FlatDecoder;
+use crate::datum::FlatError;
 use crate::plan::LoadPlan;
 
 /// Why a record cannot be loaded: what its quarantine event says.

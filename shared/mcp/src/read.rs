@@ -11,6 +11,7 @@ use mend_avro::codec::{CodecError, schema_id};
 use mend_avro::drift::classify;
 use mend_config::Dataset;
 use mend_model::QuarantineKind;
+use mend_model::api::PlanReport;
 use mend_runtime::{Context, kafka};
 use rdkafka::message::Message;
 use schemars::JsonSchema;
@@ -268,28 +269,6 @@ pub async fn registry_history(
     Ok(History { subject, versions })
 }
 
-/// `compare_schema`: exactly what `mend plan --json` prints.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct PlanReport {
-    pub dataset: String,
-    pub table: String,
-    /// The schema compared against (the contract's), None without one.
-    pub contract_schema_id: Option<i64>,
-    /// Each change with its kind, field, evidence, decision and rule.
-    pub changes: Vec<Value>,
-    /// The plan's steps: kind (ddl, mapping, dbt_patch, replay), description, sql, field, column, patch.
-    pub steps: Vec<Value>,
-    pub rules: Vec<String>,
-    /// auto, approve or block.
-    pub decision: String,
-    /// Whether Avro's resolution lets the contract's schema read the new
-    /// one (None without a contract).
-    pub contract_can_read: Option<bool>,
-    /// `mend plan`'s exit code: 0 auto, 2 approve, 3 block, 4 auto but the
-    /// contract's readers cannot read the new schema.
-    pub exit_code: i64,
-}
-
 pub async fn compare_schema(context: &Context, name: &str, schema: &str) -> Result<PlanReport, ToolFailure> {
     let dataset = dataset(context, name)?;
     let new = Schema::parse_str(schema).map_err(|e| format!("`schema` is not a valid Avro schema: {e}"))?;
@@ -297,7 +276,7 @@ pub async fn compare_schema(context: &Context, name: &str, schema: &str) -> Resu
     let comparison = mend_planner::compare::compare(dataset, &warehouse, &context.codec, &new)
         .await
         .map_err(|e| format!("cannot compare: {e}"))?;
-    serde_json::from_value(mend_planner::compare::report(dataset, &comparison)).map_err(|e| e.to_string())
+    Ok(mend_planner::compare::report(dataset, &comparison))
 }
 
 /// A quarantined record, decoded where possible, with why it cannot load.

@@ -19,7 +19,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::*;
-use crate::read::{self, History, PlanReport, Quarantine, Samples, TableDescription};
+use mend_model::api::PlanReport;
+
+use crate::read::{self, History, Quarantine, Samples, TableDescription};
 use crate::{Control, MAX_OUTPUT, ToolFailure};
 
 /// Whether callers are authenticated (HTTP with API tokens) or trusted

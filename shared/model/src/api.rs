@@ -195,3 +195,57 @@ pub struct ApiError {
     /// What went wrong, for a person.
     pub error: String,
 }
+
+/// What mend would do if a schema arrived now (`mend plan --json`, MCP's
+/// `compare_schema`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanReport {
+    pub dataset: String,
+    pub table: String,
+    /// The schema compared against (the contract's), None without one.
+    pub contract_schema_id: Option<u32>,
+    /// Each change with the decision its rule made.
+    pub changes: Vec<PlannedChange>,
+    pub steps: Vec<PlanStep>,
+    pub rules: Vec<String>,
+    pub decision: Policy,
+    /// Whether Avro's resolution lets the contract's schema read the new
+    /// one (None without a contract).
+    pub contract_can_read: Option<bool>,
+    /// `mend plan`'s exit code: 0 auto, 2 approve, 3 block, 4 auto but the
+    /// contract's readers cannot read the new schema.
+    pub exit_code: u8,
+}
+
+/// A change and what the policy decided for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedChange {
+    #[serde(flatten)]
+    pub change: FieldChange,
+    pub decision: Policy,
+    /// The rule that decided, for a person.
+    pub rule: String,
+}
+
+/// What `mend demo --report FILE` writes: the story's end state, checked
+/// record by record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DemoReport {
+    pub produced: usize,
+    /// Records in their columns with the values produced.
+    pub loaded: usize,
+    /// Records of the blocked type change, waiting in quarantine.
+    pub quarantined: usize,
+    pub lost: usize,
+    /// Records in the table with a value in the wrong column (or loaded
+    /// while their change was blocked).
+    pub misplaced: usize,
+    /// Rows the table holds twice.
+    pub duplicates: usize,
+    /// The registry ids of the story's four schema versions.
+    pub schema_ids: Vec<u32>,
+    /// Per schema version: seconds from its first drifted record produced
+    /// to healed.
+    pub healed_seconds: BTreeMap<String, f64>,
+    pub incidents: Vec<Incident>,
+}

@@ -4,6 +4,7 @@
 //! stands on this one.
 
 pub mod api;
+pub mod audit;
 pub mod digest;
 pub mod events;
 pub mod next;

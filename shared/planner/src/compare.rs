@@ -10,10 +10,10 @@ use mend_avro::codec::{Codec, CodecError};
 use mend_avro::drift::classify;
 use mend_avro::schema::columns_for;
 use mend_config::Dataset;
+use mend_model::api::{PlanReport, PlannedChange};
 use mend_model::events::{FieldChange, PlanStep};
 use mend_model::{Policy, StepKind};
 use mend_store::{StoreError, Warehouse, quote};
-use serde_json::{Value, json};
 
 use crate::plan::{Plan, plan_dataset};
 
@@ -129,32 +129,26 @@ fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> Res
     })
 }
 
-/// The comparison as JSON: `changes` (each with its decision and rule),
-/// `steps`, `rules`, `decision` and `exit_code`.
-pub fn report(dataset: &Dataset, comparison: &Comparison) -> Value {
+/// The comparison as `mend plan --json` prints it and `compare_schema` answers.
+pub fn report(dataset: &Dataset, comparison: &Comparison) -> PlanReport {
     let Comparison { contract_schema_id, changes, plan, contract_can_read } = comparison;
-    let changes: Vec<Value> = changes
-        .iter()
-        .zip(&plan.decisions)
-        .map(|(change, (decision, rule))| {
-            let mut value = serde_json::to_value(change).unwrap_or_default();
-            if let Some(object) = value.as_object_mut() {
-                object.retain(|_, v| !v.is_null());
-                object.insert("decision".into(), json!(decision.name()));
-                object.insert("rule".into(), json!(rule));
-            }
-            value
-        })
-        .collect();
-    json!({
-        "dataset": dataset.name,
-        "table": dataset.table,
-        "contract_schema_id": contract_schema_id,
-        "changes": changes,
-        "steps": plan.steps,
-        "rules": plan.rules,
-        "decision": plan.policy.name(),
-        "contract_can_read": contract_can_read,
-        "exit_code": comparison.exit_code(),
-    })
+    PlanReport {
+        dataset: dataset.name.clone(),
+        table: dataset.table.clone(),
+        contract_schema_id: *contract_schema_id,
+        changes: changes
+            .iter()
+            .zip(&plan.decisions)
+            .map(|(change, (decision, rule))| PlannedChange {
+                change: change.clone(),
+                decision: *decision,
+                rule: rule.clone(),
+            })
+            .collect(),
+        steps: plan.steps.clone(),
+        rules: plan.rules.clone(),
+        decision: plan.policy,
+        contract_can_read: *contract_can_read,
+        exit_code: comparison.exit_code(),
+    }
 }

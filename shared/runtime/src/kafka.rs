@@ -257,6 +257,37 @@ pub async fn watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64, i64
     partition_ends(&consumer, topic).await
 }
 
+/// Where one partition's records begin and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionEnds {
+    pub topic: &'static str,
+    pub partition: i32,
+    /// The first offset held.
+    pub low: i64,
+    /// The next offset to be written.
+    pub high: i64,
+}
+
+impl PartitionEnds {
+    /// Whether it holds records.
+    pub fn holds_records(&self) -> bool {
+        self.high > self.low
+    }
+}
+
+/// Every partition of `topics` (mend's event topics, say) with where its
+/// records begin and end, now: the one loop over the topics' ends that the
+/// sealer, the audit log's cut and the read model's warm-up share.
+pub async fn topic_ends(brokers: &str, topics: &[&'static str]) -> Result<Vec<PartitionEnds>, TopicError> {
+    let mut ends = Vec::new();
+    for &topic in topics {
+        for (partition, low, high) in watermarks(brokers, topic).await? {
+            ends.push(PartitionEnds { topic, partition, low, high });
+        }
+    }
+    Ok(ends)
+}
+
 /// (partition, low, high) of every partition of `topic` (blocking calls, on
 /// a blocking thread).
 async fn partition_ends(
