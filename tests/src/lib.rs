@@ -244,6 +244,11 @@ impl Deployment {
         .await?;
         Ok(child)
     }
+
+    /// What `/health` of the deployment's `mend up` says.
+    pub async fn health(&self) -> anyhow::Result<mend_model::api::Health> {
+        Ok(reqwest::get(format!("http://{}/health", self.api)).await?.json().await?)
+    }
 }
 
 /// Produces one Avro record in the Confluent wire format (schema `id`).

@@ -213,6 +213,7 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     let names: Vec<String> = kinds.iter().map(|k| format!("{prefix}_{k}")).collect();
     let (deployment, fake) = setup(&names, &kinds).await?;
     let up = deployment.up("up.log").await?;
+    assert!(deployment.health().await?.supervisor, "with a key, /health says the supervisor runs");
     produce_story(&names).await?;
     let log = deployment.dir.join("up.log");
     let api = deployment.api.clone();

@@ -164,6 +164,7 @@ async fn tokens_roles_and_slack_approval() -> anyhow::Result<()> {
         ("MEND_SLACK_SIGNING_SECRET".into(), secret.into()),
     ];
     let up = deployment.up("up.log").await?;
+    assert!(!deployment.health().await?.supervisor, "without a key, /health says no supervisor runs");
     let api = Api { base: format!("http://{}", deployment.api), http: reqwest::Client::new() };
 
     produce_orders(&deployment, 1, 0..3).await?;

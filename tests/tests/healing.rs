@@ -32,7 +32,7 @@ impl Demo for Deployment {
         let records = records.to_string();
         let log = std::fs::File::create(self.dir.join("demo.log"))?;
         Ok(self
-            .command(&["demo", "--records", &records, "--timeout-secs", "120", "--report", &report.to_string_lossy()])?
+            .command(&["demo", "--records", &records, "--timeout", "2m", "--report", &report.to_string_lossy()])?
             .stdout(log)
             .stderr(Stdio::inherit())
             .spawn()?)

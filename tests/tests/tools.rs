@@ -86,7 +86,7 @@ async fn kafkas_tools_see_the_groups_the_audit_log_and_its_retention() -> anyhow
     let mut up = deployment.up("up.log").await?;
     let log = std::fs::File::create(deployment.dir.join("demo.log"))?;
     let status = deployment
-        .command(&["demo", "--records", "20", "--timeout-secs", "120"])?
+        .command(&["demo", "--records", "20", "--timeout", "2m"])?
         .stdout(log)
         .stderr(Stdio::inherit())
         .status()

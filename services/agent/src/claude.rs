@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use mend_model::Secret;
 use serde_json::Value;
 
 /// How to reach Claude. With no key, the supervisor does nothing.
@@ -41,7 +42,7 @@ pub enum ClaudeError {
 pub struct Claude {
     http: reqwest::Client,
     url: String,
-    key: String,
+    key: Secret,
     pub model: String,
     version: String,
     /// Attempts of one turn while the API says "try again".
@@ -51,7 +52,7 @@ pub struct Claude {
 impl Claude {
     /// The client `settings` describe; None without a key.
     pub fn new(settings: &AnthropicSettings) -> Option<Self> {
-        let key = settings.anthropic_api_key.as_ref().map(|k| k.0.clone()).filter(|k| !k.is_empty())?;
+        let key = settings.anthropic_api_key.clone()?.given()?;
         Some(Self {
             http: reqwest::Client::builder().timeout(Duration::from_secs(300)).build().ok()?,
             url: format!("{}/v1/messages", settings.anthropic_base_url.trim_end_matches('/')),
@@ -72,7 +73,7 @@ impl Claude {
             let response = self
                 .http
                 .post(&self.url)
-                .header("x-api-key", &self.key)
+                .header("x-api-key", self.key.expose())
                 .header("anthropic-version", &self.version)
                 .json(request)
                 .send()

@@ -61,7 +61,7 @@ impl Agent {
         let budget = Budget {
             max_tool_calls: settings.max_tool_calls,
             max_tokens: settings.max_tokens,
-            deadline: settings.deadline(),
+            deadline: settings.deadline,
         };
         Self { context, claude, api, budget }
     }
@@ -229,6 +229,6 @@ pub fn runner(
     // in group mode the group must wait for a whole run.
     config.max_batch = 1;
     config.exactly_once = true;
-    config.max_poll_interval = context.config.agent.deadline() + std::time::Duration::from_secs(60);
+    config.max_poll_interval = context.config.agent.deadline + std::time::Duration::from_secs(60);
     Ok(context.runner_with(config, agent)?)
 }

@@ -8,19 +8,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 pub use mend_config::Caller;
-use mend_config::{ApiToken, Role};
+use mend_config::{ApiToken, Role, Secret};
 
 use crate::Api;
 
-/// How the API authenticates its callers.
+/// How the API authenticates its callers, and what it says of the process.
 #[derive(Debug, Clone, Default)]
 pub struct ApiSettings {
+    /// Whether the supervisor runs with a key (`/health` says so).
+    pub supervisor: bool,
     /// Who may call; empty = no authentication (loopback only).
     pub tokens: Vec<ApiToken>,
     /// Verifies `POST /slack/interactions` (MEND_SLACK_SIGNING_SECRET).
-    pub slack_signing_secret: Option<String>,
+    pub slack_signing_secret: Option<Secret>,
     /// Verifies `POST /github/webhook` (MEND_GITHUB_WEBHOOK_SECRET).
-    pub github_webhook_secret: Option<String>,
+    pub github_webhook_secret: Option<Secret>,
 }
 
 /// The role a request needs: reading is for viewers, deciding for approvers,

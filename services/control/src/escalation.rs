@@ -34,7 +34,7 @@ pub async fn escalate(
                 .values_mut()
                 .filter(|i| i.status == IncidentStatus::AwaitingApproval)
                 .filter_map(|incident| {
-                    let timeout = context.dataset(&incident.dataset)?.approval_timeout()?;
+                    let timeout = context.dataset(&incident.dataset)?.approval_timeout?;
                     let timeout = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
                     let proposed = incident.proposed_at?;
                     let due = proposed.saturating_add(timeout.saturating_mul(i64::from(incident.escalations) + 1));

@@ -20,7 +20,11 @@ pub(crate) async fn health_check(State(api): State<Arc<Api>>) -> Response {
     let warm = api.warm().await;
     let healthy = services.values().all(|c| *c) && warm;
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Health { healthy, consuming: services, read_model_caught_up: warm })).into_response()
+    (
+        status,
+        Json(Health { healthy, consuming: services, read_model_caught_up: warm, supervisor: api.settings.supervisor }),
+    )
+        .into_response()
 }
 
 /// Fills each incident's quarantined count from the warehouse, where the

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mend_model::{Channel, Verdict};
+use mend_model::{Channel, Secret, Verdict};
 use serde_json::json;
 
 use crate::decisions::record_decision;
@@ -24,7 +24,7 @@ pub(crate) async fn github_webhook(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(secret) = api.settings.github_webhook_secret.as_deref() else {
+    let Some(secret) = &api.settings.github_webhook_secret else {
         return error(StatusCode::NOT_FOUND, "GitHub webhooks are not configured (MEND_GITHUB_WEBHOOK_SECRET)");
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -77,7 +77,7 @@ pub(crate) async fn slack_interaction(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(secret) = api.settings.slack_signing_secret.as_deref() else {
+    let Some(secret) = &api.settings.slack_signing_secret else {
         return error(StatusCode::NOT_FOUND, "Slack interactions are not configured (MEND_SLACK_SIGNING_SECRET)");
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -106,7 +106,7 @@ pub(crate) async fn slack_interaction(
         other => return error(StatusCode::BAD_REQUEST, format!("unknown action {other:?}")),
     };
     let user = payload["user"]["id"].as_str().unwrap_or_default().to_owned();
-    let response_url = payload["response_url"].as_str().map(str::to_owned);
+    let response_url = payload["response_url"].as_str().map(Secret::new);
     let reply = |message: serde_json::Value| {
         if let Some(url) = response_url.clone() {
             tokio::spawn(async move {

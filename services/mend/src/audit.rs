@@ -23,29 +23,29 @@ pub struct SealSettings {
     /// The sealer's Ed25519 secret key (64 hex digits, or the path of a file
     /// holding them; `mend audit keygen` makes a pair). Without it digests
     /// are chained but unsigned, and `verify` says so.
-    #[arg(long, env = "MEND_AUDIT_SIGNING_KEY", hide_env_values = true, global = true)]
+    #[arg(long, env = "MEND_AUDIT_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<Secret>,
 
     /// Whether `mend up` runs the sealer. One sealer per chain: with several
     /// `mend up` processes of one deployment (one MEND_GROUP_PREFIX), turn
     /// it off on all but one (or run `mend run sealer` once).
-    #[arg(long, env = "MEND_AUDIT_SEALER", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "MEND_AUDIT_SEALER", default_value_t = true, action = clap::ArgAction::Set)]
     pub sealer: bool,
 
     /// A digest at least every this many events.
-    #[arg(long, env = "MEND_AUDIT_SEAL_EVENTS", default_value_t = mend_audit::seal::DEFAULT_EVERY_EVENTS, global = true)]
+    #[arg(long, env = "MEND_AUDIT_SEAL_EVENTS", default_value_t = mend_audit::seal::DEFAULT_EVERY_EVENTS)]
     pub seal_events: usize,
 
     /// A digest at least this often while events arrive (e.g. 2s, 1m).
-    #[arg(long, env = "MEND_AUDIT_SEAL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "MEND_AUDIT_SEAL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub seal_interval: Duration,
 }
 
 impl SealSettings {
     /// The sealer's configuration for the chain `chain`.
     pub fn sealer(&self, global: &mend_runtime::Connections) -> anyhow::Result<mend_audit::seal::SealerConfig> {
-        let key = match self.signing_key.as_ref().filter(|k| !k.0.is_empty()) {
-            Some(secret) => Some(keys::signing_key(&secret.0)?),
+        let key = match self.signing_key.clone().and_then(Secret::given) {
+            Some(secret) => Some(keys::signing_key(secret.expose())?),
             None => None,
         };
         anyhow::ensure!(self.seal_events > 0, "MEND_AUDIT_SEAL_EVENTS must be at least 1");

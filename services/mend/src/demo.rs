@@ -33,9 +33,9 @@ pub struct Args {
     /// Records per phase.
     #[arg(long, default_value_t = 200)]
     records: usize,
-    /// How long to wait for each phase to settle.
-    #[arg(long, default_value_t = 120)]
-    timeout_secs: u64,
+    /// How long to wait for each phase to settle (`90s`, `2m`).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
@@ -178,7 +178,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
         dataset: dataset.name.clone(),
         codec: Codec::new(&connections.registry_url)?,
         subject: dataset.subject(),
-        timeout: Duration::from_secs(args.timeout_secs),
+        timeout: args.timeout,
     };
     println!("mend demo: dataset {} (topic {}, table {})", dataset.name, dataset.topic, dataset.table);
     driver.wait("mend up to answer", |_| Some(())).await?;
@@ -271,7 +271,8 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
                         incidents.iter().find(|i| driver.is_ours(i, id) && i.quarantined >= want).map(|_| ())
                     })
                     .await?;
-                if global.anthropic.anthropic_api_key.as_ref().is_some_and(|k| !k.0.is_empty()) {
+                let health = api.health().await.map_err(|e| anyhow::anyhow!("asking mend up for its health: {e}"))?;
+                if health.supervisor {
                     let (incident, run) = driver
                         .wait("the supervisor's run on the type change", |incidents| {
                             let incident = incidents.iter().find(|i| driver.is_ours(i, id))?;

@@ -40,12 +40,6 @@ pub struct Global {
     #[command(flatten)]
     pub connections: Connections,
 
-    #[command(flatten)]
-    pub anthropic: mend_agent::claude::AnthropicSettings,
-
-    #[command(flatten)]
-    pub seal: audit::SealSettings,
-
     /// Datasets and policy. When the file is missing, the embedded default
     /// (an `orders` dataset on topic `shop.orders`) is used.
     #[arg(long, env = "MEND_CONFIG", default_value = "mend.toml", global = true)]
@@ -55,29 +49,10 @@ pub struct Global {
     #[arg(long, env = "MEND_WAREHOUSE_URL", default_value = DEFAULT_WAREHOUSE, global = true)]
     pub warehouse: String,
 
-    /// Warehouse URL for the applier (DDL, contract moves, replays) of
-    /// datasets on the default warehouse: run it as a database role of its
-    /// own. Default: the same as the loader's.
-    #[arg(long, env = "MEND_APPLIER_WAREHOUSE_URL", hide_env_values = true, global = true)]
-    pub applier_warehouse: Option<Secret>,
-
     /// Address of the control API (HTTP), served by `mend up` and used by the
     /// other commands.
     #[arg(long, env = "MEND_API_ADDR", default_value = "127.0.0.1:18080", global = true)]
     pub api_addr: SocketAddr,
-
-    /// Partitions of mend's event topics when `mend up` creates them. One
-    /// dataset's events always share a partition (the dataset is the key);
-    /// more partitions let several processes of a stage share the work
-    /// (their consumer group shares the partitions out).
-    #[arg(long, env = "MEND_EVENT_PARTITIONS", default_value_t = 1, global = true)]
-    pub event_partitions: i32,
-
-    /// API tokens `mend up` accepts, comma-separated `name:role:token`
-    /// (roles: viewer, approver, admin); added to `[[api.token]]` of
-    /// mend.toml. With none, the API needs no token and serves loopback only.
-    #[arg(long, env = "MEND_API_TOKENS", hide_env_values = true, default_value = "", hide_default_value = true)]
-    pub api_tokens: Secret,
 
     /// The token the other commands (approve, reject, incidents, …) send to
     /// the API.
@@ -90,30 +65,6 @@ pub struct Global {
         global = true
     )]
     pub token: Secret,
-
-    /// Slack incoming webhook: proposals that wait for approval are posted
-    /// there with Approve / Reject buttons.
-    #[arg(long, env = "MEND_SLACK_WEBHOOK_URL", hide_env_values = true)]
-    pub slack_webhook_url: Option<Secret>,
-
-    /// Slack app signing secret: verifies `POST /slack/interactions` (the
-    /// buttons). Without it that endpoint is off.
-    #[arg(long, env = "MEND_SLACK_SIGNING_SECRET", hide_env_values = true)]
-    pub slack_signing_secret: Option<Secret>,
-
-    /// GitHub token (contents and pull requests) for datasets that name a
-    /// repository: plans with a dbt patch open a pull request there.
-    #[arg(long, env = "MEND_GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<Secret>,
-
-    /// GitHub REST API base.
-    #[arg(long, env = "MEND_GITHUB_API_URL", default_value = "https://api.github.com")]
-    pub github_api_url: String,
-
-    /// GitHub webhook secret: verifies `POST /github/webhook` (a merged
-    /// pull request approves its proposal). Without it that endpoint is off.
-    #[arg(long, env = "MEND_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
-    pub github_webhook_secret: Option<Secret>,
 }
 
 impl Global {
@@ -138,7 +89,7 @@ impl Global {
 
     /// A client of the control API of a running `mend up`.
     pub fn api(&self) -> client::Client {
-        client::Client::new(&self.api_addr.to_string(), &self.token.0)
+        client::Client::new(&self.api_addr.to_string(), self.token.clone())
     }
 }
 
@@ -160,7 +111,7 @@ enum Command {
     /// Run every pipeline service in this process (loader, detector,
     /// diagnoser, proposer, applier, agent, sealer, control). SIGTERM stops
     /// it cleanly.
-    Up,
+    Up(up::UpArgs),
     /// Run one service in this process. Run a stage any number of times to
     /// share its partitions: the processes form the stage's consumer group,
     /// which moves partitions when one joins, leaves or dies.
@@ -203,12 +154,12 @@ enum Command {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Up => {
+        Command::Up(args) => {
             let services: Vec<up::Service> =
-                up::Service::ALL.into_iter().filter(|s| global.seal.sealer || *s != up::Service::Sealer).collect();
-            up::run(global, &services).await?
+                up::Service::ALL.into_iter().filter(|s| args.serve.seal.sealer || *s != up::Service::Sealer).collect();
+            up::run(global, args.serve, &services).await?
         }
-        Command::Run(args) => up::run(global, &[args.service]).await?,
+        Command::Run(args) => up::run(global, args.serve, &[args.service]).await?,
         Command::Incidents(args) => incidents::run(args, &global).await?,
         Command::Show(args) => incidents::show(args, &global).await?,
         Command::Stats(args) => incidents::stats(args, &global).await?,

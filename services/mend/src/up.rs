@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mend_config::ApiToken;
+use mend_config::{ApiToken, Secret};
 use mend_runtime::context::{Context, Integrations};
 use mend_runtime::handler::Handler;
 use mend_runtime::kafka::{self, TopicSpec};
@@ -54,11 +54,75 @@ impl Service {
     }
 }
 
+/// What `mend up` and `mend run` serve with: the API's tokens, the
+/// integrations' secrets, the supervisor's model, the sealer and the event
+/// topics (each with its environment variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Partitions of mend's event topics when `mend up` creates them. One
+    /// dataset's events always share a partition (the dataset is the key);
+    /// more partitions let several processes of a stage share the work
+    /// (their consumer group shares the partitions out).
+    #[arg(long, env = "MEND_EVENT_PARTITIONS", default_value_t = 1)]
+    pub event_partitions: i32,
+
+    /// API tokens `mend up` accepts, comma-separated `name:role:token`
+    /// (roles: viewer, approver, admin); added to `[[api.token]]` of
+    /// mend.toml. With none, the API needs no token and serves loopback only.
+    #[arg(long, env = "MEND_API_TOKENS", hide_env_values = true, default_value = "", hide_default_value = true)]
+    pub api_tokens: Secret,
+
+    /// Warehouse URL for the applier (DDL, contract moves, replays) of
+    /// datasets on the default warehouse: run it as a database role of its
+    /// own. Default: the same as the loader's.
+    #[arg(long, env = "MEND_APPLIER_WAREHOUSE_URL", hide_env_values = true)]
+    pub applier_warehouse: Option<Secret>,
+
+    /// Slack incoming webhook: proposals that wait for approval are posted
+    /// there with Approve / Reject buttons.
+    #[arg(long, env = "MEND_SLACK_WEBHOOK_URL", hide_env_values = true)]
+    pub slack_webhook_url: Option<Secret>,
+
+    /// Slack app signing secret: verifies `POST /slack/interactions` (the
+    /// buttons). Without it that endpoint is off.
+    #[arg(long, env = "MEND_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<Secret>,
+
+    /// GitHub token (contents and pull requests) for datasets that name a
+    /// repository: plans with a dbt patch open a pull request there.
+    #[arg(long, env = "MEND_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<Secret>,
+
+    /// GitHub REST API base.
+    #[arg(long, env = "MEND_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// GitHub webhook secret: verifies `POST /github/webhook` (a merged
+    /// pull request approves its proposal). Without it that endpoint is off.
+    #[arg(long, env = "MEND_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<Secret>,
+
+    #[command(flatten, next_help_heading = "The supervisor (Claude)")]
+    pub anthropic: mend_agent::claude::AnthropicSettings,
+
+    #[command(flatten, next_help_heading = "The audit log's sealer")]
+    pub seal: crate::audit::SealSettings,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten, next_help_heading = "Serving")]
+    pub serve: ServeArgs,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The service to run.
     #[arg(value_enum)]
     pub service: Service,
+
+    #[command(flatten, next_help_heading = "Serving")]
+    pub serve: ServeArgs,
 }
 
 /// How often `mend up` looks for new topics a `topic_pattern` matches.
@@ -67,7 +131,7 @@ const TOPIC_LOOK: std::time::Duration = std::time::Duration::from_secs(10);
 /// `mend up` (every service) and `mend run` (one) until SIGTERM. When a
 /// new topic matches a `topic_pattern`, the services stop cleanly (each
 /// finishes its batch and commits) and start again with its dataset.
-pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<()> {
+pub async fn run(global: crate::Global, serve_args: ServeArgs, services: &[Service]) -> anyhow::Result<()> {
     let shutdown = mend_runtime::shutdown::on_signal();
     loop {
         let config = global.load_config()?;
@@ -96,7 +160,7 @@ pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<
                 }
             });
         }
-        once(global.clone(), config, services, generation).await?;
+        once(global.clone(), serve_args.clone(), config, services, generation).await?;
         if shutdown.is_cancelled() || !grown.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
@@ -107,35 +171,35 @@ pub async fn run(global: crate::Global, services: &[Service]) -> anyhow::Result<
 /// [`serve`] until `shutdown`.
 async fn once(
     global: crate::Global,
+    args: ServeArgs,
     mut config: mend_config::FileConfig,
     services: &[Service],
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if let Some(url) = global.applier_warehouse.filter(|u| !u.0.is_empty()) {
+    if let Some(url) = args.applier_warehouse.and_then(Secret::given) {
         for dataset in config.datasets.iter_mut().filter(|d| d.warehouse.is_none()) {
-            dataset.applier_warehouse.get_or_insert_with(|| url.0.clone());
+            dataset.applier_warehouse.get_or_insert_with(|| url.expose().to_owned());
         }
     }
-    let mut tokens = ApiToken::parse_list(&global.api_tokens.0).map_err(anyhow::Error::msg)?;
+    let mut tokens = ApiToken::parse_list(args.api_tokens.expose()).map_err(anyhow::Error::msg)?;
     tokens.extend(config.api.token.iter().cloned());
     let integrations = Integrations {
-        slack_webhook_url: global.slack_webhook_url.map(|s| s.0).filter(|s| !s.is_empty()),
-        github_api_url: global.github_api_url,
-        github_token: global.github_token.map(|s| s.0).filter(|s| !s.is_empty()),
+        slack_webhook_url: args.slack_webhook_url.and_then(Secret::given),
+        github_api_url: args.github_api_url,
+        github_token: args.github_token.and_then(Secret::given),
     };
-    let sealer = global.seal.sealer(&global.connections)?;
+    let sealer = args.seal.sealer(&global.connections)?;
     let context = Context::with(global.connections, config, global.warehouse, integrations)?;
+    let claude = mend_agent::claude::Claude::new(&args.anthropic);
     let settings = mend_control::ApiSettings {
+        supervisor: claude.is_some(),
         tokens,
-        slack_signing_secret: global.slack_signing_secret.map(|s| s.0).filter(|s| !s.is_empty()),
-        github_webhook_secret: global.github_webhook_secret.map(|s| s.0).filter(|s| !s.is_empty()),
+        slack_signing_secret: args.slack_signing_secret.and_then(Secret::given),
+        github_webhook_secret: args.github_webhook_secret.and_then(Secret::given),
     };
-    let supervisor = Supervisor {
-        claude: mend_agent::claude::Claude::new(&global.anthropic),
-        api: mend_mcp::remote::Client::new(&global.api_addr.to_string(), &global.token.0),
-        sealer,
-    };
-    serve(context, services, global.api_addr, global.event_partitions, settings, supervisor, shutdown).await
+    let supervisor =
+        Supervisor { claude, api: mend_mcp::remote::Client::new(&global.api_addr.to_string(), global.token), sealer };
+    serve(context, services, global.api_addr, args.event_partitions, settings, supervisor, shutdown).await
 }
 
 /// What the supervisor needs: Claude (None without a key) and the control

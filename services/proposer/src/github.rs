@@ -9,6 +9,7 @@
 
 use base64::Engine as _;
 use mend_config::GitHub;
+use mend_model::Secret;
 use mend_model::events::Proposal;
 use serde_json::{Value, json};
 
@@ -27,7 +28,7 @@ pub struct Client<'a> {
     pub http: &'a reqwest::Client,
     /// `https://api.github.com` (or a test server).
     pub api: &'a str,
-    pub token: &'a str,
+    pub token: &'a Secret,
     pub repo: &'a GitHub,
 }
 
@@ -35,7 +36,7 @@ impl Client<'_> {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}/repos/{}{path}", self.api.trim_end_matches('/'), self.repo.repo))
-            .bearer_auth(self.token)
+            .bearer_auth(self.token.expose())
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28")
             .header("User-Agent", "mend")

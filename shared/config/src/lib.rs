@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+pub use mend_model::Secret;
 use mend_model::{ChangeKind, Policy};
 use serde::Deserialize;
 
@@ -52,19 +54,13 @@ pub struct AgentConfig {
     /// `max_tokens` of each model turn (doubled once when an answer is cut).
     pub max_tokens: u64,
     /// How long a run may take in all (`2m`, `90s`).
-    pub deadline: String,
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self { max_tool_calls: 20, max_tokens: 4096, deadline: "3m".into() }
-    }
-}
-
-impl AgentConfig {
-    /// [`AgentConfig::deadline`] as a duration (validated at load).
-    pub fn deadline(&self) -> std::time::Duration {
-        humantime::parse_duration(&self.deadline).unwrap_or(std::time::Duration::from_secs(180))
+        Self { max_tool_calls: 20, max_tokens: 4096, deadline: Duration::from_secs(180) }
     }
 }
 
@@ -129,23 +125,6 @@ pub struct Caller {
     /// The token's name: recorded as the author of their decisions.
     pub name: String,
     pub role: Role,
-}
-
-/// A secret from the environment or a flag; never printed.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
 }
 
 impl ApiToken {
@@ -219,7 +198,8 @@ pub struct Dataset {
     pub github: Option<GitHub>,
     /// How long a proposal may wait for a decision before it is escalated
     /// (notified again; it stays open): `30m`, `2h`, `1d`.
-    pub approval_timeout: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub approval_timeout: Option<Duration>,
     /// Other names OpenLineage events use for this dataset's table or topic
     /// (`analytics.public.orders`, a dbt model's name): a FAIL event naming
     /// one opens an incident here.
@@ -279,11 +259,6 @@ fn current_dir() -> PathBuf {
 }
 
 impl Dataset {
-    /// [`Dataset::approval_timeout`] as a duration (validated at load).
-    pub fn approval_timeout(&self) -> Option<std::time::Duration> {
-        self.approval_timeout.as_deref().and_then(|t| humantime::parse_duration(t).ok())
-    }
-
     /// The registry subject of the dataset's records.
     pub fn subject(&self) -> String {
         self.subject.clone().unwrap_or_else(|| mend_model::topics::value_subject(&self.topic))
@@ -358,12 +333,6 @@ impl FileConfig {
                 )));
             }
         }
-        if humantime::parse_duration(&self.agent.deadline).is_err() {
-            return Err(invalid(format!(
-                "[agent] deadline {:?} is not a duration (e.g. \"2m\", \"90s\")",
-                self.agent.deadline
-            )));
-        }
         let mut names = std::collections::HashSet::new();
         for dataset in &self.datasets {
             if let Some(pattern) = &dataset.topic_pattern {
@@ -383,14 +352,6 @@ impl FileConfig {
             }
             if !names.insert(dataset.name.as_str()) {
                 return Err(invalid(format!("dataset {:?} is declared twice", dataset.name)));
-            }
-            if let Some(timeout) = &dataset.approval_timeout
-                && humantime::parse_duration(timeout).is_err()
-            {
-                return Err(invalid(format!(
-                    "dataset {:?}: approval_timeout {timeout:?} is not a duration (e.g. \"30m\", \"2h\")",
-                    dataset.name
-                )));
             }
         }
         Ok(())
@@ -538,7 +499,26 @@ mod tests {
         assert_eq!(listed[1].sha256, sha256_hex("a:b"));
         assert!(ApiToken::parse_list("bob:owner:x").is_err());
         assert!(ApiToken::parse_list("bob").is_err());
-        assert_eq!(format!("{:?}", Secret("x".into())), "\"***\"");
+        Ok(())
+    }
+
+    #[test]
+    fn durations_are_parsed_once_and_a_bad_one_is_an_error() -> anyhow::Result<()> {
+        let config = FileConfig::parse(
+            Path::new("mend.toml"),
+            "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\napproval_timeout='1h 30m'\n[agent]\ndeadline='90s'\n",
+        )?;
+        assert_eq!(config.datasets[0].approval_timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(config.agent.deadline, Duration::from_secs(90));
+        assert_eq!(FileConfig::parse(Path::new("m.toml"), "")?.agent.deadline, Duration::from_secs(180));
+        for text in
+            ["[agent]\ndeadline='soon'\n", "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\napproval_timeout='2'\n"]
+        {
+            let bad = FileConfig::parse(Path::new("m.toml"), text);
+            let Err(ConfigError::Parse { source, .. }) = bad else { panic!("{bad:?}") };
+            let message = source.to_string();
+            assert!(message.contains("deadline") || message.contains("approval_timeout"), "{message}");
+        }
         Ok(())
     }
 
@@ -587,7 +567,6 @@ mod tests {
                     // Whatever parses was validated.
                     for dataset in &config.datasets {
                         prop_assert!(!dataset.name.is_empty() && !dataset.topic.is_empty() && !dataset.table.is_empty());
-                        prop_assert!(dataset.approval_timeout.as_deref().is_none_or(|t| humantime::parse_duration(t).is_ok()));
                     }
                 }
             }

@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use mend_model::Secret;
 use mend_model::events::{FieldChange, Proposal};
 
 /// How old a signed request may be.
@@ -32,7 +33,7 @@ pub enum SignatureError {
 /// Verifies a Slack request: `timestamp` and `signature` are the header
 /// values, `now` the current Unix time in seconds.
 pub fn verify(
-    secret: &str,
+    secret: &Secret,
     timestamp: Option<&str>,
     signature: Option<&str>,
     body: &[u8],
@@ -44,7 +45,7 @@ pub fn verify(
         return Err(SignatureError::Stale);
     }
     let given = signature.strip_prefix("v0=").and_then(|hex| hex::decode(hex).ok()).ok_or(SignatureError::Mismatch)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| SignatureError::Mismatch)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).map_err(|_| SignatureError::Mismatch)?;
     mac.update(format!("v0:{timestamp}:").as_bytes());
     mac.update(body);
     // Constant-time comparison.
@@ -122,9 +123,9 @@ pub fn proposal_message(proposal: &Proposal, escalation: bool) -> Value {
 }
 
 /// Posts a message to an incoming webhook. Slack answers `ok` with 200.
-pub async fn post(http: &reqwest::Client, url: &str, message: &Value) -> Result<(), String> {
+pub async fn post(http: &reqwest::Client, url: &Secret, message: &Value) -> Result<(), String> {
     let response = http
-        .post(url)
+        .post(url.expose())
         .json(message)
         .timeout(Duration::from_secs(10))
         .send()
@@ -147,14 +148,23 @@ mod tests {
         let body = b"payload=%7B%7D";
         let now = 1_700_000_000;
         let good = sign("secret", now, body);
-        assert_eq!(verify("secret", Some(&now.to_string()), Some(&good), body, now + 10), Ok(()));
-        assert_eq!(verify("other", Some(&now.to_string()), Some(&good), body, now), Err(SignatureError::Mismatch));
+        assert_eq!(verify(&Secret::new("secret"), Some(&now.to_string()), Some(&good), body, now + 10), Ok(()));
         assert_eq!(
-            verify("secret", Some(&now.to_string()), Some(&good), b"payload=x", now),
+            verify(&Secret::new("other"), Some(&now.to_string()), Some(&good), body, now),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(verify("secret", Some(&now.to_string()), Some(&good), body, now + 301), Err(SignatureError::Stale));
-        assert_eq!(verify("secret", None, Some(&good), body, now), Err(SignatureError::Missing));
-        assert_eq!(verify("secret", Some(&now.to_string()), Some("v0=zz"), body, now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&Secret::new("secret"), Some(&now.to_string()), Some(&good), b"payload=x", now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(&Secret::new("secret"), Some(&now.to_string()), Some(&good), body, now + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(verify(&Secret::new("secret"), None, Some(&good), body, now), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(&Secret::new("secret"), Some(&now.to_string()), Some("v0=zz"), body, now),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

@@ -5,7 +5,8 @@
 
 use futures::future::BoxFuture;
 use mend_config::Caller;
-use mend_model::api::{DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Incident};
+use mend_model::Secret;
+use mend_model::api::{DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Health, Incident};
 use mend_model::events::PlanStep;
 use mend_model::{Channel, Verdict};
 use serde::de::DeserializeOwned;
@@ -23,17 +24,17 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     /// Bearer token (empty: none sent).
-    token: String,
+    token: Secret,
 }
 
 impl Client {
-    pub fn new(api_addr: &str, token: &str) -> Self {
+    pub fn new(api_addr: &str, token: Secret) -> Self {
         let base = if api_addr.starts_with("http") { api_addr.to_owned() } else { format!("http://{api_addr}") };
-        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token: token.to_owned() }
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token }
     }
 
-    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
-        let request = if self.token.is_empty() { request } else { request.bearer_auth(&self.token) };
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Vec<u8>), ApiError> {
+        let request = if self.token.is_empty() { request } else { request.bearer_auth(self.token.expose()) };
         let response = request.send().await.map_err(|e| {
             ApiError(format!(
                 "cannot reach the control API at {} ({e}); is `mend up` running? (MEND_API_ADDR)",
@@ -42,17 +43,36 @@ impl Client {
         })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| ApiError(format!("{status}: the answer broke off: {e}")))?;
+        Ok((status, body.to_vec()))
+    }
+
+    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
+        let (status, body) = self.send(request).await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<mend_model::api::ApiError>(&body)
                 .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
             return Err(ApiError(format!("{status}: {message}")));
         }
-        serde_json::from_slice(&body).map_err(|e| {
+        self.read(&body)
+    }
+
+    fn read<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
             ApiError(format!(
                 "the control API at {} answered what this mend cannot read ({e}): a different version?",
                 self.base
             ))
         })
+    }
+
+    /// The API's health; it is answered also while mend is not healthy (503).
+    pub async fn health(&self) -> Result<Health, ApiError> {
+        let (status, body) = self.send(self.http.get(format!("{}/health", self.base))).await?;
+        if status.is_success() || status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            self.read(&body)
+        } else {
+            Err(ApiError(format!("{status}: {}", String::from_utf8_lossy(&body))))
+        }
     }
 
     pub async fn incidents(&self) -> Result<Vec<Incident>, ApiError> {

@@ -187,6 +187,10 @@ pub struct Health {
     /// Per stage, whether its consumer has its partitions.
     pub consuming: BTreeMap<String, bool>,
     pub read_model_caught_up: bool,
+    /// Whether the supervisor drafts fixes for incidents the rules block
+    /// (an Anthropic API key is set).
+    #[serde(default)]
+    pub supervisor: bool,
 }
 
 /// Any answer that is not a success.

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod events;
 pub mod next;
 pub mod protocol;
+pub mod secret;
 pub mod table;
 pub mod topics;
 
@@ -17,4 +18,5 @@ pub use protocol::{
     AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, IncidentStatus, MAX_RECORD_BYTES, Policy,
     QuarantineKind, RenameProof, StepKind, Verdict,
 };
+pub use secret::Secret;
 pub use table::{Column, Contract, Dialect, Position, Row, SqlValue};

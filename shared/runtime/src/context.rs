@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use mend_avro::codec::{Codec, CodecError};
 use mend_avro::loader::RecordLoaders;
-use mend_config::{Dataset, FileConfig};
+use mend_config::{Dataset, FileConfig, Secret};
 use mend_store::{StoreError, Warehouse};
 
 use crate::handler::Handler;
@@ -39,10 +39,10 @@ pub struct Context {
 #[derive(Debug, Clone, Default)]
 pub struct Integrations {
     /// Slack incoming webhook for proposals awaiting approval.
-    pub slack_webhook_url: Option<String>,
+    pub slack_webhook_url: Option<Secret>,
     /// GitHub API base (`https://api.github.com`) and token for pull requests.
     pub github_api_url: String,
-    pub github_token: Option<String>,
+    pub github_token: Option<Secret>,
 }
 
 impl std::fmt::Debug for Context {
