@@ -1,0 +1,249 @@
+//! [`Warehouse`]: whichever engine a URL names, with every [`Store`]
+//! method and the guardrails' [`Warehouse::vet`].
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use futures::Stream;
+use mend_model::{Classify, Column, Contract, Dialect, Row};
+
+use crate::{
+    Apply, Bookkeeping, Check, Chunk, Kept, LoadTarget, Refusal, Store, StoreError, Vetted, guard, pg, sql, sqlite,
+};
+
+/// A connection pool to the warehouse: one of the engines.
+#[derive(Debug, Clone)]
+pub enum Warehouse {
+    Postgres(pg::Postgres),
+    Sqlite(sqlite::Sqlite),
+}
+
+/// Calls the same method on whichever engine this is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self {
+            Warehouse::Postgres(engine) => engine.$method($($arg),*).await,
+            Warehouse::Sqlite(engine) => engine.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Warehouse {
+    /// Connects and creates mend's own tables when missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let warehouse = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres(pg::Postgres::connect(url).await?)
+        } else if url.starts_with("sqlite:") {
+            Self::Sqlite(sqlite::Sqlite::connect(url).await?)
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        dispatch!(warehouse.create_state_tables())?;
+        Ok(warehouse)
+    }
+
+    /// Closes the pool: waits for its connections to be returned, then
+    /// closes them.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(engine) => engine.close().await,
+            Self::Sqlite(engine) => engine.close().await,
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Self::Postgres(_) => Dialect::Postgres,
+            Self::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// The contract of `dataset`, if it has one.
+    pub async fn contract(&self, dataset: &str) -> Result<Option<Contract>, StoreError> {
+        dispatch!(self.contract(dataset))
+    }
+
+    /// The columns of `table` from the database catalog, in table order
+    /// (mend's position columns excluded). Empty when the table is missing.
+    pub async fn columns(&self, table: &str) -> Result<Vec<Column>, StoreError> {
+        dispatch!(self.columns(table))
+    }
+
+    /// The plans of `dataset` recorded as applied: (proposal, decision).
+    pub async fn applied_plans(&self, dataset: &str) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self.applied_plans(dataset))
+    }
+
+    /// Who last moved `dataset`'s contract: `loader` or a decision id.
+    pub async fn contract_mover(&self, dataset: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.contract_mover(dataset))
+    }
+
+    /// Creates the destination table and the dataset's first contract, in one
+    /// transaction, unless the dataset already has a contract. Returns the
+    /// contract in force.
+    pub async fn establish(
+        &self,
+        dataset: &str,
+        table: &str,
+        key: &[String],
+        columns: &[Column],
+        contract: &Contract,
+    ) -> Result<Contract, StoreError> {
+        let create = sql::create_table(self.dialect(), table, key, columns);
+        dispatch!(self.establish(dataset, &create, contract))?;
+        self.contract(dataset).await?.ok_or_else(|| StoreError::Invalid(format!("contract of {dataset} vanished")))
+    }
+
+    /// Next offsets stored for `dataset` (topic, partition) → next offset.
+    pub async fn offsets(&self, dataset: &str) -> Result<HashMap<(String, i32), i64>, StoreError> {
+        dispatch!(self.offsets(dataset))
+    }
+
+    /// Every source position of `dataset` the loader quarantined with writer
+    /// schema `writer`: what the replay of that incident must find.
+    pub async fn quarantined_positions(&self, dataset: &str, writer: u32) -> Result<BTreeSet<(i32, i64)>, StoreError> {
+        dispatch!(self.quarantined_positions(dataset, writer))
+    }
+
+    /// The records of `dataset` the loader quarantined with writer schema
+    /// `writer`, in source order.
+    pub async fn quarantined_records(&self, dataset: &str, writer: u32) -> Result<Vec<Kept>, StoreError> {
+        dispatch!(self.quarantined_records(dataset, writer))
+    }
+
+    /// The first `limit` records of `dataset` the loader quarantined with
+    /// writer schema `writer` that no replay has loaded since, in source
+    /// order (evidence, not replays).
+    pub async fn quarantined_sample(&self, dataset: &str, writer: u32, limit: i64) -> Result<Vec<Kept>, StoreError> {
+        dispatch!(self.quarantined_sample(dataset, writer, limit))
+    }
+
+    /// How many records of `dataset` the loader quarantined, per writer schema.
+    pub async fn quarantine_counts(&self, dataset: &str) -> Result<HashMap<u32, i64>, StoreError> {
+        dispatch!(self.quarantine_counts(dataset))
+    }
+
+    /// Offsets of `topic` below `below` the loader quarantined and nobody
+    /// has loaded since: a re-delivered batch judges these again.
+    pub async fn quarantined(
+        &self,
+        dataset: &str,
+        topic: &str,
+        partition: i32,
+        below: i64,
+    ) -> Result<HashSet<i64>, StoreError> {
+        dispatch!(self.quarantined(dataset, topic, partition, below))
+    }
+
+    /// Writes a loader batch in one transaction: its rows, arriving in chunks
+    /// (written as they arrive), then the quarantined records and the next
+    /// offsets of every partition, which `done` delivers once every chunk is
+    /// sent. Nothing is committed when `done` is dropped unsent.
+    pub async fn load_batch(
+        &self,
+        target: &LoadTarget,
+        chunks: impl Stream<Item = Chunk> + Unpin + Send,
+        done: tokio::sync::oneshot::Receiver<Bookkeeping>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.load_batch(target, chunks, done))
+    }
+
+    /// Writes replayed rows of quarantined records, each at most once: in
+    /// one transaction, claims their positions in `mend_quarantined` (a
+    /// position loaded before is not claimed again) and writes the rows it
+    /// claimed. Rows must have distinct positions. Returns how many were
+    /// written now.
+    pub async fn replay_rows(&self, target: &LoadTarget, rows: &[Row]) -> Result<usize, StoreError> {
+        dispatch!(self.replay_rows(target, rows))
+    }
+
+    /// The one check every plan's SQL passes before it runs, for drafts and
+    /// the applier alike: each statement through the allow-list
+    /// ([`guard::check`]) against `table` as the statements before it leave
+    /// it; then, if all pass, mend's renderings of them in a dry run (a
+    /// transaction rolled back) proven on the catalog ([`proof`]). A
+    /// statement that fails in the dry run, or a catalog change outside the
+    /// dataset's table, is a refusal; Err only when the warehouse cannot be
+    /// asked.
+    pub async fn vet(&self, table: &str, statements: &[String]) -> Result<Vetted, StoreError> {
+        let dialect = self.dialect();
+        let schema = dispatch!(self.schema_of(table))?;
+        let original = guard::Target {
+            dialect,
+            schema: schema.clone(),
+            table: table.to_owned(),
+            columns: self.columns(table).await?,
+        };
+        let mut target = original.clone();
+        let mut vetted = Vetted { refused: Vec::new(), statements: Vec::new(), schema };
+        let mut tables = vec![table.to_owned()];
+        for (index, statement) in statements.iter().enumerate() {
+            match guard::check(statement, &target) {
+                Ok(allowed) => {
+                    target.apply(&allowed);
+                    for effect in &allowed.effects {
+                        if let guard::Effect::CreateChild { table } = effect {
+                            tables.push(table.clone());
+                        }
+                    }
+                    vetted.statements.push(allowed.sql);
+                }
+                Err(refused) => vetted.refused.push(Refusal {
+                    statement: Some(index),
+                    check: Check::AllowList,
+                    reason: refused.reason,
+                }),
+            }
+        }
+        if !vetted.refused.is_empty() || vetted.statements.is_empty() {
+            return Ok(vetted);
+        }
+        match dispatch!(self.prove(&original, &tables, &vetted.statements)) {
+            Ok(findings) => vetted.refused.extend(findings.into_iter().map(|finding| Refusal {
+                statement: None,
+                check: Check::Catalog,
+                reason: format!("the dry run changed the catalog beyond the dataset's table: {finding}"),
+            })),
+            Err(error) if !error.is_retryable() => {
+                let reason = format!("dry run (rolled back): {error}");
+                vetted.refused.push(Refusal { statement: None, check: Check::DryRun, reason });
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(vetted)
+    }
+
+    /// How many plans of `dataset` have been applied.
+    pub async fn applied_count(&self, dataset: &str) -> Result<i64, StoreError> {
+        dispatch!(self.applied_count(dataset))
+    }
+
+    /// Whether a proposal has been applied already.
+    pub async fn applied(&self, proposal_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.applied(proposal_id))
+    }
+
+    /// Applies a plan exactly once: its statements, the contract move and the
+    /// record of the proposal, in one transaction. Returns false when the
+    /// proposal was already applied (nothing is done again).
+    pub async fn apply(&self, application: &Apply<'_>) -> Result<bool, StoreError> {
+        dispatch!(self.apply(application))
+    }
+
+    /// Every row of `table` as text (NULL as None), `columns` in order: for
+    /// verification in reports and tests, not for data paths.
+    pub async fn rows_as_text(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        dispatch!(self.rows_as_text(table, columns))
+    }
+
+    /// Up to `limit` distinct values of one column, as text (evidence for
+    /// rename scoring). Empty when the table or column is missing.
+    pub async fn column_values(&self, table: &str, column: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.column_values(table, column, limit))
+    }
+
+    /// Counts the rows of a table (for reports and tests).
+    pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        dispatch!(self.count(table))
+    }
+}
