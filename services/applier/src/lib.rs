@@ -17,18 +17,16 @@ use std::sync::Arc;
 
 use mend_avro::codec::CodecError;
 use mend_config::Dataset;
-use mend_model::events::{Application, Decision, Envelope, Event, Held, IncidentId, Proposal, Quarantined};
+use mend_model::events::{Application, Decision, Envelope, Event, Held, Proposal, Quarantined};
 use mend_model::{ApplicationOutcome, Classify as _, Contract, Position, Row, StepKind, Verdict, topics};
-use mend_runtime::handler::{Disposition, Handler, INCIDENT_HEADER, Inbound, Outbound, SOURCE_HEADER, decode_event};
+use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
-use mend_runtime::{Context, HandleError, fault, kafka};
+use mend_runtime::{Context, HandleError, fault};
 use mend_store::{Apply, Check, LoadTarget, Vetted, Warehouse};
 
 const SERVICE: &str = "applier";
 /// Rows per replay transaction.
 pub const REPLAY_CHUNK: usize = 1000;
-/// How long a replay waits for quarantined records still on their way.
-pub const REPLAY_SCAN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counts of one replay.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -150,7 +148,7 @@ impl Applier {
         }
         application.applied_at = Some(mend_model::events::now_millis());
         fault::point("applier.after_apply");
-        let replay = self.replay(dataset, &warehouse, &decision.envelope.incident_id, writer).await?;
+        let replay = self.replay(dataset, &warehouse, writer).await?;
         fault::point("applier.after_replay");
         application.replayed = replay.replayed;
         application.loaded = replay.loaded;
@@ -164,66 +162,11 @@ impl Applier {
     /// The loader kept each record it quarantined with `writer`, bytes and
     /// all, in `mend_quarantined` (in its batch's transaction), so the
     /// replay reads exactly those: its cost grows with the incident, not with
-    /// `mend.quarantine`. Only records kept before the warehouse held bytes
-    /// are looked up on the topic (until found, or [`REPLAY_SCAN`]); a record
-    /// quarantined after the replay loads through the straggler path.
-    pub async fn replay(
-        &self,
-        dataset: &Dataset,
-        warehouse: &Warehouse,
-        incident: &IncidentId,
-        writer: u32,
-    ) -> Result<Replay, HandleError> {
-        // The loader kept every record it quarantined, with its bytes, in the
-        // transaction of its batch: the replay reads exactly those.
+    /// `mend.quarantine`. A record quarantined after the replay loads through
+    /// the straggler path.
+    pub async fn replay(&self, dataset: &Dataset, warehouse: &Warehouse, writer: u32) -> Result<Replay, HandleError> {
         let kept = warehouse.quarantined_records(&dataset.name, writer).await?;
-        if kept.iter().all(|(_, _, payload)| payload.is_some()) {
-            return self.load(dataset, warehouse, kept).await;
-        }
-        // Kept before the warehouse held the bytes: find them on the topic.
-        let brokers = &self.context.connections.brokers;
-        let mut missing = warehouse.quarantined_positions(&dataset.name, writer).await?;
-        let records = if missing.is_empty() {
-            kafka::read_to_end(brokers, topics::QUARANTINE).await
-        } else {
-            let header = |message: &rdkafka::message::OwnedMessage, name: &str| {
-                use rdkafka::message::{Headers, Message};
-                message.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value.map(<[u8]>::to_vec)))
-            };
-            let scan = kafka::read_until(brokers, topics::QUARANTINE, REPLAY_SCAN, |message| {
-                if header(message, INCIDENT_HEADER).as_deref() == Some(incident.0.as_bytes())
-                    && let Some(source) = header(message, SOURCE_HEADER)
-                    && let Some((partition, offset)) = String::from_utf8_lossy(&source).split_once(':')
-                    && let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), offset.parse::<i64>())
-                {
-                    missing.remove(&(partition, offset));
-                }
-                missing.is_empty()
-            })
-            .await;
-            if let Ok((_, false)) = &scan {
-                tracing::warn!(%incident, missing = missing.len(), "not every quarantined record is on mend.quarantine yet; the rest load as they arrive");
-            }
-            scan.map(|(records, _)| records)
-        }
-        .map_err(|e| HandleError::retry("reading mend.quarantine", e))?;
-        let mut events = Vec::new();
-        for message in records {
-            use rdkafka::message::Message;
-            if message.key() != Some(dataset.name.as_bytes()) {
-                continue;
-            }
-            let event: Quarantined = match self.context.codec.decode_event(message.payload().unwrap_or_default()).await
-            {
-                Ok(event) => event,
-                Err(CodecError::Invalid(_)) => continue,
-                Err(unavailable) => return Err(unavailable.into()),
-            };
-            if event.envelope.incident_id == *incident && event.topic == dataset.topic {
-                events.push((event.partition, event.offset, event.value));
-            }
-        }
-        self.load(dataset, warehouse, events).await
+        self.load(dataset, warehouse, kept).await
     }
 
     /// Loads quarantined records — (partition, offset, bytes) — under the
@@ -251,11 +194,7 @@ impl Applier {
         let mut columns = Vec::new();
         for ((partition, offset), payload) in by_position {
             let Some(payload) = payload.as_deref() else {
-                counts.hold(
-                    partition,
-                    offset,
-                    "its bytes were not kept (quarantined before the warehouse kept them)".into(),
-                );
+                counts.hold(partition, offset, "a record without a value (tombstone): mend never deletes rows".into());
                 continue;
             };
             match loader.row(&self.context.codec, payload).await? {

@@ -1,14 +1,13 @@
 //! control — the HTTP API over mend's audit log.
 //!
-//! - input topics: `mend.detections`, `mend.diagnoses`, `mend.proposals`,
-//!   `mend.decisions`, `mend.applications`, read from the beginning at every
-//!   start (a fresh consumer group) into the read model; quarantine counts
-//!   come from the warehouse, where the loader keeps what it quarantined;
+//! - input topics: every event topic but `mend.quarantine` ([`projected`]),
+//!   read from the beginning at every start (a fresh consumer group) into
+//!   the read model; quarantine counts come from the warehouse, where the
+//!   loader keeps what it quarantined;
 //! - output topic: `mend.decisions` (approvals and rejections via the API);
 //! - key: the dataset name;
 //! - delivery: a decision is acknowledged to the caller only after the broker
 //!   has it (acks=all); approving a decided proposal again does nothing.
-
 //!
 //! One module per concern: the read model and its projector
 //! ([`read_model`]), who may call ([`auth`]), reading incidents

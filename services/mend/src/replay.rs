@@ -1,7 +1,7 @@
 //! `mend replay --incident ID`: finds the incident's dataset and writer
 //! schema on `mend.detections`, then runs the applier's replay.
 
-use mend_model::events::{Detection, IncidentId};
+use mend_model::events::Detection;
 use mend_model::topics;
 use mend_runtime::{Context, kafka};
 use rdkafka::message::Message;
@@ -43,7 +43,7 @@ pub async fn run(args: Args, global: Global) -> anyhow::Result<()> {
     let warehouse = context.warehouse(&dataset).await?;
     println!("replaying incident {incident} (dataset {name}, writer schema {writer}) from mend.quarantine");
     let applier = mend_applier::Applier::new(context.clone());
-    let counts = applier.replay(&dataset, &warehouse, &IncidentId(incident.to_owned()), writer).await?;
+    let counts = applier.replay(&dataset, &warehouse, writer).await?;
     println!("replayed {}, loaded {}, still quarantined {}", counts.replayed, counts.loaded, counts.still_quarantined);
     Ok(())
 }

@@ -37,9 +37,6 @@ impl Proposer {
         Self { context, http: reqwest::Client::new() }
     }
 
-    /// Tells people a proposal waits for them (Slack). A notification that
-    /// fails is logged, never retried at the pipeline's expense: the
-    /// proposal is on `mend.proposals` and in the API either way.
     /// Opens the pull request of a plan with a dbt patch, when the dataset
     /// names a GitHub repository and mend has a token. Failures are logged
     /// (the API and Slack still offer the decision).
@@ -68,6 +65,9 @@ impl Proposer {
         }
     }
 
+    /// Tells people a proposal waits for them (Slack). A notification that
+    /// fails is logged, never retried at the pipeline's expense: the
+    /// proposal is on `mend.proposals` and in the API either way.
     async fn notify(&self, proposal: &Proposal) {
         if let Some(url) = &self.context.integrations.slack_webhook_url {
             let message = mend_integrations::slack::proposal_message(proposal, false);

@@ -402,50 +402,6 @@ pub async fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<rdkafka::mess
     Ok(records)
 }
 
-/// Reads `topic` from the beginning, record by record, until `done` returns
-/// true or `timeout` passes (then it returns what it read, and false). Unlike
-/// [`read_to_end`] it does not trust the high watermark: for readers that
-/// know exactly what they must find. No consumer group (no join delay).
-pub async fn read_until(
-    brokers: &str,
-    topic: &str,
-    timeout: Duration,
-    mut done: impl FnMut(&rdkafka::message::OwnedMessage) -> bool,
-) -> Result<(Vec<rdkafka::message::OwnedMessage>, bool), TopicError> {
-    use rdkafka::consumer::Consumer;
-    let failed = |e: rdkafka::error::KafkaError| TopicError { topic: topic.to_owned(), reason: e.to_string() };
-    let consumer = scan_consumer(brokers, false).map_err(failed)?;
-    let (name, probe) = (topic.to_owned(), consumer.clone());
-    let partitions = tokio::task::spawn_blocking(move || {
-        probe.fetch_metadata(Some(&name), Duration::from_secs(10)).map(|metadata| {
-            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect::<Vec<i32>>()
-        })
-    })
-    .await
-    .map_err(|e| TopicError { topic: topic.to_owned(), reason: e.to_string() })?
-    .map_err(failed)?;
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for partition in partitions {
-        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).map_err(failed)?;
-    }
-    consumer.assign(&assignment).map_err(failed)?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut records = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(message) => {
-                let message = message.map_err(failed)?.detach();
-                let finished = done(&message);
-                records.push(message);
-                if finished {
-                    return Ok((records, true));
-                }
-            }
-            Err(_elapsed) => return Ok((records, false)),
-        }
-    }
-}
-
 /// Reads up to `max` records of one partition from `from`, stopping at the
 /// partition's end (high watermark at the call) or after `timeout`. For
 /// evidence samples; not for hot paths. No consumer group.

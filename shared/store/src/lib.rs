@@ -27,7 +27,7 @@
 //! index on it halves PostgreSQL's COPY rate, 1.7M to 850k rows/s). A keyed
 //! row is only replaced by a record from a later offset.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use futures::Stream;
 use mend_config::Dataset;
@@ -179,12 +179,12 @@ pub struct QuarantinedRecord {
     pub position: Position,
     /// Its writer schema, when it had one.
     pub writer: Option<u32>,
-    /// Its value bytes (Confluent wire format).
+    /// Its value bytes (Confluent wire format); None for a tombstone.
     pub payload: Option<Vec<u8>>,
 }
 
 /// A quarantined record as kept: (partition, offset, bytes); bytes are None
-/// for records quarantined before the warehouse kept them.
+/// for a tombstone (a record without a value), which is never loaded.
 pub type Kept = (i32, i64, Option<Vec<u8>>);
 
 /// An approved plan, ready to apply.
@@ -261,8 +261,6 @@ pub trait Store {
     async fn establish(&self, dataset: &str, create_table: &str, contract: &Contract) -> Result<(), StoreError>;
     /// Next offsets stored for `dataset`: (topic, partition) → next offset.
     async fn offsets(&self, dataset: &str) -> Result<HashMap<(String, i32), i64>, StoreError>;
-    /// Every source position of `dataset` quarantined with writer `writer`.
-    async fn quarantined_positions(&self, dataset: &str, writer: u32) -> Result<BTreeSet<(i32, i64)>, StoreError>;
     /// The records of `dataset` quarantined with writer `writer`, in source order.
     async fn quarantined_records(&self, dataset: &str, writer: u32) -> Result<Vec<Kept>, StoreError>;
     /// The first `limit` records of `dataset` quarantined with writer

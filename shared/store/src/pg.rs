@@ -15,9 +15,7 @@ use sqlx::{Postgres as Pg, Transaction};
 
 use crate::guard::Target;
 use crate::proof::{self, Entry, Rule};
-use crate::sql::{
-    ADDED_COLUMNS, POSITION_COLUMNS, STATE_TABLES, all_columns, bookkeeping, conflict_clause, dynamic, quote,
-};
+use crate::sql::{POSITION_COLUMNS, all_columns, bookkeeping, conflict_clause, dynamic, quote, state_tables};
 use crate::{Bookkeeping, Chunk, LoadTarget, Store, StoreError, WriteMode};
 
 /// Serialises writers of one dataset's contract (establish, apply).
@@ -220,28 +218,14 @@ impl Store for Postgres {
     crate::sql::portable_methods!();
 
     /// What exists is looked up first, so a role that may only read and
-    /// write these tables connects: CREATE TABLE IF NOT EXISTS and ALTER
-    /// TABLE … ADD COLUMN IF NOT EXISTS need the owner's rights even when
-    /// they change nothing.
+    /// write these tables connects: CREATE TABLE IF NOT EXISTS needs the
+    /// owner's rights even when it changes nothing.
     async fn create_state_tables(&self) -> Result<(), StoreError> {
-        for (table, create) in STATE_TABLES {
+        for (table, create) in state_tables(mend_model::Dialect::Postgres) {
             let exists: bool =
                 sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(&self.pool).await?;
             if !exists {
-                self.execute(create).await?;
-            }
-        }
-        for (table, column, sql_type, _) in ADDED_COLUMNS {
-            let present: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
-                 AND table_name = $1 AND column_name = $2",
-            )
-            .bind(table)
-            .bind(column)
-            .fetch_one(&self.pool)
-            .await?;
-            if present == 0 {
-                self.execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")).await?;
+                self.execute(&create).await?;
             }
         }
         Ok(())

@@ -10,8 +10,9 @@ use crate::WriteMode;
 /// Source position columns every destination table carries.
 pub(crate) const POSITION_COLUMNS: [&str; 2] = ["_mend_partition", "_mend_offset"];
 
-/// mend's own tables, created when missing.
-pub(crate) const STATE_TABLES: [(&str, &str); 4] = [
+/// mend's own tables, created when missing: `{bytes}` and `{flag}` stand
+/// for the dialect's binary and boolean (false by default) types.
+const STATE_TABLES: [(&str, &str); 4] = [
     (
         "mend_offsets",
         "CREATE TABLE IF NOT EXISTS mend_offsets (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
@@ -21,7 +22,7 @@ pub(crate) const STATE_TABLES: [(&str, &str); 4] = [
         "mend_quarantined",
         "CREATE TABLE IF NOT EXISTS mend_quarantined (dataset TEXT NOT NULL, topic TEXT NOT NULL, \
          partition_id INTEGER NOT NULL, source_offset BIGINT NOT NULL, writer_schema_id BIGINT, \
-         PRIMARY KEY (dataset, topic, partition_id, source_offset))",
+         payload {bytes}, loaded {flag}, PRIMARY KEY (dataset, topic, partition_id, source_offset))",
     ),
     (
         "mend_contracts",
@@ -35,14 +36,16 @@ pub(crate) const STATE_TABLES: [(&str, &str); 4] = [
     ),
 ];
 
-/// Columns later versions added to mend's tables: (table, column, PostgreSQL
-/// type, SQLite type). Warehouses created before mend_quarantined recorded
-/// writer schemas, the quarantined bytes and their claims lack them.
-pub(crate) const ADDED_COLUMNS: [(&str, &str, &str, &str); 3] = [
-    ("mend_quarantined", "writer_schema_id", "BIGINT", "BIGINT"),
-    ("mend_quarantined", "payload", "BYTEA", "BLOB"),
-    ("mend_quarantined", "loaded", "BOOLEAN NOT NULL DEFAULT FALSE", "INTEGER NOT NULL DEFAULT 0"),
-];
+/// mend's own tables, each with the statement creating it in `dialect`.
+pub(crate) fn state_tables(dialect: Dialect) -> impl Iterator<Item = (&'static str, String)> {
+    let (bytes, flag) = match dialect {
+        Dialect::Postgres => ("BYTEA", "BOOLEAN NOT NULL DEFAULT FALSE"),
+        Dialect::Sqlite => ("BLOB", "INTEGER NOT NULL DEFAULT 0"),
+    };
+    STATE_TABLES
+        .into_iter()
+        .map(move |(table, create)| (table, create.replace("{bytes}", bytes).replace("{flag}", flag)))
+}
 
 /// SQL built at run time from quoted identifiers and mend's own templates
 /// (never from record values, which are always bound or COPY-escaped).
@@ -245,21 +248,6 @@ macro_rules! portable_methods {
                     .fetch_all(&self.pool)
                     .await?;
             Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
-        }
-
-        async fn quarantined_positions(
-            &self,
-            dataset: &str,
-            writer: u32,
-        ) -> Result<std::collections::BTreeSet<(i32, i64)>, $crate::StoreError> {
-            let rows: Vec<(i32, i64)> = sqlx::query_as(
-                "SELECT partition_id, source_offset FROM mend_quarantined WHERE dataset = $1 AND writer_schema_id = $2",
-            )
-            .bind(dataset)
-            .bind(i64::from(writer))
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows.into_iter().collect())
         }
 
         async fn quarantined_records(&self, dataset: &str, writer: u32) -> Result<Vec<$crate::Kept>, $crate::StoreError> {

@@ -14,9 +14,7 @@ use sqlx::{Sqlite as Lite, Transaction};
 
 use crate::guard::Target;
 use crate::proof::{self, Entry, Rule};
-use crate::sql::{
-    ADDED_COLUMNS, POSITION_COLUMNS, STATE_TABLES, all_columns, bookkeeping, conflict_clause, dynamic, quote,
-};
+use crate::sql::{POSITION_COLUMNS, all_columns, bookkeeping, conflict_clause, dynamic, quote, state_tables};
 use crate::{Bookkeeping, Chunk, LoadTarget, Store, StoreError, WriteMode};
 
 /// SQLite serialises writers itself.
@@ -78,26 +76,8 @@ impl Store for Sqlite {
     crate::sql::portable_methods!();
 
     async fn create_state_tables(&self) -> Result<(), StoreError> {
-        for (_, create) in STATE_TABLES {
-            sqlx::query(create).execute(&self.pool).await?;
-        }
-        for (table, column, _, sql_type) in ADDED_COLUMNS {
-            let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
-                .bind(table)
-                .bind(column)
-                .fetch_one(&self.pool)
-                .await?;
-            if present == 0 {
-                let add = format!("ALTER TABLE {table} ADD COLUMN {column} {sql_type}");
-                match sqlx::query(dynamic(&add)).execute(&self.pool).await {
-                    // Another process connecting at the same moment added it
-                    // first (SQLite has no ADD COLUMN IF NOT EXISTS).
-                    Err(sqlx::Error::Database(e)) if e.message().contains("duplicate column name") => {}
-                    other => {
-                        other?;
-                    }
-                }
-            }
+        for (_, create) in state_tables(mend_model::Dialect::Sqlite) {
+            sqlx::query(dynamic(&create)).execute(&self.pool).await?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! [`Warehouse`]: whichever engine a URL names, with every [`Store`]
 //! method and the guardrails' [`Warehouse::vet`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use futures::Stream;
 use mend_model::{Classify, Column, Contract, Dialect, Row};
@@ -97,12 +97,6 @@ impl Warehouse {
     /// Next offsets stored for `dataset` (topic, partition) → next offset.
     pub async fn offsets(&self, dataset: &str) -> Result<HashMap<(String, i32), i64>, StoreError> {
         dispatch!(self.offsets(dataset))
-    }
-
-    /// Every source position of `dataset` the loader quarantined with writer
-    /// schema `writer`: what the replay of that incident must find.
-    pub async fn quarantined_positions(&self, dataset: &str, writer: u32) -> Result<BTreeSet<(i32, i64)>, StoreError> {
-        dispatch!(self.quarantined_positions(dataset, writer))
     }
 
     /// The records of `dataset` the loader quarantined with writer schema
