@@ -11,7 +11,7 @@ use std::time::Instant;
 use mend_audit::export::{ExportHeader, export_lines};
 use mend_audit::seal::{Pending, next_digest};
 use mend_audit::verify::{Options, Scope};
-use mend_audit::{Entry, Position, Record, keys, read_export, verify};
+use mend_audit::{Entry, LogPosition, Record, keys, read_export, verify};
 use mend_model::events::{
     Application, Decision, Detection, Diagnosis, Envelope, Event, FieldChange, IncidentId, PlanStep, Proposal,
 };
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         last = Some(digest.clone());
         let offset = i64::try_from(digests.len())?;
         digests.push(Entry {
-            position: Position { topic: "mend.audit.digests".into(), partition: 0, offset },
+            position: LogPosition { topic: "mend.audit.digests".into(), partition: 0, offset },
             record: Record::Digest(Box::new(digest)),
         });
     }

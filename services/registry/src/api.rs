@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::Registry;
 use crate::compat::{self, Level};
 use crate::log::LogError;
-use crate::store::{ConfigValue, LogKey, Reference, SchemaValue, Store, StoredSchema};
+use crate::store::{ConfigValue, LogKey, Reference, SchemaValue, Schemas, StoredSchema};
 
 mod config;
 mod schemas;

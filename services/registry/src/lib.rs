@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{Log, LogError};
-use crate::store::Store;
+use crate::store::Schemas;
 
 /// Settings of one registry instance.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,7 +40,7 @@ pub struct RegistryConfig {
 /// One registry instance: the replayed state, the log, and this instance's
 /// writer id.
 pub struct Registry {
-    store: Arc<RwLock<Store>>,
+    store: Arc<RwLock<Schemas>>,
     log: Log,
     writer_id: String,
     /// Serialises this instance's writes (other instances race through the log).
@@ -50,7 +50,7 @@ pub struct Registry {
 impl Registry {
     /// Opens the log and replays it; returns once the state is current.
     pub async fn open(config: &RegistryConfig, shutdown: CancellationToken) -> Result<Arc<Self>, LogError> {
-        let store = Arc::new(RwLock::new(Store::default()));
+        let store = Arc::new(RwLock::new(Schemas::default()));
         let log = Log::open(&config.brokers, &config.topic, store.clone(), shutdown).await?;
         Ok(Arc::new(Self {
             store,
@@ -60,7 +60,7 @@ impl Registry {
         }))
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Store> {
+    fn read(&self) -> RwLockReadGuard<'_, Schemas> {
         self.store.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

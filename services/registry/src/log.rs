@@ -1,5 +1,5 @@
 //! The `_schemas` topic as the registry's storage: a reader task applies every
-//! record to the [`Store`] in log order; writers append a record and wait until
+//! record to the [`Schemas`] in log order; writers append a record and wait until
 //! the reader has applied it, so a write is visible to the writer's next read
 //! and the state is always exactly what the log says.
 
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use mend_runtime::kafka::{self, TopicSpec};
 
-use crate::store::{LogKey, Store};
+use crate::store::{LogKey, Schemas};
 
 /// How long a write or a catch-up may wait for the log.
 const LOG_TIMEOUT: Duration = Duration::from_secs(15);
@@ -44,7 +44,7 @@ impl Log {
     pub async fn open(
         brokers: &str,
         topic: &str,
-        store: Arc<RwLock<Store>>,
+        store: Arc<RwLock<Schemas>>,
         shutdown: CancellationToken,
     ) -> Result<Self, LogError> {
         kafka::ensure_topics(brokers, &[TopicSpec::new(topic, 1).compacted()])
@@ -110,7 +110,7 @@ impl Log {
 
 async fn read_forever(
     reader: StreamConsumer,
-    store: Arc<RwLock<Store>>,
+    store: Arc<RwLock<Schemas>>,
     applied: watch::Sender<i64>,
     shutdown: CancellationToken,
 ) {

@@ -126,7 +126,7 @@ impl LogKey {
 
 /// The in-memory state rebuilt from the log.
 #[derive(Debug, Default)]
-pub struct Store {
+pub struct Schemas {
     schemas: HashMap<u32, StoredSchema>,
     ids: HashMap<(String, String, Vec<Reference>), u32>,
     subjects: BTreeMap<String, BTreeMap<u32, VersionEntry>>,
@@ -136,7 +136,7 @@ pub struct Store {
     max_id: u32,
 }
 
-impl Store {
+impl Schemas {
     /// Applies one log record. Unknown key types (Confluent's NOOP, modes, …)
     /// and malformed records are ignored, as other registries do.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn the_first_record_for_a_version_wins() {
-        let mut store = Store::default();
+        let mut store = Schemas::default();
         let (k1, v1) = record("s", 1, 1, "\"int\"", "a");
         let (k2, v2) = record("s", 1, 2, "\"long\"", "b");
         store.apply(&k1, Some(&v1));
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn an_id_belongs_to_the_first_schema_that_claimed_it() {
-        let mut store = Store::default();
+        let mut store = Schemas::default();
         let (k1, v1) = record("a", 1, 5, "\"int\"", "x");
         let (k2, v2) = record("b", 1, 5, "\"long\"", "y");
         store.apply(&k1, Some(&v1));
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn hard_delete_frees_the_schema_but_never_the_id_counter() {
-        let mut store = Store::default();
+        let mut store = Schemas::default();
         let (k, v) = record("a", 1, 3, "\"int\"", "x");
         store.apply(&k, Some(&v));
         store.apply(&k, None);
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn config_records_set_and_clear_levels() -> anyhow::Result<()> {
-        let mut store = Store::default();
+        let mut store = Schemas::default();
         let value = serde_json::to_vec(&ConfigValue { compatibility_level: Level::Full })?;
         store.apply(&serde_json::to_vec(&LogKey::config(Some("s")))?, Some(&value));
         assert_eq!(store.effective_level("s"), Level::Full);

@@ -11,7 +11,7 @@ use mend_model::topics;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AuditError, AuditEvent, Entry, Position, Record, timeline};
+use crate::{AuditError, AuditEvent, Entry, LogPosition, Record, timeline};
 
 /// What to export.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ pub fn select(entries: &[Entry], selection: &Selection) -> (ExportHeader, Vec<En
     let sealed = crate::verify::SealedIndex::new(&digests);
     // Some(true): in a range the export holds whole; Some(false): sealed
     // by a digest outside the window; None: not sealed yet.
-    let in_range = |p: &Position| sealed.covering(&p.topic, p.partition, p.offset).map(|i| chosen[i]);
+    let in_range = |p: &LogPosition| sealed.covering(&p.topic, p.partition, p.offset).map(|i| chosen[i]);
     let mut out = Vec::new();
     for entry in entries {
         let position = &entry.position;
@@ -171,7 +171,7 @@ pub fn read_export(text: &str) -> Result<(ExportHeader, Vec<Entry>), AuditError>
 fn read_line(number: usize, line: &str) -> Result<Entry, AuditError> {
     let invalid = |reason: String| AuditError::Export { line: number + 1, reason };
     let line: ReadLine<'_> = serde_json::from_str(line).map_err(|e| invalid(e.to_string()))?;
-    let position = Position { topic: line.topic.clone(), partition: line.partition, offset: line.offset };
+    let position = LogPosition { topic: line.topic.clone(), partition: line.partition, offset: line.offset };
     let record = match line {
         ReadLine { digest: Some(digest), .. } => Record::Digest(digest),
         ReadLine { event: Some(event), .. } => match AuditEvent::from_json(&line.topic, event.get()) {

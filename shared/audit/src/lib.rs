@@ -16,7 +16,7 @@ pub mod verify;
 
 pub use export::{ExportHeader, Selection, export_csv, export_lines, format_time, read_export};
 pub use log::{
-    AuditError, Cut, Entry, Position, Record, as_of, cut, raw_hash, read_digests, read_record, read_topics,
+    AuditError, Cut, Entry, LogPosition, Record, as_of, cut, raw_hash, read_digests, read_record, read_topics,
     unsealed_partitions,
 };
 pub use mend_model::audit::AuditEvent;

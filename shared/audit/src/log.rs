@@ -16,13 +16,13 @@ use crate::{keys, verify};
 
 /// Where an event is in the log.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Position {
+pub struct LogPosition {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
 }
 
-impl std::fmt::Display for Position {
+impl std::fmt::Display for LogPosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
     }
@@ -51,7 +51,7 @@ pub enum Record {
 /// One record of the log with its position.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub position: Position,
+    pub position: LogPosition,
     pub record: Record,
 }
 
@@ -160,7 +160,7 @@ async fn read_topic(brokers: &str, codec: &Codec, topic: &str) -> Result<Vec<Ent
     messages.sort_by_key(|m| (m.partition(), m.offset()));
     let mut entries = Vec::with_capacity(messages.len());
     for message in messages {
-        let position = Position { topic: topic.to_owned(), partition: message.partition(), offset: message.offset() };
+        let position = LogPosition { topic: topic.to_owned(), partition: message.partition(), offset: message.offset() };
         let record = read_record(codec, topic, message.payload().unwrap_or_default()).await?;
         entries.push(Entry { position, record });
     }

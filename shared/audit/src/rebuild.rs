@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use mend_model::{ApplicationOutcome, Dialect, StepKind};
 use serde::Serialize;
 
-use crate::{AuditEvent, Entry, Position};
+use crate::{AuditEvent, Entry, LogPosition};
 
 /// One applied change, from the topics.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppliedChange {
-    pub position: Position,
+    pub position: LogPosition,
     pub time: i64,
     pub proposal_id: String,
     pub decision_id: String,
@@ -38,7 +38,7 @@ pub struct History {
 
 /// Rebuilds `dataset`'s history from `entries`.
 pub fn history(entries: &[Entry], dataset: &str) -> History {
-    let mut events: Vec<(&Position, &AuditEvent)> = entries
+    let mut events: Vec<(&LogPosition, &AuditEvent)> = entries
         .iter()
         .filter_map(|e| Some((&e.position, e.event()?)))
         .filter(|(_, e)| e.envelope().dataset == dataset)

@@ -11,7 +11,7 @@ use mend_model::{ApplicationOutcome, ChangeKind, Channel, DetectionSource, Polic
 use crate::export::{ExportHeader, Selection, export_lines, read_export, select};
 use crate::seal::{Pending, next_digest};
 use crate::verify::{Options, Scope, verify};
-use crate::{AuditEvent, Entry, Position, Record, keys};
+use crate::{AuditEvent, Entry, LogPosition, Record, keys};
 
 const CHAIN: &str = "mend";
 
@@ -108,7 +108,7 @@ fn sealed_log(incidents: u32, every: usize, key: Option<&SigningKey>) -> Vec<Ent
             let topic = topic_of(&event);
             let offset = offsets.entry(topic).or_insert(0i64);
             events.push(Entry {
-                position: Position { topic: topic.into(), partition: 0, offset: *offset },
+                position: LogPosition { topic: topic.into(), partition: 0, offset: *offset },
                 record: Record::Event(Box::new(event)),
             });
             *offset += 1;
@@ -140,7 +140,7 @@ fn digests_of(events: &[Entry], every: usize, key: Option<&SigningKey>) -> Vec<E
         last = Some(digest.clone());
         let offset = i64::try_from(digests.len()).unwrap_or_default();
         digests.push(Entry {
-            position: Position { topic: topics::DIGESTS.into(), partition: 0, offset },
+            position: LogPosition { topic: topics::DIGESTS.into(), partition: 0, offset },
             record: Record::Digest(Box::new(digest)),
         });
     }
@@ -615,7 +615,7 @@ fn transactional_log(incidents: u32, every: usize) -> Vec<Entry> {
         last = Some(digest.clone());
         let offset = i64::try_from(digests.len()).unwrap_or_default();
         digests.push(Entry {
-            position: Position { topic: topics::DIGESTS.into(), partition: 0, offset },
+            position: LogPosition { topic: topics::DIGESTS.into(), partition: 0, offset },
             record: Record::Digest(Box::new(digest)),
         });
     }

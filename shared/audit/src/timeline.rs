@@ -5,13 +5,13 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{AuditEvent, Entry, Position};
+use crate::{AuditEvent, Entry, LogPosition};
 
 /// One event of an incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub time: i64,
-    pub position: Position,
+    pub position: LogPosition,
     pub service: String,
     /// What kind of event: detection, diagnosis, proposal, decision, application, agent_run, quarantined.
     pub what: &'static str,

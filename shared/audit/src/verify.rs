@@ -24,7 +24,7 @@ use mend_model::digest::AuditDigest;
 use mend_model::topics;
 use serde::Serialize;
 
-use crate::{Entry, ExportHeader, Position, Record};
+use crate::{Entry, ExportHeader, LogPosition, Record};
 
 mod chain;
 
@@ -59,7 +59,7 @@ pub struct Options {
 /// Something wrong with the log, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    pub position: Position,
+    pub position: LogPosition,
     pub problem: String,
 }
 
@@ -88,19 +88,19 @@ impl Report {
 type Partition<'a> = (&'a str, i32);
 
 /// An event's position, hash and (unless redacted) content, by event id.
-type EventAt<'a> = (&'a Position, &'a str, Option<&'a crate::AuditEvent>);
+type EventAt<'a> = (&'a LogPosition, &'a str, Option<&'a crate::AuditEvent>);
 
 /// Checks `entries` (in log order) under `options`.
 pub fn verify(entries: &[Entry], options: &Options) -> Report {
     let mut report = Report::default();
-    let mut found = |position: &Position, problem: String| {
+    let mut found = |position: &LogPosition, problem: String| {
         report.findings.push(Finding { position: position.clone(), problem });
     };
 
     // Events by id (readable and redacted), and each partition's records.
     let mut hash_of: HashMap<&str, EventAt<'_>> = HashMap::with_capacity(entries.len());
     let mut partitions: BTreeMap<Partition<'_>, Vec<(i64, &Entry)>> = BTreeMap::new();
-    let mut digests: Vec<(&Position, &AuditDigest)> = Vec::new();
+    let mut digests: Vec<(&LogPosition, &AuditDigest)> = Vec::new();
     let mut written_twice = 0usize;
     for entry in entries {
         let position = &entry.position;
@@ -286,8 +286,8 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
     let mut waiting = 0usize;
     for (&(topic, partition), records) in &partitions {
         let last_sealed = sealed.last(topic, partition);
-        let mut run: Option<(Unsealed, &Position, i64, usize)> = None;
-        let mut flush = |run: &mut Option<(Unsealed, &Position, i64, usize)>| {
+        let mut run: Option<(Unsealed, &LogPosition, i64, usize)> = None;
+        let mut flush = |run: &mut Option<(Unsealed, &LogPosition, i64, usize)>| {
             if let Some((verdict, first, last, count)) = run.take() {
                 let which = if count == 1 {
                     format!("offset {}", first.offset)
@@ -344,7 +344,7 @@ pub fn verify(entries: &[Entry], options: &Options) -> Report {
             for pair in offsets.windows(2) {
                 let (a, b) = (pair[0], pair[1]);
                 if b > a + 1 && !(inside(a + 1) && inside(b - 1)) {
-                    let at = Position { topic: topic.to_owned(), partition, offset: b };
+                    let at = LogPosition { topic: topic.to_owned(), partition, offset: b };
                     found(&at, format!("offsets {}..{} are missing (removed?)", a + 1, b - 1));
                 }
             }

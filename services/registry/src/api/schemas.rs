@@ -24,7 +24,7 @@ pub(super) fn parse_body(body: &Bytes) -> Result<SchemaBody, ApiError> {
 }
 
 /// Validates a schema (with its references resolved) and normalises it.
-pub(super) fn candidate(store: &Store, body: &SchemaBody) -> Result<Candidate, ApiError> {
+pub(super) fn candidate(store: &Schemas, body: &SchemaBody) -> Result<Candidate, ApiError> {
     let schema_type = body.schema_type.clone().unwrap_or_else(|| "AVRO".into()).to_ascii_uppercase();
     if schema_type != "AVRO" {
         return Err(ApiError::invalid_schema(format!("schema type {schema_type} is not supported; only AVRO is")));
@@ -76,13 +76,13 @@ pub(super) fn check_union_defaults(schema: &Schema) -> Result<(), String> {
 }
 
 /// Parses a stored schema, inlining its references (transitively).
-pub(super) fn parse_stored(store: &Store, schema: &StoredSchema) -> Result<Schema, String> {
+pub(super) fn parse_stored(store: &Schemas, schema: &StoredSchema) -> Result<Schema, String> {
     let json: Value = serde_json::from_str(&schema.schema).map_err(|e| e.to_string())?;
     let inlined = resolve(store, &json, &schema.references, 0)?;
     Schema::parse(&inlined).map_err(|e| e.to_string())
 }
 
-pub(super) fn resolve(store: &Store, json: &Value, references: &[Reference], depth: usize) -> Result<Value, String> {
+pub(super) fn resolve(store: &Schemas, json: &Value, references: &[Reference], depth: usize) -> Result<Value, String> {
     if references.is_empty() {
         return Ok(json.clone());
     }
@@ -268,7 +268,7 @@ mod fuzz {
         })
     }
 
-    fn candidate_of(store: &Store, schema: &Value) -> Option<Candidate> {
+    fn candidate_of(store: &Schemas, schema: &Value) -> Option<Candidate> {
         let body = SchemaBody { schema: schema.to_string(), schema_type: None, references: Vec::new() };
         candidate(store, &body).ok()
     }
@@ -276,7 +276,7 @@ mod fuzz {
     proptest! {
         #[test]
         fn fuzz_registry_schemas(a in json(), b in json()) {
-            let store = Store::default();
+            let store = Schemas::default();
             let (a, b) = (candidate_of(&store, &a), candidate_of(&store, &b));
             if let (Some(a), Some(b)) = (a, b) {
                 for level in ["BACKWARD", "FORWARD_TRANSITIVE", "FULL", "NONE"] {
@@ -291,13 +291,13 @@ mod fuzz {
         fn fuzz_registry_bodies(body in proptest::collection::vec(any::<u8>(), 0..200), text in "\\PC{0,120}") {
             let _ = parse_body(&Bytes::from(body));
             let _ = parse_body(&Bytes::from(text.clone()));
-            let store = Store::default();
+            let store = Schemas::default();
             let _ = candidate(&store, &SchemaBody { schema: text, schema_type: None, references: Vec::new() });
         }
 
         #[test]
         fn fuzz_registry_log_records(key in json(), value in json(), raw in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let mut store = Store::default();
+            let mut store = Schemas::default();
             store.apply(key.to_string().as_bytes(), Some(value.to_string().as_bytes()));
             store.apply(key.to_string().as_bytes(), None);
             store.apply(&raw, Some(&raw));

@@ -22,7 +22,7 @@ pub(super) fn parse_version(text: &str) -> Result<VersionSpec, ApiError> {
 
 /// Resolves a version of a subject to (version, id, deleted).
 pub(super) fn find_version(
-    store: &Store,
+    store: &Schemas,
     subject: &str,
     text: &str,
     deleted: bool,
@@ -37,7 +37,7 @@ pub(super) fn find_version(
     found.map(|(v, e)| (*v, e.id, e.deleted)).ok_or_else(|| ApiError::version_not_found(text))
 }
 
-pub(super) fn version_json(store: &Store, subject: &str, version: u32, id: u32) -> Result<Value, ApiError> {
+pub(super) fn version_json(store: &Schemas, subject: &str, version: u32, id: u32) -> Result<Value, ApiError> {
     let schema = store.schema(id).ok_or_else(|| ApiError::schema_not_found(id))?;
     let mut body = json!({"subject": subject, "version": version, "id": id, "schema": schema.schema});
     decorate(&mut body, schema);
@@ -161,7 +161,7 @@ pub(super) async fn register(
 }
 
 /// The versions a new schema is checked against under `level`.
-pub(super) fn against(store: &Store, level: Level, live: &[(u32, u32)]) -> Vec<(u32, Schema)> {
+pub(super) fn against(store: &Schemas, level: Level, live: &[(u32, u32)]) -> Vec<(u32, Schema)> {
     if level == Level::None {
         return Vec::new();
     }

@@ -6,16 +6,16 @@ use std::collections::{HashMap, HashSet};
 use mend_model::digest::AuditDigest;
 
 use super::{Options, Partition, Scope};
-use crate::{Entry, Position, keys};
+use crate::{Entry, LogPosition, keys};
 
 /// The digests of the chain to check, in log order: the one named (or the
 /// export's, or the only one in the log), each once, without the forged.
 pub(super) fn the_chain<'a>(
-    mut digests: Vec<(&'a Position, &'a AuditDigest)>,
+    mut digests: Vec<(&'a LogPosition, &'a AuditDigest)>,
     options: &Options,
-    found: &mut dyn FnMut(&Position, String),
+    found: &mut dyn FnMut(&LogPosition, String),
     notes: &mut Vec<String>,
-) -> Vec<(&'a Position, &'a AuditDigest)> {
+) -> Vec<(&'a LogPosition, &'a AuditDigest)> {
     let chain = options
         .chain
         .clone()
@@ -73,9 +73,9 @@ pub(super) fn the_chain<'a>(
 
 /// Each digest's hash, signature, sequence and link to the previous one.
 pub(super) fn check_digests(
-    digests: &[(&Position, &AuditDigest)],
+    digests: &[(&LogPosition, &AuditDigest)],
     options: &Options,
-    found: &mut dyn FnMut(&Position, String),
+    found: &mut dyn FnMut(&LogPosition, String),
     notes: &mut Vec<String>,
 ) {
     let mut unsigned = 0usize;
@@ -181,12 +181,12 @@ impl<'a> SealedIndex<'a> {
     }
 
     /// Each offset two digests both seal.
-    pub(super) fn check_overlaps(&self, digests: &[&AuditDigest], found: &mut dyn FnMut(&Position, String)) {
+    pub(super) fn check_overlaps(&self, digests: &[&AuditDigest], found: &mut dyn FnMut(&LogPosition, String)) {
         for ((topic, partition), ranges) in &self.ranges {
             for pair in ranges.windows(2) {
                 let ((_, last, a), (first, _, b)) = (pair[0], pair[1]);
                 if first <= last {
-                    let at = Position { topic: (*topic).to_owned(), partition: *partition, offset: first };
+                    let at = LogPosition { topic: (*topic).to_owned(), partition: *partition, offset: first };
                     let (a, b) = (digests[a].sequence, digests[b].sequence);
                     found(&at, format!("sealed twice: digests #{a} and #{b} both cover offset {first}"));
                 }
@@ -204,11 +204,11 @@ impl<'a> SealedIndex<'a> {
 pub(super) fn check_range(
     range: &mend_model::digest::SealedRange,
     sequence: i64,
-    digest_at: &Position,
+    digest_at: &LogPosition,
     records: Option<&Vec<(i64, &Entry)>>,
-    found: &mut dyn FnMut(&Position, String),
+    found: &mut dyn FnMut(&LogPosition, String),
 ) {
-    let at = |offset: i64| Position { topic: range.topic.clone(), partition: range.partition, offset };
+    let at = |offset: i64| LogPosition { topic: range.topic.clone(), partition: range.partition, offset };
     let present: Vec<(i64, &str)> = records
         .map(|r| {
             // From the range's start: an event put where the range says
