@@ -157,6 +157,20 @@ impl ReadModel {
         });
     }
 
+    /// Projects one audit event (of a managed dataset) onto the model.
+    pub fn apply(&mut self, event: AuditEvent) {
+        match event {
+            AuditEvent::Detection(e) => self.detection(e),
+            AuditEvent::Diagnosis(e) => self.diagnosis(e),
+            AuditEvent::Proposal(e) => self.proposal(e),
+            AuditEvent::Decision(e) => self.decision(e),
+            AuditEvent::Application(e) => self.application(e),
+            AuditEvent::AgentRun(e) => self.agent_run(e),
+            // Counted from the warehouse instead (see `incidents`).
+            AuditEvent::Quarantined(_) => {}
+        }
+    }
+
     pub fn incidents(&self) -> Vec<Incident> {
         let mut all: Vec<Incident> = self.incidents.values().filter(|i| i.is_known()).cloned().collect();
         all.sort_by_key(|i| i.detected_at);
@@ -195,16 +209,7 @@ impl Handler for Projector {
         events.retain(|event| self.context.manages(&event.envelope().dataset));
         let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events {
-            match event {
-                AuditEvent::Detection(e) => model.detection(e),
-                AuditEvent::Diagnosis(e) => model.diagnosis(e),
-                AuditEvent::Proposal(e) => model.proposal(e),
-                AuditEvent::Decision(e) => model.decision(e),
-                AuditEvent::Application(e) => model.application(e),
-                AuditEvent::AgentRun(e) => model.agent_run(e),
-                // Counted from the warehouse instead (see `incidents`).
-                AuditEvent::Quarantined(_) => {}
-            }
+            model.apply(event);
         }
         for record in batch {
             let next = model.progress.entry((record.topic.to_string(), record.partition)).or_insert(0);
@@ -213,3 +218,6 @@ impl Handler for Projector {
         Ok(vec![Disposition::Emit(Vec::new()); batch.len()])
     }
 }
+
+#[cfg(test)]
+mod tests;
