@@ -194,7 +194,9 @@ impl Applier {
         let mut columns = Vec::new();
         for ((partition, offset), payload) in by_position {
             let Some(payload) = payload.as_deref() else {
-                counts.hold(partition, offset, "a record without a value (tombstone): mend never deletes rows".into());
+                let reason =
+                    "its bytes are not kept: a tombstone (mend never deletes rows), or a record too large to load";
+                counts.hold(partition, offset, reason.into());
                 continue;
             };
             match loader.row(&self.context.codec, payload).await? {

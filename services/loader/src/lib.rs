@@ -444,3 +444,6 @@ pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Loader>, Arc<Run
     config.max_batch_bytes = BATCH_BYTES;
     Ok(context.runner_with(config, Loader::new(context.clone()))?)
 }
+
+#[cfg(test)]
+mod tests;

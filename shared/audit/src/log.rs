@@ -160,7 +160,8 @@ async fn read_topic(brokers: &str, codec: &Codec, topic: &str) -> Result<Vec<Ent
     messages.sort_by_key(|m| (m.partition(), m.offset()));
     let mut entries = Vec::with_capacity(messages.len());
     for message in messages {
-        let position = LogPosition { topic: topic.to_owned(), partition: message.partition(), offset: message.offset() };
+        let position =
+            LogPosition { topic: topic.to_owned(), partition: message.partition(), offset: message.offset() };
         let record = read_record(codec, topic, message.payload().unwrap_or_default()).await?;
         entries.push(Entry { position, record });
     }

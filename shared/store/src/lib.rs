@@ -179,12 +179,13 @@ pub struct QuarantinedRecord {
     pub position: Position,
     /// Its writer schema, when it had one.
     pub writer: Option<u32>,
-    /// Its value bytes (Confluent wire format); None for a tombstone.
+    /// Its value bytes (Confluent wire format); None for a tombstone and for
+    /// a record over `MAX_RECORD_BYTES` (the source topic keeps it).
     pub payload: Option<Vec<u8>>,
 }
 
 /// A quarantined record as kept: (partition, offset, bytes); bytes are None
-/// for a tombstone (a record without a value), which is never loaded.
+/// for a tombstone and a record too large to keep, which never load.
 pub type Kept = (i32, i64, Option<Vec<u8>>);
 
 /// An approved plan, ready to apply.
