@@ -7,11 +7,52 @@
 use std::time::{Duration, Instant};
 
 use mend_mcp::server::McpServer;
-use mend_model::api::Incident;
+use mend_model::api::{DraftOutcome, Incident};
 use mend_model::events::ToolCall;
 use serde_json::{Value, json};
 
-use crate::claude::Claude;
+use crate::claude::{Claude, ClaudeError};
+
+/// The model a run converses with: Claude's Messages API, or a script in
+/// the tests.
+pub trait Model {
+    /// The model's name, sent with each request.
+    fn name(&self) -> &str;
+    /// One turn: the Messages API's request and response bodies.
+    fn turn(&self, request: &Value) -> impl Future<Output = Result<Value, ClaudeError>> + Send;
+}
+
+impl Model for Claude {
+    fn name(&self) -> &str {
+        &self.model
+    }
+
+    fn turn(&self, request: &Value) -> impl Future<Output = Result<Value, ClaudeError>> + Send {
+        Claude::turn(self, request)
+    }
+}
+
+/// The tools a run may call: mend's MCP tools in process, or fakes in the
+/// tests.
+pub trait Tools {
+    /// Each tool as the Messages API takes it (name, description, input schema).
+    fn list(&self) -> Vec<Value>;
+    /// Calls one tool: its output, or why it failed.
+    fn call(&self, name: &str, input: Value) -> impl Future<Output = Result<Value, String>> + Send;
+}
+
+impl Tools for McpServer {
+    fn list(&self) -> Vec<Value> {
+        self.tools()
+            .into_iter()
+            .map(|tool| json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}))
+            .collect()
+    }
+
+    fn call(&self, name: &str, input: Value) -> impl Future<Output = Result<Value, String>> + Send {
+        self.invoke(name, input, None)
+    }
+}
 
 /// What a run may spend.
 #[derive(Debug, Clone, Copy)]
@@ -69,17 +110,8 @@ fn system(incident: &Incident) -> String {
     )
 }
 
-/// The MCP tools as the Messages API takes them.
-pub fn tools(server: &McpServer) -> Vec<Value> {
-    server
-        .tools()
-        .into_iter()
-        .map(|tool| json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}))
-        .collect()
-}
-
 /// Runs the loop for `incident` (as the control API shows it).
-pub async fn run(claude: &Claude, server: &McpServer, incident: &Incident, budget: Budget) -> Report {
+pub async fn run(model: &impl Model, tools: &impl Tools, incident: &Incident, budget: Budget) -> Report {
     let started = Instant::now();
     let mut report = Report {
         outcome: Outcome::Escalated { reason: String::new() },
@@ -92,7 +124,7 @@ pub async fn run(claude: &Claude, server: &McpServer, incident: &Incident, budge
         output_tokens: 0,
         duration: Duration::ZERO,
     };
-    let outcome = converse(claude, server, incident, budget, started, &mut report).await;
+    let outcome = converse(model, tools, incident, budget, started, &mut report).await;
     report.outcome = outcome;
     report.duration = started.elapsed();
     report
@@ -103,14 +135,14 @@ fn escalate(reason: impl Into<String>) -> Outcome {
 }
 
 async fn converse(
-    claude: &Claude,
-    server: &McpServer,
+    model: &impl Model,
+    server: &impl Tools,
     incident: &Incident,
     budget: Budget,
     started: Instant,
     report: &mut Report,
 ) -> Outcome {
-    let tools = tools(server);
+    let tools = server.list();
     let mut messages = vec![json!({"role": "user", "content": format!(
         "Diagnose incident {} and hand over a fix with propose_plan.", incident.id
     )})];
@@ -121,11 +153,11 @@ async fn converse(
             return escalate(format!("the run's deadline ({:?}) passed before a plan was proposed", budget.deadline));
         }
         let request = json!({
-            "model": claude.model, "max_tokens": max_tokens, "system": system(incident),
+            "model": model.name(), "max_tokens": max_tokens, "system": system(incident),
             "tools": tools, "messages": messages,
         });
         let remaining = budget.deadline.saturating_sub(started.elapsed());
-        let response = match tokio::time::timeout(remaining, claude.turn(&request)).await {
+        let response = match tokio::time::timeout(remaining, model.turn(&request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => return Outcome::Failed { reason: format!("the model could not be asked: {error}") },
             Err(_) => {
@@ -158,16 +190,14 @@ async fn converse(
                     }
                     let name = block["name"].as_str().unwrap_or_default();
                     let called = Instant::now();
-                    let result = server.invoke(name, block["input"].clone(), None).await;
+                    let result = server.call(name, block["input"].clone()).await;
                     let millis = i64::try_from(called.elapsed().as_millis()).unwrap_or(i64::MAX);
                     tracing::info!(tool = name, failed = result.is_err(), "supervisor tool call");
                     if name == "propose_plan" {
                         let verdict = result.as_ref().map_or_else(|e| json!({"error": e}), Clone::clone);
                         report.plan = Some(json!({"input": block["input"], "verdict": verdict}).to_string());
-                        match &result {
-                            Ok(answer) if answer["accepted"] == true => {
-                                proposed = answer["proposal_id"].as_str().map(str::to_owned);
-                            }
+                        match result.as_ref().map(|answer| serde_json::from_value::<DraftOutcome>(answer.clone())) {
+                            Ok(Ok(draft)) if draft.accepted => proposed = Some(draft.proposal_id),
                             Ok(_) => report.refused += 1,
                             Err(_) => {}
                         }
@@ -207,3 +237,6 @@ async fn converse(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
