@@ -29,7 +29,7 @@ use mend_mcp::remote::{Client, Remote};
 use mend_mcp::server::{Auth, McpServer};
 use mend_model::events::{AgentRun, Envelope, Event, Proposal};
 use mend_model::{AgentOutcome, Policy, topics};
-use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
+use mend_runtime::handler::{EventHandler, Outbound};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError, kafka};
 
@@ -140,27 +140,22 @@ impl Agent {
     }
 }
 
-impl Handler for Agent {
-    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
-        let mut out = Vec::with_capacity(batch.len());
-        for record in batch {
-            let proposal: Proposal = match decode_event(&self.context.codec, record).await? {
-                Ok(event) => event,
-                Err(bad) => {
-                    out.push(bad);
-                    continue;
-                }
-            };
-            let mut outputs = Vec::new();
-            if let Some(claude) = &self.claude
-                && self.wants(&proposal)
-                && let Some(run) = self.supervise(claude, &proposal).await?
-            {
-                outputs.push(Outbound::event(&self.context.codec, &run).await?);
-            }
-            out.push(Disposition::Emit(outputs));
+impl EventHandler for Agent {
+    type Event = Proposal;
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn answer(&self, proposal: Proposal) -> Result<Vec<Outbound>, HandleError> {
+        let mut outputs = Vec::new();
+        if let Some(claude) = &self.claude
+            && self.wants(&proposal)
+            && let Some(run) = self.supervise(claude, &proposal).await?
+        {
+            outputs.push(Outbound::event(&self.context.codec, &run).await?);
         }
-        Ok(out)
+        Ok(outputs)
     }
 }
 

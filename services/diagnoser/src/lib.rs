@@ -26,7 +26,7 @@ use mend_config::Dataset;
 use mend_model::events::{CastSample, Detection, Diagnosis, Envelope, Event, FieldChange};
 use mend_model::table::describe_columns;
 use mend_model::{ChangeKind, topics};
-use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
+use mend_runtime::handler::{EventHandler, Outbound};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError, kafka};
 
@@ -235,26 +235,17 @@ fn parses_as(text: &str, old: &Schema) -> bool {
     }
 }
 
-impl Handler for Diagnoser {
-    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
-        let mut out = Vec::with_capacity(batch.len());
-        for record in batch {
-            let detection: Detection = match decode_event(&self.context.codec, record).await? {
-                Ok(event) => event,
-                Err(bad) => {
-                    out.push(bad);
-                    continue;
-                }
-            };
-            if !self.context.manages(&detection.envelope.dataset) {
-                out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
-                continue;
-            }
-            let diagnosis = self.diagnose(&detection).await?;
-            tracing::info!(incident = %diagnosis.envelope.incident_id, changes = diagnosis.changes.len(), "diagnosed");
-            out.push(Disposition::Emit(vec![Outbound::event(&self.context.codec, &diagnosis).await?]));
-        }
-        Ok(out)
+impl EventHandler for Diagnoser {
+    type Event = Detection;
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn answer(&self, detection: Detection) -> Result<Vec<Outbound>, HandleError> {
+        let diagnosis = self.diagnose(&detection).await?;
+        tracing::info!(incident = %diagnosis.envelope.incident_id, changes = diagnosis.changes.len(), "diagnosed");
+        Ok(vec![Outbound::event(&self.context.codec, &diagnosis).await?])
     }
 }
 

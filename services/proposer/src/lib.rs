@@ -17,7 +17,7 @@ use apache_avro::Schema;
 use mend_avro::codec::CodecError;
 use mend_model::events::{Decision, Diagnosis, Envelope, Event, Proposal, ProposalOrigin};
 use mend_model::{Channel, Contract, Policy, StepKind, Verdict, topics};
-use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
+use mend_runtime::handler::{EventHandler, Outbound};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError};
 
@@ -132,42 +132,32 @@ impl Proposer {
     }
 }
 
-impl Handler for Proposer {
-    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
-        let mut out = Vec::with_capacity(batch.len());
-        for record in batch {
-            let diagnosis: Diagnosis = match decode_event(&self.context.codec, record).await? {
-                Ok(event) => event,
-                Err(bad) => {
-                    out.push(bad);
-                    continue;
-                }
-            };
-            if !self.context.manages(&diagnosis.envelope.dataset) {
-                out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
-                continue;
-            }
-            let Some((proposal, decision)) = self.propose(&diagnosis).await? else {
-                out.push(Disposition::Emit(Vec::new()));
-                continue;
-            };
-            tracing::info!(
-                incident = %proposal.envelope.incident_id, proposal = %proposal.proposal_id, policy = %proposal.policy,
-                "proposed"
-            );
-            if proposal.policy == Policy::Approve {
-                self.notify(&proposal).await;
-            }
-            if proposal.policy != Policy::Block {
-                self.pull_request(&proposal).await;
-            }
-            let mut outputs = vec![Outbound::event(&self.context.codec, &proposal).await?];
-            if let Some(decision) = decision {
-                outputs.push(Outbound::event(&self.context.codec, &decision).await?);
-            }
-            out.push(Disposition::Emit(outputs));
+impl EventHandler for Proposer {
+    type Event = Diagnosis;
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn answer(&self, diagnosis: Diagnosis) -> Result<Vec<Outbound>, HandleError> {
+        let Some((proposal, decision)) = self.propose(&diagnosis).await? else {
+            return Ok(Vec::new());
+        };
+        tracing::info!(
+            incident = %proposal.envelope.incident_id, proposal = %proposal.proposal_id, policy = %proposal.policy,
+            "proposed"
+        );
+        if proposal.policy == Policy::Approve {
+            self.notify(&proposal).await;
         }
-        Ok(out)
+        if proposal.policy != Policy::Block {
+            self.pull_request(&proposal).await;
+        }
+        let mut outputs = vec![Outbound::event(&self.context.codec, &proposal).await?];
+        if let Some(decision) = decision {
+            outputs.push(Outbound::event(&self.context.codec, &decision).await?);
+        }
+        Ok(outputs)
     }
 }
 

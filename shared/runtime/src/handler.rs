@@ -121,6 +121,46 @@ pub trait Handler: Send + Sync {
     ) -> impl std::future::Future<Output = Result<Vec<Disposition>, HandleError>> + Send;
 }
 
+/// A stage that answers each of mend's events of one type with events of
+/// its own (the diagnoser, the proposer, the supervisor). Every such stage
+/// is a [`Handler`] by the same loop: each record decoded (an undecodable
+/// one to quarantine), an event of a dataset this deployment does not
+/// manage passed over, each other event answered.
+pub trait EventHandler: Send + Sync {
+    /// The event it consumes.
+    type Event: Event;
+
+    /// The deployment: its codec and the datasets it manages.
+    fn context(&self) -> &crate::Context;
+
+    /// The events answering `event` (none: nothing to say).
+    fn answer(
+        &self,
+        event: Self::Event,
+    ) -> impl std::future::Future<Output = Result<Vec<Outbound>, HandleError>> + Send;
+}
+
+impl<H: EventHandler> Handler for H {
+    async fn handle(&self, batch: &[Inbound]) -> Result<Vec<Disposition>, HandleError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for record in batch {
+            let event: H::Event = match decode_event(&self.context().codec, record).await? {
+                Ok(event) => event,
+                Err(bad) => {
+                    out.push(bad);
+                    continue;
+                }
+            };
+            if !self.context().manages(&event.envelope().dataset) {
+                out.push(Disposition::Emit(Vec::new())); // another deployment's dataset
+                continue;
+            }
+            out.push(Disposition::Emit(self.answer(event).await?));
+        }
+        Ok(out)
+    }
+}
+
 /// Decodes one of mend's own events from a consumed record. `Ok(Err(_))` is
 /// bad input, already turned into its quarantine disposition; `Err` is a
 /// registry outage (retry).
