@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use mend_audit::Sealing;
 use mend_audit::export::{ExportHeader, select};
-use mend_audit::log::Sealing;
 use mend_audit::verify::{Options, Scope};
 use mend_audit::{Entry, Selection, export_csv, export_lines, keys, read_export, read_topics, timeline, verify};
 use mend_avro::Codec;
@@ -189,7 +189,7 @@ async fn retention_warnings(global: &Global) {
 async fn sealed_log(global: &Global, wait: Duration) -> anyhow::Result<Vec<Entry>> {
     let (brokers, chain) = (&global.connections.brokers, &global.connections.group_prefix);
     let codec = Codec::new(&global.connections.registry_url)?;
-    Ok(mend_audit::log::sealed_log(brokers, &codec, chain, wait, |sealing| match sealing {
+    Ok(mend_audit::sealed_log(brokers, &codec, chain, wait, |sealing| match sealing {
         Sealing::Waiting { unsealed } => {
             eprintln!("waiting for the sealer to seal the events of {unsealed} partitions…")
         }

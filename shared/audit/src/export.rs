@@ -82,7 +82,7 @@ pub fn select(entries: &[Entry], selection: &Selection) -> (ExportHeader, Vec<En
         to: selection.to,
         time: mend_model::events::now_millis(),
     };
-    let digests = crate::log::digests_of(entries, &selection.chain);
+    let digests = crate::sealed::digests_of(entries, &selection.chain);
     let chosen = crate::verify::selected_times(&digests, selection.from, selection.to);
     let sealed = crate::verify::SealedIndex::new(&digests);
     // Some(true): in a range the export holds whole; Some(false): sealed

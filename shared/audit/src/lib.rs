@@ -11,15 +11,14 @@ pub mod keys;
 pub mod log;
 pub mod rebuild;
 pub mod seal;
+pub mod sealed;
 pub mod timeline;
 pub mod verify;
 
 pub use export::{ExportHeader, Selection, export_csv, export_lines, format_time, read_export};
-pub use log::{
-    AuditError, Cut, Entry, LogPosition, Record, as_of, cut, raw_hash, read_digests, read_record, read_topics,
-    unsealed_partitions,
-};
+pub use log::{AuditError, Entry, LogPosition, Record, raw_hash, read_digests, read_record, read_topics};
 pub use mend_model::audit::AuditEvent;
+pub use sealed::{Cut, Sealing, as_of, cut, sealed_log, unsealed_partitions};
 pub use verify::{Finding, Options, Report, verify};
 
 #[cfg(test)]

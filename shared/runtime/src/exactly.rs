@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::collect::Batch;
 use crate::handler::Outbound;
 use crate::kafka;
-use crate::runner::{RunnerConfig, offset_list, retry_backoff, sleep_unless_cancelled};
+use crate::runner::config::{RunnerConfig, offset_list, retry_backoff, sleep_unless_cancelled};
 use crate::status::{Ownership, RunnerContext, RunnerError};
 
 /// How long an open transaction of a process that died stays open before
