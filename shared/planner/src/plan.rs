@@ -224,11 +224,10 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                     (Dialect::Postgres, Some(new_type))
                         if current.as_deref().is_some_and(|c| !mend_store::guard::same_type(c, &new_type)) =>
                     {
-                        let using = match (current.as_deref(), new_type.as_str()) {
-                            (Some("TEXT"), "BYTEA") => format!(" USING convert_to({}, 'UTF8')", quote(column)),
-                            (Some("BYTEA"), "TEXT") => format!(" USING convert_from({}, 'UTF8')", quote(column)),
-                            _ => String::new(),
-                        };
+                        let using = current
+                            .as_deref()
+                            .map(|c| mend_store::guard::using(c, &new_type, column))
+                            .unwrap_or_default();
                         steps.push(PlanStep {
                             sql: Some(format!(
                                 "ALTER TABLE {table} ALTER COLUMN {} TYPE {new_type}{using}",

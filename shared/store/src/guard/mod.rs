@@ -366,6 +366,18 @@ fn child_allowed(create: &CreateTable, target: &Target) -> Result<String, String
     Ok(child)
 }
 
+/// The `USING` clause of a widening of `column` from `from` to `to` (SQL
+/// type names), as the guard accepts it: mend's conversion between text and
+/// bytes, or nothing when the types convert by themselves.
+pub fn using(from: &str, to: &str, column: &str) -> String {
+    match (types::current(from), types::current(to)) {
+        (Some(from), Some(to)) => conversion(from, to)
+            .map(|function| format!(" USING {function}({}, 'UTF8')", crate::quote(column)))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 /// mend's own conversion function from one type to another, if it has one.
 fn conversion(from: Builtin, to: Builtin) -> Option<&'static str> {
     match (from, to) {

@@ -396,3 +396,18 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn the_conversion_plans_write_is_the_one_the_guard_accepts() {
+    let mut table = target(Dialect::Postgres);
+    table.columns.push(column("blob", "bytea", true));
+    for (column, from, to) in [("email", "text", "BYTEA"), ("blob", "bytea", "TEXT"), ("amount", "integer", "BIGINT")] {
+        let using = using(from, to, column);
+        let sql = format!(r#"ALTER TABLE "orders" ALTER COLUMN "{column}" TYPE {to}{using}"#);
+        match check(&sql, &table) {
+            Ok(allowed) => assert_eq!(allowed.sql.contains("USING"), !using.is_empty(), "{}", allowed.sql),
+            Err(refused) => panic!("{sql}: {}", refused.reason),
+        }
+    }
+    assert_eq!(using("integer", "bigint", "amount"), "");
+}
