@@ -87,24 +87,13 @@ impl Applier {
             return Ok(application);
         }
         let current = warehouse.contract(&dataset.name).await?;
-        // A pipeline failure's plan (a dbt patch, a column) names no writer
-        // schema: the contract stays where it is.
-        let writer = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok());
-        let Some(writer) = writer.or(current.as_ref().map(|c| c.schema_id)) else {
+        let Some(contract) = next_contract(&dataset.name, current, decision) else {
             application.outcome = ApplicationOutcome::Failed;
             application.error = Some("the decision names no schema to move the contract to".into());
             return Ok(application);
         };
-        application.contract_schema_id = i32::try_from(writer).ok();
-        let mut mapping = current.map(|c| c.mapping).unwrap_or_default();
-        for step in decision.steps.iter().filter(|s| s.kind == StepKind::Mapping) {
-            if let (Some(field), Some(column)) = (&step.field, &step.column) {
-                mapping.insert(field.clone(), column.clone());
-            }
-        }
-        let contract = Contract { dataset: dataset.name.clone(), schema_id: writer, mapping };
-        let statements: Vec<String> =
-            decision.steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect();
+        application.contract_schema_id = i32::try_from(contract.schema_id).ok();
+        let statements = statements(decision);
         application.statements = i32::try_from(statements.len()).unwrap_or(i32::MAX);
         // Guardrails: the allow-list, then a dry run proven on the catalog;
         // what runs is mend's rendering of what they allowed. A plan applied
@@ -148,7 +137,7 @@ impl Applier {
         }
         application.applied_at = Some(mend_model::events::now_millis());
         fault::point("applier.after_apply");
-        let replay = self.replay(dataset, &warehouse, writer).await?;
+        let replay = self.replay(dataset, &warehouse, contract.schema_id).await?;
         fault::point("applier.after_replay");
         application.replayed = replay.replayed;
         application.loaded = replay.loaded;
@@ -303,6 +292,27 @@ impl Handler for Applier {
     }
 }
 
+/// The contract an approved plan moves `dataset` to from `current`: the
+/// decision's writer schema (a pipeline failure's plan, a dbt patch or a
+/// column, names none: the contract stays on its schema), with the plan's
+/// mapping steps over the current mapping. None when neither names a schema.
+fn next_contract(dataset: &str, current: Option<Contract>, decision: &Decision) -> Option<Contract> {
+    let writer = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok());
+    let schema_id = writer.or(current.as_ref().map(|c| c.schema_id))?;
+    let mut mapping = current.map(|c| c.mapping).unwrap_or_default();
+    for step in decision.steps.iter().filter(|s| s.kind == StepKind::Mapping) {
+        if let (Some(field), Some(column)) = (&step.field, &step.column) {
+            mapping.insert(field.clone(), column.clone());
+        }
+    }
+    Some(Contract { dataset: dataset.to_owned(), schema_id, mapping })
+}
+
+/// The plan's DDL, in its order.
+fn statements(decision: &Decision) -> Vec<String> {
+    decision.steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect()
+}
+
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<RunnerStatus>)> {
     let topics = vec![topics::DECISIONS.to_owned(), topics::QUARANTINE.to_owned()];
     let mut config = RunnerConfig::new(SERVICE, &context.connections.brokers, &context.group("applier"), topics);
@@ -313,3 +323,6 @@ pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<Ru
     config.new_group_starts_at_end = vec![topics::QUARANTINE.to_owned()];
     Ok(context.runner_with(config, Applier::new(context.clone()))?)
 }
+
+#[cfg(test)]
+mod tests;
