@@ -5,6 +5,8 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use mend_model::{ApplicationOutcome, Channel};
+
 use crate::{AuditEvent, Entry, LogPosition};
 
 /// One event of an incident.
@@ -74,14 +76,14 @@ pub(crate) fn summary(event: &AuditEvent) -> (&'static str, Option<String>, Valu
 
 /// The timeline of `incident` in `entries` (None when no event has it).
 pub fn timeline(entries: &[Entry], incident: &str) -> Option<Timeline> {
-    let mut steps: Vec<Step> = entries
+    let mut steps: Vec<(Step, &AuditEvent)> = entries
         .iter()
         .filter_map(|entry| {
             let event = entry.event()?;
             let envelope = event.envelope();
             (envelope.incident_id.0 == incident).then(|| {
                 let (what, who, summary) = summary(event);
-                Step {
+                let step = Step {
                     time: envelope.time,
                     position: entry.position.clone(),
                     service: envelope.service.clone(),
@@ -89,20 +91,28 @@ pub fn timeline(entries: &[Entry], incident: &str) -> Option<Timeline> {
                     who,
                     summary,
                     hash: envelope.hash.clone(),
-                }
+                };
+                (step, event)
             })
         })
         .collect();
     if steps.is_empty() {
         return None;
     }
-    steps.sort_by_key(|s| (s.time, s.position.clone()));
-    let first = |what: &str| steps.iter().find(|s| s.what == what).map(|s| s.time);
-    let healing = steps.iter().find(|s| s.what == "application" && s.summary["outcome"] == "applied");
-    let healed = healing.map(|s| s.time);
-    let applied = healing.and_then(|s| s.summary["applied_at"].as_i64()).or(healed);
+    steps.sort_by_key(|(s, _)| (s.time, s.position.clone()));
+    let first = |what: &str| steps.iter().find(|(s, _)| s.what == what).map(|(s, _)| s.time);
+    let healing = steps.iter().find_map(|(s, event)| match event {
+        AuditEvent::Application(a) if a.outcome == ApplicationOutcome::Applied => Some((s.time, a.applied_at)),
+        _ => None,
+    });
+    let healed = healing.map(|(time, _)| time);
+    let applied = healing.and_then(|(_, applied_at)| applied_at).or(healed);
     // A decision by policy waits for nobody.
-    let by_person = steps.iter().find(|s| s.what == "decision").is_some_and(|s| s.summary["channel"] != "policy");
+    let by_person = steps.iter().find_map(|(_, event)| match event {
+        AuditEvent::Decision(d) => Some(d.channel != Channel::Policy),
+        _ => None,
+    });
+    let by_person = by_person.unwrap_or(false);
     let waited = if by_person { "wait for a person" } else { "decide (by policy)" };
     let marks = [
         ("detect", first("quarantined").or(first("detection")), first("detection")),
@@ -117,5 +127,6 @@ pub fn timeline(entries: &[Entry], incident: &str) -> Option<Timeline> {
         .filter_map(|(name, from, to)| Some(((*name).to_owned(), (to.as_ref()? - from.as_ref()?) as f64 / 1000.0)))
         .collect();
     let time_to_heal_seconds = healed.zip(first("detection")).map(|(h, d)| (h - d) as f64 / 1000.0);
+    let steps = steps.into_iter().map(|(step, _)| step).collect();
     Some(Timeline { incident: incident.to_owned(), steps, phases, time_to_heal_seconds })
 }
