@@ -12,7 +12,7 @@
 //! Only a writer schema not seen before costs more (one registry lookup, a
 //! structural diff against the contract), once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mend_avro::codec::{CodecError, schema_id};
@@ -36,7 +36,11 @@ pub const BASELINE_WAIT: std::time::Duration = std::time::Duration::from_secs(30
 struct Known {
     contract: Option<u32>,
     fits: HashMap<u32, bool>,
-    reported: HashSet<u32>,
+    /// Writer schemas reported, each with the source position of the record
+    /// that reported it. That record met again is a redelivery: its batch's
+    /// transaction, detection included, did not commit (a later record of
+    /// the batch failed, or the commit did), so it reports again.
+    reported: HashMap<u32, (i32, i64)>,
     /// When the detector first met a record of the dataset without a
     /// contract to judge it against.
     waiting_since: Option<std::time::Instant>,
@@ -58,7 +62,8 @@ impl Detector {
             match context.codec.decode_event::<Detection>(payload).await {
                 Ok(detection) => {
                     if let Some(id) = detection.writer_schema_id.and_then(|id| u32::try_from(id).ok()) {
-                        known.entry(detection.envelope.dataset).or_default().reported.insert(id);
+                        let at = (detection.partition, detection.offset);
+                        known.entry(detection.envelope.dataset).or_default().reported.insert(id, at);
                     }
                 }
                 Err(error) => tracing::warn!(%error, "skipping an unreadable detection"),
@@ -71,12 +76,15 @@ impl Detector {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `writer` needs a detection now (the fast path is a map lookup).
-    fn needs_look(&self, dataset: &str, writer: u32) -> bool {
+    /// Whether `writer` needs a detection now at `at` (the fast path is a
+    /// map lookup).
+    fn needs_look(&self, dataset: &str, writer: u32, at: (i32, i64)) -> bool {
         let known = self.lock();
         match known.get(dataset) {
             Some(k) => {
-                !(k.contract == Some(writer) || k.reported.contains(&writer) || k.fits.get(&writer) == Some(&true))
+                !(k.contract == Some(writer)
+                    || k.reported.get(&writer).is_some_and(|by| *by != at)
+                    || k.fits.get(&writer) == Some(&true))
             }
             None => true,
         }
@@ -85,6 +93,7 @@ impl Detector {
     /// Looks at a writer schema not seen before; returns a detection when it
     /// does not fit the contract.
     async fn look(&self, dataset: &Dataset, record: &Inbound, writer: u32) -> Result<Option<Detection>, HandleError> {
+        let at = (record.partition, record.offset);
         let warehouse = self.context.warehouse(dataset).await?;
         let Some(contract) = warehouse.contract(&dataset.name).await? else {
             // No baseline yet: the loader establishes it from the dataset's
@@ -114,7 +123,7 @@ impl Detector {
                 state.contract = Some(contract.schema_id);
                 state.fits.clear();
             }
-            if contract.schema_id == writer || state.reported.contains(&writer) {
+            if contract.schema_id == writer || state.reported.get(&writer).is_some_and(|by| *by != at) {
                 return Ok(None);
             }
         }
@@ -142,9 +151,10 @@ impl Detector {
         let mut known = self.lock();
         let state = known.entry(dataset.name.clone()).or_default();
         state.fits.insert(writer, fits);
-        if fits || !state.reported.insert(writer) {
+        if fits || state.reported.get(&writer).is_some_and(|by| *by != at) {
             return Ok(None);
         }
+        state.reported.insert(writer, at);
         drop(known);
         let mut detection = Detection {
             envelope: Envelope::new(SERVICE, &dataset.name, IncidentId::for_drift(&dataset.name, writer)),
@@ -175,7 +185,7 @@ impl Handler for Detector {
             let dataset = self.context.dataset_of_topic(&record.topic);
             let writer = record.payload.as_deref().and_then(schema_id);
             if let (Some(dataset), Some(writer)) = (dataset, writer)
-                && self.needs_look(&dataset.name, writer)
+                && self.needs_look(&dataset.name, writer, (record.partition, record.offset))
                 && let Some(detection) = self.look(dataset, record, writer).await?
             {
                 outputs.push(Outbound::event(&self.context.codec, &detection).await?);
