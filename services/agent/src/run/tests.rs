@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use mend_mcp::args::ProposeArgs;
 use mend_model::api::{DraftOutcome, Incident};
 use serde_json::{Value, json};
 
@@ -66,7 +67,8 @@ impl Tools for Fake {
         match name {
             "describe_table" => Ok(json!({"columns": ["id", "amount"]})),
             "propose_plan" => {
-                let accepted = input["rationale"] == "good";
+                let args: ProposeArgs = serde_json::from_value(input).map_err(|e| e.to_string())?;
+                let accepted = args.rationale == "good";
                 let outcome = DraftOutcome {
                     accepted,
                     proposal_id: "p-1".into(),
@@ -88,6 +90,11 @@ fn tool_use(id: &str, name: &str, input: Value) -> Value {
     json!({"type": "tool_use", "id": id, "name": name, "input": input})
 }
 
+/// `propose_plan`'s input: an empty plan with `rationale`.
+fn plan(rationale: &str) -> Value {
+    json!({"incident_id": "i-1", "steps": [], "rationale": rationale})
+}
+
 fn text(words: &str) -> Value {
     json!({"type": "text", "text": words})
 }
@@ -104,8 +111,8 @@ fn incident() -> Incident {
 async fn a_refused_plan_is_told_to_the_model_and_the_next_one_is_proposed() {
     let model = Script::new(vec![
         turn("tool_use", json!([text("Looking at the table."), tool_use("t1", "describe_table", json!({}))])),
-        turn("tool_use", json!([tool_use("t2", "propose_plan", json!({"rationale": "bad"}))])),
-        turn("tool_use", json!([tool_use("t3", "propose_plan", json!({"rationale": "good"}))])),
+        turn("tool_use", json!([tool_use("t2", "propose_plan", plan("bad"))])),
+        turn("tool_use", json!([tool_use("t3", "propose_plan", plan("good"))])),
     ]);
     let tools = Fake::default();
     let report = run(&model, &tools, &incident(), budget()).await;
@@ -123,7 +130,7 @@ async fn a_refused_plan_is_told_to_the_model_and_the_next_one_is_proposed() {
 
 #[tokio::test]
 async fn a_cut_answer_is_never_run_and_is_asked_again_once_with_more_room() {
-    let cut = turn("max_tokens", json!([tool_use("t1", "propose_plan", json!({"rationale": "good"}))]));
+    let cut = turn("max_tokens", json!([tool_use("t1", "propose_plan", plan("good"))]));
     let model = Script::new(vec![cut.clone(), cut]);
     let tools = Fake::default();
     let report = run(&model, &tools, &incident(), budget()).await;
@@ -162,7 +169,7 @@ async fn the_run_gives_up_at_its_tool_budget_and_says_why_when_the_model_stops()
 async fn a_paused_turn_is_sent_back_as_it_is() {
     let model = Script::new(vec![
         turn("pause_turn", json!([text("Thinking.")])),
-        turn("tool_use", json!([tool_use("t1", "propose_plan", json!({"rationale": "good"}))])),
+        turn("tool_use", json!([tool_use("t1", "propose_plan", plan("good"))])),
     ]);
     let report = run(&model, &Fake::default(), &incident(), budget()).await;
     assert_eq!(report.outcome, Outcome::Proposed { proposal_id: "p-1".into() });
