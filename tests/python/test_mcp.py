@@ -345,11 +345,12 @@ def test_the_mcp_inspector_lists_and_calls_tools(deployment):
 
 
 def test_metrics_count_what_happened(deployment):
-    """`/metrics` read with prometheus_client's own parser: the rows and
+    """`/metrics` read with prometheus_client's OpenMetrics parser (strict: it
+    refuses what is not OpenMetrics): the rows and
     quarantined records of the dataset are the ones produced, the healed
     incident is counted with its time to heal, and the MCP calls above are
     counted per tool."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
     name = deployment["name"]
     text = requests.get(f"http://{deployment['api']}/metrics", headers=_bearer("viewer-token"), timeout=10).text

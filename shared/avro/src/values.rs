@@ -262,7 +262,10 @@ pub(crate) fn timestamp_text(seconds: i64, nanos: i64) -> String {
     text
 }
 
-/// Howard Hinnant's days → civil date algorithm.
+/// Howard Hinnant's days → civil date algorithm. Not chrono (which the
+/// workspace already builds): chrono stops at year 262,143 and PostgreSQL's
+/// `date` goes to 5,874,897 AD, so a value the warehouse holds would be
+/// quarantined for a formatting library's limit.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

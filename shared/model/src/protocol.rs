@@ -4,26 +4,24 @@
 //! written before these types existed stay readable, and a typo between two
 //! stages is a compile error instead of a silent mismatch.
 
-/// Defines a string enum: its variants, their wire strings, `as_str`,
-/// `Display`, `FromStr` (listing the known values in its error) and serde as
-/// a plain string.
+/// Defines a string enum: its variants and their wire strings (strum's
+/// tables), `as_str`, `Display`, `FromStr` (listing the known values in its
+/// error) and serde and JSON Schema as a plain string.
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
         pub enum $name {
-            $($(#[$vmeta])* $variant),+
+            $($(#[$vmeta])* #[strum(serialize = $text)] $variant),+
         }
 
         impl $name {
             /// Every value, in declaration order.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
 
             /// The string on the wire.
             pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text),+
-                }
+                self.into()
             }
         }
 
@@ -36,14 +34,11 @@ macro_rules! wire_enum {
         impl std::str::FromStr for $name {
             type Err = UnknownValue;
             fn from_str(text: &str) -> Result<Self, UnknownValue> {
-                match text {
-                    $($text => Ok(Self::$variant),)+
-                    _ => Err(UnknownValue {
-                        what: stringify!($name),
-                        given: text.to_owned(),
-                        known: Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
-                    }),
-                }
+                Self::ALL.iter().copied().find(|v| v.as_str() == text).ok_or_else(|| UnknownValue {
+                    what: stringify!($name),
+                    given: text.to_owned(),
+                    known: Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                })
             }
         }
 
