@@ -116,7 +116,7 @@ pub(crate) async fn metrics(State(api): State<Arc<Api>>) -> Response {
 
     let calls = Family::<Labels, Counter>::default();
     for ((tool, outcome), count) in api.tool_calls.snapshot() {
-        calls.get_or_create(&labels([("tool", &tool), ("outcome", &outcome)])).inc_by(count);
+        calls.get_or_create(&labels([("tool", &tool), ("outcome", outcome)])).inc_by(count);
     }
     registry.register("mend_mcp_tool_calls", "MCP tool calls by tool and outcome", calls);
 
