@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use mend_avro::codec::CodecError;
-pub use mend_model::api::{AgentView, ApplicationView, DecisionView, DraftView, Incident};
+pub use mend_model::api::{ApplicationView, DecisionView, DraftView, Incident, SupervisorView};
 use mend_model::audit::AuditEvent;
 use mend_model::events::{AgentRun, Application, Decision, Detection, Diagnosis, Envelope, Proposal};
 use mend_model::{ApplicationOutcome, Channel, IncidentStatus, Policy, Verdict};
@@ -142,11 +142,11 @@ impl ReadModel {
         });
     }
 
-    fn agent_run(&mut self, event: AgentRun) {
+    fn supervisor_run(&mut self, event: AgentRun) {
         let incident = self.incident(&event.envelope);
         let detection_to_proposal_seconds =
             event.proposal_id.as_ref().map(|_| (event.envelope.time - incident.detected_at) as f64 / 1000.0);
-        incident.agent = Some(AgentView {
+        incident.supervisor = Some(SupervisorView {
             outcome: event.outcome,
             reason: event.reason,
             proposal_id: event.proposal_id,
@@ -165,7 +165,7 @@ impl ReadModel {
             AuditEvent::Proposal(e) => self.proposal(e),
             AuditEvent::Decision(e) => self.decision(e),
             AuditEvent::Application(e) => self.application(e),
-            AuditEvent::AgentRun(e) => self.agent_run(e),
+            AuditEvent::AgentRun(e) => self.supervisor_run(e),
             // Counted from the warehouse instead (see `incidents`).
             AuditEvent::Quarantined(_) => {}
         }

@@ -91,9 +91,7 @@ impl Detector {
         let known = self.lock();
         match known.get(dataset) {
             Some(k) => {
-                !(k.contract == Some(writer)
-                    || k.reported_elsewhere(writer, at)
-                    || k.fits.get(&writer) == Some(&true))
+                !(k.contract == Some(writer) || k.reported_elsewhere(writer, at) || k.fits.get(&writer) == Some(&true))
             }
             None => true,
         }

@@ -276,7 +276,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
                     let (incident, run) = driver
                         .wait("the supervisor's run on the type change", |incidents| {
                             let incident = incidents.iter().find(|i| driver.is_ours(i, id))?;
-                            Some((incident.id.clone(), incident.agent.clone()?))
+                            Some((incident.id.clone(), incident.supervisor.clone()?))
                         })
                         .await?;
                     println!(

@@ -48,25 +48,25 @@ pub fn print_incidents(list: &[Incident]) {
     let width = list.iter().map(|i| i.dataset.len()).max().unwrap_or(0).max(7);
     println!(
         "{:<36}  {:<width$}  {:<17}  {:<36}  {:<10}  changes",
-        "incident", "dataset", "status", "proposal", "agent"
+        "incident", "dataset", "status", "proposal", "supervisor"
     );
     for incident in list {
-        let agent = incident.agent.as_ref();
+        let supervisor = incident.supervisor.as_ref();
         println!(
             "{:<36}  {:<width$}  {:<17}  {:<36}  {:<10}  {}",
             incident.id,
             incident.dataset,
             incident.status.as_str(),
             incident.proposal_id.as_deref().unwrap_or("-"),
-            agent.map_or("-", |a| a.outcome.as_str()),
+            supervisor.map_or("-", |a| a.outcome.as_str()),
             describe_changes(&incident.changes),
         );
-        if let Some(reason) = agent.and_then(|a| a.reason.as_deref()) {
-            println!("    agent: {reason}");
-        } else if let Some((seconds, agent)) = agent.and_then(|a| a.detection_to_proposal_seconds.map(|s| (s, a))) {
+        if let Some(reason) = supervisor.and_then(|a| a.reason.as_deref()) {
+            println!("    supervisor: {reason}");
+        } else if let Some((seconds, run)) = supervisor.and_then(|a| a.detection_to_proposal_seconds.map(|s| (s, a))) {
             println!(
-                "    agent: proposed {} {seconds:.1} s after detection; it waits for approval",
-                agent.proposal_id.as_deref().unwrap_or("")
+                "    supervisor: proposed {} {seconds:.1} s after detection; it waits for approval",
+                run.proposal_id.as_deref().unwrap_or("")
             );
         }
     }

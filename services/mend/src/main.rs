@@ -109,7 +109,7 @@ pub fn expand(config: &mut FileConfig, topics: &[String]) -> bool {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every pipeline service in this process (loader, detector,
-    /// diagnoser, proposer, applier, agent, sealer, control). SIGTERM stops
+    /// diagnoser, proposer, applier, supervisor, sealer, control). SIGTERM stops
     /// it cleanly.
     Up(up::UpArgs),
     /// Run one service in this process. Run a stage any number of times to

@@ -21,7 +21,7 @@ pub enum Service {
     Applier,
     /// The supervisor: Claude drafts fixes for incidents the rules block
     /// (idle without MEND_ANTHROPIC_API_KEY).
-    Agent,
+    Supervisor,
     /// Seals the audit log: signed digests on mend.audit.digests (one per
     /// deployment: MEND_GROUP_PREFIX names its chain).
     Sealer,
@@ -35,7 +35,7 @@ impl Service {
         Self::Diagnoser,
         Self::Proposer,
         Self::Applier,
-        Self::Agent,
+        Self::Supervisor,
         Self::Sealer,
         Self::Control,
     ];
@@ -47,7 +47,7 @@ impl Service {
             Self::Diagnoser => "diagnoser",
             Self::Proposer => "proposer",
             Self::Applier => "applier",
-            Self::Agent => "agent",
+            Self::Supervisor => "supervisor",
             Self::Sealer => "sealer",
             Self::Control => "control",
         }
@@ -103,7 +103,7 @@ pub struct ServeArgs {
     pub github_webhook_secret: Option<Secret>,
 
     #[command(flatten, next_help_heading = "The supervisor (Claude)")]
-    pub anthropic: mend_agent::claude::AnthropicSettings,
+    pub anthropic: mend_supervisor::claude::AnthropicSettings,
 
     #[command(flatten, next_help_heading = "The audit log's sealer")]
     pub seal: crate::audit::SealSettings,
@@ -190,7 +190,7 @@ async fn once(
     };
     let sealer = args.seal.sealer(&global.connections)?;
     let context = Context::with(global.connections, config, global.warehouse, integrations)?;
-    let claude = mend_agent::claude::Claude::new(&args.anthropic);
+    let claude = mend_supervisor::claude::Claude::new(&args.anthropic);
     let settings = mend_control::ApiSettings {
         supervisor: claude.is_some(),
         tokens,
@@ -205,7 +205,7 @@ async fn once(
 /// What the supervisor needs: Claude (None without a key) and the control
 /// API it drafts plans through; and how the sealer seals.
 pub struct Supervisor {
-    pub claude: Option<mend_agent::claude::Claude>,
+    pub claude: Option<mend_supervisor::claude::Claude>,
     pub api: mend_mcp::remote::Client,
     pub sealer: mend_audit::seal::SealerConfig,
 }
@@ -290,8 +290,9 @@ pub async fn serve(
                 spawn(&mut tasks, name, runner, &shutdown);
                 status
             }
-            Service::Agent => {
-                let (runner, status) = mend_agent::runner(&context, supervisor.claude.clone(), supervisor.api.clone())?;
+            Service::Supervisor => {
+                let (runner, status) =
+                    mend_supervisor::runner(&context, supervisor.claude.clone(), supervisor.api.clone())?;
                 spawn(&mut tasks, name, runner, &shutdown);
                 status
             }

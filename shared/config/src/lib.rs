@@ -42,13 +42,13 @@ pub struct FileConfig {
     pub slack: SlackConfig,
     /// The supervisor's budgets per run.
     #[serde(default)]
-    pub agent: AgentConfig,
+    pub supervisor: SupervisorConfig,
 }
 
-/// `[agent]` in mend.toml: what one supervisor run may spend.
+/// `[supervisor]` in mend.toml: what one supervisor run may spend.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AgentConfig {
+pub struct SupervisorConfig {
     /// Tool calls before the run gives up.
     pub max_tool_calls: usize,
     /// `max_tokens` of each model turn (doubled once when an answer is cut).
@@ -58,7 +58,7 @@ pub struct AgentConfig {
     pub deadline: Duration,
 }
 
-impl Default for AgentConfig {
+impl Default for SupervisorConfig {
     fn default() -> Self {
         Self { max_tool_calls: 20, max_tokens: 4096, deadline: Duration::from_secs(180) }
     }
@@ -207,7 +207,7 @@ pub struct Dataset {
     pub openlineage: Vec<String>,
     /// Whether the supervisor (Claude) drafts fixes for this dataset's
     /// incidents the rules block (default: yes, when a key is configured).
-    pub agent: Option<bool>,
+    pub supervisor: Option<bool>,
 }
 
 /// How nested records become columns.

@@ -124,12 +124,14 @@ fn api_tokens_from_the_file_and_the_environment() -> anyhow::Result<()> {
 fn durations_are_parsed_once_and_a_bad_one_is_an_error() -> anyhow::Result<()> {
     let config = FileConfig::parse(
         Path::new("mend.toml"),
-        "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\napproval_timeout='1h 30m'\n[agent]\ndeadline='90s'\n",
+        "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\napproval_timeout='1h 30m'\n[supervisor]\ndeadline='90s'\n",
     )?;
     assert_eq!(config.datasets[0].approval_timeout, Some(Duration::from_secs(5400)));
-    assert_eq!(config.agent.deadline, Duration::from_secs(90));
-    assert_eq!(FileConfig::parse(Path::new("m.toml"), "")?.agent.deadline, Duration::from_secs(180));
-    for text in ["[agent]\ndeadline='soon'\n", "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\napproval_timeout='2'\n"] {
+    assert_eq!(config.supervisor.deadline, Duration::from_secs(90));
+    assert_eq!(FileConfig::parse(Path::new("m.toml"), "")?.supervisor.deadline, Duration::from_secs(180));
+    for text in
+        ["[supervisor]\ndeadline='soon'\n", "[[dataset]]\nname='a'\ntopic='t'\ntable='t'\napproval_timeout='2'\n"]
+    {
         let bad = FileConfig::parse(Path::new("m.toml"), text);
         let Err(ConfigError::Parse { source, .. }) = bad else { panic!("{bad:?}") };
         let message = source.to_string();
@@ -154,7 +156,7 @@ mod fuzz {
 
     const VALID: &str = "[[dataset]]\nname = \"orders\"\ntopic = \"shop.orders\"\ntable = \"orders\"\nkey = [\"id\"]\n\
         nested = \"flatten\"\napproval_timeout = \"2h\"\n[dataset.policy]\nfield_added = \"auto\"\n\
-        [agent]\ndeadline = \"2m\"\n[[api.token]]\nname = \"ci\"\nrole = \"operator\"\n\
+        [supervisor]\ndeadline = \"2m\"\n[[api.token]]\nname = \"ci\"\nrole = \"operator\"\n\
         sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
 
     fn line() -> impl Strategy<Value = String> {

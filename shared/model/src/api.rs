@@ -48,7 +48,7 @@ pub struct Incident {
     /// refused, in order.
     pub drafts: Vec<DraftView>,
     /// The supervisor's last run on this incident, if it ran.
-    pub agent: Option<AgentView>,
+    pub supervisor: Option<SupervisorView>,
 }
 
 impl Incident {
@@ -66,7 +66,7 @@ impl Incident {
 
 /// A supervisor run as the incident shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct AgentView {
+pub struct SupervisorView {
     pub outcome: AgentOutcome,
     pub reason: Option<String>,
     pub proposal_id: Option<String>,

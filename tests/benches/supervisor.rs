@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         ("MEND_ANTHROPIC_BASE_URL".into(), base),
         ("MEND_ANTHROPIC_MODEL".into(), "claude-test".into()),
     ];
-    let mut up = deployment.up("bench-agent.log").await?;
+    let mut up = deployment.up("bench-supervisor.log").await?;
     let producer = producer()?;
     for name in &names {
         let subject = format!("{name}.orders-value");
@@ -92,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .flatten()
                 .filter(|i| names.iter().any(|n| i["dataset"] == n.as_str()))
-                .filter(|i| i["agent"]["outcome"] == "proposed")
-                .map(|i| i["agent"].clone())
+                .filter(|i| i["supervisor"]["outcome"] == "proposed")
+                .map(|i| i["supervisor"].clone())
                 .collect();
             Ok((agents.len() == names.len()).then_some(agents))
         }

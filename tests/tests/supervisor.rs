@@ -117,10 +117,10 @@ fn accepted(incident: &Incident) -> usize {
     incident.drafts.iter().filter(|d| d.accepted).count()
 }
 
-/// A deployment with one dataset per name (`[agent]` budgets first) and a
+/// A deployment with one dataset per name (`[supervisor]` budgets first) and a
 /// fake Anthropic server playing `kinds` (one per name).
 async fn setup(names: &[String], kinds: &[&str]) -> anyhow::Result<(Deployment, Arc<Fake>)> {
-    let mut extra = String::from("[agent]\nmax_tool_calls = 4\nmax_tokens = 512\ndeadline = \"60s\"\n");
+    let mut extra = String::from("[supervisor]\nmax_tool_calls = 4\nmax_tokens = 512\ndeadline = \"60s\"\n");
     for name in &names[1..] {
         extra.push_str(&format!(
             "[[dataset]]\nname = \"{name}\"\ntopic = \"{name}.orders\"\ntable = \"{name}\"\nkey = [\"id\"]\n"
@@ -186,7 +186,7 @@ async fn logged(log: &std::path::Path, what: &str, words: &[&str]) -> anyhow::Re
 /// The supervisor's events on `mend.agent_runs` for `names`, once there are `count`.
 async fn agent_runs(names: &[String], count: usize) -> anyhow::Result<Vec<AgentRun>> {
     let codec = mend_avro::Codec::new(&mend_tests::registry_url())?;
-    eventually("the agent run events", || {
+    eventually("the supervisor run events", || {
         let (codec, names) = (codec.clone(), names.to_vec());
         async move {
             let mut runs = Vec::new();
@@ -228,7 +228,7 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     assert_eq!(waiting.status, IncidentStatus::AwaitingApproval, "{waiting:?}");
     assert!(waiting.decision.is_none(), "a drafted plan is never applied on its own");
     let draft = waiting.proposal_id.clone().unwrap_or_default();
-    assert_eq!(waiting.drafts[0].by.as_deref(), Some("agent"), "{waiting:?}");
+    assert_eq!(waiting.drafts[0].by.as_deref(), Some("supervisor"), "{waiting:?}");
     assert!(waiting.drafts[0].refused.is_empty(), "{waiting:?}");
     let approved = reqwest::Client::new()
         .post(format!("http://{api}/proposals/{draft}/approve"))
@@ -328,19 +328,19 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
     assert!(runs[&names[5]].tool_calls[0].is_error, "an unknown tool is answered as an error");
     assert_eq!(outcome(&names[6]), Some("escalated"));
     // The incidents show the supervisor's part.
-    let shown = eventually("the incidents to show the agent's runs", || {
+    let shown = eventually("the incidents to show the supervisor's runs", || {
         let (api, names) = (api.clone(), names.clone());
         async move {
             let agents: Vec<Incident> = incidents(&api)
                 .await?
                 .into_iter()
-                .filter(|i| names.contains(&i.dataset) && i.agent.is_some())
+                .filter(|i| names.contains(&i.dataset) && i.supervisor.is_some())
                 .collect();
             Ok((agents.len() == names.len()).then_some(agents))
         }
     })
     .await?;
-    let fixed = shown.iter().find(|i| i.dataset == names[0]).and_then(|i| i.agent.clone());
+    let fixed = shown.iter().find(|i| i.dataset == names[0]).and_then(|i| i.supervisor.clone());
     assert_eq!(fixed.as_ref().map(|a| a.outcome), Some(AgentOutcome::Proposed), "{fixed:?}");
     assert!(fixed.and_then(|a| a.detection_to_proposal_seconds).is_some());
     drop(up);
@@ -355,7 +355,7 @@ async fn the_supervisor_proposes_once_across_a_crash() -> anyhow::Result<()> {
     let names = vec![unique("agentcrash").replace('-', "_")];
     let (mut deployment, _fake) = setup(&names, &["fix"]).await?;
     let env = deployment.env.clone();
-    deployment.env.push(("MEND_FAULT".into(), "runner.after_deliver.agent".into()));
+    deployment.env.push(("MEND_FAULT".into(), "runner.after_deliver.supervisor".into()));
     let mut up = deployment.up("up.log").await?;
     produce_story(&names).await?;
     let status = tokio::time::timeout(mend_tests::WAIT, up.wait()).await??;

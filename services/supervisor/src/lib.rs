@@ -1,4 +1,4 @@
-//! agent — the supervisor: Claude drafts fixes for what the rules cannot.
+//! supervisor — Claude drafts fixes for what the rules cannot.
 //!
 //! - input topic: `mend.proposals` (its own consumer group): each proposal
 //!   mend's rules blocked (a type change the table cannot hold, …);
@@ -36,9 +36,9 @@ use mend_runtime::{Context, HandleError, kafka};
 use crate::claude::Claude;
 use crate::run::{Budget, Outcome};
 
-const SERVICE: &str = "agent";
+const SERVICE: &str = "supervisor";
 /// Who the supervisor's drafts are by when the API has no tokens.
-pub const AGENT: &str = "agent";
+pub const BY: &str = "supervisor";
 /// Namespace of the supervisor's draft ids.
 const DRAFT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_6e64_6167_656e_7400_0000_0000_0001);
 
@@ -48,16 +48,16 @@ pub fn draft_id(incident: &str, attempt: usize) -> String {
 }
 
 /// The supervisor's handler.
-pub struct Agent {
+pub struct Supervisor {
     context: Arc<Context>,
     claude: Option<Claude>,
     api: Client,
     budget: Budget,
 }
 
-impl Agent {
+impl Supervisor {
     pub fn new(context: Arc<Context>, claude: Option<Claude>, api: Client) -> Self {
-        let settings = &context.config.agent;
+        let settings = &context.config.supervisor;
         let budget = Budget {
             max_tool_calls: settings.max_tool_calls,
             max_tokens: settings.max_tokens,
@@ -71,7 +71,7 @@ impl Agent {
         self.claude.is_some()
             && proposal.policy == Policy::Block
             && !proposal.is_draft()
-            && self.context.dataset(&proposal.envelope.dataset).is_some_and(|d| d.agent.unwrap_or(true))
+            && self.context.dataset(&proposal.envelope.dataset).is_some_and(|d| d.supervisor.unwrap_or(true))
     }
 
     /// Runs the supervisor on the incident of `proposal`, unless it has run
@@ -86,7 +86,7 @@ impl Agent {
         }
         let control = Arc::new(Remote {
             api: self.api.clone(),
-            by: AGENT.into(),
+            by: BY.into(),
             may_decide: false,
             draft_id: Some(draft_id),
             attempts: AtomicUsize::new(0),
@@ -140,7 +140,7 @@ impl Agent {
     }
 }
 
-impl EventHandler for Agent {
+impl EventHandler for Supervisor {
     type Event = Proposal;
 
     fn context(&self) -> &Context {
@@ -159,7 +159,7 @@ impl EventHandler for Agent {
     }
 }
 
-impl Agent {
+impl Supervisor {
     /// The record of a run whose draft is on the incident but whose event
     /// is not on `mend.agent_runs` (the supervisor stopped after handing
     /// the draft over and before its transaction committed): a run event
@@ -209,11 +209,11 @@ pub fn runner(
     context: &Arc<Context>,
     claude: Option<Claude>,
     api: Client,
-) -> anyhow::Result<(Runner<Agent>, Arc<RunnerStatus>)> {
+) -> anyhow::Result<(Runner<Supervisor>, Arc<RunnerStatus>)> {
     if claude.is_none() {
         tracing::info!("no MEND_ANTHROPIC_API_KEY: the supervisor leaves blocked incidents to people");
     }
-    let agent = Agent::new(context.clone(), claude, api);
+    let supervisor = Supervisor::new(context.clone(), claude, api);
     let mut config = mend_runtime::runner::RunnerConfig::new(
         SERVICE,
         &context.connections.brokers,
@@ -224,6 +224,6 @@ pub fn runner(
     // in group mode the group must wait for a whole run.
     config.max_batch = 1;
     config.exactly_once = true;
-    config.max_poll_interval = context.config.agent.deadline + std::time::Duration::from_secs(60);
-    Ok(context.runner_with(config, agent)?)
+    config.max_poll_interval = context.config.supervisor.deadline + std::time::Duration::from_secs(60);
+    Ok(context.runner_with(config, supervisor)?)
 }
