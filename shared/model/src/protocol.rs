@@ -139,9 +139,10 @@ wire_enum! {
         Slack = "slack",
         /// A merged pull request.
         Github = "github",
-        /// Named in the contract for decisions through MCP; nothing emits
-        /// it yet.
+        /// The MCP tools `approve_proposal` and `reject_proposal`.
         Mcp = "mcp",
+        /// The web console.
+        Console = "console",
     }
 }
 
