@@ -107,6 +107,7 @@ pub async fn record_decision(
         // Hold the proposal as decided now, so a second call is refused
         // even before the event comes back through the topic.
         model.decision(decision.clone());
+        model.changed();
         decision
     };
     let undo = |api: &Api| {
@@ -115,6 +116,7 @@ pub async fn record_decision(
             incident.decision = None;
             incident.status = IncidentStatus::AwaitingApproval;
         }
+        model.changed();
     };
     match api.context.publish(&decision).await {
         Ok(()) => Ok(decision),

@@ -12,7 +12,8 @@
 //! One module per concern: the read model and its projector
 //! ([`read_model`]), who may call ([`auth`]), reading incidents
 //! ([`incidents`]), deciding ([`decisions`]), Slack and GitHub callbacks
-//! ([`integrations`]) and escalation of undecided proposals ([`escalation`]).
+//! ([`integrations`]), escalation of undecided proposals ([`escalation`]),
+//! and the web console (`console`, under `/`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use mend_runtime::Context;
 use mend_runtime::runner::{Runner, RunnerStatus};
 
 pub mod auth;
+mod console;
 pub mod decisions;
 pub mod drafts;
 pub mod escalation;
@@ -59,6 +61,8 @@ pub struct Api {
     /// model has read up to them (see [`Api::warm`]).
     ends: tokio::sync::OnceCell<Vec<(String, i32, i64)>>,
     warm: std::sync::atomic::AtomicBool,
+    /// Who is signed in to the console.
+    pub(crate) sessions: console::Sessions,
 }
 
 /// The topics the read model is built from: every event topic but the
@@ -148,6 +152,7 @@ pub fn router(
         tool_calls: Arc::default(),
         ends: tokio::sync::OnceCell::new(),
         warm: std::sync::atomic::AtomicBool::new(false),
+        sessions: console::Sessions::default(),
     });
     Router::new()
         .route("/health", get(incidents::health_check))
@@ -163,6 +168,7 @@ pub fn router(
         .route("/slack/interactions", post(integrations::slack_interaction))
         .route("/github/webhook", post(integrations::github_webhook))
         .nest_service("/mcp", mcp::service(api.clone()))
+        .merge(console::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; /api/v1/openapi.json lists them") })
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth::authorize))
         .with_state(api)

@@ -20,6 +20,8 @@ pub struct ReadModel {
     pub(crate) proposals: BTreeMap<String, Proposal>,
     /// The next offset read per (topic, partition): how far it has caught up.
     pub(crate) progress: BTreeMap<(String, i32), i64>,
+    /// Counts the model's changes; the console's live updates wait on it.
+    pub(crate) changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReadModel {
@@ -171,6 +173,11 @@ impl ReadModel {
         }
     }
 
+    /// Tells whoever waits on [`ReadModel::changes`] that incidents changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     pub fn incidents(&self) -> Vec<Incident> {
         let mut all: Vec<Incident> = self.incidents.values().filter(|i| i.is_known()).cloned().collect();
         all.sort_by_key(|i| i.detected_at);
@@ -208,8 +215,12 @@ impl Handler for Projector {
         }
         events.retain(|event| self.context.manages(&event.envelope().dataset));
         let mut model = self.model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = !events.is_empty();
         for event in events {
             model.apply(event);
+        }
+        if changed {
+            model.changed();
         }
         for record in batch {
             let next = model.progress.entry((record.topic.to_string(), record.partition)).or_insert(0);

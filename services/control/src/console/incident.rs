@@ -1,0 +1,342 @@
+//! One incident: what changed field by field with the evidence, the plan
+//! step by step with its SQL, the drafts and the supervisor's run, who
+//! decided and what applying did; and the two decisions. Approve is one
+//! action that says what it will do; reject needs a reason code and text.
+//! Both are recorded with channel `console` and the person signed in.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use mend_model::api::{DraftView, Incident};
+use mend_model::events::{FieldChange, PlanStep};
+use mend_model::{Channel, IncidentStatus, StepKind, Verdict};
+use serde::Deserialize;
+
+use super::session::{Session, Signed};
+use super::view::{
+    REJECT_REASONS, State as Shown, approve_summary, change_class, change_words, count, now_ms, span, state, utc,
+};
+use super::{Failed, Page, message, not_warm, page};
+use crate::Api;
+use crate::decisions::record_decision;
+use crate::incidents::with_quarantine_counts;
+
+/// One field change with what was found.
+struct Change {
+    class: &'static str,
+    words: &'static str,
+    field: String,
+    /// `old → new` of a rename, or of a type.
+    from_to: Option<String>,
+    confidence: Option<String>,
+    /// The rename proof, the cast sample, the enum's symbols, Avro's reason.
+    proof: Vec<String>,
+    evidence: Vec<(String, String)>,
+}
+
+fn change(c: &FieldChange) -> Change {
+    let from_to = match (&c.from, &c.to, &c.old_type, &c.new_type) {
+        (Some(from), Some(to), _, _) if from != to => Some(format!("{from} → {to}")),
+        (_, _, Some(old), Some(new)) => Some(format!("{old} → {new}")),
+        (_, _, None, Some(new)) => Some(new.clone()),
+        (_, _, Some(old), None) => Some(format!("was {old}")),
+        _ => None,
+    };
+    let mut proof = Vec::new();
+    if let Some(rename) = &c.rename_proof {
+        proof.push(format!("rename proven by {rename}"));
+    }
+    if let Some(cast) = &c.cast {
+        proof.push(format!(
+            "{} of {} sampled values fit the column ({})",
+            count(cast.parsing),
+            count(cast.sampled),
+            cast.check
+        ));
+    }
+    if !c.all_symbols.is_empty() {
+        proof.push(format!("symbols now: {}", c.all_symbols.join(", ")));
+    }
+    if let Some(error) = &c.avro_error {
+        proof.push(format!("Avro's resolution: {error}"));
+    }
+    Change {
+        class: change_class(c.kind),
+        words: change_words(c.kind),
+        field: c.field.clone(),
+        from_to,
+        confidence: c.confidence.map(|p| format!("{:.0}%", p * 100.0)),
+        proof,
+        evidence: c.evidence.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+/// One step of the plan.
+struct Step {
+    kind: &'static str,
+    description: String,
+    /// The statement, the mapping or the patch, as code.
+    code: Option<String>,
+}
+
+fn step(s: &PlanStep) -> Step {
+    let code = match s.kind {
+        StepKind::Ddl => s.sql.clone(),
+        StepKind::Mapping => match (&s.field, &s.column) {
+            (Some(field), Some(column)) => Some(format!("{field} → {column}")),
+            _ => None,
+        },
+        StepKind::DbtPatch => s.patch.clone(),
+        StepKind::Replay => None,
+    };
+    let kind = match s.kind {
+        StepKind::Ddl => "SQL",
+        StepKind::Mapping => "mapping",
+        StepKind::DbtPatch => "dbt patch",
+        StepKind::Replay => "replay",
+    };
+    Step { kind, description: s.description.clone(), code }
+}
+
+struct Draft {
+    by: String,
+    at: String,
+    accepted: bool,
+    rationale: String,
+    refused: Vec<String>,
+}
+
+fn draft(d: &DraftView) -> Draft {
+    Draft {
+        by: d.by.clone().unwrap_or_else(|| "someone".into()),
+        at: utc(d.at),
+        accepted: d.accepted,
+        rationale: d.rationale.clone().unwrap_or_default(),
+        refused: d.refused.clone(),
+    }
+}
+
+/// The live part of the page: the state and the decision.
+#[derive(Template)]
+#[template(path = "incident_status.html")]
+struct Status {
+    shown: Shown,
+    decided: Option<String>,
+    applied: Option<String>,
+    held: Vec<String>,
+}
+
+fn status_of(incident: &Incident, now: i64) -> Status {
+    let decided = incident.decision.as_ref().map(|d| {
+        let reason = d.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
+        format!("{} by {} through {} at {}{reason}", d.outcome, d.by, d.channel, utc(d.at))
+    });
+    let applied = incident.application.as_ref().map(|a| {
+        format!(
+            "{}: {} statements, {} replayed, {} loaded, {} still quarantined{}",
+            a.outcome,
+            a.statements,
+            count(a.replayed),
+            count(a.loaded),
+            count(a.still_quarantined),
+            a.error.as_deref().map_or_else(String::new, |e| format!(" ({e})"))
+        )
+    });
+    let held = incident
+        .application
+        .iter()
+        .flat_map(|a| &a.held)
+        .map(|h| format!("partition {} offset {}: {}", h.partition, h.offset, h.reason))
+        .collect();
+    Status { shown: state(incident, now), decided, applied, held }
+}
+
+#[derive(Template)]
+#[template(path = "incident.html")]
+struct Show<'a> {
+    page: Page<'a>,
+    id: String,
+    dataset: String,
+    table: String,
+    detected: String,
+    healed: Option<String>,
+    writer: String,
+    contract: String,
+    status_html: String,
+    changes: Vec<Change>,
+    evidence: Vec<(String, String)>,
+    policy: String,
+    rules: Vec<String>,
+    steps: Vec<Step>,
+    drafts: Vec<Draft>,
+    supervisor: Option<String>,
+    supervisor_tools: Vec<String>,
+    /// The proposal a decision here decides (waiting for a person).
+    proposal: Option<String>,
+    may_decide: bool,
+    /// Why the buttons are disabled, when they are.
+    why_not: String,
+    approve: String,
+    reasons: Vec<(&'static str, &'static str)>,
+    error: Option<String>,
+}
+
+fn id_text(id: Option<i32>) -> String {
+    id.map_or_else(|| "-".into(), |i| i.to_string())
+}
+
+fn why_not(incident: &Incident, session: &Session) -> String {
+    if incident.status != IncidentStatus::AwaitingApproval || incident.proposal_id.is_none() {
+        return format!("Nothing to decide: the incident is {}.", incident.status.as_str().replace('_', " "));
+    }
+    if !session.may_decide() {
+        return format!(
+            "You are signed in as {}, a {}: deciding needs the approver role.",
+            session.caller.name,
+            session.role()
+        );
+    }
+    String::new()
+}
+
+async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -> Response {
+    if let Some(busy) = not_warm(api, session).await {
+        return busy;
+    }
+    let incident = api.model().incidents.get(id).filter(|i| i.is_known()).cloned();
+    let Some(incident) = incident else {
+        return message(
+            Some(session),
+            StatusCode::NOT_FOUND,
+            "No such incident",
+            &format!("mend knows no incident {id}."),
+        );
+    };
+    let incident = with_quarantine_counts(api, vec![incident]).await.remove(0);
+    let dataset = api.context.dataset(&incident.dataset);
+    let table = dataset.map_or_else(|| incident.dataset.clone(), |d| d.table.clone());
+    let pull_request = dataset.is_some_and(|d| d.github.is_some());
+    let now = now_ms();
+    let why_not = why_not(&incident, session);
+    let supervisor = incident.supervisor.as_ref().map(|run| {
+        let reason = run.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
+        format!("{} with {} in {}{reason}", run.outcome, run.model, span(run.seconds))
+    });
+    let show = Show {
+        page: Page::of("Incident", session),
+        id: incident.id.clone(),
+        dataset: incident.dataset.clone(),
+        detected: utc(incident.detected_at),
+        healed: incident.healed_at.map(utc),
+        writer: id_text(incident.writer_schema_id),
+        contract: id_text(incident.contract_schema_id),
+        status_html: match status_of(&incident, now).render() {
+            Ok(html) => html,
+            Err(e) => return Failed(e).into_response(),
+        },
+        changes: incident.changes.iter().map(change).collect(),
+        evidence: incident.evidence.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        policy: incident.policy.map_or_else(|| "-".into(), |p| p.to_string()),
+        rules: incident.rules.clone(),
+        steps: incident.steps.iter().map(step).collect(),
+        drafts: incident.drafts.iter().map(draft).collect(),
+        supervisor,
+        supervisor_tools: incident.supervisor.as_ref().map(|r| r.tools.clone()).unwrap_or_default(),
+        proposal: incident.proposal_id.clone().filter(|_| incident.status == IncidentStatus::AwaitingApproval),
+        may_decide: why_not.is_empty(),
+        why_not,
+        approve: approve_summary(&incident.steps, &table, incident.quarantined, pull_request),
+        reasons: REJECT_REASONS.to_vec(),
+        error,
+        table,
+    };
+    page(&show)
+}
+
+pub(crate) async fn show(State(api): State<Arc<Api>>, Signed(session): Signed, Path(id): Path<String>) -> Response {
+    render(&api, &session, &id, None).await
+}
+
+/// The state and the decision alone, for the page's live updates.
+pub(crate) async fn status(State(api): State<Arc<Api>>, Signed(session): Signed, Path(id): Path<String>) -> Response {
+    let incident = api.model().incidents.get(&id).filter(|i| i.is_known()).cloned();
+    match incident {
+        Some(incident) => page(&status_of(&incident, now_ms())),
+        None => {
+            message(Some(&session), StatusCode::NOT_FOUND, "No such incident", &format!("mend knows no incident {id}."))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Decide {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    proposal: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    text: String,
+}
+
+async fn decide(api: &Api, signed: Signed, headers: &HeaderMap, id: &str, verdict: Verdict, form: Decide) -> Response {
+    if let Err(forged) = signed.check(headers, &form.csrf) {
+        return forged.into_response();
+    }
+    let session = signed.0;
+    if !session.may_decide() {
+        let why = format!(
+            "You are signed in as {}, a {}: deciding needs the approver role.",
+            session.caller.name,
+            session.role()
+        );
+        return message(Some(&session), StatusCode::FORBIDDEN, "Not yours to decide", &why);
+    }
+    // The proposal must be this incident's: a form cannot decide another.
+    let belongs = api.model().proposals.get(&form.proposal).is_some_and(|p| p.envelope.incident_id.0 == id);
+    if !belongs {
+        return render(api, &session, id, Some(format!("proposal {} is not this incident's", form.proposal))).await;
+    }
+    let reason = match verdict {
+        Verdict::Approved => None,
+        Verdict::Rejected => {
+            let text = form.text.trim();
+            if !REJECT_REASONS.iter().any(|(code, _)| *code == form.code) || text.is_empty() {
+                return render(api, &session, id, Some("a rejection needs a reason code and a few words".into())).await;
+            }
+            Some(format!("{}: {text}", form.code))
+        }
+    };
+    match record_decision(api, &form.proposal, verdict, session.caller.name.clone(), Channel::Console, reason).await {
+        Ok(_) => Redirect::to(&format!("/console/incidents/{id}")).into_response(),
+        Err((status, why)) => {
+            let mut response = render(api, &session, id, Some(why)).await;
+            *response.status_mut() = status;
+            response
+        }
+    }
+}
+
+pub(crate) async fn approve(
+    State(api): State<Arc<Api>>,
+    signed: Signed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<Decide>,
+) -> Response {
+    decide(&api, signed, &headers, &id, Verdict::Approved, form).await
+}
+
+pub(crate) async fn reject(
+    State(api): State<Arc<Api>>,
+    signed: Signed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<Decide>,
+) -> Response {
+    decide(&api, signed, &headers, &id, Verdict::Rejected, form).await
+}
