@@ -32,7 +32,17 @@ infra-reset: infra-down
 ## venv: the third-party clients tests drive mend with: Python's
 ## (confluent-kafka, dbt, the MCP SDK) and the MCP Inspector CLI (Node)
 INSPECTOR := .mend/node/node_modules/.bin/mcp-inspector
-venv: $(VENV)/.installed $(INSPECTOR)
+# The console's browser tests: playwright-core from npm (the lock file's
+# version, never a downloaded browser) and Debian's Chromium.
+PLAYWRIGHT := .mend/browser/node_modules/playwright-core/package.json
+venv: $(VENV)/.installed $(INSPECTOR) $(PLAYWRIGHT) /usr/bin/chromium
+$(PLAYWRIGHT): tests/browser/package.json tests/browser/package-lock.json
+	@mkdir -p .mend/browser
+	cp tests/browser/package.json tests/browser/package-lock.json .mend/browser/
+	cd .mend/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci -q --no-audit --no-fund
+	@touch $@
+/usr/bin/chromium:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 $(VENV)/.installed: tests/python/requirements.txt
 	@mkdir -p .mend
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)

@@ -105,6 +105,7 @@ pub(crate) async fn not_warm(api: &Api, session: &Session) -> Option<Response> {
 
 const CSS: &str = include_str!("../../console/console.css");
 const JS: &str = include_str!("../../console/console.js");
+const ICON: &str = include_str!("../../console/icon.svg");
 
 /// What the browser may load and run on a console page: this server's own
 /// script and style, nothing inline, nothing from elsewhere, no framing.
@@ -148,5 +149,6 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/console/logout", post(session::logout))
         .route("/console/assets/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/console/assets/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
+        .route("/console/assets/icon.svg", get(|| async { asset(ICON, "image/svg+xml") }))
         .layer(axum::middleware::from_fn(secured))
 }
