@@ -121,6 +121,33 @@ try {
   step("rejected with a reason; the markup in it shows as text");
   await shot(incident, "incident-rejected");
 
+  // The dataset: its table, history, the diff of its two newest versions,
+  // and the time to heal plotted.
+  const dataset = env("MEND_DATASET");
+  await incident.goto(`${base}/console/datasets`);
+  await Promise.all([
+    incident.waitForURL(`${base}/console/datasets/${dataset}`),
+    incident.click(`tr[data-dataset="${dataset}"] a`),
+  ]);
+  await incident.locator(".plot svg circle").first().waitFor();
+  if ((await incident.locator(".history table.diff tr").count()) < 2) throw new Error("no diff of the two newest versions");
+  step("the dataset page plots the time to heal and diffs its versions");
+  await shot(incident, "dataset");
+
+  // The audit log: verified from the console; the incident's timeline then
+  // carries the verdict.
+  await incident.goto(`${base}/console/audit`);
+  await Promise.all([incident.waitForURL(`${base}/console/audit`), incident.click("form[action='/console/audit/verify'] button")]);
+  await incident.locator(".verify .badge").waitFor();
+  const verdict = await incident.textContent(".verify .state");
+  if (!verdict.includes("events and")) throw new Error(`no verification shown: ${verdict}`);
+  step(`audit: ${verdict.replace(/\s+/g, " ").trim()}`);
+  await shot(incident, "audit");
+  await incident.goto(`${base}/console/incidents/${first}`);
+  await incident.locator(".timeline .badge").waitFor();
+  step(`the incident's timeline: ${(await incident.textContent(".timeline .state")).trim()}`);
+  await shot(incident, "incident-timeline");
+
   // Nothing from the data ran on any page.
   for (const page of [inbox, incident, viewer]) {
     const pwned = await page.evaluate(() => window.pwned ?? null);

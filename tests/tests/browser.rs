@@ -101,6 +101,7 @@ async fn the_console_in_chromium() -> anyhow::Result<()> {
         .env("MEND_VIEWER_TOKEN", "viewer-token")
         .env("MEND_FIRST", &first.id)
         .env("MEND_SECOND", &second.id)
+        .env("MEND_DATASET", &deployment.dataset)
         .env("MEND_SCREENSHOTS", &screenshots)
         .kill_on_drop(true)
         .output();

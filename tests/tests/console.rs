@@ -310,6 +310,41 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
         assert!(!page.text.contains("<script>window"), "{raw:?}");
     }
 
+    // The other pages, as the viewer: datasets, one dataset with its
+    // history diffed and its time to heal plotted, the audit log verified
+    // and exported, and the incident's timeline with the check's verdict.
+    browser.sign_in("viewer-token").await?;
+    let list = browser.get("/console/datasets").await?;
+    assert_eq!(list.status, 200);
+    assert!(!list.select(&format!("tr[data-dataset='{dataset}']")).is_empty(), "{}", list.text);
+    let page = browser.get(&format!("/console/datasets/{dataset}?a=1&b=2")).await?;
+    assert_eq!(page.status, 200);
+    assert!(page.texts("table.columns").concat().contains("email"), "the table's columns");
+    assert_eq!(page.select(".plot svg circle").len(), 1, "one healed incident plotted");
+    assert!(page.texts(".history table.diff").concat().contains("email → customer_email"), "{}", page.text);
+    let audit = browser.get("/console/audit").await?;
+    let csrf = audit.csrf()?;
+    let verified = browser.post("/console/audit/verify", &[("csrf", &csrf)], None).await?;
+    assert_eq!(verified.status, 303);
+    let audit = browser.get("/console/audit").await?;
+    assert!(audit.texts(".verify .state").concat().contains("events and"), "{}", audit.text);
+    let export = read
+        .get(format!("http://{api}/console/audit/export?dataset={dataset}"))
+        .header("cookie", browser.cookie.clone().unwrap_or_default())
+        .send()
+        .await?;
+    assert_eq!(export.status(), 200);
+    assert!(
+        export.headers().get("content-disposition").is_some_and(|v| v.to_str().unwrap_or("").starts_with("attachment"))
+    );
+    let lines = export.text().await?;
+    let header: serde_json::Value = serde_json::from_str(lines.lines().next().context("an empty export")?)?;
+    assert_eq!(header["export"]["dataset"], dataset.as_str(), "{header}");
+    assert!(lines.lines().skip(1).all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    let page = browser.get(&format!("/console/incidents/{}", waiting.id)).await?;
+    assert!(!page.select(".timeline .badge").is_empty(), "the timeline after a check");
+    assert!(page.texts(".timeline").concat().contains("decision"), "{}", page.text);
+
     up.kill().await?;
     Ok(())
 }

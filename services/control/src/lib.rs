@@ -63,6 +63,8 @@ pub struct Api {
     warm: std::sync::atomic::AtomicBool,
     /// Who is signed in to the console.
     pub(crate) sessions: console::Sessions,
+    /// The console's last check of the audit log.
+    pub(crate) audit: tokio::sync::Mutex<Option<console::audit::Checked>>,
 }
 
 /// The topics the read model is built from: every event topic but the
@@ -153,6 +155,7 @@ pub fn router(
         ends: tokio::sync::OnceCell::new(),
         warm: std::sync::atomic::AtomicBool::new(false),
         sessions: console::Sessions::default(),
+        audit: tokio::sync::Mutex::new(None),
     });
     Router::new()
         .route("/health", get(incidents::health_check))

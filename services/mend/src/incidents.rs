@@ -1,6 +1,6 @@
 //! `mend incidents` and `mend show`: what the control API knows.
 
-use mend_model::api::Incident;
+use mend_model::api::{Incident, quantile};
 
 use crate::Global;
 use crate::client::describe_changes;
@@ -88,12 +88,6 @@ struct DatasetStats {
     time_to_heal_p50_seconds: Option<f64>,
     time_to_heal_p90_seconds: Option<f64>,
     waiting_for_person_p50_seconds: Option<f64>,
-}
-
-/// The `p`-quantile (nearest rank) of `sorted`.
-fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    sorted.get(((last as f64) * p).round() as usize).copied()
 }
 
 /// `mend stats`: per dataset, incidents, how many healed, and the time to

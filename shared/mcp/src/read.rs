@@ -12,6 +12,7 @@ use mend_avro::drift::classify;
 use mend_config::Dataset;
 use mend_model::QuarantineKind;
 use mend_model::api::PlanReport;
+use mend_model::events::FieldChange;
 use mend_runtime::{Context, kafka};
 use rdkafka::message::Message;
 use schemars::JsonSchema;
@@ -221,7 +222,7 @@ pub struct VersionInfo {
     pub id: i64,
     /// Field-level changes from the previous version (empty for the first),
     /// each with `kind`, `field` and what evidence the schemas give.
-    pub changes: Vec<Value>,
+    pub changes: Vec<FieldChange>,
 }
 
 /// `registry_history`: every version of a subject.
@@ -256,9 +257,7 @@ pub async fn registry_history(
             .map_err(|e| unreachable("the schema registry", e))?;
         let parsed = Schema::parse_str(&registered.schema).ok();
         let changes = match (&previous, &parsed) {
-            (Some(old), Some(new)) => {
-                classify(old, new).iter().map(|c| serde_json::to_value(c).unwrap_or_default()).collect()
-            }
+            (Some(old), Some(new)) => classify(old, new),
             _ => Vec::new(),
         };
         versions.push(VersionInfo { version: i64::from(number), id: i64::from(registered.id), changes });

@@ -64,6 +64,13 @@ impl Incident {
     }
 }
 
+/// The `p`-quantile (nearest rank) of `sorted` (ascending): what `mend
+/// stats` and the console say of times to heal.
+pub fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get(((last as f64) * p).round() as usize).copied()
+}
+
 /// A supervisor run as the incident shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorView {

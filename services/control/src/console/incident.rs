@@ -15,6 +15,7 @@ use mend_model::events::{FieldChange, PlanStep};
 use mend_model::{Channel, IncidentStatus, StepKind, Verdict};
 use serde::Deserialize;
 
+use super::audit::{Trail, trail};
 use super::session::{Session, Signed};
 use super::view::{
     REJECT_REASONS, State as Shown, approve_summary, change_class, change_words, count, now_ms, span, state, utc,
@@ -182,6 +183,8 @@ struct Show<'a> {
     approve: String,
     reasons: Vec<(&'static str, &'static str)>,
     error: Option<String>,
+    /// Its events as of the console's last check of the audit log.
+    trail: Option<Trail>,
 }
 
 fn id_text(id: Option<i32>) -> String {
@@ -251,6 +254,7 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         approve: approve_summary(&incident.steps, &table, incident.quarantined, pull_request),
         reasons: REJECT_REASONS.to_vec(),
         error,
+        trail: trail(api, &incident.id).await,
         table,
     };
     page(&show)

@@ -5,10 +5,13 @@
 //! updates (server-sent events), and no script or style from anywhere else
 //! (the Content-Security-Policy says so to the browser).
 //!
-//! Pages: the inbox (`/`), an incident (`/console/incidents/{id}`), sign-in
-//! and sign-out. Who may do what is the API's roles: viewers read,
+//! Pages: the inbox (`/`), an incident (`/console/incidents/{id}`), the
+//! datasets (`/console/datasets`, each one's page), the audit log
+//! (`/console/audit`), sign-in and sign-out. Who may do what is the API's roles: viewers read,
 //! approvers decide (recorded with channel `console` and their name).
 
+pub(crate) mod audit;
+mod datasets;
 mod inbox;
 mod incident;
 mod live;
@@ -144,6 +147,11 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/console/incidents/{id}/status", get(incident::status))
         .route("/console/incidents/{id}/approve", post(incident::approve))
         .route("/console/incidents/{id}/reject", post(incident::reject))
+        .route("/console/audit", get(audit::show))
+        .route("/console/audit/verify", post(audit::check))
+        .route("/console/audit/export", get(audit::export))
+        .route("/console/datasets", get(datasets::list))
+        .route("/console/datasets/{name}", get(datasets::show))
         .route("/console/events", get(live::events))
         .route("/console/login", get(session::login_form).post(session::login))
         .route("/console/logout", post(session::logout))

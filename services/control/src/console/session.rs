@@ -220,10 +220,17 @@ pub(crate) async fn login(State(api): State<Arc<Api>>, headers: HeaderMap, Form(
     response
 }
 
+/// A form that carries nothing but its CSRF token.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CsrfOnly {
     #[serde(default)]
     csrf: String,
+}
+
+impl CsrfOnly {
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 pub(crate) async fn logout(

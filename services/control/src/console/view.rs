@@ -19,8 +19,15 @@ pub(crate) fn utc(ms: i64) -> String {
     format!("{} UTC", text.trim_end_matches('Z').replace('T', " "))
 }
 
+/// `16:27:59.123` (UTC), for events a few milliseconds apart.
+pub(crate) fn clock(ms: i64) -> String {
+    let day = ms.rem_euclid(86_400_000);
+    format!("{:02}:{:02}:{:02}.{:03}", day / 3_600_000, day / 60_000 % 60, day / 1000 % 60, day % 1000)
+}
+
 /// A duration for people: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`.
 pub(crate) fn span(seconds: f64) -> String {
+    let seconds = seconds.max(0.0);
     if seconds < 10.0 {
         return format!("{seconds:.1} s");
     }
@@ -229,6 +236,8 @@ mod tests {
         assert_eq!(span(720.0), "12 min");
         assert_eq!(span(3.0 * 3600.0 + 300.0), "3 h 5 min");
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(clock(1_764_865_679_123), "16:27:59.123");
+        assert_eq!(span(-0.0001), "0.0 s");
     }
 
     #[test]
