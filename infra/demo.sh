@@ -4,7 +4,9 @@
 # orders stream through it: an added field heals on its own, a rename waits
 # for approval and is approved, an incompatible type change is quarantined
 # and blocked. Each run uses a dataset of its own (orders_<run>), so the story
-# starts from a clean baseline every time without deleting anything.
+# starts from a clean baseline every time without deleting anything. At the
+# end it prints the console's address; in a terminal, mend up keeps running
+# for it (the blocked type change waits there) until Ctrl-C.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -57,6 +59,15 @@ echo
 log "the audit log of orders_$RUN, exported and checked offline with the sealer's public key ($DIR/sealer.key.pub)"
 "$MEND" audit export --dataset "orders_$RUN" --out "$DIR/audit.jsonl"
 "$MEND" audit verify --file "$DIR/audit.jsonl" --public-key "$DIR/sealer.key.pub"
+echo
+log "the console: http://$API/ (sign in with your name: this mend has no tokens and serves this machine only);"
+log "the blocked type change of orders_$RUN waits there for a person"
+if [ -t 0 ] && [ "${MEND_DEMO_STAY:-1}" != 0 ]; then
+  log "mend up keeps running for the console; press Ctrl-C to stop it"
+  trap 'echo; stop_up; log "mend up stopped cleanly"; exit 0' INT TERM
+  wait "$UP" || true
+  exit 0
+fi
 trap - EXIT
 stop_up
-log "mend up stopped cleanly; the warehouse is .mend/warehouse.db, the report $DIR/report.json"
+log "mend up stopped cleanly (not a terminal: it does not wait for the console); the warehouse is .mend/warehouse.db, the report $DIR/report.json"

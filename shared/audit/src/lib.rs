@@ -18,7 +18,7 @@ pub mod verify;
 pub use export::{ExportHeader, Selection, export_csv, export_lines, format_time, read_export};
 pub use log::{AuditError, Entry, LogPosition, Record, raw_hash, read_digests, read_record, read_topics};
 pub use mend_model::audit::AuditEvent;
-pub use sealed::{Cut, Sealing, as_of, cut, sealed_log, unsealed_partitions};
+pub use sealed::{Cut, Sealing, as_of, cut, event_ends, sealed_log, unsealed_partitions};
 pub use verify::{Finding, Options, Report, verify};
 
 #[cfg(test)]

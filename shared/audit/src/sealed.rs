@@ -32,8 +32,25 @@ pub(crate) fn digests_of<'e>(entries: &'e [Entry], chain: &str) -> Vec<&'e Audit
         .collect()
 }
 
+/// Where the events of `cut`'s partitions end before it: the offset after
+/// each partition's last event. A partition written in transactions ends
+/// with its commit marker, an offset that holds no event and that no digest
+/// seals until the next event comes.
+pub fn event_ends(entries: &[Entry], cut: &Cut) -> Cut {
+    let mut ends = Cut::new();
+    for entry in entries.iter().filter(|e| !matches!(e.record, Record::Digest(_))) {
+        let key = (entry.position.topic.clone(), entry.position.partition);
+        if cut.get(&key).is_some_and(|end| entry.position.offset < *end) {
+            let end = ends.entry(key).or_insert(0);
+            *end = (*end).max(entry.position.offset + 1);
+        }
+    }
+    ends
+}
+
 /// How many partitions of `cut` hold events before it that no digest of
 /// `chain` among `digests` seals yet (0: the sealer has sealed the cut).
+/// `cut` ends each partition after its last event ([`event_ends`]).
 pub fn unsealed_partitions(digests: &[Entry], chain: &str, cut: &Cut) -> usize {
     let chain_digests = digests_of(digests, chain);
     let sealed = verify::SealedIndex::new(&chain_digests);
@@ -73,8 +90,9 @@ pub enum Sealing {
 /// The live log as of the call, once every event written before it is
 /// sealed by `chain`'s sealer (or `wait` has passed: then as it is, after
 /// telling `progress`). Events written since and not sealed yet are left
-/// out: an export holds what its digests seal. While it waits it reads
-/// only the digests, twice a second.
+/// out: an export holds what its digests seal. It reads the log once to
+/// know where its events end, then only the digests, twice a second, while
+/// it waits, then the log as of the cut.
 pub async fn sealed_log(
     brokers: &str,
     codec: &Codec,
@@ -84,9 +102,12 @@ pub async fn sealed_log(
 ) -> Result<Vec<Entry>, AuditError> {
     let deadline = tokio::time::Instant::now() + wait;
     let cut = cut(brokers).await?;
+    // What must be sealed: every event before the cut (not the commit
+    // markers after the last ones).
+    let events = event_ends(&read_topics(brokers, codec).await?, &cut);
     let mut announced = false;
     loop {
-        let unsealed = unsealed_partitions(&read_digests(brokers, codec).await?, chain, &cut);
+        let unsealed = unsealed_partitions(&read_digests(brokers, codec).await?, chain, &events);
         if unsealed == 0 {
             break;
         }
