@@ -21,15 +21,22 @@ fn schema(version: u8) -> String {
         1 => json!([{"name": "id", "type": "long"}, {"name": "email", "type": "string"}]),
         2 => json!([{"name": "id", "type": "long"},
                     {"name": "customer_email", "type": "string", "aliases": ["email"], "doc": HOSTILE}]),
-        _ => json!([{"name": "id", "type": "long"},
+        3 => json!([{"name": "id", "type": "long"},
                     {"name": "contact_email", "type": "string", "aliases": ["customer_email"], "doc": HOSTILE}]),
+        _ => json!([{"name": "id", "type": "long"},
+                    {"name": "customer_email", "type": "string", "aliases": ["email"]},
+                    {"name": "note", "type": ["null", "string"], "default": null}]),
     };
     json!({"type": "record", "name": "Order", "namespace": "shop", "fields": fields}).to_string()
 }
 
 fn order(version: u8, id: i64) -> Avro {
-    let field = ["email", "customer_email", "contact_email"][usize::from(version) - 1];
-    Avro::Record(vec![("id".into(), Avro::Long(id)), (field.into(), Avro::String(format!("{HOSTILE}{id}")))])
+    let field = ["email", "customer_email", "contact_email", "customer_email"][usize::from(version) - 1];
+    let mut fields = vec![("id".into(), Avro::Long(id)), (field.into(), Avro::String(format!("{HOSTILE}{id}")))];
+    if version == 4 {
+        fields.push(("note".into(), Avro::Union(1, Box::new(Avro::String("n".into())))));
+    }
+    Avro::Record(fields)
 }
 
 async fn produce_orders(deployment: &Deployment, version: u8, ids: std::ops::Range<i64>) -> anyhow::Result<()> {
@@ -137,7 +144,8 @@ impl Browser {
 
 #[tokio::test]
 async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<()> {
-    let mut deployment = Deployment::new("sqlite", "")?;
+    // Added fields wait for a person too: a plan with a statement to vet.
+    let mut deployment = Deployment::new("sqlite", "[dataset.policy]\nfield_added = \"approve\"\n")?;
     deployment.env = vec![("MEND_API_TOKENS".into(), "vic:viewer:viewer-token,alice:approver:approver-token".into())];
     let mut up = deployment.up("up.log").await?;
     let api = deployment.api.clone();
@@ -199,6 +207,10 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     assert_eq!(page.status, 200);
     assert!(page.texts("table.diff").concat().contains("email → customer_email"), "{}", page.text);
     assert!(!page.select("ol.steps li").is_empty(), "the plan's steps");
+    let held = page.texts("section.records tbody tr");
+    assert_eq!(held.len(), 2, "the two records it holds: {}", page.text);
+    assert!(held.iter().all(|r| r.contains(HOSTILE)), "shown as written, as text: {held:?}");
+    assert!(page.texts("section.records").concat().contains("customer_email → column email"), "where they go");
     let approve = page.select("form.approve button");
     assert!(approve.first().and_then(|b| b.value().attr("disabled")).is_some(), "a viewer's approve is disabled");
     assert!(page.texts(".why-not").concat().contains("needs the approver role"));
@@ -344,6 +356,28 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     let page = browser.get(&format!("/console/incidents/{}", waiting.id)).await?;
     assert!(!page.select(".timeline .badge").is_empty(), "the timeline after a check");
     assert!(page.texts(".timeline").concat().contains("decision"), "{}", page.text);
+
+    // A field added (policy: approve) is a statement: the page shows the
+    // guardrails' verdict on it, from the allow-list and a dry run.
+    produce_orders(&deployment, 4, 6..7).await?;
+    let added = eventually("the added field to wait", || {
+        let (read, api, dataset, auth) = (read.clone(), api.clone(), dataset.clone(), bearer("viewer-token"));
+        async move {
+            let list: Vec<mend_model::api::Incident> =
+                read.get(format!("http://{api}/incidents")).header("authorization", auth).send().await?.json().await?;
+            Ok(list.into_iter().find(|i| {
+                i.dataset == dataset
+                    && i.status == IncidentStatus::AwaitingApproval
+                    && i.changes.iter().any(|c| c.field == "note")
+            }))
+        }
+    })
+    .await?;
+    let page = browser.get(&format!("/console/incidents/{}", added.id)).await?;
+    let verdicts = page.texts("ol.steps .verdict.allowed");
+    assert_eq!(verdicts.len(), 1, "{}", page.text);
+    assert!(verdicts[0].contains("dry run"), "{verdicts:?}");
+    assert!(page.texts("form.approve .will").concat().contains("runs 1 statement on"));
 
     up.kill().await?;
     Ok(())

@@ -73,6 +73,8 @@ pub(crate) struct Row {
 #[template(path = "inbox_rows.html")]
 pub(crate) struct Rows {
     waiting: Vec<Row>,
+    /// Waiting incidents beyond the first [`PER_PAGE`], not listed.
+    more_waiting: usize,
     rest: Vec<Row>,
     total: usize,
     page: usize,
@@ -131,6 +133,8 @@ async fn rows_of(api: &Api, filter: &Filter) -> Rows {
     let mut waiting: Vec<Incident> =
         all.iter().filter(|i| i.status == IncidentStatus::AwaitingApproval && filter.keeps(i)).cloned().collect();
     waiting.sort_by_key(|i| i.proposed_at.unwrap_or(i.detected_at));
+    let more_waiting = waiting.len().saturating_sub(PER_PAGE);
+    waiting.truncate(PER_PAGE);
     let rest: Vec<&Incident> = all.iter().rev().filter(|i| filter.keeps(i)).collect();
     let total = rest.len();
     let pages = total.div_ceil(PER_PAGE).max(1);
@@ -141,6 +145,7 @@ async fn rows_of(api: &Api, filter: &Filter) -> Rows {
     let shown = with_quarantine_counts(api, shown).await;
     Rows {
         waiting: waiting.iter().map(|i| row(api, i, now)).collect(),
+        more_waiting,
         rest: shown.iter().map(|i| row(api, i, now)).collect(),
         total,
         page,

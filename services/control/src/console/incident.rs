@@ -81,6 +81,9 @@ struct Step {
     description: String,
     /// The statement, the mapping or the patch, as code.
     code: Option<String>,
+    /// Of a statement: what the guardrails say of it now ("" when not asked).
+    verdict: String,
+    refused: bool,
 }
 
 fn step(s: &PlanStep) -> Step {
@@ -99,7 +102,52 @@ fn step(s: &PlanStep) -> Step {
         StepKind::DbtPatch => "dbt patch",
         StepKind::Replay => "replay",
     };
-    Step { kind, description: s.description.clone(), code }
+    Step { kind, description: s.description.clone(), code, verdict: String::new(), refused: false }
+}
+
+/// The guardrails' verdict on each statement of a plan still to decide:
+/// the allow-list and a dry run, rolled back, as the applier will run them.
+async fn vet(api: &Api, dataset: &mend_config::Dataset, steps: &mut [Step], plan: &[PlanStep]) {
+    let statements: Vec<String> =
+        plan.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect();
+    if statements.is_empty() {
+        return;
+    }
+    let vetted = match api.context.applier_warehouse(dataset).await {
+        Ok(warehouse) => warehouse.vet(&dataset.table, &statements).await,
+        Err(e) => Err(e),
+    };
+    let ddl = steps.iter_mut().filter(|s| s.kind == "SQL");
+    match vetted {
+        Ok(vetted) => {
+            for (index, step) in ddl.enumerate() {
+                let reasons: Vec<&str> = vetted
+                    .refused
+                    .iter()
+                    .filter(|r| r.statement.is_none_or(|at| at == index))
+                    .map(|r| r.reason.as_str())
+                    .collect();
+                step.refused = !reasons.is_empty();
+                step.verdict = if reasons.is_empty() {
+                    "the guardrails allow it; its dry run (rolled back) passed".into()
+                } else {
+                    format!("the guardrails refuse it: {}", reasons.join("; "))
+                };
+            }
+        }
+        Err(e) => {
+            for step in ddl {
+                step.verdict = format!("the guardrails could not be asked: {e}");
+            }
+        }
+    }
+}
+
+/// A quarantined record of the incident, as written and where its fields go.
+struct Record {
+    position: String,
+    value: String,
+    reason: String,
 }
 
 struct Draft {
@@ -185,6 +233,10 @@ struct Show<'a> {
     error: Option<String>,
     /// Its events as of the console's last check of the audit log.
     trail: Option<Trail>,
+    /// The first records it holds in quarantine, and where the plan's
+    /// mapping puts their fields.
+    records: Vec<Record>,
+    mappings: Vec<String>,
 }
 
 fn id_text(id: Option<i32>) -> String {
@@ -224,6 +276,36 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
     let pull_request = dataset.is_some_and(|d| d.github.is_some());
     let now = now_ms();
     let why_not = why_not(&incident, session);
+    let mut steps: Vec<Step> = incident.steps.iter().map(step).collect();
+    if incident.status == IncidentStatus::AwaitingApproval
+        && let Some(dataset) = dataset
+    {
+        vet(api, dataset, &mut steps, &incident.steps).await;
+    }
+    let writer = incident.writer_schema_id.and_then(|w| u32::try_from(w).ok());
+    let records = match writer {
+        Some(writer) if incident.quarantined > 0 => {
+            match mend_mcp::read::quarantined_records(&api.context, &incident.dataset, Some(writer), Some(10)).await {
+                Ok(q) => q
+                    .records
+                    .iter()
+                    .map(|r| Record {
+                        position: format!("{}:{}", r.partition, r.offset),
+                        value: r.value.as_ref().map_or_else(|| "(not decodable)".into(), |v| v.to_string()),
+                        reason: r.reason.clone(),
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    };
+    let mappings = incident
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Mapping)
+        .filter_map(|s| Some(format!("{} → column {}", s.field.as_ref()?, s.column.as_ref()?)))
+        .collect();
     let supervisor = incident.supervisor.as_ref().map(|run| {
         let reason = run.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
         format!("{} with {} in {}{reason}", run.outcome, run.model, span(run.seconds))
@@ -244,7 +326,7 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         evidence: incident.evidence.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         policy: incident.policy.map_or_else(|| "-".into(), |p| p.to_string()),
         rules: incident.rules.clone(),
-        steps: incident.steps.iter().map(step).collect(),
+        steps,
         drafts: incident.drafts.iter().map(draft).collect(),
         supervisor,
         supervisor_tools: incident.supervisor.as_ref().map(|r| r.tools.clone()).unwrap_or_default(),
@@ -255,6 +337,8 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         reasons: REJECT_REASONS.to_vec(),
         error,
         trail: trail(api, &incident.id).await,
+        records,
+        mappings,
         table,
     };
     page(&show)
