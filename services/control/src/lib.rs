@@ -157,7 +157,9 @@ pub fn router(
         sessions: console::Sessions::default(),
         audit: tokio::sync::Mutex::new(None),
     });
-    Router::new()
+    // The API authenticates with bearer tokens; the console (its own
+    // routes, merged after that layer) with its session cookie.
+    let api_routes = Router::new()
         .route("/health", get(incidents::health_check))
         .route("/metrics", get(metrics::metrics))
         .route("/incidents", get(incidents::list_incidents))
@@ -171,9 +173,11 @@ pub fn router(
         .route("/slack/interactions", post(integrations::slack_interaction))
         .route("/github/webhook", post(integrations::github_webhook))
         .nest_service("/mcp", mcp::service(api.clone()))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), auth::authorize));
+    Router::new()
+        .merge(api_routes)
         .merge(console::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; /api/v1/openapi.json lists them") })
-        .layer(axum::middleware::from_fn_with_state(api.clone(), auth::authorize))
         .with_state(api)
 }
 

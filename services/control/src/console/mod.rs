@@ -132,12 +132,6 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// Whether a path is the console's (it authenticates with its session
-/// cookie, not with the API's bearer tokens).
-pub(crate) fn is_console(path: &str) -> bool {
-    path == "/" || path.starts_with("/console/")
-}
-
 /// The console's routes.
 pub(crate) fn routes() -> Router<Arc<Api>> {
     Router::new()
