@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use axum::Json;
@@ -340,9 +341,37 @@ async fn the_supervisor_drafts_fixes_and_gives_up_with_reasons() -> anyhow::Resu
         }
     })
     .await?;
-    let fixed = shown.iter().find(|i| i.dataset == names[0]).and_then(|i| i.supervisor.clone());
+    let fixed_incident = shown.iter().find(|i| i.dataset == names[0]).context("no incident")?;
+    let fixed = fixed_incident.supervisor.clone();
     assert_eq!(fixed.as_ref().map(|a| a.outcome), Some(AgentOutcome::Proposed), "{fixed:?}");
-    assert!(fixed.and_then(|a| a.detection_to_proposal_seconds).is_some());
+    assert!(fixed.as_ref().and_then(|a| a.detection_to_proposal_seconds).is_some());
+    // The console shows the run: each tool call with its input and output,
+    // the model's reasoning and its tokens, as the run event has them.
+    let run = &runs[&names[0]];
+    let fixed = fixed.context("no run")?;
+    assert_eq!(fixed.calls, run.tool_calls);
+    assert_eq!((fixed.input_tokens, fixed.output_tokens), (run.input_tokens, run.output_tokens));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let signed = http
+        .post(format!("http://{api}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=reviewer")
+        .send()
+        .await?;
+    let cookie =
+        signed.headers().get("set-cookie").context("no session")?.to_str()?.split(';').next().unwrap_or("").to_owned();
+    let page = http
+        .get(format!("http://{api}/console/incidents/{}", fixed_incident.id))
+        .header("cookie", cookie)
+        .send()
+        .await?;
+    let html = scraper::Html::parse_document(&page.text().await?);
+    let select = |css: &str| scraper::Selector::parse(css).map_err(|e| anyhow::anyhow!("{e:?}"));
+    let calls: Vec<String> =
+        html.select(&select("section.supervisor ol.calls > li > code")?).map(|e| e.text().collect()).collect();
+    let names_called: Vec<String> = run.tool_calls.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(calls, names_called);
+    assert_eq!(html.select(&select("section.supervisor blockquote.reasoning")?).count(), run.text.len());
     drop(up);
     Ok(())
 }

@@ -153,7 +153,11 @@ impl ReadModel {
             reason: event.reason,
             proposal_id: event.proposal_id,
             model: event.model,
-            tools: event.tool_calls.into_iter().map(|c| c.name).collect(),
+            tools: event.tool_calls.iter().map(|c| c.name.clone()).collect(),
+            calls: event.tool_calls,
+            text: event.text,
+            input_tokens: event.input_tokens,
+            output_tokens: event.output_tokens,
             seconds: event.duration_ms as f64 / 1000.0,
             detection_to_proposal_seconds,
         });

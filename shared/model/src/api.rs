@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Decision, FieldChange, Held, PlanStep};
+use crate::events::{Decision, FieldChange, Held, PlanStep, ToolCall};
 use crate::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
 
 /// One incident as the API shows it: what changed, the plan, who decided,
@@ -80,6 +80,17 @@ pub struct SupervisorView {
     pub model: String,
     /// The tools it called, in order.
     pub tools: Vec<String>,
+    /// Each call: its input, its output (the first 4 KiB, with the whole
+    /// output's SHA-256), whether it failed, how long it took.
+    #[serde(default)]
+    pub calls: Vec<ToolCall>,
+    /// What the model said between its calls: its reasoning.
+    #[serde(default)]
+    pub text: Vec<String>,
+    #[serde(default)]
+    pub input_tokens: i64,
+    #[serde(default)]
+    pub output_tokens: i64,
     pub seconds: f64,
     /// From detection to the supervisor's proposal.
     pub detection_to_proposal_seconds: Option<f64>,

@@ -394,7 +394,7 @@ pub struct Held {
 }
 
 /// One tool call of a supervisor run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ToolCall {
     pub name: String,
     /// The model's input, JSON.

@@ -69,7 +69,8 @@ struct AuditPage<'a> {
     digests: usize,
     findings: Vec<(String, String)>,
     more_findings: usize,
-    notes: Vec<String>,
+    /// Each note, and its start when it is long enough to fold.
+    notes: Vec<(String, Option<String>)>,
     retried: Vec<(String, usize)>,
     digest: Option<Digest>,
     datasets: Vec<String>,
@@ -105,7 +106,11 @@ pub(crate) async fn show(State(api): State<Arc<Api>>, Signed(session): Signed) -
         shown.findings =
             report.findings.iter().take(FINDINGS_SHOWN).map(|f| (f.position.to_string(), f.problem.clone())).collect();
         shown.more_findings = report.findings.len().saturating_sub(FINDINGS_SHOWN);
-        shown.notes.clone_from(&report.notes);
+        shown.notes = report
+            .notes
+            .iter()
+            .map(|n| (n.clone(), (n.chars().count() > 300).then(|| n.chars().take(200).collect())))
+            .collect();
         shown.retried = report.retried.iter().map(|(s, n)| (s.clone(), *n)).collect();
         shown.digest = newest_digest(&checked.entries, &chain);
     }

@@ -150,6 +150,17 @@ struct Record {
     reason: String,
 }
 
+/// One tool call of the supervisor's run.
+struct Call {
+    name: String,
+    input: String,
+    output: String,
+    /// The output was cut: the event keeps its first 4 KiB and its digest.
+    cut: Option<String>,
+    failed: bool,
+    millis: i64,
+}
+
 struct Draft {
     by: String,
     at: String,
@@ -222,7 +233,9 @@ struct Show<'a> {
     steps: Vec<Step>,
     drafts: Vec<Draft>,
     supervisor: Option<String>,
-    supervisor_tools: Vec<String>,
+    /// What the model said, and each tool call with its input and output.
+    reasoning: Vec<String>,
+    calls: Vec<Call>,
     /// The proposal a decision here decides (waiting for a person).
     proposal: Option<String>,
     may_decide: bool,
@@ -308,7 +321,14 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         .collect();
     let supervisor = incident.supervisor.as_ref().map(|run| {
         let reason = run.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
-        format!("{} with {} in {}{reason}", run.outcome, run.model, span(run.seconds))
+        format!(
+            "{} with {} in {}, {} tokens in and {} out{reason}",
+            run.outcome,
+            run.model,
+            span(run.seconds),
+            count(run.input_tokens),
+            count(run.output_tokens)
+        )
     });
     let show = Show {
         page: Page::of("Incident", session),
@@ -329,7 +349,21 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         steps,
         drafts: incident.drafts.iter().map(draft).collect(),
         supervisor,
-        supervisor_tools: incident.supervisor.as_ref().map(|r| r.tools.clone()).unwrap_or_default(),
+        reasoning: incident.supervisor.as_ref().map(|r| r.text.clone()).unwrap_or_default(),
+        calls: incident
+            .supervisor
+            .iter()
+            .flat_map(|r| &r.calls)
+            .map(|c| Call {
+                name: c.name.clone(),
+                input: c.input.clone(),
+                output: c.output.clone(),
+                cut: (c.output.len() >= mend_model::events::ToolCall::OUTPUT_KEPT)
+                    .then(|| format!("the first 4 KiB; the whole output's SHA-256 is {}", c.output_sha256)),
+                failed: c.is_error,
+                millis: c.millis,
+            })
+            .collect(),
         proposal: incident.proposal_id.clone().filter(|_| incident.status == IncidentStatus::AwaitingApproval),
         may_decide: why_not.is_empty(),
         why_not,
