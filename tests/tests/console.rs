@@ -210,6 +210,7 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     let held = page.texts("section.records tbody tr");
     assert_eq!(held.len(), 2, "the two records it holds: {}", page.text);
     assert!(held.iter().all(|r| r.contains(HOSTILE)), "shown as written, as text: {held:?}");
+    assert!(held.iter().all(|r| r.contains(r#""email":"<script>"#)), "and under its column after the plan: {held:?}");
     assert!(page.texts("section.records").concat().contains("customer_email → column email"), "where they go");
     let approve = page.select("form.approve button");
     assert!(approve.first().and_then(|b| b.value().attr("disabled")).is_some(), "a viewer's approve is disabled");

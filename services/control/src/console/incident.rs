@@ -143,11 +143,31 @@ async fn vet(api: &Api, dataset: &mend_config::Dataset, steps: &mut [Step], plan
     }
 }
 
-/// A quarantined record of the incident, as written and where its fields go.
+/// A quarantined record of the incident, as written and as the plan's
+/// mapping loads it.
 struct Record {
     position: String,
     value: String,
+    /// Column → value once the plan is applied (fields its mapping does not
+    /// name keep their own names).
+    after: String,
     reason: String,
+}
+
+/// `value` (a record as JSON) with its top-level fields renamed to the
+/// columns the plan's mapping steps give them.
+fn mapped(value: &serde_json::Value, steps: &[PlanStep]) -> String {
+    let Some(fields) = value.as_object() else { return value.to_string() };
+    let column = |field: &str| {
+        steps
+            .iter()
+            .filter(|s| s.kind == StepKind::Mapping && s.field.as_deref() == Some(field))
+            .find_map(|s| s.column.clone())
+            .unwrap_or_else(|| field.to_owned())
+    };
+    let row: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(field, v)| (column(field), v.clone())).collect();
+    serde_json::Value::Object(row).to_string()
 }
 
 /// One tool call of the supervisor's run.
@@ -305,6 +325,7 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
                     .map(|r| Record {
                         position: format!("{}:{}", r.partition, r.offset),
                         value: r.value.as_ref().map_or_else(|| "(not decodable)".into(), |v| v.to_string()),
+                        after: r.value.as_ref().map_or_else(String::new, |v| mapped(v, &incident.steps)),
                         reason: r.reason.clone(),
                     })
                     .collect(),
@@ -461,4 +482,24 @@ pub(crate) async fn reject(
     Form(form): Form<Decide>,
 ) -> Response {
     decide(&api, signed, &headers, &id, Verdict::Rejected, form).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_record_after_the_mapping_has_its_fields_under_their_columns() {
+        let mapping = PlanStep {
+            kind: StepKind::Mapping,
+            description: String::new(),
+            sql: None,
+            field: Some("customer_email".into()),
+            column: Some("email".into()),
+            patch: None,
+        };
+        let record = serde_json::json!({"id": 3, "customer_email": "a@b"});
+        assert_eq!(mapped(&record, &[mapping]), r#"{"email":"a@b","id":3}"#);
+        assert_eq!(mapped(&serde_json::json!(7), &[]), "7");
+    }
 }
