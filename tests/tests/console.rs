@@ -134,7 +134,10 @@ impl Browser {
             .body(form_urlencoded::Serializer::new(String::new()).append_pair("token", token).finish())
             .send()
             .await?;
-        anyhow::ensure!(response.status() == 303, "sign-in answered {}", response.status());
+        if response.status() != 303 {
+            let status = response.status();
+            anyhow::bail!("sign-in answered {status}: {}", response.text().await?);
+        }
         let set = response.headers().get("set-cookie").context("no cookie")?.to_str()?.to_owned();
         anyhow::ensure!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
         self.cookie = Some(set.split(';').next().unwrap_or_default().to_owned());
@@ -146,7 +149,10 @@ impl Browser {
 async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<()> {
     // Added fields wait for a person too: a plan with a statement to vet.
     let mut deployment = Deployment::new("sqlite", "[dataset.policy]\nfield_added = \"approve\"\n")?;
-    deployment.env = vec![("MEND_API_TOKENS".into(), "vic:viewer:viewer-token,alice:approver:approver-token".into())];
+    deployment.env = vec![(
+        "MEND_API_TOKENS".into(),
+        "vic:viewer:viewer-token,alice:approver:approver-token,ada:admin:admin-token".into(),
+    )];
     let mut up = deployment.up("up.log").await?;
     let api = deployment.api.clone();
     let mut browser = Browser::new(&api)?;
@@ -379,6 +385,27 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     assert_eq!(verdicts.len(), 1, "{}", page.text);
     assert!(verdicts[0].contains("dry run"), "{verdicts:?}");
     assert!(page.texts("form.approve .will").concat().contains("runs 1 statement on"));
+
+    // Every page, every role: each reads them all; only viewers are kept
+    // from deciding.
+    for (token, role) in [("viewer-token", "viewer"), ("approver-token", "approver"), ("admin-token", "admin")] {
+        browser.sign_in(token).await?;
+        for path in [
+            "/".to_owned(),
+            "/?status=healed".to_owned(),
+            format!("/console/incidents/{}", added.id),
+            "/console/datasets".to_owned(),
+            format!("/console/datasets/{dataset}"),
+            "/console/audit".to_owned(),
+        ] {
+            let page = browser.get(&path).await?;
+            assert_eq!(page.status, 200, "{role} {path}");
+            assert_eq!(page.texts("header .role"), vec![role], "{path}");
+        }
+        let page = browser.get(&format!("/console/incidents/{}", added.id)).await?;
+        let disabled = page.select("form.approve button").first().and_then(|b| b.value().attr("disabled")).is_some();
+        assert_eq!(disabled, role == "viewer", "{role}");
+    }
 
     up.kill().await?;
     Ok(())
