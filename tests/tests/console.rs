@@ -341,6 +341,10 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     assert!(page.texts("table.columns").concat().contains("email"), "the table's columns");
     assert_eq!(page.select(".plot svg circle").len(), 1, "one healed incident plotted");
     assert!(page.texts(".history table.diff").concat().contains("email → customer_email"), "{}", page.text);
+    let samples = browser.get(&format!("/console/datasets/{dataset}/samples")).await?;
+    let latest = samples.texts("tbody tr");
+    assert_eq!(latest.len(), 6, "every record of the topic, newest first: {}", samples.text);
+    assert!(latest[0].contains("0:5") && latest[0].contains("contact_email"), "{latest:?}");
     let audit = browser.get("/console/audit").await?;
     let csrf = audit.csrf()?;
     let verified = browser.post("/console/audit/verify", &[("csrf", &csrf)], None).await?;
@@ -396,6 +400,7 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
             format!("/console/incidents/{}", added.id),
             "/console/datasets".to_owned(),
             format!("/console/datasets/{dataset}"),
+            format!("/console/datasets/{dataset}/samples"),
             "/console/audit".to_owned(),
         ] {
             let page = browser.get(&path).await?;

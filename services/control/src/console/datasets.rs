@@ -301,6 +301,63 @@ pub(crate) async fn show(
     })
 }
 
+/// One record of the topic, as the registry's writer schema decodes it.
+struct Sample {
+    position: String,
+    writer: String,
+    value: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "samples.html")]
+struct Samples<'a> {
+    page: Page<'a>,
+    name: String,
+    topic: String,
+    samples: Vec<Sample>,
+    error: Option<String>,
+}
+
+/// Records the samples page shows.
+const SAMPLES: i64 = 20;
+
+/// The latest records of a dataset's topic, decoded (as the MCP tool
+/// `sample_records` reads them): what producers write now.
+pub(crate) async fn samples(
+    State(api): State<Arc<Api>>,
+    Signed(session): Signed,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(dataset) = api.context.dataset(&name) else {
+        return message(
+            Some(&session),
+            StatusCode::NOT_FOUND,
+            "No such dataset",
+            &format!("mend has no dataset {name}."),
+        );
+    };
+    let topic = dataset.topic.clone();
+    let (samples, error) = match read::sample_records(&api.context, &name, Some(SAMPLES), None, None).await {
+        Ok(found) => (
+            found
+                .records
+                .iter()
+                .rev()
+                .map(|r| Sample {
+                    position: format!("{}:{}", r.partition, r.offset),
+                    writer: r.writer_schema_id.map_or_else(|| "-".into(), |w| w.to_string()),
+                    value: r.value.as_ref().map_or_else(String::new, ToString::to_string),
+                    error: r.error.clone().unwrap_or_default(),
+                })
+                .collect(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    page(&Samples { page: Page::of("Latest records", &session), name, topic, samples, error })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,6 +146,7 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/console/audit/export", get(audit::export))
         .route("/console/datasets", get(datasets::list))
         .route("/console/datasets/{name}", get(datasets::show))
+        .route("/console/datasets/{name}/samples", get(datasets::samples))
         .route("/console/events", get(live::events))
         .route("/console/login", get(session::login_form).post(session::login))
         .route("/console/logout", post(session::logout))
