@@ -218,6 +218,10 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     assert!(held.iter().all(|r| r.contains(HOSTILE)), "shown as written, as text: {held:?}");
     assert!(held.iter().all(|r| r.contains(r#""email":"<script>"#)), "and under its column after the plan: {held:?}");
     assert!(page.texts("section.records").concat().contains("customer_email → column email"), "where they go");
+    assert!(
+        page.texts("ol.steps").concat().contains("2 records at partition:offset 0:3, 0:4"),
+        "what the replay replays"
+    );
     let approve = page.select("form.approve button");
     assert!(approve.first().and_then(|b| b.value().attr("disabled")).is_some(), "a viewer's approve is disabled");
     assert!(page.texts(".why-not").concat().contains("needs the approver role"));

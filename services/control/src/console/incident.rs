@@ -334,6 +334,22 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         }
         _ => Vec::new(),
     };
+    // The replay names the records it replays.
+    if let Some(replay) = steps.iter_mut().find(|s| s.kind == "replay")
+        && !records.is_empty()
+    {
+        let positions: Vec<&str> = records.iter().map(|r| r.position.as_str()).collect();
+        replay.code = Some(if positions.len() as u64 >= incident.quarantined {
+            format!("{} records at partition:offset {}", positions.len(), positions.join(", "))
+        } else {
+            format!(
+                "{} records, in source order from partition:offset {} (the first {} are listed below)",
+                count(incident.quarantined),
+                positions[0],
+                positions.len()
+            )
+        });
+    }
     let mappings = incident
         .steps
         .iter()
