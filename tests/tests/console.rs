@@ -212,6 +212,7 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
     let page = browser.get(&path).await?;
     assert_eq!(page.status, 200);
     assert!(page.texts("table.diff").concat().contains("email → customer_email"), "{}", page.text);
+    assert!(page.texts("table.diff").concat().contains("email TEXT NULL"), "what the table holds: {}", page.text);
     assert!(!page.select("ol.steps li").is_empty(), "the plan's steps");
     let held = page.texts("section.records tbody tr");
     assert_eq!(held.len(), 2, "the two records it holds: {}", page.text);

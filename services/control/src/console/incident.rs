@@ -36,9 +36,24 @@ struct Change {
     /// The rename proof, the cast sample, the enum's symbols, Avro's reason.
     proof: Vec<String>,
     evidence: Vec<(String, String)>,
+    /// What the table holds for the field now: its column and type, or
+    /// that it has none.
+    holds: String,
 }
 
-fn change(c: &FieldChange) -> Change {
+/// The column of the table that holds `c`'s field today (by the field's
+/// name, or its old name for a rename), in the warehouse's words.
+fn holds(c: &FieldChange, columns: &[mend_model::table::Column]) -> String {
+    let top = |name: &str| name.split('.').next().unwrap_or(name).to_owned();
+    let names = [Some(top(&c.field)), c.from.as_deref().map(top)];
+    match columns.iter().find(|col| names.iter().flatten().any(|n| *n == col.name)) {
+        Some(col) => format!("{} {}{}", col.name, col.sql_type, if col.nullable { " NULL" } else { " NOT NULL" }),
+        None if columns.is_empty() => "no table yet".into(),
+        None => "no column".into(),
+    }
+}
+
+fn change(c: &FieldChange, columns: &[mend_model::table::Column]) -> Change {
     let from_to = match (&c.from, &c.to, &c.old_type, &c.new_type) {
         (Some(from), Some(to), _, _) if from != to => Some(format!("{from} → {to}")),
         (_, _, Some(old), Some(new)) => Some(format!("{old} → {new}")),
@@ -72,6 +87,7 @@ fn change(c: &FieldChange) -> Change {
         confidence: c.confidence.map(|p| format!("{:.0}%", p * 100.0)),
         proof,
         evidence: c.evidence.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        holds: holds(c, columns),
     }
 }
 
@@ -309,6 +325,14 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
     let pull_request = dataset.is_some_and(|d| d.github.is_some());
     let now = now_ms();
     let why_not = why_not(&incident, session);
+    // What the table holds now, beside what changed.
+    let columns = match dataset {
+        Some(d) => match api.context.warehouse(d).await {
+            Ok(warehouse) => warehouse.columns(&d.table).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        },
+        None => Vec::new(),
+    };
     let mut steps: Vec<Step> = incident.steps.iter().map(step).collect();
     if incident.status == IncidentStatus::AwaitingApproval
         && let Some(dataset) = dataset
@@ -379,7 +403,7 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
             Ok(html) => html,
             Err(e) => return Failed(e).into_response(),
         },
-        changes: incident.changes.iter().map(change).collect(),
+        changes: incident.changes.iter().map(|c| change(c, &columns)).collect(),
         evidence: incident.evidence.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         policy: incident.policy.map_or_else(|| "-".into(), |p| p.to_string()),
         rules: incident.rules.clone(),

@@ -62,13 +62,15 @@ impl Sessions {
         self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn start(&self, caller: Caller) -> String {
-        let id = random_token();
-        let session = Session { caller, csrf: random_token(), expires: Instant::now() + LIFETIME };
+    /// A new session's id; None when the system has no random numbers to
+    /// make one from.
+    fn start(&self, caller: Caller) -> Option<String> {
+        let id = random_token()?;
+        let session = Session { caller, csrf: random_token()?, expires: Instant::now() + LIFETIME };
         let mut open = self.lock();
         open.retain(|_, s| s.expires > Instant::now());
         open.insert(id.clone(), session);
-        id
+        Some(id)
     }
 
     fn get(&self, id: &str) -> Option<Session> {
@@ -81,12 +83,15 @@ impl Sessions {
 }
 
 /// 256 bits from the operating system's generator, hex.
-fn random_token() -> String {
+fn random_token() -> Option<String> {
     let mut bytes = [0u8; 32];
-    // Without the OS generator no session can be safe: stop here.
-    #[allow(clippy::expect_used)]
-    getrandom::fill(&mut bytes).expect("the operating system's random generator");
-    hex::encode(bytes)
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => Some(hex::encode(bytes)),
+        Err(error) => {
+            tracing::error!(%error, "no random numbers from the operating system: no console session can start");
+            None
+        }
+    }
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<&str> {
@@ -211,7 +216,10 @@ pub(crate) async fn login(State(api): State<Arc<Api>>, headers: HeaderMap, Form(
         Caller { name: name.to_owned(), role: Role::Admin }
     };
     tracing::info!(name = %caller.name, role = ?caller.role, "console sign-in");
-    let id = api.sessions.start(caller);
+    let Some(id) = api.sessions.start(caller) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the operating system gave no random numbers for a session id")
+            .into_response();
+    };
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", LIFETIME.as_secs());
     let mut response = Redirect::to(next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
