@@ -9,6 +9,8 @@
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use axum::response::Response;
+use mend_model::AgentOutcome;
+use mend_model::api::{Incident, SupervisorView};
 use mend_tests::anthropic::{self, answer};
 use mend_tests::{Deployment, eventually, produce_avro, producer, register_schema, unique};
 use serde_json::{Value, json};
@@ -83,27 +85,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let api = format!("http://{}/incidents", deployment.api);
-    let runs: Vec<Value> = eventually("every supervisor run", || {
+    let runs: Vec<SupervisorView> = eventually("every supervisor run", || {
         let (api, names) = (api.clone(), names.clone());
         async move {
-            let incidents: Value = reqwest::get(&api).await?.json().await?;
-            let agents: Vec<Value> = incidents
-                .as_array()
+            let incidents: Vec<Incident> = reqwest::get(&api).await?.json().await?;
+            let runs: Vec<SupervisorView> = incidents
                 .into_iter()
-                .flatten()
-                .filter(|i| names.iter().any(|n| i["dataset"] == n.as_str()))
-                .filter(|i| i["supervisor"]["outcome"] == "proposed")
-                .map(|i| i["supervisor"].clone())
+                .filter(|i| names.contains(&i.dataset))
+                .filter_map(|i| i.supervisor)
+                .filter(|run| run.outcome == AgentOutcome::Proposed)
                 .collect();
-            Ok((agents.len() == names.len()).then_some(agents))
+            Ok((runs.len() == names.len()).then_some(runs))
         }
     })
     .await?;
-    let mut own: Vec<f64> = runs.iter().filter_map(|r| r["seconds"].as_f64()).map(|s| s * 1000.0).collect();
-    let mut to_proposal: Vec<f64> = runs.iter().filter_map(|r| r["detection_to_proposal_seconds"].as_f64()).collect();
+    let mut own: Vec<f64> = runs.iter().map(|r| r.seconds * 1000.0).collect();
+    let mut to_proposal: Vec<f64> = runs.iter().filter_map(|r| r.detection_to_proposal_seconds).collect();
     own.sort_by(f64::total_cmp);
     to_proposal.sort_by(f64::total_cmp);
-    println!("agent bench: {DATASETS} blocked incidents, a model that answers at once (2 turns, 2 tool calls each)");
+    println!(
+        "supervisor bench: {DATASETS} blocked incidents, a model that answers at once (2 turns, 2 tool calls each)"
+    );
     println!(
         "supervisor per run (all but the model) p50 {:>6.1} ms   max {:>6.1} ms",
         percentile(&own, 0.5),

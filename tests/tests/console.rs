@@ -366,9 +366,10 @@ async fn sign_in_read_decide_and_nothing_runs_from_the_data() -> anyhow::Result<
         export.headers().get("content-disposition").is_some_and(|v| v.to_str().unwrap_or("").starts_with("attachment"))
     );
     let lines = export.text().await?;
-    let header: serde_json::Value = serde_json::from_str(lines.lines().next().context("an empty export")?)?;
-    assert_eq!(header["export"]["dataset"], dataset.as_str(), "{header}");
-    assert!(lines.lines().skip(1).all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    // Read back as mend audit verify --file reads an export.
+    let (header, entries) = mend_audit::read_export(&lines)?;
+    assert_eq!(header.dataset.as_deref(), Some(dataset.as_str()), "{header:?}");
+    assert!(entries.iter().any(|e| e.event().is_some_and(|ev| ev.envelope().dataset == dataset)));
     let page = browser.get(&format!("/console/incidents/{}", waiting.id)).await?;
     assert!(!page.select(".timeline .badge").is_empty(), "the timeline after a check");
     assert!(page.texts(".timeline").concat().contains("decision"), "{}", page.text);
