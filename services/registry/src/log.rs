@@ -69,8 +69,20 @@ impl Log {
         let (applied_tx, applied) = watch::channel(-1_i64);
         tokio::spawn(read_forever(reader, store, applied_tx, shutdown));
         let log = Self { topic: topic.to_owned(), producer, metadata: Arc::new(metadata), applied };
-        log.catch_up().await?;
-        Ok(log)
+        // Right after the broker starts, the log's partition may have no
+        // leader yet (NotLeaderForPartition): opening asks again, for as long
+        // as a write would wait, before it gives up.
+        let deadline = tokio::time::Instant::now() + LOG_TIMEOUT;
+        loop {
+            match log.catch_up().await {
+                Ok(()) => return Ok(log),
+                Err(LogError::Unavailable(error)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(%error, "the schema log is not readable yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Waits until every record written to the log before this call is applied.
