@@ -76,6 +76,12 @@ struct AuditPage<'a> {
     datasets: Vec<String>,
 }
 
+/// The page saying the audit topics could not be read, and why.
+fn unreadable(session: &super::session::Session, error: &mend_audit::AuditError) -> Response {
+    let why = format!("reading the audit topics failed: {error}");
+    message(Some(session), StatusCode::SERVICE_UNAVAILABLE, "Cannot read the audit log", &why)
+}
+
 /// Findings shown at most; the rest are counted.
 const FINDINGS_SHOWN: usize = 50;
 
@@ -130,14 +136,7 @@ pub(crate) async fn check(
     let session = signed.0;
     let entries = match read_topics(&api.context.connections.brokers, &api.context.codec).await {
         Ok(entries) => entries,
-        Err(e) => {
-            return message(
-                Some(&session),
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Cannot read the audit log",
-                &format!("reading the audit topics failed: {e}"),
-            );
-        }
+        Err(e) => return unreadable(&session, &e),
     };
     let options = Options {
         scope: Scope::Live { now: now_ms() },
@@ -174,14 +173,7 @@ pub(crate) async fn export(
     let brokers = &api.context.connections.brokers;
     let entries = match mend_audit::sealed_log(brokers, &api.context.codec, &chain, EXPORT_WAIT, |_| {}).await {
         Ok(entries) => entries,
-        Err(e) => {
-            return message(
-                Some(&session),
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Cannot read the audit log",
-                &format!("reading the audit topics failed: {e}"),
-            );
-        }
+        Err(e) => return unreadable(&session, &e),
     };
     let dataset = Some(query.dataset.trim().to_owned()).filter(|d| !d.is_empty());
     let file = format!("mend-audit-{}.jsonl", dataset.as_deref().unwrap_or(&chain));

@@ -20,6 +20,11 @@ use super::view::{Chip, change_class, change_words, chips, count, span};
 use super::{Page, message, not_warm, page};
 use crate::Api;
 
+/// The page saying there is no dataset `name`.
+fn no_dataset(session: &super::session::Session, name: &str) -> Response {
+    message(Some(session), StatusCode::NOT_FOUND, "No such dataset", &format!("mend has no dataset {name}."))
+}
+
 /// One dataset in the list.
 struct Summary {
     name: String,
@@ -123,6 +128,7 @@ struct Show<'a> {
     diff_error: Option<String>,
     quarantine_counts: Vec<(String, String)>,
     quarantined: Vec<Held>,
+    quarantine_error: Option<String>,
     heal_p50: String,
     heal_p90: String,
     healed: usize,
@@ -229,12 +235,7 @@ pub(crate) async fn show(
         return busy;
     }
     let Some(dataset) = api.context.dataset(&name) else {
-        return message(
-            Some(&session),
-            StatusCode::NOT_FOUND,
-            "No such dataset",
-            &format!("mend has no dataset {name}."),
-        );
+        return no_dataset(&session, &name);
     };
     let subject = dataset.subject();
     let (table, table_error) = match read::describe_table(&api.context, &name).await {
@@ -266,12 +267,16 @@ pub(crate) async fn show(
         },
         None => (Vec::new(), None),
     };
+    let mut quarantine_error = None;
     let (quarantine_counts, quarantined) = match read::quarantined_records(&api.context, &name, None, Some(20)).await {
         Ok(q) => {
             let shown = q.records.iter().map(held).collect();
             (q.counts.into_iter().map(|(writer, n)| (writer, count(n))).collect(), shown)
         }
-        Err(_) => (Vec::new(), Vec::new()),
+        Err(e) => {
+            quarantine_error = Some(e);
+            (Vec::new(), Vec::new())
+        }
     };
     let incidents = api.model().incidents();
     let ours: Vec<&Incident> = incidents.iter().filter(|i| i.dataset == name).collect();
@@ -294,6 +299,7 @@ pub(crate) async fn show(
         diff_error,
         quarantine_counts,
         quarantined,
+        quarantine_error,
         heal_p50: seconds(p50),
         heal_p90: seconds(p90),
         healed: times.len(),
@@ -330,12 +336,7 @@ pub(crate) async fn samples(
     Path(name): Path<String>,
 ) -> Response {
     let Some(dataset) = api.context.dataset(&name) else {
-        return message(
-            Some(&session),
-            StatusCode::NOT_FOUND,
-            "No such dataset",
-            &format!("mend has no dataset {name}."),
-        );
+        return no_dataset(&session, &name);
     };
     let topic = dataset.topic.clone();
     let (samples, error) = match read::sample_records(&api.context, &name, Some(SAMPLES), None, None).await {

@@ -285,6 +285,8 @@ struct Show<'a> {
     /// The first records it holds in quarantine, and where the plan's
     /// mapping puts their fields.
     records: Vec<Record>,
+    /// What could not be read for the page, and why.
+    unread: Vec<String>,
     mappings: Vec<String>,
 }
 
@@ -325,11 +327,19 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
     let pull_request = dataset.is_some_and(|d| d.github.is_some());
     let now = now_ms();
     let why_not = why_not(&incident, session);
-    // What the table holds now, beside what changed.
+    // What the table holds now, beside what changed. What could not be
+    // read is said on the page, not left out.
+    let mut unread = Vec::new();
     let columns = match dataset {
         Some(d) => match api.context.warehouse(d).await {
-            Ok(warehouse) => warehouse.columns(&d.table).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
+            Ok(warehouse) => warehouse.columns(&d.table).await.unwrap_or_else(|e| {
+                unread.push(format!("the table's columns: {e}"));
+                Vec::new()
+            }),
+            Err(e) => {
+                unread.push(format!("the warehouse: {e}"));
+                Vec::new()
+            }
         },
         None => Vec::new(),
     };
@@ -353,7 +363,10 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
                         reason: r.reason.clone(),
                     })
                     .collect(),
-                Err(_) => Vec::new(),
+                Err(e) => {
+                    unread.push(format!("the records it holds: {e}"));
+                    Vec::new()
+                }
             }
         }
         _ => Vec::new(),
@@ -433,6 +446,7 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         error,
         trail: trail(api, &incident.id).await,
         records,
+        unread,
         mappings,
         table,
     };
