@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             field: None,
             column: None,
             patch: None,
+            cost: None,
         }];
         let mut proposal = Proposal {
             envelope: Envelope::answering("proposer", &diagnosis.envelope),
@@ -92,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             held: Vec::new(),
             applied_at: None,
             error: None,
+            lock_waits: Vec::new(),
         };
         application.seal();
         push(0, "mend.detections", serde_json::to_value(&detection)?);

@@ -337,6 +337,7 @@ async fn the_applier_refuses_tampered_and_disallowed_plans() -> anyhow::Result<(
                 field: None,
                 column: None,
                 patch: None,
+                cost: None,
             })
             .collect();
         let mut decision = Decision {

@@ -31,6 +31,9 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlx::PgPool;
 
+/// How long a dry run waits for the table's lock (the default).
+const LOCK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A schema of the test's own, its warehouse connection (search path set
 /// to the schema) and an administrator's pool.
 struct Fixture {
@@ -97,7 +100,7 @@ impl Fixture {
         };
         let tables: Vec<String> = tables.iter().map(|t| (*t).to_owned()).collect();
         let statements: Vec<String> = statements.iter().map(|s| s.replace("{s}", &self.schema)).collect();
-        Ok(engine.prove(&target, &tables, &statements).await?)
+        Ok(engine.prove(&target, &tables, &statements, mend_store::DryRun::default()).await?)
     }
 
     async fn drop(self) -> Result<()> {
@@ -136,13 +139,13 @@ async fn hostile_drafts_are_refused_before_anything_runs() -> Result<()> {
         (r#"CREATE TABLE """orders__q""" (id integer)"#, "not a child table"),
     ];
     for (sql, why) in cases {
-        let vetted = fixture.warehouse.vet("orders", &[sql.to_owned()]).await?;
+        let vetted = fixture.warehouse.vet("orders", &[sql.to_owned()], LOCK).await?;
         let [refusal] = vetted.refused.as_slice() else { anyhow::bail!("{sql}: {:?}", vetted.refused) };
         ensure!(refusal.check == Check::AllowList && refusal.reason.contains(why), "{sql}: {refusal:?}");
     }
     // One plan holding all three of the first: nothing of it runs.
     let plan: Vec<String> = cases[..3].iter().map(|(sql, _)| (*sql).to_owned()).collect();
-    ensure!(fixture.warehouse.vet("orders", &plan).await?.refused.len() == 3);
+    ensure!(fixture.warehouse.vet("orders", &plan, LOCK).await?.refused.len() == 3);
     fixture.untouched().await?;
     ensure!(fixture.warehouse.columns("orders").await?.len() == 5, "the table changed");
     fixture.drop().await
@@ -207,7 +210,7 @@ async fn every_spelling_of_an_allowed_statement_passes_and_runs_as_mends_own() -
         r#"ALTER TABLE U&"\006Frders" ADD COLUMN U&"c\006Fupon" text"#.to_owned(),
     ];
     for sql in &spellings {
-        let vetted = fixture.warehouse.vet("orders", std::slice::from_ref(sql)).await?;
+        let vetted = fixture.warehouse.vet("orders", std::slice::from_ref(sql), LOCK).await?;
         ensure!(vetted.refused.is_empty(), "{sql}: {:?}", vetted.refused);
         ensure!(vetted.statements == [format!(r#"ALTER TABLE "{s}"."orders" ADD COLUMN "coupon" pg_catalog.text"#)]);
     }
@@ -217,7 +220,7 @@ async fn every_spelling_of_an_allowed_statement_passes_and_runs_as_mends_own() -
         "ALTER TABLE orders ALTER email SET DATA TYPE bytea USING pg_catalog.convert_to(email, 'UTF8')",
     ];
     for sql in conversions {
-        let vetted = fixture.warehouse.vet("orders", &[sql.to_owned()]).await?;
+        let vetted = fixture.warehouse.vet("orders", &[sql.to_owned()], LOCK).await?;
         ensure!(vetted.refused.is_empty(), "{sql}: {:?}", vetted.refused);
     }
     // The schema's own convert_to never runs: mend's rendering names the catalog's.
@@ -229,7 +232,7 @@ async fn every_spelling_of_an_allowed_statement_passes_and_runs_as_mends_own() -
         "ALTER TABLE orders ALTER COLUMN amount TYPE BIGINT, ALTER COLUMN email DROP NOT NULL".to_owned(),
         "CREATE TABLE orders__lines (sku TEXT, qty INTEGER)".to_owned(),
     ];
-    let vetted = fixture.warehouse.vet("orders", &plan).await?;
+    let vetted = fixture.warehouse.vet("orders", &plan, LOCK).await?;
     ensure!(vetted.refused.is_empty(), "{:?}", vetted.refused);
     fixture.drop().await
 }
@@ -515,7 +518,7 @@ async fn fuzz_generated_statements_never_change_another_object() -> Result<()> {
             continue;
         }
         accepted += 1;
-        let vetted = fixture.warehouse.vet("orders", std::slice::from_ref(&sql)).await?;
+        let vetted = fixture.warehouse.vet("orders", std::slice::from_ref(&sql), LOCK).await?;
         let escaped: Vec<_> = vetted.refused.iter().filter(|r| r.check != Check::DryRun).collect();
         ensure!(escaped.is_empty(), "{sql} passed the allow-list but: {escaped:?}");
         ran += usize::from(vetted.refused.is_empty());
@@ -555,7 +558,7 @@ async fn the_sqlite_proof_names_what_escapes_and_passes_mends_own() -> Result<()
     let prove = |sql: &str| {
         let statements = vec![sql.to_owned()];
         let (engine, target, tables) = (engine.clone(), target.clone(), tables.clone());
-        async move { engine.prove(&target, &tables, &statements).await }
+        async move { engine.prove(&target, &tables, &statements, mend_store::DryRun::default()).await }
     };
     for (sql, named) in [
         ("CREATE INDEX orders_email ON orders (email)", "index orders_email appeared"),
@@ -576,12 +579,12 @@ async fn the_sqlite_proof_names_what_escapes_and_passes_mends_own() -> Result<()
         ensure!(findings.is_empty(), "{sql}: {findings:?}");
     }
     // Through the allow-list: SQLite's spellings pass, its limits are said.
-    let vetted = warehouse.vet("orders", &["alter table ORDERS add column Coupon integer".to_owned()]).await?;
+    let vetted = warehouse.vet("orders", &["alter table ORDERS add column Coupon integer".to_owned()], LOCK).await?;
     ensure!(
         vetted.refused.is_empty()
             && vetted.statements == [r#"ALTER TABLE "main"."orders" ADD COLUMN "Coupon" INTEGER"#]
     );
-    let vetted = warehouse.vet("orders", &["ALTER TABLE orders ALTER COLUMN id TYPE BIGINT".to_owned()]).await?;
+    let vetted = warehouse.vet("orders", &["ALTER TABLE orders ALTER COLUMN id TYPE BIGINT".to_owned()], LOCK).await?;
     ensure!(vetted.refused.iter().any(|r| r.reason.contains("SQLite cannot")), "{vetted:?}");
     ensure!(warehouse.columns("orders").await?.len() == 2, "the dry runs were rolled back");
     warehouse.close().await;

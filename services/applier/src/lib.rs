@@ -16,13 +16,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mend_avro::codec::CodecError;
-use mend_config::Dataset;
-use mend_model::events::{Application, Decision, Envelope, Event, Held, Proposal, Quarantined};
-use mend_model::{ApplicationOutcome, Classify as _, Contract, Position, Row, StepKind, Verdict, topics};
+use std::time::Duration;
+
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use mend_config::{Dataset, Ddl};
+use mend_model::events::{
+    Application, Decision, Envelope, Event, Held, LockWait, Proposal, Quarantined, StatementCost,
+};
+use mend_model::{ApplicationOutcome, Classify as _, Contract, CostClass, Position, Row, StepKind, Verdict, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
 use mend_runtime::{Context, HandleError, fault};
-use mend_store::{Apply, Check, LoadTarget, Vetted, Warehouse};
+use mend_store::{Apply, Check, Limits, LoadTarget, Refusal, Vetted, Warehouse};
 
 const SERVICE: &str = "applier";
 /// Rows per replay transaction.
@@ -45,6 +50,14 @@ impl Replay {
             self.held.push(Held { partition, offset, reason });
         }
     }
+}
+
+/// What one attempt at a plan came to.
+enum Attempt {
+    /// Applied now (true) or before (false).
+    Applied(bool),
+    /// The guardrails refused it; nothing ran.
+    Refused(Vec<Refusal>),
 }
 
 pub struct Applier {
@@ -79,6 +92,7 @@ impl Applier {
             held: Vec::new(),
             applied_at: None,
             error: None,
+            lock_waits: Vec::new(),
         };
         // Only the plan that was approved, unchanged.
         if Proposal::hash_steps(&decision.steps) != decision.plan_hash {
@@ -95,45 +109,66 @@ impl Applier {
         application.contract_schema_id = i32::try_from(contract.schema_id).ok();
         let statements = statements(decision);
         application.statements = i32::try_from(statements.len()).unwrap_or(i32::MAX);
-        // Guardrails: the allow-list, then a dry run proven on the catalog;
-        // what runs is mend's rendering of what they allowed. A plan applied
-        // before (a redelivered decision) runs nothing again.
-        let vetted = if warehouse.applied(&decision.proposal_id).await? {
-            Vetted { refused: Vec::new(), statements: Vec::new(), schema: String::new() }
-        } else {
-            let vetted = warehouse.vet(&dataset.table, &statements).await?;
-            if !vetted.refused.is_empty() {
-                let refused: Vec<String> = vetted.refused.iter().map(ToString::to_string).collect();
-                tracing::warn!(proposal = %decision.proposal_id, ?refused, "plan refused by the guardrails");
-                // A statement the database itself refused in the dry run is a
-                // failure of the plan; anything the guardrails refused is a refusal.
-                let failed = vetted.refused.iter().all(|r| r.check == Check::DryRun);
-                application.outcome = if failed { ApplicationOutcome::Failed } else { ApplicationOutcome::Refused };
-                application.statements = 0;
-                application.error = Some(refused.join("; "));
-                return Ok(application);
-            }
-            vetted
-        };
-        let apply = Apply {
-            proposal_id: &decision.proposal_id,
-            decision_id: &decision.envelope.event_id,
-            statements: &vetted.statements,
-            schema: &vetted.schema,
-            contract: &contract,
-        };
-        fault::point("applier.before_apply");
-        match warehouse.apply(&apply).await {
-            Ok(true) => tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied"),
-            Ok(false) => tracing::info!(proposal = %decision.proposal_id, "plan applied before; finishing its replay"),
-            Err(error) if !error.is_retryable() => {
-                // The database refused the plan: nothing was committed.
+        // Each attempt vets and applies. One that waited `lock_timeout` for
+        // the table's lock (in the dry run or the apply) is rolled back whole,
+        // recorded, and tried again after a pause, so no query queues behind
+        // mend for longer than that.
+        let mut delays = lock_backoff(&dataset.ddl);
+        loop {
+            let began = std::time::Instant::now();
+            let at = mend_model::events::now_millis();
+            let error = match self.attempt(dataset, &warehouse, decision, &contract, &statements).await {
+                Ok(Attempt::Applied(true)) => {
+                    tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied");
+                    break;
+                }
+                Ok(Attempt::Applied(false)) => {
+                    tracing::info!(proposal = %decision.proposal_id, "plan applied before; finishing its replay");
+                    break;
+                }
+                Ok(Attempt::Refused(refused)) => {
+                    let reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
+                    tracing::warn!(proposal = %decision.proposal_id, refused = ?reasons, "plan refused by the guardrails");
+                    // A statement the database itself refused in the dry run is a
+                    // failure of the plan; anything the guardrails refused is a refusal.
+                    let failed = refused.iter().all(|r| r.check == Check::DryRun);
+                    application.outcome = if failed { ApplicationOutcome::Failed } else { ApplicationOutcome::Refused };
+                    application.statements = 0;
+                    application.error = Some(reasons.join("; "));
+                    return Ok(application);
+                }
+                Err(error) => error,
+            };
+            if error.is_lock_timeout() {
+                let waited_ms = i64::try_from(began.elapsed().as_millis()).unwrap_or(i64::MAX);
+                application.lock_waits.push(LockWait { at, waited_ms, error: error.to_string() });
+                let attempts = application.lock_waits.len();
+                if let Some(delay) = delays.next() {
+                    tracing::warn!(
+                        proposal = %decision.proposal_id, table = %dataset.table, attempts, ?delay,
+                        "the table's lock was not free within lock_timeout; nothing applied, trying again"
+                    );
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
                 application.outcome = ApplicationOutcome::Failed;
                 application.statements = 0;
-                application.error = Some(error.to_string());
+                application.error = Some(format!(
+                    "the lock on {} was not free within {:?} in {attempts} attempts; nothing applied and the \
+                     records stay quarantined (see what holds the table in pg_stat_activity, or raise \
+                     lock_attempts in the dataset's [dataset.ddl])",
+                    dataset.table, dataset.ddl.lock_timeout
+                ));
                 return Ok(application);
             }
-            Err(error) => return Err(error.into()),
+            if error.is_retryable() {
+                return Err(error.into());
+            }
+            // The database refused the plan: nothing was committed.
+            application.outcome = ApplicationOutcome::Failed;
+            application.statements = 0;
+            application.error = Some(error.to_string());
+            return Ok(application);
         }
         application.applied_at = Some(mend_model::events::now_millis());
         fault::point("applier.after_apply");
@@ -144,6 +179,39 @@ impl Applier {
         application.still_quarantined = replay.still_quarantined;
         application.held = replay.held;
         Ok(application)
+    }
+
+    /// One attempt at a plan: the guardrails (the allow-list, then a dry
+    /// run proven on the catalog), then the apply of mend's rendering of
+    /// what they allowed, each statement with its class's timeouts. A plan
+    /// applied before (a redelivered decision) runs nothing again.
+    async fn attempt(
+        &self,
+        dataset: &Dataset,
+        warehouse: &Warehouse,
+        decision: &Decision,
+        contract: &Contract,
+        statements: &[String],
+    ) -> Result<Attempt, mend_store::StoreError> {
+        let (vetted, limits) = if warehouse.applied(&decision.proposal_id).await? {
+            (Vetted { refused: Vec::new(), statements: Vec::new(), schema: String::new() }, Limits::default())
+        } else {
+            let vetted = warehouse.vet(&dataset.table, statements, dataset.ddl.lock_timeout).await?;
+            if !vetted.refused.is_empty() {
+                return Ok(Attempt::Refused(vetted.refused));
+            }
+            (vetted, limits(&dataset.ddl, &warehouse.costs(&dataset.table, statements).await?))
+        };
+        let apply = Apply {
+            proposal_id: &decision.proposal_id,
+            decision_id: &decision.envelope.event_id,
+            statements: &vetted.statements,
+            schema: &vetted.schema,
+            contract,
+            limits,
+        };
+        fault::point("applier.before_apply");
+        Ok(Attempt::Applied(warehouse.apply(&apply).await?))
     }
 
     /// Replays every quarantined record of `incident`, in source order.
@@ -308,6 +376,28 @@ fn next_contract(dataset: &str, current: Option<Contract>, decision: &Decision) 
     Some(Contract { dataset: dataset.to_owned(), schema_id, mapping })
 }
 
+/// Each statement's `statement_timeout` by its class (a statement the
+/// costing could not read gets the longer one), and the dataset's
+/// `lock_timeout`.
+fn limits(ddl: &Ddl, costs: &[Option<StatementCost>]) -> Limits {
+    let timeout = |cost: &Option<StatementCost>| match cost {
+        Some(cost) if cost.class == CostClass::Metadata => ddl.metadata_timeout,
+        _ => ddl.rewrite_timeout,
+    };
+    Limits { lock_timeout: ddl.lock_timeout, statement_timeouts: costs.iter().map(timeout).collect() }
+}
+
+/// The delays between attempts of a plan whose lock was not free: from
+/// the lock timeout, doubling, to 30 s, with jitter, `lock_attempts` in all.
+fn lock_backoff(ddl: &Ddl) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(ddl.lock_timeout.max(Duration::from_millis(100)))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .with_max_times(ddl.lock_attempts.saturating_sub(1) as usize)
+        .build()
+}
+
 /// The plan's DDL, in its order.
 fn statements(decision: &Decision) -> Vec<String> {
     decision.steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect()
@@ -321,6 +411,14 @@ pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<Ru
     // group reading all of mend.quarantine would cost a scan of every
     // deployment's quarantine history.) See `mend_runtime::compat`.
     config.new_group_starts_at_end = vec![topics::QUARANTINE.to_owned()];
+    // A batch may wait out a plan's lock attempts and run a rewrite: the
+    // group must not take that for a stuck consumer.
+    let longest = context.config.datasets.iter().map(|d| {
+        let waits = (d.ddl.lock_timeout + Duration::from_secs(30)) * d.ddl.lock_attempts;
+        d.ddl.rewrite_timeout + waits
+    });
+    config.max_poll_interval =
+        config.max_poll_interval.max(longest.max().unwrap_or_default() + Duration::from_secs(60));
     Ok(context.runner_with(config, Applier::new(context.clone()))?)
 }
 

@@ -16,6 +16,7 @@ fn step(kind: StepKind, sql: Option<&str>, field: Option<&str>, column: Option<&
         field: field.map(str::to_owned),
         column: column.map(str::to_owned),
         patch: None,
+        cost: None,
     }
 }
 

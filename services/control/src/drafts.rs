@@ -73,7 +73,10 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
         return Ok(refused);
     }
     let sql: Vec<String> = statements.iter().map(|(_, sql)| sql.clone()).collect();
-    let vetted = warehouse.vet(&dataset.table, &sql).await.map_err(|e| format!("the warehouse: {e}"))?;
+    let vetted = warehouse
+        .vet(&dataset.table, &sql, dataset.ddl.lock_timeout)
+        .await
+        .map_err(|e| format!("the warehouse: {e}"))?;
     for refusal in vetted.refused {
         match refusal.statement.and_then(|index| statements.get(index)) {
             Some((at, sql)) => refused.push(format!("{at}: refused {sql:?}: {}", refusal.reason)),
@@ -81,6 +84,13 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
         }
     }
     Ok(refused)
+}
+
+/// Gives the draft's ddl steps mend's own reading of their cost.
+async fn cost(api: &Api, dataset: &str, steps: &mut [PlanStep]) -> Result<(), String> {
+    let Some(dataset) = api.context.dataset(dataset) else { return Ok(()) };
+    let warehouse = api.context.applier_warehouse(dataset).await.map_err(|e| format!("the warehouse: {e}"))?;
+    warehouse.cost_steps(&dataset.table, steps).await.map_err(|e| format!("the warehouse: {e}"))
 }
 
 /// Checks a draft against the guardrails and records it on
@@ -112,9 +122,15 @@ pub async fn record_draft(
         (incident.dataset.clone(), incident.writer_schema_id, cause)
     };
     let incident = IncidentId(incident_id.to_owned());
-    let refused = refusals(api, &incident, &dataset, &steps)
-        .await
-        .map_err(|reason| (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}; try again once it answers")))?;
+    let unavailable =
+        |reason: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}; try again once it answers"));
+    let refused = refusals(api, &incident, &dataset, &steps).await.map_err(unavailable)?;
+    // A cost is mend's reading, never a drafter's claim.
+    let mut steps = steps;
+    steps.iter_mut().for_each(|step| step.cost = None);
+    if refused.is_empty() {
+        cost(api, &dataset, &mut steps).await.map_err(unavailable)?;
+    }
     let envelope = match &cause {
         Some(cause) => Envelope::answering(crate::SERVICE, cause),
         None => Envelope::new(crate::SERVICE, &dataset, incident.clone()),

@@ -141,6 +141,7 @@ impl ReadModel {
             still_quarantined: event.still_quarantined,
             held: event.held,
             error: event.error,
+            lock_waits: event.lock_waits,
         });
     }
 

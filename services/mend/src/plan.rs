@@ -83,6 +83,9 @@ fn print_plan(dataset: &Dataset, args: &Args, comparison: &Comparison) {
         if let Some(sql) = &step.sql {
             println!("       {sql}");
         }
+        if let Some(cost) = &step.cost {
+            println!("       cost: {cost}");
+        }
         if let Some(patch) = &step.patch {
             for line in patch.lines() {
                 println!("       {line}");

@@ -152,6 +152,9 @@ pub fn description(proposal: &Proposal) -> String {
         if let Some(sql) = &step.sql {
             text.push_str(&format!("   ```sql\n   {sql}\n   ```\n"));
         }
+        if let Some(cost) = &step.cost {
+            text.push_str(&format!("   Cost: {cost}\n"));
+        }
     }
     text
 }

@@ -208,6 +208,51 @@ pub struct Dataset {
     /// Whether the supervisor (Claude) drafts fixes for this dataset's
     /// incidents the rules block (default: yes, when a key is configured).
     pub supervisor: Option<bool>,
+    /// What DDL may cost the table without a person, and how long it may
+    /// wait for its lock.
+    #[serde(default)]
+    pub ddl: Ddl,
+}
+
+/// A dataset's limits on the DDL mend runs on its table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ddl {
+    /// How long a statement may wait for its lock on the table before it
+    /// gives up and is tried again (PostgreSQL's `lock_timeout`): every
+    /// query queued behind a waiting statement waits at most this long.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// How many times a plan is tried when its lock is not free, with
+    /// backoff and jitter between attempts, before it fails (nothing of it
+    /// applied; its records stay quarantined).
+    pub lock_attempts: u32,
+    /// `statement_timeout` of a statement that changes the catalog only.
+    #[serde(with = "humantime_serde")]
+    pub metadata_timeout: Duration,
+    /// `statement_timeout` of a statement that scans or rewrites the table.
+    #[serde(with = "humantime_serde")]
+    pub rewrite_timeout: Duration,
+    /// A rewrite of a table larger than this (MiB, indexes and TOAST
+    /// included) needs a person, whatever the change's policy.
+    pub rewrite_gate_mib: u64,
+    /// A scan of a table with more rows than this (or never analysed and
+    /// larger than `rewrite_gate_mib`) needs a person, whatever the
+    /// change's policy.
+    pub scan_gate_rows: u64,
+}
+
+impl Default for Ddl {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(2),
+            lock_attempts: 8,
+            metadata_timeout: Duration::from_secs(10),
+            rewrite_timeout: Duration::from_secs(3600),
+            rewrite_gate_mib: 64,
+            scan_gate_rows: 1_000_000,
+        }
+    }
 }
 
 /// How nested records become columns.

@@ -97,7 +97,10 @@ pub fn proposal_message(proposal: &Proposal, escalation: bool) -> Value {
     let sql: Vec<&str> = proposal.steps.iter().filter_map(|s| s.sql.as_deref()).collect();
     let sql =
         if sql.is_empty() { "no DDL (mapping changes only)".to_owned() } else { format!("```{}```", sql.join(";\n")) };
-    let steps = proposal.steps.iter().enumerate().map(|(i, s)| format!("{}. [{}] {}", i + 1, s.kind, s.description));
+    let steps = proposal.steps.iter().enumerate().map(|(i, s)| match &s.cost {
+        Some(cost) => format!("{}. [{}] {}\n    _cost: {cost}_", i + 1, s.kind, s.description),
+        None => format!("{}. [{}] {}", i + 1, s.kind, s.description),
+    });
     json!({
         "text": format!("{title} (proposal {})", proposal.proposal_id),
         "blocks": [

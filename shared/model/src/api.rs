@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Decision, FieldChange, Held, PlanStep, ToolCall};
+use crate::events::{Decision, FieldChange, Held, LockWait, PlanStep, ToolCall};
 use crate::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
 
 /// One incident as the API shows it: what changed, the plan, who decided,
@@ -136,6 +136,10 @@ pub struct ApplicationView {
     /// The records the replay could not load, with why.
     pub held: Vec<Held>,
     pub error: Option<String>,
+    /// The attempts that waited the whole `lock_timeout` for the table's
+    /// lock and were tried again.
+    #[serde(default)]
+    pub lock_waits: Vec<LockWait>,
 }
 
 /// Body of `POST /proposals/{id}/approve` and `/reject`.

@@ -230,6 +230,11 @@ pub struct PlanStep {
     pub column: Option<String>,
     /// The unified diff of a dbt_patch step.
     pub patch: Option<String>,
+    /// What a ddl step costs the table, known before it runs. Left out of
+    /// the hashed JSON when absent, so plans written before it keep their
+    /// hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<StatementCost>,
 }
 
 /// An ordered remediation plan and the policy reached on it.
@@ -372,6 +377,24 @@ pub struct Application {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<i64>,
     pub error: Option<String>,
+    /// Each attempt to apply the plan that gave up waiting for its lock
+    /// (`lock_timeout`) and was tried again. Left out of the hashed JSON
+    /// when empty, so applications written before the field existed keep
+    /// their hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_waits: Vec<LockWait>,
+}
+
+/// One attempt to apply a plan that waited its whole `lock_timeout` for a
+/// lock on the table and was rolled back (nothing of it applied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LockWait {
+    /// When the attempt began (ms since the epoch).
+    pub at: i64,
+    /// How long it waited before giving up, ms.
+    pub waited_ms: i64,
+    /// The database's error.
+    pub error: String,
 }
 
 impl Application {
@@ -447,8 +470,10 @@ pub struct AgentRun {
 }
 
 mod chain;
+mod cost;
 pub use chain::Event;
 use chain::canonical_json;
+pub use cost::StatementCost;
 
 #[cfg(test)]
 mod tests;

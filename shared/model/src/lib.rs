@@ -15,8 +15,8 @@ pub mod topics;
 
 pub use next::{Classify, Next};
 pub use protocol::{
-    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, DetectionSource, IncidentStatus, MAX_RECORD_BYTES, Policy,
-    QuarantineKind, RenameProof, StepKind, Verdict,
+    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, CostClass, DetectionSource, IncidentStatus,
+    MAX_RECORD_BYTES, Policy, QuarantineKind, RenameProof, StepKind, Verdict,
 };
 pub use secret::Secret;
 pub use table::{Column, Contract, Dialect, Position, Row, SqlValue};

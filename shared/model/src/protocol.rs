@@ -147,6 +147,18 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// What a DDL statement does to its table's data, cheapest first.
+    CostClass {
+        /// Changes the catalog only: done once its lock is taken.
+        Metadata = "metadata",
+        /// Reads every row under its lock (a constraint's check).
+        Scan = "scan",
+        /// Writes the table and its indexes anew under its lock.
+        Rewrite = "rewrite",
+    }
+}
+
+wire_enum! {
     /// What became of a decided plan.
     ApplicationOutcome {
         /// Applied (or applied before) and replayed.

@@ -122,6 +122,7 @@ fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> Res
             field: None,
             column: None,
             patch: None,
+            cost: None,
         }],
         policy: Policy::Auto,
         rules: vec![rule],

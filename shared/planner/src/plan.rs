@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use apache_avro::Schema;
 use mend_avro::schema::{column_name, columns_for, record_of, sql_type, strip_null};
-use mend_config::{Dataset, Nested};
-use mend_model::events::{FieldChange, PlanStep};
-use mend_model::{ChangeKind, Column, Dialect, Policy, RenameProof, StepKind};
+use mend_config::{Dataset, Ddl, Nested};
+use mend_model::events::{FieldChange, PlanStep, StatementCost};
+use mend_model::{ChangeKind, Column, CostClass, Dialect, Policy, RenameProof, StepKind};
 use mend_store::{StoreError, Warehouse, quote};
 
 use crate::dbt;
@@ -51,7 +51,7 @@ pub struct Plan {
 }
 
 fn step(kind: StepKind, description: String) -> PlanStep {
-    PlanStep { kind, description, sql: None, field: None, column: None, patch: None }
+    PlanStep { kind, description, sql: None, field: None, column: None, patch: None, cost: None }
 }
 
 /// Where a (possibly nested) field path lives in the table: its own column
@@ -374,7 +374,41 @@ pub async fn plan_dataset(
     if let Some(Err(reason)) = dbt_text {
         plan.rules.push(format!("dbt: {reason}; no patch"));
     }
+    warehouse.cost_steps(&dataset.table, &mut plan.steps).await?;
+    if let Some(rule) = gate(&plan.steps, &dataset.ddl) {
+        plan.policy = plan.policy.max(Policy::Approve);
+        plan.rules.push(rule);
+    }
     Ok(plan)
+}
+
+/// The size gate: why `steps` need a person whatever their changes'
+/// policy, if they do — a rewrite of a table larger than
+/// `rewrite_gate_mib`, or a scan of more rows than `scan_gate_rows`. A
+/// size the catalog cannot give counts as over the gate: unknown is never
+/// taken for small.
+pub fn gate(steps: &[PlanStep], ddl: &Ddl) -> Option<String> {
+    let limit = ddl.rewrite_gate_mib.saturating_mul(1024 * 1024);
+    let over = |cost: &StatementCost| match cost.class {
+        CostClass::Metadata => None,
+        CostClass::Rewrite => match cost.bytes {
+            Some(bytes) if u64::try_from(bytes).unwrap_or(0) <= limit => None,
+            _ => Some(format!("a rewrite of {} under {}", cost.estimate(), cost.lock.as_deref().unwrap_or("its lock"))),
+        },
+        CostClass::Scan => match cost.rows {
+            Some(rows) if u64::try_from(rows).unwrap_or(0) <= ddl.scan_gate_rows => None,
+            _ => Some(format!("a scan of {} under {}", cost.estimate(), cost.lock.as_deref().unwrap_or("its lock"))),
+        },
+    };
+    let reasons: Vec<String> = steps.iter().filter_map(|s| s.cost.as_ref().and_then(over)).collect();
+    (!reasons.is_empty()).then(|| {
+        format!(
+            "size gate: {} (above rewrite_gate_mib = {} or scan_gate_rows = {}) needs a person",
+            reasons.join("; "),
+            ddl.rewrite_gate_mib,
+            ddl.scan_gate_rows
+        )
+    })
 }
 
 /// The column type that holds every value of a widened field exactly:

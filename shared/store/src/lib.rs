@@ -33,6 +33,7 @@ use futures::Stream;
 use mend_config::Dataset;
 use mend_model::{Classify, Column, Contract, Next, Position, Row};
 
+pub mod cost;
 pub mod guard;
 pub mod pg;
 mod proof;
@@ -40,6 +41,7 @@ mod sql;
 pub mod sqlite;
 mod warehouse;
 
+pub use cost::Size;
 pub use sql::quote;
 pub use warehouse::Warehouse;
 
@@ -58,6 +60,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether a statement gave up waiting for a lock (`lock_timeout`,
+    /// SQLSTATE 55P03): nothing of its transaction was applied.
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Self::Sql(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03"))
+    }
+
     /// Whether the database refused a value of what was written (a data
     /// exception, a NULL or a check it will not take), as opposed to failing
     /// or refusing the statement: the record holding it goes to quarantine.
@@ -199,6 +207,29 @@ pub struct Apply<'a> {
     /// nothing else on the search path but the catalog.
     pub schema: &'a str,
     pub contract: &'a Contract,
+    /// How long the statements may wait for their locks and run.
+    pub limits: Limits,
+}
+
+/// How a dry run runs a plan's statements.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DryRun {
+    /// A statement rewrites the table: the engine may empty it first, in
+    /// the dry run's transaction, so the dry run rewrites nothing.
+    pub rewrites: bool,
+    /// How long it waits for the table's lock (zero: no limit).
+    pub lock_timeout: std::time::Duration,
+}
+
+/// How long a plan's statements may wait for their locks and run
+/// (PostgreSQL; SQLite's writer waits its busy timeout).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// `lock_timeout`: every query queued behind a waiting statement waits
+    /// at most this long. Zero: no limit.
+    pub lock_timeout: std::time::Duration,
+    /// Each statement's `statement_timeout`, in order; zero or missing: no limit.
+    pub statement_timeouts: Vec<std::time::Duration>,
 }
 
 /// What the guardrails make of a plan's statements ([`Warehouse::vet`]).
@@ -297,7 +328,18 @@ pub trait Store {
         target: &guard::Target,
         tables: &[String],
         statements: &[String],
+        how: DryRun,
     ) -> Result<Vec<String>, StoreError>;
+    /// The table's size as the catalog knows it (zero when it is missing).
+    async fn size(&self, schema: &str, table: &str) -> Result<cost::Size, StoreError>;
+    /// Runs each of mend's renderings of `statements` on an empty copy of
+    /// the table, where the engine can, and says what each did to it
+    /// (None: not probed).
+    async fn probe(
+        &self,
+        target: &guard::Target,
+        statements: &[String],
+    ) -> Result<Vec<Option<Result<cost::Probe, String>>>, StoreError>;
     /// How many plans of `dataset` have been applied.
     async fn applied_count(&self, dataset: &str) -> Result<i64, StoreError>;
     /// Whether a proposal has been applied already.

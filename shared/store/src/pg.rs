@@ -13,10 +13,13 @@ use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres as Pg, Transaction};
 
+use crate::cost::{Probe, Size};
 use crate::guard::Target;
 use crate::proof::{self, Entry, Rule};
 use crate::sql::{POSITION_COLUMNS, all_columns, bookkeeping, conflict_clause, dynamic, quote, state_tables};
-use crate::{Bookkeeping, Chunk, LoadTarget, Store, StoreError, WriteMode};
+use crate::{Bookkeeping, Chunk, DryRun, LoadTarget, Store, StoreError, WriteMode};
+
+mod probe;
 
 /// Serialises writers of one dataset's contract (establish, apply).
 const DATASET_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(hashtext($1))");
@@ -25,6 +28,10 @@ const DATASET_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(hashtext($
 /// the catalog and the dataset's schema (`$1`), for the rest of the
 /// transaction. mend's renderings name everything qualified anyway.
 const SEARCH_PATH: Option<&str> = Some("SELECT set_config('search_path', 'pg_catalog, ' || quote_ident($1), true)");
+
+/// Sets the transaction's `lock_timeout` ($1) and `statement_timeout` ($2).
+const LIMITS: Option<&str> =
+    Some("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)");
 
 /// Every user object of the catalog (oid ≥ 16384, PostgreSQL's first
 /// normal object id) as a proof entry: kind, name, the table it belongs to
@@ -249,6 +256,7 @@ impl Store for Postgres {
         target: &Target,
         tables: &[String],
         statements: &[String],
+        how: DryRun,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
@@ -258,6 +266,14 @@ impl Store for Postgres {
         sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
         if let Some(path) = SEARCH_PATH {
             sqlx::query(path).bind(&target.schema).execute(&mut *tx).await?;
+        }
+        // The dry run waits for the table's lock no longer than the apply does.
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", how.lock_timeout.as_millis()))
+            .execute(&mut *tx)
+            .await?;
+        if how.rewrites {
+            probe::empty_for_the_dry_run(&mut tx, target).await?;
         }
         let before = catalog(&mut tx, &target.schema).await?;
         for statement in statements {
@@ -274,6 +290,18 @@ impl Store for Postgres {
         .await?;
         tx.rollback().await?;
         Ok(proof::findings(&before, &after, &allowed.into_iter().collect(), rule))
+    }
+
+    async fn size(&self, schema: &str, table: &str) -> Result<Size, StoreError> {
+        probe::size(&self.pool, schema, table).await
+    }
+
+    async fn probe(
+        &self,
+        target: &Target,
+        statements: &[String],
+    ) -> Result<Vec<Option<Result<Probe, String>>>, StoreError> {
+        probe::probe(&self.pool, target, statements).await
     }
 
     async fn columns(&self, table: &str) -> Result<Vec<Column>, StoreError> {

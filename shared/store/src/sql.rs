@@ -192,7 +192,9 @@ pub(crate) use bookkeeping;
 /// The [`crate::Store`] methods whose SQL is the same in both dialects,
 /// expanded into each engine's impl. The engine's module provides
 /// `DATASET_LOCK` (a statement serialising writers of one dataset, if the
-/// dialect has one) and the engine has a `pool`.
+/// dialect has one), `SEARCH_PATH` and `LIMITS` (a statement setting a
+/// transaction's `lock_timeout` and `statement_timeout`, if it has them),
+/// and the engine has a `pool`.
 macro_rules! portable_methods {
     () => {
         async fn contract(&self, dataset: &str) -> Result<Option<mend_model::Contract>, $crate::StoreError> {
@@ -376,8 +378,27 @@ macro_rules! portable_methods {
                 }
                 None => None,
             };
-            for statement in application.statements {
+            // Each statement waits at most `lock_timeout` for its lock and
+            // runs at most its own timeout; mend's own queries after them
+            // run as they always do.
+            let saved_limits: Option<(String, String)> = match LIMITS {
+                Some(_) => Some(
+                    sqlx::query_as("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+                        .fetch_one(&mut *tx)
+                        .await?,
+                ),
+                None => None,
+            };
+            for (index, statement) in application.statements.iter().enumerate() {
+                if let Some(set) = LIMITS {
+                    let lock = format!("{}ms", application.limits.lock_timeout.as_millis());
+                    let timeout = application.limits.statement_timeouts.get(index).map_or(0, |t| t.as_millis());
+                    sqlx::query(set).bind(lock).bind(format!("{timeout}ms")).execute(&mut *tx).await?;
+                }
                 sqlx::query($crate::sql::dynamic(statement)).execute(&mut *tx).await?;
+            }
+            if let (Some(set), Some((lock, timeout))) = (LIMITS, saved_limits) {
+                sqlx::query(set).bind(lock).bind(timeout).execute(&mut *tx).await?;
             }
             if let Some(saved) = search_path {
                 sqlx::query("SELECT set_config('search_path', $1, true)").bind(saved).execute(&mut *tx).await?;

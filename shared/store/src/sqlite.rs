@@ -12,13 +12,18 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite as Lite, Transaction};
 
+use crate::cost::{Probe, Size};
 use crate::guard::Target;
 use crate::proof::{self, Entry, Rule};
 use crate::sql::{POSITION_COLUMNS, all_columns, bookkeeping, conflict_clause, dynamic, quote, state_tables};
-use crate::{Bookkeeping, Chunk, LoadTarget, Store, StoreError, WriteMode};
+use crate::{Bookkeeping, Chunk, DryRun, LoadTarget, Store, StoreError, WriteMode};
 
 /// SQLite serialises writers itself.
 const DATASET_LOCK: Option<&str> = None;
+
+/// SQLite has no lock or statement timeouts: a writer waits its busy
+/// timeout.
+const LIMITS: Option<&str> = None;
 
 /// SQLite has no search path.
 const SEARCH_PATH: Option<&str> = None;
@@ -86,11 +91,45 @@ impl Store for Sqlite {
         Ok("main".to_owned())
     }
 
+    /// Rows from `sqlite_stat1` (written by ANALYZE) and bytes from the
+    /// `dbstat` table, each None when the database has none (never
+    /// analysed; a library built without `dbstat`).
+    async fn size(&self, _schema: &str, table: &str) -> Result<Size, StoreError> {
+        let rows: Option<String> =
+            sqlx::query_scalar("SELECT stat FROM sqlite_stat1 WHERE tbl = ?1 COLLATE NOCASE AND idx IS NULL")
+                .bind(table)
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten();
+        let bytes: Option<i64> = sqlx::query_scalar("SELECT SUM(pgsize) FROM dbstat WHERE name = ?1 COLLATE NOCASE")
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .flatten();
+        let rows = rows.and_then(|stat| stat.split_whitespace().next().and_then(|n| n.parse().ok()));
+        Ok(Size { rows, bytes })
+    }
+
+    /// SQLite changes a table's schema text only for the statements mend
+    /// allows: nothing to confirm on a copy.
+    async fn probe(
+        &self,
+        _target: &Target,
+        statements: &[String],
+    ) -> Result<Vec<Option<Result<Probe, String>>>, StoreError> {
+        Ok(vec![None; statements.len()])
+    }
+
+    /// SQLite rewrites nothing mend allows, and its writer waits its busy
+    /// timeout: `_how` changes nothing here.
     async fn prove(
         &self,
         _target: &Target,
         tables: &[String],
         statements: &[String],
+        _how: DryRun,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = catalog(&mut tx).await?;

@@ -4,10 +4,12 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::Stream;
-use mend_model::{Classify, Column, Contract, Dialect, Row};
+use mend_model::events::{PlanStep, StatementCost};
+use mend_model::{Classify, Column, Contract, CostClass, Dialect, Row, StepKind};
 
 use crate::{
-    Apply, Bookkeeping, Check, Chunk, Kept, LoadTarget, Refusal, Store, StoreError, Vetted, guard, pg, sql, sqlite,
+    Apply, Bookkeeping, Check, Chunk, DryRun, Kept, LoadTarget, Refusal, Store, StoreError, Vetted, cost, guard, pg,
+    sql, sqlite,
 };
 
 /// A connection pool to the warehouse: one of the engines.
@@ -158,8 +160,14 @@ impl Warehouse {
     /// transaction rolled back) proven on the catalog ([`proof`]). A
     /// statement that fails in the dry run, or a catalog change outside the
     /// dataset's table, is a refusal; Err only when the warehouse cannot be
-    /// asked.
-    pub async fn vet(&self, table: &str, statements: &[String]) -> Result<Vetted, StoreError> {
+    /// asked, or the table's lock was not free within `lock_timeout` (the
+    /// dry run takes the lock the statements take).
+    pub async fn vet(
+        &self,
+        table: &str,
+        statements: &[String],
+        lock_timeout: std::time::Duration,
+    ) -> Result<Vetted, StoreError> {
         let dialect = self.dialect();
         let schema = dispatch!(self.schema_of(table))?;
         let original = guard::Target {
@@ -171,9 +179,11 @@ impl Warehouse {
         let mut target = original.clone();
         let mut vetted = Vetted { refused: Vec::new(), statements: Vec::new(), schema };
         let mut tables = vec![table.to_owned()];
+        let mut rewrites = false;
         for (index, statement) in statements.iter().enumerate() {
             match guard::check(statement, &target) {
                 Ok(allowed) => {
+                    rewrites |= cost::by_rules(&target, &allowed.effects).0 == CostClass::Rewrite;
                     target.apply(&allowed);
                     for effect in &allowed.effects {
                         if let guard::Effect::CreateChild { table } = effect {
@@ -192,7 +202,7 @@ impl Warehouse {
         if !vetted.refused.is_empty() || vetted.statements.is_empty() {
             return Ok(vetted);
         }
-        match dispatch!(self.prove(&original, &tables, &vetted.statements)) {
+        match dispatch!(self.prove(&original, &tables, &vetted.statements, DryRun { rewrites, lock_timeout })) {
             Ok(findings) => vetted.refused.extend(findings.into_iter().map(|finding| Refusal {
                 statement: None,
                 check: Check::Catalog,
@@ -205,6 +215,58 @@ impl Warehouse {
             Err(error) => return Err(error),
         }
         Ok(vetted)
+    }
+
+    /// What each of `statements` costs `table`, in order ([`cost`]): the
+    /// allow-list's reading of it, its class and lock by the database's
+    /// rules, confirmed by a dry run on an empty copy of the table where the
+    /// engine allows one, and the table's size from the catalog. None for a
+    /// statement the allow-list refuses (and for those after it).
+    pub async fn costs(&self, table: &str, statements: &[String]) -> Result<Vec<Option<StatementCost>>, StoreError> {
+        let schema = dispatch!(self.schema_of(table))?;
+        let original = guard::Target {
+            dialect: self.dialect(),
+            schema,
+            table: table.to_owned(),
+            columns: self.columns(table).await?,
+        };
+        let mut target = original.clone();
+        let mut rules = Vec::with_capacity(statements.len());
+        let mut rendered = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let Ok(allowed) = guard::check(statement, &target) else { break };
+            rules.push(cost::by_rules(&target, &allowed.effects));
+            target.apply(&allowed);
+            rendered.push(allowed.sql);
+        }
+        let size = dispatch!(self.size(&original.schema, table))?;
+        let probes = if rendered.len() == statements.len() {
+            dispatch!(self.probe(&original, &rendered))?
+        } else {
+            vec![None; rendered.len()]
+        };
+        let mut costs: Vec<Option<StatementCost>> =
+            rules.into_iter().zip(probes).map(|(rules, probe)| Some(cost::cost(rules, probe, size))).collect();
+        costs.resize(statements.len(), None);
+        Ok(costs)
+    }
+
+    /// Gives each ddl step of `steps` its cost on `table` ([`Self::costs`]),
+    /// replacing whatever cost it carried: a cost is mend's reading, never
+    /// a drafter's claim.
+    pub async fn cost_steps(&self, table: &str, steps: &mut [PlanStep]) -> Result<(), StoreError> {
+        for step in steps.iter_mut() {
+            step.cost = None;
+        }
+        let ddl: Vec<String> = steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect();
+        if ddl.is_empty() {
+            return Ok(());
+        }
+        let mut costs = self.costs(table, &ddl).await?.into_iter();
+        for step in steps.iter_mut().filter(|s| s.kind == StepKind::Ddl && s.sql.is_some()) {
+            step.cost = costs.next().flatten();
+        }
+        Ok(())
     }
 
     /// How many plans of `dataset` have been applied.

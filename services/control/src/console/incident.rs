@@ -11,7 +11,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use mend_model::api::{DraftView, Incident};
-use mend_model::events::{FieldChange, PlanStep};
+use mend_model::events::{FieldChange, PlanStep, StatementCost};
 use mend_model::{Channel, IncidentStatus, StepKind, Verdict};
 use serde::Deserialize;
 
@@ -100,6 +100,8 @@ struct Step {
     /// Of a statement: what the guardrails say of it now ("" when not asked).
     verdict: String,
     refused: bool,
+    /// Of a statement: what it costs the table, as planned.
+    cost: Option<StatementCost>,
 }
 
 fn step(s: &PlanStep) -> Step {
@@ -118,7 +120,14 @@ fn step(s: &PlanStep) -> Step {
         StepKind::DbtPatch => "dbt patch",
         StepKind::Replay => "replay",
     };
-    Step { kind, description: s.description.clone(), code, verdict: String::new(), refused: false }
+    Step {
+        kind,
+        description: s.description.clone(),
+        code,
+        verdict: String::new(),
+        refused: false,
+        cost: s.cost.clone(),
+    }
 }
 
 /// The guardrails' verdict on each statement of a plan still to decide:
@@ -130,7 +139,7 @@ async fn vet(api: &Api, dataset: &mend_config::Dataset, steps: &mut [Step], plan
         return;
     }
     let vetted = match api.context.applier_warehouse(dataset).await {
-        Ok(warehouse) => warehouse.vet(&dataset.table, &statements).await,
+        Ok(warehouse) => warehouse.vet(&dataset.table, &statements, dataset.ddl.lock_timeout).await,
         Err(e) => Err(e),
     };
     let ddl = steps.iter_mut().filter(|s| s.kind == "SQL");
@@ -551,6 +560,7 @@ mod tests {
             field: Some("customer_email".into()),
             column: Some("email".into()),
             patch: None,
+            cost: None,
         };
         let record = serde_json::json!({"id": 3, "customer_email": "a@b"});
         assert_eq!(mapped(&record, &[mapping]), r#"{"email":"a@b","id":3}"#);

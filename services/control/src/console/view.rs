@@ -242,8 +242,15 @@ mod tests {
 
     #[test]
     fn approving_says_what_it_will_do() {
-        let step =
-            |kind| PlanStep { kind, description: String::new(), sql: None, field: None, column: None, patch: None };
+        let step = |kind| PlanStep {
+            kind,
+            description: String::new(),
+            sql: None,
+            field: None,
+            column: None,
+            patch: None,
+            cost: None,
+        };
         let steps = [step(StepKind::Ddl), step(StepKind::Ddl), step(StepKind::DbtPatch), step(StepKind::Replay)];
         assert_eq!(
             approve_summary(&steps, "orders", 1204, true),

@@ -82,6 +82,7 @@ fn application(time: i64, replayed: i64, still_quarantined: i64) -> AuditEvent {
         held: (0..still_quarantined).map(|offset| Held { partition: 0, offset, reason: "a string".into() }).collect(),
         applied_at: Some(time),
         error: None,
+        lock_waits: Vec::new(),
     })
 }
 

@@ -51,6 +51,7 @@ fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
         field: None,
         column: None,
         patch: None,
+        cost: None,
     }];
     let mut proposal = Proposal {
         envelope: Envelope::answering("proposer", &diagnosis.envelope),
@@ -79,6 +80,7 @@ fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
         held: Vec::new(),
         applied_at: None,
         error: None,
+        lock_waits: Vec::new(),
     };
     application.seal();
     vec![

@@ -88,6 +88,7 @@ fn proposal_round_trips() -> anyhow::Result<()> {
         field: Some("coupon".into()),
         column: Some("coupon".into()),
         patch: None,
+        cost: None,
     }];
     round_trip(Proposal {
         envelope: envelope(),
@@ -110,7 +111,22 @@ fn decision_round_trips() -> anyhow::Result<()> {
         proposal_id: "p".into(),
         plan_hash: "h".into(),
         writer_schema_id: Some(3),
-        steps: vec![],
+        steps: vec![PlanStep {
+            kind: StepKind::Ddl,
+            description: "widen".into(),
+            sql: Some("ALTER TABLE t ALTER COLUMN q TYPE bigint".into()),
+            field: None,
+            column: None,
+            patch: None,
+            cost: Some(StatementCost {
+                class: CostClass::Rewrite,
+                lock: Some("ACCESS EXCLUSIVE".into()),
+                reason: "int4 -> int8".into(),
+                probe: None,
+                rows: None,
+                bytes: Some(8192),
+            }),
+        }],
         outcome: Verdict::Approved,
         by: "alice".into(),
         channel: Channel::Cli,
@@ -133,6 +149,7 @@ fn application_round_trips() -> anyhow::Result<()> {
         held: Vec::new(),
         applied_at: None,
         error: Some("none".into()),
+        lock_waits: Vec::new(),
     })?;
     round_trip(Application {
         envelope: envelope(),
@@ -147,6 +164,7 @@ fn application_round_trips() -> anyhow::Result<()> {
         held: vec![Held { partition: 2, offset: 41, reason: "field amount is string in the record".into() }],
         applied_at: Some(1_700_000_000_000),
         error: None,
+        lock_waits: vec![LockWait { at: 1_700_000_000_000, waited_ms: 2003, error: "lock timeout".into() }],
     })
 }
 
@@ -211,8 +229,15 @@ fn incident_ids_are_stable_per_dataset_and_schema() {
 /// written before the enums existed stay readable.
 #[test]
 fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
-    let step =
-        |kind: StepKind| PlanStep { kind, description: "d".into(), sql: None, field: None, column: None, patch: None };
+    let step = |kind: StepKind| PlanStep {
+        kind,
+        description: "d".into(),
+        sql: None,
+        field: None,
+        column: None,
+        patch: None,
+        cost: None,
+    };
     for kind in ChangeKind::ALL {
         let changes = vec![FieldChange::new(*kind, "f")];
         round_trip(Detection {
@@ -322,6 +347,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             held: Vec::new(),
             applied_at: None,
             error: None,
+            lock_waits: Vec::new(),
         })?;
     }
     Ok(())
