@@ -240,8 +240,12 @@ fn status_of(incident: &Incident, now: i64) -> Status {
         format!("{} by {} through {} at {}{reason}", d.outcome, d.by, d.channel, utc(d.at))
     });
     let applied = incident.application.as_ref().map(|a| {
+        let waits = match a.lock_waits.len() {
+            0 => String::new(),
+            n => format!("; gave up waiting for the table's lock {n} times and tried again"),
+        };
         format!(
-            "{}: {} statements, {} replayed, {} loaded, {} still quarantined{}",
+            "{}: {} statements, {} replayed, {} loaded, {} still quarantined{waits}{}",
             a.outcome,
             a.statements,
             count(a.replayed),
