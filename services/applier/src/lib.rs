@@ -14,11 +14,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use mend_avro::codec::CodecError;
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
+use mend_avro::codec::CodecError;
 use mend_config::{Dataset, Ddl};
 use mend_model::events::{
     Application, Decision, Envelope, Event, Held, LockWait, Proposal, Quarantined, StatementCost,
