@@ -222,6 +222,11 @@ async fn the_dataset_policy_decides_and_bad_input_is_a_clear_error() -> anyhow::
     let (code, report) = planned.plan(&v2(|f| f[2] = json!({"name": "qty", "type": "long"})))?;
     assert_eq!(code, 4, "auto, but the contract cannot read it: {report:?}");
     assert!(report.changes[0].rule.ends_with("(dataset policy)"), "{report:?}");
+    // The widening's statement says what it costs: int4 -> int8 rewrites
+    // the table, as the dry run on an empty copy confirms.
+    let cost = report.steps.iter().find_map(|s| s.cost.as_ref()).expect("the widening's statement has a cost");
+    assert_eq!(cost.class, mend_model::CostClass::Rewrite, "{cost}");
+    assert!(cost.probe.as_deref().is_some_and(|p| p.contains("replaced the table's file")), "{cost}");
     let (code, _) = planned.plan(&v2(|f| f.push(json!({"name": "c", "type": ["null", "string"], "default": null}))))?;
     assert_eq!(code, 3);
     // Not a schema: exit 1 with a message, not a panic.
