@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             rules: vec!["field_added(coupon) => auto".into()],
             origin: None,
             refused: Vec::new(),
+            blast_radius: None,
         };
         proposal.seal();
         let decision = Decision::on(&proposal, "proposer", Verdict::Approved, "policy".into(), Channel::Policy, None);

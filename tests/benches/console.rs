@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 rules: vec![format!("field_added(field_{writer}) => approve")],
                 origin: None,
                 refused: Vec::new(),
+                blast_radius: None,
             };
             proposal.seal();
             sends.push((Proposal::TOPIC, codec.encode_event(&proposal).await?));

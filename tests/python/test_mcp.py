@@ -36,6 +36,7 @@ TOOLS = {
     "propose_plan": False,
     "list_incidents": True,
     "get_incident": True,
+    "blast_radius": True,
     "describe_table": True,
     "sample_records": True,
     "registry_history": True,

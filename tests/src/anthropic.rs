@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// mend's MCP tools, as the Messages API must receive them.
-pub const TOOLS: [&str; 10] = [
+pub const TOOLS: [&str; 11] = [
     "approve_proposal",
+    "blast_radius",
     "compare_schema",
     "describe_table",
     "get_incident",

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 pub use mend_model::api::{DraftOutcome, DraftRequest};
-use mend_model::events::{Envelope, Event, IncidentId, PlanStep, Proposal, ProposalOrigin};
+use mend_model::events::{BlastRadius, Envelope, Event, FieldChange, IncidentId, PlanStep, Proposal, ProposalOrigin};
 use mend_model::{Policy, StepKind};
 
 use crate::auth::Caller;
@@ -87,10 +87,20 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
 }
 
 /// Gives the draft's ddl steps mend's own reading of their cost.
-async fn cost(api: &Api, dataset: &str, steps: &mut [PlanStep]) -> Result<(), String> {
-    let Some(dataset) = api.context.dataset(dataset) else { return Ok(()) };
+async fn assess(
+    api: &Api,
+    dataset: &str,
+    steps: &mut [PlanStep],
+    changes: &[FieldChange],
+) -> Result<Option<BlastRadius>, String> {
+    let Some(dataset) = api.context.dataset(dataset) else { return Ok(None) };
     let warehouse = api.context.applier_warehouse(dataset).await.map_err(|e| format!("the warehouse: {e}"))?;
-    warehouse.cost_steps(&dataset.table, steps).await.map_err(|e| format!("the warehouse: {e}"))
+    warehouse.cost_steps(&dataset.table, steps).await.map_err(|e| format!("the warehouse: {e}"))?;
+    let mapping = warehouse.contract(&dataset.name).await.map_err(|e| format!("the warehouse: {e}"))?;
+    let mapping = mapping.map(|c| c.mapping).unwrap_or_default();
+    mend_planner::blast::blast_radius(dataset, &warehouse, steps, changes, &mapping)
+        .await
+        .map_err(|e| format!("the warehouse: {e}"))
 }
 
 /// Checks a draft against the guardrails and records it on
@@ -104,7 +114,7 @@ pub async fn record_draft(
     rationale: String,
     proposal_id: Option<String>,
 ) -> Result<DraftOutcome, (StatusCode, String)> {
-    let (dataset, writer, cause) = {
+    let (dataset, writer, cause, changes) = {
         let model = api.model();
         if let Some(known) = proposal_id.as_ref().and_then(|id| model.proposals.get(id)) {
             // Handed over before: the first outcome stands.
@@ -118,8 +128,12 @@ pub async fn record_draft(
         let Some(incident) = model.incidents.get(incident_id).filter(|i| i.is_known()) else {
             return Err((StatusCode::NOT_FOUND, format!("no incident {incident_id}; list_incidents shows their ids")));
         };
-        let cause = incident.proposal_id.as_ref().and_then(|p| model.proposals.get(p)).map(|p| p.envelope.clone());
-        (incident.dataset.clone(), incident.writer_schema_id, cause)
+        let rules_plan = incident.proposal_id.as_ref().and_then(|p| model.proposals.get(p));
+        let cause = rules_plan.map(|p| p.envelope.clone());
+        // What the writer changed, as the rules' plan read it: the blast
+        // radius weighs the draft's statements with them.
+        let changes = rules_plan.map(|p| p.changes.clone()).unwrap_or_default();
+        (incident.dataset.clone(), incident.writer_schema_id, cause, changes)
     };
     let incident = IncidentId(incident_id.to_owned());
     let unavailable =
@@ -128,9 +142,8 @@ pub async fn record_draft(
     // A cost is mend's reading, never a drafter's claim.
     let mut steps = steps;
     steps.iter_mut().for_each(|step| step.cost = None);
-    if refused.is_empty() {
-        cost(api, &dataset, &mut steps).await.map_err(unavailable)?;
-    }
+    let blast_radius =
+        if refused.is_empty() { assess(api, &dataset, &mut steps, &changes).await.map_err(unavailable)? } else { None };
     let envelope = match &cause {
         Some(cause) => Envelope::answering(crate::SERVICE, cause),
         None => Envelope::new(crate::SERVICE, &dataset, incident.clone()),
@@ -142,6 +155,12 @@ pub async fn record_draft(
     } else {
         "the draft does not pass the guardrails => block".to_owned()
     });
+    let mut policy = if refused.is_empty() { Policy::Approve } else { Policy::Block };
+    let downstream = api.context.dataset(&dataset).zip(blast_radius.as_ref());
+    if let Some((policy_now, rule)) = downstream.and_then(|(d, radius)| mend_planner::blast::gate(radius, d)) {
+        policy = policy.max(policy_now);
+        rules.push(rule);
+    }
     let mut proposal = Proposal {
         envelope,
         proposal_id: proposal_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -149,10 +168,11 @@ pub async fn record_draft(
         changes: Vec::new(),
         plan_hash: Proposal::hash_steps(&steps),
         steps,
-        policy: if refused.is_empty() { Policy::Approve } else { Policy::Block },
+        policy,
         rules,
         origin: Some(ProposalOrigin::draft(&by, &rationale)),
         refused: refused.clone(),
+        blast_radius,
     };
     proposal.seal();
     api.context

@@ -84,6 +84,7 @@ impl ReadModel {
         incident.policy = Some(event.policy);
         incident.rules.clone_from(&event.rules);
         incident.steps.clone_from(&event.steps);
+        incident.blast_radius.clone_from(&event.blast_radius);
         incident.proposed_at.get_or_insert(event.envelope.time);
         if incident.decision.is_none() && incident.application.is_none() {
             incident.status = match event.policy {

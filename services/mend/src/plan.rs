@@ -92,6 +92,13 @@ fn print_plan(dataset: &Dataset, args: &Args, comparison: &Comparison) {
             }
         }
     }
+    if let Some(radius) = &plan.blast_radius {
+        println!("\ndownstream in dbt ({})", radius.manifest);
+        println!("  {}", radius.summary());
+        for node in radius.affected() {
+            println!("  {node}");
+        }
+    }
     let meaning = match plan.policy {
         Policy::Auto => "mend would apply this on its own",
         Policy::Approve => "mend would wait for a person to approve",

@@ -156,5 +156,17 @@ pub fn description(proposal: &Proposal) -> String {
             text.push_str(&format!("   Cost: {cost}\n"));
         }
     }
+    if let Some(radius) = &proposal.blast_radius {
+        text.push_str(&format!("\n### Downstream in dbt\n{}\n\n", radius.summary()));
+        for node in radius.affected() {
+            text.push_str(&format!(
+                "- **{}** {} `{}`: {}\n",
+                node.impact,
+                node.kind,
+                node.name,
+                node.reasons.join("; ")
+            ));
+        }
+    }
     text
 }

@@ -122,6 +122,7 @@ impl Proposer {
             rules: plan.rules,
             origin: Some(ProposalOrigin::rules()),
             refused: Vec::new(),
+            blast_radius: plan.blast_radius,
         };
         proposal.seal();
         let decision = (plan.policy == Policy::Auto).then(|| {

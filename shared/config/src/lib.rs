@@ -212,6 +212,13 @@ pub struct Dataset {
     /// wait for its lock.
     #[serde(default)]
     pub ddl: Ddl,
+    /// The compiled manifest of the dbt project downstream of the table
+    /// (`target/manifest.json` after `dbt compile`): every plan shows its
+    /// blast radius there, model by model.
+    pub dbt_manifest: Option<PathBuf>,
+    /// What a plan that breaks something in that project needs, whatever
+    /// its changes' policy (default `approve`; `auto` only reports it).
+    pub downstream_breaking: Option<Policy>,
 }
 
 /// A dataset's limits on the DDL mend runs on its table.

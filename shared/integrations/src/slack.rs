@@ -101,7 +101,20 @@ pub fn proposal_message(proposal: &Proposal, escalation: bool) -> Value {
         Some(cost) => format!("{}. [{}] {}\n    _cost: {cost}_", i + 1, s.kind, s.description),
         None => format!("{}. [{}] {}", i + 1, s.kind, s.description),
     });
-    json!({
+    // Slack takes at most 3,000 characters in a section's text.
+    let downstream = proposal.blast_radius.as_ref().map(|radius| {
+        let mut text = format!("*Downstream in dbt*\n{}", radius.summary());
+        for node in radius.affected() {
+            let line = format!("\n• {node}");
+            if text.len() + line.len() > 2900 {
+                text.push_str("\n• … (the rest in `mend show`)");
+                break;
+            }
+            text.push_str(&line);
+        }
+        text
+    });
+    let mut message = json!({
         "text": format!("{title} (proposal {})", proposal.proposal_id),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title}},
@@ -122,7 +135,11 @@ pub fn proposal_message(proposal: &Proposal, escalation: bool) -> Value {
                  "text": {"type": "plain_text", "text": "Reject"}},
             ]},
         ],
-    })
+    });
+    if let (Some(text), Some(blocks)) = (downstream, message["blocks"].as_array_mut()) {
+        blocks.insert(5, json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
+    }
+    message
 }
 
 /// Posts a message to an incoming webhook. Slack answers `ok` with 200.

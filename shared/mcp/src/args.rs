@@ -3,7 +3,7 @@
 
 use mend_model::IncidentStatus;
 use mend_model::api::{DecisionRecorded, Incident};
-use mend_model::events::PlanStep;
+use mend_model::events::{BlastRadius, PlanStep};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,17 @@ pub struct Incidents {
 pub struct IncidentArgs {
     /// The incident's id (from `list_incidents`).
     pub incident_id: String,
+}
+
+/// An incident's plan and what it does downstream.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Downstream {
+    pub incident_id: String,
+    /// The plan weighed: the incident's current proposal.
+    pub proposal_id: String,
+    /// "2 breaking, 1 unknown, 3 partial, 4 unaffected of 10 dbt nodes downstream".
+    pub summary: String,
+    pub blast_radius: BlastRadius,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

@@ -164,6 +164,22 @@ impl McpServer {
     }
 
     #[tool(
+        name = "blast_radius",
+        description = "What an incident's plan does downstream in the dataset's dbt project, read from its \
+                       compiled manifest: a verdict per model, snapshot, test, exposure and metric (breaking, \
+                       partial, none, or unknown where mend cannot read it, such as a Python model), each with its \
+                       reasons, including columns read in joins, filters, grouping and windows.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn blast_radius(
+        &self,
+        Parameters(args): Parameters<IncidentArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<Downstream>, String> {
+        self.blast_radius_as(caller(&context), args).await
+    }
+
+    #[tool(
         name = "describe_table",
         description = "A dataset's destination table: its columns (name, SQL type, nullable) from the database \
                        catalog, its row count, and the contract (registry schema id and version, field to column \
@@ -318,6 +334,26 @@ impl McpServer {
         })
         .await
     }
+    pub async fn blast_radius_as(
+        &self,
+        caller: Option<Caller>,
+        args: IncidentArgs,
+    ) -> Result<Json<Downstream>, String> {
+        self.run("blast_radius", caller.clone(), Role::Viewer, async {
+            let incident = self.control.incident(&args.incident_id).await?;
+            let Some(proposal_id) = incident.proposal_id.clone() else {
+                return Err(format!("incident {} has no plan yet", args.incident_id));
+            };
+            let Some(blast_radius) = incident.blast_radius else {
+                return Err(format!(
+                    "the dataset {} names no dbt_manifest in mend.toml, so mend knows no dbt project downstream",
+                    incident.dataset
+                ));
+            };
+            Ok(Downstream { incident_id: args.incident_id, proposal_id, summary: blast_radius.summary(), blast_radius })
+        })
+        .await
+    }
     pub async fn describe_table_as(
         &self,
         caller: Option<Caller>,
@@ -405,6 +441,7 @@ impl McpServer {
         match name {
             "list_incidents" => call!(list_incidents_as),
             "get_incident" => call!(get_incident_as),
+            "blast_radius" => call!(blast_radius_as),
             "describe_table" => call!(describe_table_as),
             "sample_records" => call!(sample_records_as),
             "quarantined_records" => call!(quarantined_records_as),

@@ -49,6 +49,9 @@ pub struct Incident {
     pub drafts: Vec<DraftView>,
     /// The supervisor's last run on this incident, if it ran.
     pub supervisor: Option<SupervisorView>,
+    /// What its proposal does downstream in the dataset's dbt project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<crate::events::BlastRadius>,
 }
 
 impl Incident {
@@ -241,6 +244,10 @@ pub struct PlanReport {
     /// `mend plan`'s exit code: 0 auto, 2 approve, 3 block, 4 auto but the
     /// contract's readers cannot read the new schema.
     pub exit_code: u8,
+    /// What the plan does downstream in the dataset's dbt project (when it
+    /// names its manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<crate::events::BlastRadius>,
 }
 
 /// A change and what the policy decided for it.

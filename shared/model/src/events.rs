@@ -256,6 +256,10 @@ pub struct Proposal {
     /// accepted, and for the rules' plans).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// What the plan does downstream in the dataset's dbt project (when it
+    /// names its manifest); outside the plan's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<BlastRadius>,
 }
 
 /// Who made a plan.
@@ -469,8 +473,10 @@ pub struct AgentRun {
     pub duration_ms: i64,
 }
 
+mod blast;
 mod chain;
 mod cost;
+pub use blast::{BlastRadius, Downstream};
 pub use chain::Event;
 use chain::canonical_json;
 pub use cost::StatementCost;

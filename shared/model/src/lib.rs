@@ -15,7 +15,7 @@ pub mod topics;
 
 pub use next::{Classify, Next};
 pub use protocol::{
-    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, CostClass, DetectionSource, IncidentStatus,
+    AgentOutcome, ApplicationOutcome, ChangeKind, Channel, CostClass, DetectionSource, Impact, IncidentStatus,
     MAX_RECORD_BYTES, Policy, QuarantineKind, RenameProof, StepKind, Verdict,
 };
 pub use secret::Secret;

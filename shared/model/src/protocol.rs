@@ -147,6 +147,25 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// What a plan does to a node downstream of its table (a dbt model, test,
+    /// exposure, …), mildest first.
+    Impact {
+        /// Reads none of the changed columns.
+        None = "none",
+        /// Still builds, but what it holds changes: a column's values or
+        /// type, NULLs from now on, a new column through `select *`.
+        Partial = "partial",
+        /// mend cannot read it (a Python model, SQL it cannot parse, no
+        /// compiled code): a person must look.
+        Unknown = "unknown",
+        /// Fails to build or its test fails: it reads a column that is
+        /// renamed away, uses a column whose type it cannot take, or builds
+        /// on a node that breaks.
+        Breaking = "breaking",
+    }
+}
+
+wire_enum! {
     /// What a DDL statement does to its table's data, cheapest first.
     CostClass {
         /// Changes the catalog only: done once its lock is taken.

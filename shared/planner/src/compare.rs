@@ -127,6 +127,7 @@ fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> Res
         policy: Policy::Auto,
         rules: vec![rule],
         decisions: Vec::new(),
+        blast_radius: None,
     })
 }
 
@@ -151,5 +152,6 @@ pub fn report(dataset: &Dataset, comparison: &Comparison) -> PlanReport {
         decision: plan.policy,
         contract_can_read: *contract_can_read,
         exit_code: comparison.exit_code(),
+        blast_radius: plan.blast_radius.clone(),
     }
 }

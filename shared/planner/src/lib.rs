@@ -1,9 +1,11 @@
 //! The planner: from classified changes to an ordered remediation plan and
 //! the decision policy reaches on it ([`plan`]), the dbt patch a plan
-//! carries ([`dbt`]), and the dry comparison of a schema with a dataset's
+//! carries ([`dbt`]), its blast radius in the dbt project ([`blast`]), and
+//! the dry comparison of a schema with a dataset's
 //! table that `mend plan` and the MCP tool `compare_schema` print
 //! ([`compare`]). The proposer runs it on every diagnosis.
 
+pub mod blast;
 pub mod compare;
 pub mod dbt;
 pub mod plan;

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use apache_avro::Schema;
 use mend_avro::schema::{column_name, columns_for, record_of, sql_type, strip_null};
 use mend_config::{Dataset, Ddl, Nested};
-use mend_model::events::{FieldChange, PlanStep, StatementCost};
+use mend_model::events::{BlastRadius, FieldChange, PlanStep, StatementCost};
 use mend_model::{ChangeKind, Column, CostClass, Dialect, Policy, RenameProof, StepKind};
 use mend_store::{StoreError, Warehouse, quote};
 
-use crate::dbt;
+use crate::{blast, dbt};
 
 /// What the planner needs to know about the destination.
 #[derive(Debug, Clone)]
@@ -48,6 +48,9 @@ pub struct Plan {
     pub rules: Vec<String>,
     /// Per change (in the order given): its decision and the rule behind it.
     pub decisions: Vec<(Policy, String)>,
+    /// What it does downstream in the dataset's dbt project, when the
+    /// dataset names its manifest.
+    pub blast_radius: Option<BlastRadius>,
 }
 
 fn step(kind: StepKind, description: String) -> PlanStep {
@@ -58,12 +61,12 @@ fn step(kind: StepKind, description: String) -> PlanStep {
 /// (top level, or flattened to `parent__child`), or inside the JSON column of
 /// its top-level parent (nested records in `json` mode, anything in arrays
 /// and maps).
-enum Place {
+pub(crate) enum Place {
     Column(String),
     InJson(String),
 }
 
-fn place(path: &str, nested: Nested, mapping: &BTreeMap<String, String>) -> Place {
+pub(crate) fn place(path: &str, nested: Nested, mapping: &BTreeMap<String, String>) -> Place {
     let top = path.split(['.', '[', '{']).next().unwrap_or(path);
     let column_of = |field: &str| mapping.get(field).cloned().unwrap_or_else(|| column_name(field));
     if top == path {
@@ -337,7 +340,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
     if !changes.is_empty() || matches!(writer, Schema::Null) {
         steps.push(step(StepKind::Replay, "replay the incident's quarantined records in their original order".into()));
     }
-    Plan { steps, policy, rules, decisions }
+    Plan { steps, policy, rules, decisions, blast_radius: None }
 }
 
 /// Plans `changes` for `dataset` as things stand: the table's columns from
@@ -377,6 +380,11 @@ pub async fn plan_dataset(
     warehouse.cost_steps(&dataset.table, &mut plan.steps).await?;
     if let Some(rule) = gate(&plan.steps, &dataset.ddl) {
         plan.policy = plan.policy.max(Policy::Approve);
+        plan.rules.push(rule);
+    }
+    plan.blast_radius = blast::blast_radius(dataset, warehouse, &plan.steps, changes, mapping).await?;
+    if let Some((policy, rule)) = plan.blast_radius.as_ref().and_then(|radius| blast::gate(radius, dataset)) {
+        plan.policy = plan.policy.max(policy);
         plan.rules.push(rule);
     }
     Ok(plan)

@@ -153,6 +153,16 @@ impl Warehouse {
         dispatch!(self.replay_rows(target, rows))
     }
 
+    /// `table` as the allow-list sees it: its schema and columns now.
+    pub async fn target(&self, table: &str) -> Result<guard::Target, StoreError> {
+        Ok(guard::Target {
+            dialect: self.dialect(),
+            schema: dispatch!(self.schema_of(table))?,
+            table: table.to_owned(),
+            columns: self.columns(table).await?,
+        })
+    }
+
     /// The one check every plan's SQL passes before it runs, for drafts and
     /// the applier alike: each statement through the allow-list
     /// ([`guard::check`]) against `table` as the statements before it leave
@@ -168,16 +178,9 @@ impl Warehouse {
         statements: &[String],
         lock_timeout: std::time::Duration,
     ) -> Result<Vetted, StoreError> {
-        let dialect = self.dialect();
-        let schema = dispatch!(self.schema_of(table))?;
-        let original = guard::Target {
-            dialect,
-            schema: schema.clone(),
-            table: table.to_owned(),
-            columns: self.columns(table).await?,
-        };
+        let original = self.target(table).await?;
         let mut target = original.clone();
-        let mut vetted = Vetted { refused: Vec::new(), statements: Vec::new(), schema };
+        let mut vetted = Vetted { refused: Vec::new(), statements: Vec::new(), schema: original.schema.clone() };
         let mut tables = vec![table.to_owned()];
         let mut rewrites = false;
         for (index, statement) in statements.iter().enumerate() {
@@ -223,13 +226,7 @@ impl Warehouse {
     /// engine allows one, and the table's size from the catalog. None for a
     /// statement the allow-list refuses (and for those after it).
     pub async fn costs(&self, table: &str, statements: &[String]) -> Result<Vec<Option<StatementCost>>, StoreError> {
-        let schema = dispatch!(self.schema_of(table))?;
-        let original = guard::Target {
-            dialect: self.dialect(),
-            schema,
-            table: table.to_owned(),
-            columns: self.columns(table).await?,
-        };
+        let original = self.target(table).await?;
         let mut target = original.clone();
         let mut rules = Vec::with_capacity(statements.len());
         let mut rendered = Vec::with_capacity(statements.len());

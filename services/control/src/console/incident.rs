@@ -11,7 +11,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use mend_model::api::{DraftView, Incident};
-use mend_model::events::{FieldChange, PlanStep, StatementCost};
+use mend_model::events::{BlastRadius, FieldChange, PlanStep, StatementCost};
 use mend_model::{Channel, IncidentStatus, StepKind, Verdict};
 use serde::Deserialize;
 
@@ -280,6 +280,8 @@ struct Show<'a> {
     policy: String,
     rules: Vec<String>,
     steps: Vec<Step>,
+    /// What the plan does downstream in the dataset's dbt project.
+    downstream: Option<BlastRadius>,
     drafts: Vec<Draft>,
     supervisor: Option<String>,
     /// What the model said, and each tool call with its input and output.
@@ -434,6 +436,7 @@ async fn render(api: &Api, session: &Session, id: &str, error: Option<String>) -
         policy: incident.policy.map_or_else(|| "-".into(), |p| p.to_string()),
         rules: incident.rules.clone(),
         steps,
+        downstream: incident.blast_radius.clone(),
         drafts: incident.drafts.iter().map(draft).collect(),
         supervisor,
         reasoning: incident.supervisor.as_ref().map(|r| r.text.clone()).unwrap_or_default(),

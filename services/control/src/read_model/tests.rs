@@ -47,6 +47,7 @@ fn proposal(time: i64, id: &str, policy: Policy, origin: ProposalOrigin) -> Audi
         rules: vec![format!("field_renamed => {policy}")],
         origin: Some(origin),
         refused: Vec::new(),
+        blast_radius: None,
     })
 }
 

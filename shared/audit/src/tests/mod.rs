@@ -64,6 +64,7 @@ fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
         rules: vec!["field_added(coupon) => approve".into()],
         origin: None,
         refused: Vec::new(),
+        blast_radius: None,
     };
     proposal.seal();
     let decision = Decision::on(&proposal, "control", Verdict::Approved, "alice".into(), Channel::Cli, None);

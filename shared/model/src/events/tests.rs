@@ -101,6 +101,19 @@ fn proposal_round_trips() -> anyhow::Result<()> {
         rules: vec!["field_added(nullable) => auto".into()],
         origin: Some(ProposalOrigin::draft("alice", "the alias proves it")),
         refused: vec!["step 1: refused".into()],
+        blast_radius: Some(BlastRadius {
+            manifest: "target/manifest.json".into(),
+            sources: vec!["source.shop.shop.orders".into()],
+            effects: vec!["email renamed to contact".into()],
+            nodes: vec![Downstream {
+                id: "model.shop.stg_orders".into(),
+                kind: "model".into(),
+                name: "stg_orders".into(),
+                impact: Impact::Breaking,
+                reasons: vec!["reads orders.email (join), which is renamed to contact".into()],
+            }],
+            error: None,
+        }),
     })
 }
 
@@ -300,6 +313,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             rules: vec![],
             origin: None,
             refused: Vec::new(),
+            blast_radius: None,
         })?;
     }
     for outcome in Verdict::ALL {
@@ -512,6 +526,7 @@ fn a_proposal_written_before_origin_and_typed_evidence_reads_with_its_hash() -> 
         rules: vec!["drafted by alice: it is a rename".into()],
         origin: None,
         refused: vec![],
+        blast_radius: None,
         envelope,
     };
     older.seal();
