@@ -95,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             applied_at: None,
             error: None,
             lock_waits: Vec::new(),
+            contract_before: None,
         };
         application.seal();
         push(0, "mend.detections", serde_json::to_value(&detection)?);

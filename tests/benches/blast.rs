@@ -103,11 +103,16 @@ async fn main() -> anyhow::Result<()> {
     let path = dir.join("manifest.json");
     std::fs::write(&path, serde_json::to_vec(&manifest(models, "orders"))?)?;
     let size = std::fs::metadata(&path)?.len();
-    println!("blast bench: {models} models (+{} tests), manifest {:.1} MiB", models.div_ceil(10), size as f64 / 1048576.0);
+    println!(
+        "blast bench: {models} models (+{} tests), manifest {:.1} MiB",
+        models.div_ceil(10),
+        size as f64 / 1048576.0
+    );
 
     let warehouse = Warehouse::connect(&format!("sqlite://{}/w.db", dir.display())).await?;
     let old = Schema::parse_str(&v1().to_string())?;
-    let (columns, mapping) = columns_for(&old, warehouse.dialect(), mend_config::Nested::Json).map_err(anyhow::Error::msg)?;
+    let (columns, mapping) =
+        columns_for(&old, warehouse.dialect(), mend_config::Nested::Json).map_err(anyhow::Error::msg)?;
     let contract = Contract { dataset: "orders".into(), schema_id: 1, mapping: mapping.clone() };
     warehouse.establish("orders", "orders", &["id".to_owned()], &columns, &contract).await?;
     let dataset = mend_config::Dataset {

@@ -20,7 +20,7 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use mend_avro::codec::CodecError;
 use mend_config::{Dataset, Ddl};
 use mend_model::events::{
-    Application, Decision, Envelope, Event, Held, LockWait, Proposal, Quarantined, StatementCost,
+    Application, ContractState, Decision, Envelope, Event, Held, LockWait, Proposal, Quarantined, StatementCost,
 };
 use mend_model::{ApplicationOutcome, Classify as _, Contract, CostClass, Position, Row, StepKind, Verdict, topics};
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
@@ -92,6 +92,7 @@ impl Applier {
             applied_at: None,
             error: None,
             lock_waits: Vec::new(),
+            contract_before: None,
         };
         // Only the plan that was approved, unchanged.
         if Proposal::hash_steps(&decision.steps) != decision.plan_hash {
@@ -100,6 +101,9 @@ impl Applier {
             return Ok(application);
         }
         let current = warehouse.contract(&dataset.name).await?;
+        let before = current.as_ref().and_then(|c| {
+            Some(ContractState { schema_id: i32::try_from(c.schema_id).ok()?, mapping: c.mapping.clone() })
+        });
         let Some(contract) = next_contract(&dataset.name, current, decision) else {
             application.outcome = ApplicationOutcome::Failed;
             application.error = Some("the decision names no schema to move the contract to".into());
@@ -118,6 +122,7 @@ impl Applier {
             let at = mend_model::events::now_millis();
             let error = match self.attempt(dataset, &warehouse, decision, &contract, &statements).await {
                 Ok(Attempt::Applied(true)) => {
+                    application.contract_before = before;
                     tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied");
                     break;
                 }
@@ -362,14 +367,24 @@ impl Handler for Applier {
 /// The contract an approved plan moves `dataset` to from `current`: the
 /// decision's writer schema (a pipeline failure's plan, a dbt patch or a
 /// column, names none: the contract stays on its schema), with the plan's
-/// mapping steps over the current mapping. None when neither names a schema.
+/// mapping steps over the current mapping (a step naming a field without a
+/// column forgets that field's mapping). None when neither names a schema.
 fn next_contract(dataset: &str, current: Option<Contract>, decision: &Decision) -> Option<Contract> {
     let writer = decision.writer_schema_id.and_then(|id| u32::try_from(id).ok());
     let schema_id = writer.or(current.as_ref().map(|c| c.schema_id))?;
     let mut mapping = current.map(|c| c.mapping).unwrap_or_default();
     for step in decision.steps.iter().filter(|s| s.kind == StepKind::Mapping) {
-        if let (Some(field), Some(column)) = (&step.field, &step.column) {
-            mapping.insert(field.clone(), column.clone());
+        match (&step.field, &step.column) {
+            (Some(field), Some(column)) => {
+                mapping.insert(field.clone(), column.clone());
+            }
+            // The field's mapping forgotten (a revert): its default column
+            // applies, and a writer field of that name is no longer taken
+            // for it.
+            (Some(field), None) => {
+                mapping.remove(field);
+            }
+            (None, _) => {}
         }
     }
     Some(Contract { dataset: dataset.to_owned(), schema_id, mapping })

@@ -31,10 +31,10 @@ pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     if method == axum::http::Method::GET {
         Role::Viewer
     } else if (path.starts_with("/proposals/") && (path.ends_with("/approve") || path.ends_with("/reject")))
-        || (path.starts_with("/incidents/") && path.ends_with("/proposals"))
+        || (path.starts_with("/incidents/") && (path.ends_with("/proposals") || path.ends_with("/revert")))
         || path == "/api/v1/lineage"
     {
-        // Deciding, handing over a drafted plan, reporting a pipeline failure.
+        // Deciding, handing over a drafted plan or a revert, reporting a pipeline failure.
         Role::Approver
     } else if path == "/mcp" {
         // Each MCP tool checks the caller's role itself (read tools are

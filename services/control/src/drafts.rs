@@ -63,8 +63,11 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
                 None => refused.push(format!("{at}: a ddl step needs `sql`")),
                 Some(sql) => statements.push((at, sql.to_owned())),
             },
-            StepKind::Mapping if step.field.is_some() != step.column.is_some() => {
-                refused.push(format!("{at}: a mapping step names both `field` and `column`, or neither"));
+            StepKind::Mapping if step.field.is_none() && step.column.is_some() => {
+                refused.push(format!(
+                    "{at}: a mapping step names the `field` it maps to `column` (a field without a column forgets \
+                     its mapping)"
+                ));
             }
             StepKind::Mapping | StepKind::DbtPatch | StepKind::Replay => {}
         }

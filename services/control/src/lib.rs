@@ -39,6 +39,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod read_model;
+pub mod revert;
 
 pub use auth::{ApiSettings, Caller};
 pub use decisions::{DecisionRequest, record_decision};
@@ -165,6 +166,7 @@ pub fn router(
         .route("/incidents", get(incidents::list_incidents))
         .route("/incidents/{id}", get(incidents::show_incident))
         .route("/incidents/{id}/proposals", post(drafts::propose))
+        .route("/incidents/{id}/revert", post(revert::revert))
         .route("/api/v1/lineage", post(lineage::receive))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/proposals/{id}", get(incidents::show_proposal))

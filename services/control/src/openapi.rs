@@ -4,7 +4,9 @@
 //! is), so the document cannot drift from what the API serves; the paths
 //! name each route with its answers.
 
-use mend_model::api::{ApiError, DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Health, Incident};
+use mend_model::api::{
+    ApiError, DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Health, Incident, RevertRequest,
+};
 use mend_model::events::Proposal;
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -52,6 +54,23 @@ pub fn document() -> Value {
                 "403": s.error("the token's role may not draft"),
                 "404": s.error("no such incident"),
                 "503": s.error("the warehouse or the broker did not answer: nothing recorded"),
+            }
+        }},
+        "/incidents/{id}/revert": {"post": {
+            "summary": "undo what the incident's applied plan did to the contract: opens an incident of its own \
+                        whose plan (a draft by the caller, waiting for approval) moves the contract back to the one \
+                        the plan replaced; columns are kept, and records of the reverted schema are held in \
+                        quarantine until a later plan takes them",
+            "parameters": [path_id("the incident whose applied plan is reverted")],
+            "requestBody": s.body::<RevertRequest>(true),
+            "responses": {
+                "202": s.answer::<DraftOutcome>("the revert's incident and its plan, recorded"),
+                "400": s.error("no one named who asks, or no reason"),
+                "401": s.error(unauthorized),
+                "403": s.error("the token's role may not draft"),
+                "404": s.error("no such incident"),
+                "409": s.error("nothing to revert: no applied plan, or the contract has moved on since"),
+                "503": s.error("the warehouse, the registry or the broker did not answer: nothing recorded"),
             }
         }},
         "/proposals/{id}": {"get": {

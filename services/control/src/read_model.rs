@@ -36,7 +36,7 @@ impl ReadModel {
         incident
     }
 
-    fn detection(&mut self, event: Detection) {
+    pub(crate) fn detection(&mut self, event: Detection) {
         let incident = self.incident(&event.envelope);
         incident.source.get_or_insert(event.source);
         if incident.evidence.is_empty() {
@@ -143,6 +143,8 @@ impl ReadModel {
             held: event.held,
             error: event.error,
             lock_waits: event.lock_waits,
+            contract_before: event.contract_before,
+            decision_id: Some(event.decision_id),
         });
     }
 

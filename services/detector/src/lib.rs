@@ -69,6 +69,8 @@ impl Detector {
             use rdkafka::message::Message;
             let Some(payload) = message.payload() else { continue };
             match context.codec.decode_event::<Detection>(payload).await {
+                // A revert's writer is the schema it restores, not a record's.
+                Ok(detection) if detection.source == DetectionSource::Revert => {}
                 Ok(detection) => {
                     if let Some(id) = detection.writer_schema_id.and_then(|id| u32::try_from(id).ok()) {
                         let at = (detection.partition, detection.offset);

@@ -25,7 +25,7 @@ use mend_avro::values::{Writer, to_sql};
 use mend_config::Dataset;
 use mend_model::events::{CastSample, Detection, Diagnosis, Envelope, Event, FieldChange};
 use mend_model::table::describe_columns;
-use mend_model::{ChangeKind, topics};
+use mend_model::{ChangeKind, DetectionSource, topics};
 use mend_runtime::handler::{EventHandler, Outbound};
 use mend_runtime::runner::{Runner, RunnerStatus};
 use mend_runtime::{Context, HandleError, kafka};
@@ -243,6 +243,11 @@ impl EventHandler for Diagnoser {
     }
 
     async fn answer(&self, detection: Detection) -> Result<Vec<Outbound>, HandleError> {
+        if detection.source == DetectionSource::Revert {
+            // A person's revert comes with its plan (drafted by the control
+            // API): nothing to diagnose.
+            return Ok(Vec::new());
+        }
         let diagnosis = self.diagnose(&detection).await?;
         tracing::info!(incident = %diagnosis.envelope.incident_id, changes = diagnosis.changes.len(), "diagnosed");
         Ok(vec![Outbound::event(&self.context.codec, &diagnosis).await?])

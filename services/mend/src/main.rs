@@ -127,6 +127,14 @@ enum Command {
     Approve(decide::ApproveArgs),
     /// Reject a proposal: nothing is applied; its records stay quarantined.
     Reject(decide::RejectArgs),
+    /// Undo what an incident's applied plan did to the contract: opens an
+    /// incident whose plan moves the contract back to the one the plan
+    /// replaced (the schema records are read with and where each field is
+    /// loaded). Columns are kept, never dropped; records of the reverted
+    /// schema are held in quarantine until a later plan takes them. The
+    /// plan waits for approval like any other (`mend approve`); reverting
+    /// the revert re-applies the change and replays what was held.
+    Revert(decide::RevertArgs),
     /// Replay an incident's quarantined records again, by hand: each record
     /// the dataset's contract can now hold is loaded (idempotently, in
     /// source order); the others stay quarantined. Prints the counts.
@@ -165,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => incidents::stats(args, &global).await?,
         Command::Approve(args) => decide::approve(args, &global).await?,
         Command::Reject(args) => decide::reject(args, &global).await?,
+        Command::Revert(args) => decide::revert(args, &global).await?,
         Command::Replay(args) => replay::run(args, global).await?,
         Command::Plan(args) => return plan::run(args, &global).await,
         Command::Audit(args) => return audit::run(args, &global).await,

@@ -6,7 +6,7 @@
 use futures::future::BoxFuture;
 use mend_config::Caller;
 use mend_model::Secret;
-use mend_model::api::{DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Health, Incident};
+use mend_model::api::{DecisionRecorded, DecisionRequest, DraftOutcome, DraftRequest, Health, Incident, RevertRequest};
 use mend_model::events::PlanStep;
 use mend_model::{Channel, Verdict};
 use serde::de::DeserializeOwned;
@@ -114,6 +114,13 @@ impl Client {
             proposal_id: proposal_id.map(str::to_owned),
         };
         self.call(self.http.post(format!("{}/incidents/{incident}/proposals", self.base)).json(&body)).await
+    }
+
+    /// Asks for the revert of `incident`'s applied plan: its incident and
+    /// plan, waiting for approval.
+    pub async fn revert(&self, incident: &str, reason: &str, by: &str) -> Result<DraftOutcome, ApiError> {
+        let body = RevertRequest { reason: reason.to_owned(), by: Some(by.to_owned()) };
+        self.call(self.http.post(format!("{}/incidents/{incident}/revert", self.base)).json(&body)).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Decision, FieldChange, Held, LockWait, PlanStep, ToolCall};
+use crate::events::{ContractState, Decision, FieldChange, Held, LockWait, PlanStep, ToolCall};
 use crate::{AgentOutcome, ApplicationOutcome, Channel, DetectionSource, IncidentStatus, Policy, Verdict};
 
 /// One incident as the API shows it: what changed, the plan, who decided,
@@ -143,6 +143,13 @@ pub struct ApplicationView {
     /// lock and were tried again.
     #[serde(default)]
     pub lock_waits: Vec<LockWait>,
+    /// The contract the plan replaced (what `mend revert` restores), when
+    /// the application recorded it.
+    #[serde(default)]
+    pub contract_before: Option<ContractState>,
+    /// The decision whose plan was applied.
+    #[serde(default)]
+    pub decision_id: Option<String>,
 }
 
 /// Body of `POST /proposals/{id}/approve` and `/reject`.
@@ -191,6 +198,16 @@ pub struct DraftRequest {
     /// The draft's id, chosen by its author so handing it over again (a
     /// retry, a restart) records nothing twice; default: a new one.
     pub proposal_id: Option<String>,
+}
+
+/// Body of `POST /incidents/{id}/revert`: undo what the incident's plan
+/// did to the contract.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RevertRequest {
+    /// Why (recorded with the plan).
+    pub reason: String,
+    /// Who asks, without authentication (with it, the token's name).
+    pub by: Option<String>,
 }
 
 /// What became of a draft.

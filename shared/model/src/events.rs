@@ -37,6 +37,13 @@ impl IncidentId {
         let name = format!("{dataset}\u{0}{schema_id}");
         Self(Uuid::new_v5(&INCIDENT_NAMESPACE, name.as_bytes()).to_string())
     }
+
+    /// The incident that reverts what `decision` applied on `incident`:
+    /// one per applied decision, so asking again names the same one.
+    pub fn for_revert(incident: &IncidentId, decision: &str) -> Self {
+        let name = format!("revert\u{0}{incident}\u{0}{decision}");
+        Self(Uuid::new_v5(&INCIDENT_NAMESPACE, name.as_bytes()).to_string())
+    }
 }
 
 impl std::fmt::Display for IncidentId {
@@ -226,7 +233,8 @@ pub struct PlanStep {
     pub sql: Option<String>,
     /// The contract field (dotted path) of a mapping step.
     pub field: Option<String>,
-    /// The column of a mapping step.
+    /// The column of a mapping step; none with a field: the field's
+    /// mapping is forgotten (its default column applies).
     pub column: Option<String>,
     /// The unified diff of a dbt_patch step.
     pub patch: Option<String>,
@@ -387,6 +395,21 @@ pub struct Application {
     /// their hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_waits: Vec<LockWait>,
+    /// The contract the plan replaced, when the plan was applied by this
+    /// event's attempt (a redelivered decision finds it moved already):
+    /// what `mend revert` restores. Left out of the hashed JSON when absent,
+    /// so applications written before the field existed keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_before: Option<ContractState>,
+}
+
+/// A dataset's contract as an event records it: the schema its records
+/// are read with and where each of its fields is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ContractState {
+    pub schema_id: i32,
+    /// Contract field (dotted path) → column.
+    pub mapping: BTreeMap<String, String>,
 }
 
 /// One attempt to apply a plan that waited its whole `lock_timeout` for a

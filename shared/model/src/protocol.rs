@@ -232,6 +232,9 @@ wire_enum! {
         /// A pipeline failure reported as an OpenLineage RunEvent
         /// (`POST /api/v1/lineage`).
         Openlineage = "openlineage",
+        /// A person asked to undo an applied change (`mend revert`): the
+        /// incident's plan moves the contract back.
+        Revert = "revert",
     }
 }
 

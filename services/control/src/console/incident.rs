@@ -109,6 +109,7 @@ fn step(s: &PlanStep) -> Step {
         StepKind::Ddl => s.sql.clone(),
         StepKind::Mapping => match (&s.field, &s.column) {
             (Some(field), Some(column)) => Some(format!("{field} → {column}")),
+            (Some(field), None) => Some(format!("{field} → (mapping forgotten)")),
             _ => None,
         },
         StepKind::DbtPatch => s.patch.clone(),

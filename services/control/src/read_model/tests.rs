@@ -84,6 +84,7 @@ fn application(time: i64, replayed: i64, still_quarantined: i64) -> AuditEvent {
         applied_at: Some(time),
         error: None,
         lock_waits: Vec::new(),
+        contract_before: None,
     })
 }
 

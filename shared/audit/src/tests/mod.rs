@@ -82,6 +82,7 @@ fn incident(dataset: &str, n: u32) -> Vec<AuditEvent> {
         applied_at: None,
         error: None,
         lock_waits: Vec::new(),
+        contract_before: None,
     };
     application.seal();
     vec![

@@ -163,6 +163,7 @@ fn application_round_trips() -> anyhow::Result<()> {
         applied_at: None,
         error: Some("none".into()),
         lock_waits: Vec::new(),
+        contract_before: None,
     })?;
     round_trip(Application {
         envelope: envelope(),
@@ -178,6 +179,11 @@ fn application_round_trips() -> anyhow::Result<()> {
         applied_at: Some(1_700_000_000_000),
         error: None,
         lock_waits: vec![LockWait { at: 1_700_000_000_000, waited_ms: 2003, error: "lock timeout".into() }],
+        contract_before: Some(ContractState {
+            schema_id: 6,
+            mapping: [("email".to_owned(), "email".to_owned()), ("shipping.city".into(), "shipping__city".into())]
+                .into(),
+        }),
     })
 }
 
@@ -362,6 +368,7 @@ fn every_protocol_value_round_trips_through_its_avsc() -> anyhow::Result<()> {
             applied_at: None,
             error: None,
             lock_waits: Vec::new(),
+            contract_before: None,
         })?;
     }
     Ok(())
