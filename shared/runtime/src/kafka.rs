@@ -231,6 +231,25 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
     Ok(())
 }
 
+/// The scan consumer's context: a partition's end is what a scan waits
+/// for, not an error to log (librdkafka reports it as one, to every
+/// command's stderr).
+struct ScanContext;
+
+impl rdkafka::ClientContext for ScanContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::trace!(%reason, "a partition's end");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ScanContext {}
+
+type ScanConsumer = rdkafka::consumer::StreamConsumer<ScanContext>;
+
 /// A consumer for reading a topic by assignment: a group id of its own (no
 /// group is joined, nothing is committed), shared with blocking calls.
 /// With `eof`, it says when it reaches a partition's end: the last record
@@ -239,14 +258,14 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Top
 fn scan_consumer(
     brokers: &str,
     eof: bool,
-) -> Result<std::sync::Arc<rdkafka::consumer::StreamConsumer>, rdkafka::error::KafkaError> {
-    let consumer: rdkafka::consumer::StreamConsumer = reader_config(brokers)
+) -> Result<std::sync::Arc<ScanConsumer>, rdkafka::error::KafkaError> {
+    let consumer: ScanConsumer = reader_config(brokers)
         // Short: a scan that reaches a partition's end returns at once.
         .set("fetch.wait.max.ms", "25")
         .set("group.id", format!("mend-scan-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", eof.to_string())
-        .create()?;
+        .create_with_context(ScanContext)?;
     Ok(std::sync::Arc::new(consumer))
 }
 
@@ -291,7 +310,7 @@ pub async fn topic_ends(brokers: &str, topics: &[&'static str]) -> Result<Vec<Pa
 /// (partition, low, high) of every partition of `topic` (blocking calls, on
 /// a blocking thread).
 async fn partition_ends(
-    consumer: &std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+    consumer: &std::sync::Arc<ScanConsumer>,
     topic: &str,
 ) -> Result<Vec<(i32, i64, i64)>, TopicError> {
     use rdkafka::consumer::Consumer;
