@@ -227,6 +227,11 @@ async fn the_dataset_policy_decides_and_bad_input_is_a_clear_error() -> anyhow::
     let cost = report.steps.iter().find_map(|s| s.cost.as_ref()).expect("the widening's statement has a cost");
     assert_eq!(cost.class, mend_model::CostClass::Rewrite, "{cost}");
     assert!(cost.probe.as_deref().is_some_and(|p| p.contains("replaced the table's file")), "{cost}");
+    // And squawk, linting what mend runs, warns of the type change (the
+    // timeouts it would ask for are mend's own).
+    let rules: Vec<&str> = cost.lint.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, ["changing-column-type"], "{cost}");
+    assert!(cost.to_string().contains("squawk changing-column-type"), "{cost}");
     let (code, _) = planned.plan(&v2(|f| f.push(json!({"name": "c", "type": ["null", "string"], "default": null}))))?;
     assert_eq!(code, 3);
     // Not a schema: exit 1 with a message, not a panic.

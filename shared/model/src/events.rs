@@ -502,7 +502,7 @@ mod cost;
 pub use blast::{BlastRadius, Downstream};
 pub use chain::Event;
 use chain::canonical_json;
-pub use cost::StatementCost;
+pub use cost::{LintFinding, StatementCost};
 
 #[cfg(test)]
 mod tests;

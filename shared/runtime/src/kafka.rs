@@ -255,10 +255,7 @@ type ScanConsumer = rdkafka::consumer::StreamConsumer<ScanContext>;
 /// With `eof`, it says when it reaches a partition's end: the last record
 /// of a partition written in transactions is a marker no reader is given,
 /// so a reader cannot wait for the record before the high watermark.
-fn scan_consumer(
-    brokers: &str,
-    eof: bool,
-) -> Result<std::sync::Arc<ScanConsumer>, rdkafka::error::KafkaError> {
+fn scan_consumer(brokers: &str, eof: bool) -> Result<std::sync::Arc<ScanConsumer>, rdkafka::error::KafkaError> {
     let consumer: ScanConsumer = reader_config(brokers)
         // Short: a scan that reaches a partition's end returns at once.
         .set("fetch.wait.max.ms", "25")

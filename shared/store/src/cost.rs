@@ -122,8 +122,15 @@ pub(crate) fn cost(
     probe: Option<Result<Probe, String>>,
     size: Size,
 ) -> StatementCost {
-    let mut cost =
-        StatementCost { class, lock: lock.map(str::to_owned), reason, probe: None, rows: size.rows, bytes: size.bytes };
+    let mut cost = StatementCost {
+        class,
+        lock: lock.map(str::to_owned),
+        reason,
+        probe: None,
+        rows: size.rows,
+        bytes: size.bytes,
+        lint: Vec::new(),
+    };
     match probe {
         None => {}
         Some(Err(error)) => cost.probe = Some(format!("the dry run on an empty copy failed: {error}")),

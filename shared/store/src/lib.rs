@@ -35,6 +35,7 @@ use mend_model::{Classify, Column, Contract, Next, Position, Row};
 
 pub mod cost;
 pub mod guard;
+pub mod lint;
 pub mod pg;
 mod proof;
 mod sql;

@@ -223,7 +223,8 @@ impl Warehouse {
     /// What each of `statements` costs `table`, in order ([`cost`]): the
     /// allow-list's reading of it, its class and lock by the database's
     /// rules, confirmed by a dry run on an empty copy of the table where the
-    /// engine allows one, and the table's size from the catalog. None for a
+    /// engine allows one, the table's size from the catalog, and on
+    /// PostgreSQL what squawk's linter says of mend's rendering. None for a
     /// statement the allow-list refuses (and for those after it).
     pub async fn costs(&self, table: &str, statements: &[String]) -> Result<Vec<Option<StatementCost>>, StoreError> {
         let original = self.target(table).await?;
@@ -242,8 +243,20 @@ impl Warehouse {
         } else {
             vec![None; rendered.len()]
         };
-        let mut costs: Vec<Option<StatementCost>> =
-            rules.into_iter().zip(probes).map(|(rules, probe)| Some(cost::cost(rules, probe, size))).collect();
+        let postgres = self.dialect() == Dialect::Postgres;
+        let mut costs: Vec<Option<StatementCost>> = rules
+            .into_iter()
+            .zip(probes)
+            .zip(&rendered)
+            .map(|((rules, probe), sql)| {
+                let mut cost = cost::cost(rules, probe, size);
+                // squawk reads PostgreSQL only.
+                if postgres {
+                    cost.lint = crate::lint::findings(sql);
+                }
+                Some(cost)
+            })
+            .collect();
         costs.resize(statements.len(), None);
         Ok(costs)
     }

@@ -26,6 +26,21 @@ pub struct StatementCost {
     /// The table's size on disk, indexes and TOAST included; None when the
     /// database cannot say.
     pub bytes: Option<i64>,
+    /// What a PostgreSQL migration linter (squawk) says of the statement as
+    /// mend runs it. Left out of the hashed JSON when empty, so plans
+    /// written before it keep their hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lint: Vec<LintFinding>,
+}
+
+/// One finding of the linter on a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LintFinding {
+    /// The linter's rule (`changing-column-type`).
+    pub rule: String,
+    pub message: String,
+    /// What the linter advises instead, if anything.
+    pub help: Option<String>,
 }
 
 impl StatementCost {
@@ -51,6 +66,9 @@ impl std::fmt::Display for StatementCost {
         write!(f, "{} {lock}, {}: {}", self.class, self.estimate(), self.reason)?;
         if let Some(probe) = &self.probe {
             write!(f, " ({probe})")?;
+        }
+        for finding in &self.lint {
+            write!(f, "; squawk {}: {}", finding.rule, finding.message)?;
         }
         Ok(())
     }

@@ -138,6 +138,11 @@ fn decision_round_trips() -> anyhow::Result<()> {
                 probe: None,
                 rows: None,
                 bytes: Some(8192),
+                lint: vec![LintFinding {
+                    rule: "changing-column-type".into(),
+                    message: "rewrites the table".into(),
+                    help: None,
+                }],
             }),
         }],
         outcome: Verdict::Approved,
