@@ -9,7 +9,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard fuzz-values bench fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard fuzz-values bench peers fmt lint clean
 
 all: build
 
@@ -91,6 +91,12 @@ fuzz-values: venv
 fuzz-guard:
 	infra/up.sh
 	MEND_GUARD_CASES=$(GUARD_CASES) cargo test --release -p mend-tests --test guard fuzz_ -- --nocapture
+
+## peers: the peer mend is measured against (Kafka Connect 4.4.0, Debezium's
+## JDBC sink, Apicurio's converter on mend's registry), installed once per
+## machine from Maven Central and checked by sinking 10,000 Avro records
+peers: venv
+	infra/peers.sh smoke
 
 ## bench: registry, codec, pipeline and scale figures (release build)
 bench:

@@ -133,6 +133,25 @@ async fn registration_is_idempotent_and_ids_are_global() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Apicurio Registry 2's serdes and Kafka Connect converters in their
+/// Confluent mode (the peer `make peers` runs) read a schema by its id as a
+/// content id: the schema itself, and no references.
+#[tokio::test]
+async fn apicurio_readers_find_a_schema_by_its_id() -> anyhow::Result<()> {
+    let http = Http::new(&registry_url());
+    let schema = record("Peer", r#"{"name":"x","type":"long"}"#);
+    let id = http.register(&unique("apicurio"), &schema).await?;
+    for kind in ["contentIds", "globalIds"] {
+        let (status, found) = http.get(&format!("/apis/registry/v2/ids/{kind}/{id}")).await?;
+        assert_eq!((status, &found), (200, &serde_json::from_str::<Value>(&schema)?));
+        let (status, references) = http.get(&format!("/apis/registry/v2/ids/{kind}/{id}/references")).await?;
+        assert_eq!((status, references), (200, json!([])));
+    }
+    let (status, missing) = http.get("/apis/registry/v2/ids/contentIds/999999999").await?;
+    assert_eq!((status, error_code(&missing)), (404, 40403));
+    Ok(())
+}
+
 #[tokio::test]
 async fn lookup_finds_registered_schemas_only() -> anyhow::Result<()> {
     let http = Http::new(&registry_url());

@@ -206,6 +206,14 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
         .route("/schemas/ids/{id}/subjects", get(subjects_of_id))
+        // Apicurio Registry 2's reading of a schema by id, for its serdes and
+        // Kafka Connect converters in their Confluent mode
+        // (`apicurio.registry.as-confluent`): an id here is both its content
+        // id and its global id, and no schema has references.
+        .route("/apis/registry/v2/ids/contentIds/{id}", get(raw_schema_by_id))
+        .route("/apis/registry/v2/ids/globalIds/{id}", get(raw_schema_by_id))
+        .route("/apis/registry/v2/ids/contentIds/{id}/references", get(no_references))
+        .route("/apis/registry/v2/ids/globalIds/{id}/references", get(no_references))
         .route("/schemas", get(list_schemas))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))

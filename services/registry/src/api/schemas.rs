@@ -154,6 +154,14 @@ pub(super) async fn raw_schema_by_id(State(r): Shared, Path(id): Path<String>) -
     ok(raw)
 }
 
+/// A schema's references, for Apicurio's readers: none (mend's registry
+/// keeps none).
+pub(super) async fn no_references(State(r): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    r.read().schema(id).ok_or_else(|| ApiError::schema_not_found(id))?;
+    ok(Value::Array(Vec::new()))
+}
+
 pub(super) async fn versions_of_id(
     State(r): Shared,
     Path(id): Path<String>,
