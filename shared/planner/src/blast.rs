@@ -12,7 +12,7 @@ use mend_model::{ChangeKind, Impact, Policy, StepKind};
 use mend_store::guard::{self, types};
 use mend_store::{StoreError, Warehouse};
 
-use crate::plan::{Place, place};
+use crate::place::{Place, place};
 
 /// What `steps` and `changes` do to the columns of `target`: each DDL
 /// statement as the allow-list reads it (renamed, retyped, added columns),

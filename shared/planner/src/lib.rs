@@ -8,6 +8,7 @@
 pub mod blast;
 pub mod compare;
 pub mod dbt;
+mod place;
 pub mod plan;
 
 pub use plan::{DbtFile, Plan, Target, plan, plan_dataset};

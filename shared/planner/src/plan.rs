@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use apache_avro::Schema;
-use mend_avro::schema::{column_name, columns_for, record_of, sql_type, strip_null};
+use mend_avro::schema::{columns_for, record_of, sql_type, strip_null};
 use mend_config::{Dataset, Ddl, Nested};
 use mend_model::events::{BlastRadius, FieldChange, PlanStep, StatementCost};
 use mend_model::{ChangeKind, Column, CostClass, Dialect, Policy, RenameProof, StepKind};
 use mend_store::{StoreError, Warehouse, quote};
 
+use crate::place::{Place, place};
 use crate::{blast, dbt};
 
 /// What the planner needs to know about the destination.
@@ -55,27 +56,6 @@ pub struct Plan {
 
 fn step(kind: StepKind, description: String) -> PlanStep {
     PlanStep { kind, description, sql: None, field: None, column: None, patch: None, cost: None }
-}
-
-/// Where a (possibly nested) field path lives in the table: its own column
-/// (top level, or flattened to `parent__child`), or inside the JSON column of
-/// its top-level parent (nested records in `json` mode, anything in arrays
-/// and maps).
-pub(crate) enum Place {
-    Column(String),
-    InJson(String),
-}
-
-pub(crate) fn place(path: &str, nested: Nested, mapping: &BTreeMap<String, String>) -> Place {
-    let top = path.split(['.', '[', '{']).next().unwrap_or(path);
-    let column_of = |field: &str| mapping.get(field).cloned().unwrap_or_else(|| column_name(field));
-    if top == path {
-        Place::Column(column_of(path))
-    } else if nested == Nested::Flatten && !path.contains(['[', '{']) {
-        Place::Column(mapping.get(path).cloned().unwrap_or_else(|| path.replace('.', "__")))
-    } else {
-        Place::InJson(column_of(top))
-    }
 }
 
 /// The schema of a field path (`a.b`, not through arrays) in a record schema.
