@@ -25,6 +25,15 @@ pub struct ApiSettings {
     pub github_webhook_secret: Option<Secret>,
 }
 
+/// Who a request speaks for: an authenticated caller, whatever the body
+/// says; without authentication, the body's `by` when it names someone.
+pub(crate) fn who(caller: Option<Caller>, by: Option<String>) -> Option<String> {
+    match caller {
+        Some(caller) => Some(caller.name),
+        None => by.filter(|b| !b.trim().is_empty()),
+    }
+}
+
 /// The role a request needs: reading is for viewers, deciding for approvers,
 /// anything else (operations) for admins.
 pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {

@@ -46,12 +46,7 @@ async fn decide(
     outcome: Verdict,
     request: DecisionRequest,
 ) -> Response {
-    // An authenticated caller is who decides, whatever the body says.
-    let by = match caller {
-        Some(caller) => Some(caller.name),
-        None => request.by.filter(|b| !b.trim().is_empty()),
-    };
-    let Some(by) = by else {
+    let Some(by) = crate::auth::who(caller, request.by) else {
         return error(StatusCode::BAD_REQUEST, "say who decides: {\"by\": \"name\"}");
     };
     let channel = request.channel.unwrap_or(Channel::Api);

@@ -31,11 +31,7 @@ pub(crate) async fn propose(
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let by = match caller {
-        Some(caller) => Some(caller.0.name),
-        None => request.by.filter(|b| !b.trim().is_empty()),
-    };
-    let Some(by) = by else {
+    let Some(by) = crate::auth::who(caller.map(|c| c.0), request.by) else {
         return error(StatusCode::BAD_REQUEST, "say who drafts the plan: {\"by\": \"name\"}");
     };
     match record_draft(&api, &incident, by, request.steps, request.rationale, request.proposal_id).await {

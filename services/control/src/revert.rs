@@ -37,11 +37,7 @@ pub(crate) async fn revert(
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let by = match caller {
-        Some(caller) => Some(caller.0.name),
-        None => request.by.filter(|b| !b.trim().is_empty()),
-    };
-    let Some(by) = by else {
+    let Some(by) = crate::auth::who(caller.map(|c| c.0), request.by) else {
         return error(StatusCode::BAD_REQUEST, "say who asks for the revert: {\"by\": \"name\", \"reason\": \"…\"}");
     };
     if request.reason.trim().is_empty() {
