@@ -33,7 +33,7 @@ log "integration tests (Rust)"
 cargo test -p mend-tests -q --test registry --test runner --test plan --test blast --test loader --test guard --test values -- --test-threads 2
 # Tests that start a whole `mend up` (and kill it) run one at a time: each is
 # six consumers and a producer on a 2-core machine.
-cargo test -p mend-tests -q --test healing --test approvals --test cost --test revert --test drift --test supervisor --test console --test browser --test audit --test hostile --test scale --test tools --test openapi -- --test-threads 1
+cargo test -p mend-tests -q --test healing --test approvals --test cost --test expand --test revert --test drift --test supervisor --test console --test browser --test audit --test hostile --test scale --test tools --test openapi -- --test-threads 1
 
 log "integration tests (Python clients)"
 .mend/venv/bin/python -m pytest -q tests/python

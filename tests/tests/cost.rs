@@ -129,6 +129,51 @@ async fn each_statement_kind_gets_its_class_and_the_dry_run_on_a_copy_agrees() -
     fixture.drop().await
 }
 
+#[tokio::test]
+async fn expand_contract_takes_a_widening_over_the_gate_unless_something_depends_on_the_column() -> Result<()> {
+    let fixture = Fixture::new().await?;
+    let dataset = mend_config::Dataset {
+        name: "orders".into(),
+        table: "orders".into(),
+        key: vec!["id".into()],
+        ddl: mend_config::Ddl { rewrite_gate_mib: 0, ..mend_config::Ddl::default() },
+        ..mend_config::Dataset::default()
+    };
+    let writer = Schema::parse(&json!({"type": "record", "name": "Order", "fields": [
+        {"name": "id", "type": "long"}, {"name": "qty", "type": "long"}, {"name": "ratio", "type": "double"}]}))?;
+    let changes = [
+        mend_model::events::FieldChange::new(mend_model::ChangeKind::TypeWidened, "qty"),
+        mend_model::events::FieldChange::new(mend_model::ChangeKind::TypeWidened, "ratio"),
+    ];
+    let plan = mend_planner::plan_dataset(&dataset, &fixture.warehouse, &Default::default(), &changes, &writer).await?;
+    let sql: Vec<&str> = plan.steps.iter().filter_map(|s| s.sql.as_deref()).collect();
+    // qty has an index: the ALTER stays, and the gate asks a person.
+    ensure!(sql.iter().any(|s| s.contains("\"qty\" TYPE")), "{sql:?}");
+    let refusal = plan.rules.iter().find(|r| r.starts_with("expand/contract not offered for qty")).context("qty")?;
+    ensure!(refusal.contains("index") && refusal.contains("depend on it"), "{refusal}");
+    ensure!(plan.rules.iter().any(|r| r.starts_with("size gate: a rewrite")), "{:?}", plan.rules);
+    // ratio has nothing on it: added beside, backfilled, swapped.
+    let backfill = plan.steps.iter().find(|s| s.kind == mend_model::StepKind::Backfill).context("no backfill")?;
+    ensure!(backfill.column.as_deref() == Some("ratio"), "{backfill:?}");
+    for expected in [
+        "ADD COLUMN \"ratio__mend_wide\" DOUBLE PRECISION",
+        "RENAME COLUMN \"ratio\" TO \"ratio__mend_old\"",
+        "RENAME COLUMN \"ratio__mend_wide\" TO \"ratio\"",
+    ] {
+        ensure!(sql.iter().any(|s| s.contains(expected)), "no {expected:?} in {sql:?}");
+    }
+    ensure!(!sql.iter().any(|s| s.contains("\"ratio\" TYPE")), "{sql:?}");
+    let ratio_steps = plan.steps.iter().filter(|s| s.sql.as_deref().is_some_and(|s| s.contains("ratio")));
+    ensure!(ratio_steps.clone().count() == 3, "{sql:?}");
+    ensure!(ratio_steps.filter_map(|s| s.cost.as_ref()).all(|c| c.class == CostClass::Metadata), "{:?}", plan.steps);
+    // Without expand/contract, both stay ALTERs.
+    let dataset =
+        mend_config::Dataset { ddl: mend_config::Ddl { expand_contract: false, ..dataset.ddl.clone() }, ..dataset };
+    let plan = mend_planner::plan_dataset(&dataset, &fixture.warehouse, &Default::default(), &changes, &writer).await?;
+    ensure!(plan.steps.iter().all(|s| s.kind != mend_model::StepKind::Backfill), "{:?}", plan.steps);
+    fixture.drop().await
+}
+
 /// v1 and v2 of the test's records: `qty` an int, then a long.
 fn schemas() -> (serde_json::Value, serde_json::Value) {
     let v = |qty: &str| {
@@ -165,9 +210,12 @@ async fn count(admin: &PgPool, table: &str) -> Result<i64> {
 #[tokio::test]
 async fn the_size_gate_asks_a_person_for_a_rewrite_of_a_large_table() -> Result<()> {
     // A gate of 0 MiB: any rewrite is above it. The same widening on a
-    // gate of 1 GiB stays automatic (below).
+    // gate of 1 GiB stays automatic (below). Without expand/contract, which
+    // would take the widening over the gate (tests/tests/expand.rs).
     for (gate, policy) in [(0, Policy::Approve), (1024, Policy::Auto)] {
-        let extra = format!("[dataset.policy]\ntype_widened = \"auto\"\n[dataset.ddl]\nrewrite_gate_mib = {gate}\n");
+        let extra = format!(
+            "[dataset.policy]\ntype_widened = \"auto\"\n[dataset.ddl]\nrewrite_gate_mib = {gate}\nexpand_contract = false\n"
+        );
         let deployment = Deployment::new("postgres", &extra)?;
         let mut up = deployment.up(&format!("gate-{gate}.log")).await?;
         let admin = PgPool::connect(&postgres_url()).await?;

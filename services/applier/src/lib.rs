@@ -26,6 +26,7 @@ use mend_model::{ApplicationOutcome, Classify as _, Contract, CostClass, Positio
 use mend_runtime::handler::{Disposition, Handler, Inbound, Outbound, decode_event};
 use mend_runtime::runner::{Runner, RunnerConfig, RunnerStatus};
 use mend_runtime::{Context, HandleError, fault};
+use mend_store::expand::Dual;
 use mend_store::{Apply, Check, Limits, LoadTarget, Refusal, Vetted, Warehouse};
 
 const SERVICE: &str = "applier";
@@ -117,10 +118,17 @@ impl Applier {
         // recorded, and tried again after a pause, so no query queues behind
         // mend for longer than that.
         let mut delays = lock_backoff(&dataset.ddl);
+        let mut backfilled = None;
         loop {
             let began = std::time::Instant::now();
             let at = mend_model::events::now_millis();
-            let error = match self.attempt(dataset, &warehouse, decision, &contract, &statements).await {
+            let attempt = match stages(decision) {
+                Some(stages) => {
+                    self.expand_contract(dataset, &warehouse, decision, &contract, &stages, &mut backfilled).await
+                }
+                None => self.attempt(dataset, &warehouse, decision, &contract, &statements).await,
+            };
+            let error = match attempt {
                 Ok(Attempt::Applied(true)) => {
                     application.contract_before = before;
                     tracing::info!(proposal = %decision.proposal_id, statements = statements.len(), "plan applied");
@@ -213,8 +221,79 @@ impl Applier {
             schema: &vetted.schema,
             contract,
             limits,
+            then: &[],
         };
         fault::point("applier.before_apply");
+        Ok(Attempt::Applied(warehouse.apply(&apply).await?))
+    }
+
+    /// One attempt at an expand/contract plan ([`mend_store::expand`]):
+    /// the whole plan through the guardrails first; then the expand (its
+    /// ADD COLUMN and the dual write's trigger, one short transaction,
+    /// skipped when an earlier attempt or delivery did it); the backfill
+    /// (once per apply, in batches of their own); then the swap — the
+    /// renames vetted again on the table as it is now, the trigger dropped,
+    /// the contract moved and the proposal recorded, in one transaction
+    /// under `lock_timeout`.
+    async fn expand_contract(
+        &self,
+        dataset: &Dataset,
+        warehouse: &Warehouse,
+        decision: &Decision,
+        contract: &Contract,
+        stages: &Stages,
+        backfilled: &mut Option<mend_store::expand::Backfilled>,
+    ) -> Result<Attempt, mend_store::StoreError> {
+        if warehouse.applied(&decision.proposal_id).await? {
+            return Ok(Attempt::Applied(false));
+        }
+        let (table, lock_timeout) = (dataset.table.as_str(), dataset.ddl.lock_timeout);
+        let dual = Dual::of(&stages.column);
+        let expanded = warehouse.columns(table).await?.iter().any(|c| c.name == dual.wide);
+        if !expanded {
+            let whole: Vec<String> = stages.expand.iter().chain(&stages.swap).cloned().collect();
+            let vetted = warehouse.vet(table, &whole, lock_timeout).await?;
+            if !vetted.refused.is_empty() {
+                return Ok(Attempt::Refused(vetted.refused));
+            }
+            warehouse.expand(table, &vetted.statements[..stages.expand.len()], &dual, lock_timeout).await?;
+            tracing::info!(proposal = %decision.proposal_id, %table, column = %dual.column, wide = %dual.wide, "expanded: both columns written from now on");
+        }
+        fault::point("applier.after_expand");
+        if backfilled.is_none() {
+            let started = std::time::Instant::now();
+            let mut reported = 0;
+            let done = warehouse
+                .backfill(table, &dual, lock_timeout, |done, pages| {
+                    // Progress about every tenth of the table.
+                    if done * 10 / pages.max(1) > reported {
+                        reported = done * 10 / pages.max(1);
+                        tracing::info!(%table, column = %dual.column, pages_done = done, pages, "backfilling");
+                    }
+                })
+                .await?;
+            tracing::info!(
+                proposal = %decision.proposal_id, %table, column = %dual.column, rows = done.rows, batches = done.batches,
+                lock_waits = done.lock_waits, seconds = started.elapsed().as_secs_f64(), "backfilled"
+            );
+            *backfilled = Some(done);
+        }
+        fault::point("applier.after_backfill");
+        let vetted = warehouse.vet(table, &stages.swap, lock_timeout).await?;
+        if !vetted.refused.is_empty() {
+            return Ok(Attempt::Refused(vetted.refused));
+        }
+        let limits = limits(&dataset.ddl, &warehouse.costs(table, &stages.swap).await?);
+        let then = warehouse.end_dual_write(table, &dual).await?;
+        let apply = Apply {
+            proposal_id: &decision.proposal_id,
+            decision_id: &decision.envelope.event_id,
+            statements: &vetted.statements,
+            schema: &vetted.schema,
+            contract,
+            limits,
+            then: &then,
+        };
         Ok(Attempt::Applied(warehouse.apply(&apply).await?))
     }
 
@@ -415,6 +494,26 @@ fn lock_backoff(ddl: &Ddl) -> impl Iterator<Item = Duration> {
 /// The plan's DDL, in its order.
 fn statements(decision: &Decision) -> Vec<String> {
     decision.steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect()
+}
+
+/// An expand/contract plan's DDL around its backfill step.
+struct Stages {
+    /// The column widened (the backfill step's).
+    column: String,
+    /// Before the backfill: the wider column added.
+    expand: Vec<String>,
+    /// After it: the renames and the old column's DROP NOT NULL.
+    swap: Vec<String>,
+}
+
+/// The stages of a plan with a backfill step; None without one.
+fn stages(decision: &Decision) -> Option<Stages> {
+    let at = decision.steps.iter().position(|s| s.kind == StepKind::Backfill)?;
+    let column = decision.steps[at].column.clone()?;
+    let ddl = |steps: &[mend_model::events::PlanStep]| -> Vec<String> {
+        steps.iter().filter(|s| s.kind == StepKind::Ddl).filter_map(|s| s.sql.clone()).collect()
+    };
+    Some(Stages { column, expand: ddl(&decision.steps[..at]), swap: ddl(&decision.steps[at + 1..]) })
 }
 
 pub fn runner(context: &Arc<Context>) -> anyhow::Result<(Runner<Applier>, Arc<RunnerStatus>)> {

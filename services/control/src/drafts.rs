@@ -65,6 +65,10 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
                      its mapping)"
                 ));
             }
+            StepKind::Backfill => refused.push(format!(
+                "{at}: a backfill step is mend's own, in the expand/contract plans it makes for a widening over \
+                 the size gate; draft the ALTER COLUMN TYPE instead"
+            )),
             StepKind::Mapping | StepKind::DbtPatch | StepKind::Replay => {}
         }
     }

@@ -247,6 +247,12 @@ pub struct Ddl {
     /// larger than `rewrite_gate_mib`) needs a person, whatever the
     /// change's policy.
     pub scan_gate_rows: u64,
+    /// A widening that would rewrite a table above `rewrite_gate_mib`
+    /// (PostgreSQL) is planned as expand/contract instead: a wider column
+    /// beside the old one, both written meanwhile, a backfill in batches,
+    /// and a swap by renames under a short lock. False: the plan keeps
+    /// the ALTER (and the gate asks a person).
+    pub expand_contract: bool,
 }
 
 impl Default for Ddl {
@@ -258,6 +264,7 @@ impl Default for Ddl {
             rewrite_timeout: Duration::from_secs(3600),
             rewrite_gate_mib: 64,
             scan_gate_rows: 1_000_000,
+            expand_contract: true,
         }
     }
 }

@@ -225,7 +225,9 @@ pub struct Diagnosis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanStep {
     /// ddl (a statement on the dataset's table), mapping (a contract field
-    /// onto a column), dbt_patch (the model's properties file) or replay.
+    /// onto a column), dbt_patch (the model's properties file), backfill
+    /// (expand/contract's copy of `column` into the wider column beside
+    /// it) or replay.
     pub kind: StepKind,
     /// What the step does, for the person who approves it.
     pub description: String,

@@ -118,6 +118,10 @@ wire_enum! {
         DbtPatch = "dbt_patch",
         /// The replay of the incident's quarantined records.
         Replay = "replay",
+        /// Expand/contract's middle: every row's column copied into the
+        /// wider column beside it, in batches of their own short
+        /// transactions, while a trigger mend installs writes both.
+        Backfill = "backfill",
     }
 }
 

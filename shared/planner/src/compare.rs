@@ -128,6 +128,7 @@ fn first_table(dataset: &Dataset, warehouse: &Warehouse, schema: &Schema) -> Res
         rules: vec![rule],
         decisions: Vec::new(),
         blast_radius: None,
+        widenings: Vec::new(),
     })
 }
 

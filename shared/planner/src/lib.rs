@@ -8,7 +8,8 @@
 pub mod blast;
 pub mod compare;
 pub mod dbt;
+mod expand;
 mod place;
 pub mod plan;
 
-pub use plan::{DbtFile, Plan, Target, plan, plan_dataset};
+pub use plan::{DbtFile, Plan, Target, Widening, plan, plan_dataset};

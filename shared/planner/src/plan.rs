@@ -13,7 +13,7 @@ use mend_model::{ChangeKind, Column, CostClass, Dialect, Policy, RenameProof, St
 use mend_store::{StoreError, Warehouse, quote};
 
 use crate::place::{Place, place};
-use crate::{blast, dbt};
+use crate::{blast, dbt, expand};
 
 /// What the planner needs to know about the destination.
 #[derive(Debug, Clone)]
@@ -52,9 +52,23 @@ pub struct Plan {
     /// What it does downstream in the dataset's dbt project, when the
     /// dataset names its manifest.
     pub blast_radius: Option<BlastRadius>,
+    /// The columns it widens by `ALTER COLUMN TYPE` (PostgreSQL, without a
+    /// conversion): expand/contract may take them instead ([`crate::expand`]).
+    pub widenings: Vec<Widening>,
 }
 
-fn step(kind: StepKind, description: String) -> PlanStep {
+/// A column a plan widens in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widening {
+    /// The ALTER's step.
+    pub step: usize,
+    pub field: String,
+    pub column: String,
+    /// The wider type, in the warehouse's dialect.
+    pub sql_type: String,
+}
+
+pub(crate) fn step(kind: StepKind, description: String) -> PlanStep {
     PlanStep { kind, description, sql: None, field: None, column: None, patch: None, cost: None }
 }
 
@@ -80,6 +94,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
     let mut policy = Policy::Auto;
     let mut dbt_edits = Vec::new();
     let mut decisions = Vec::new();
+    let mut widenings = Vec::new();
     for change in changes {
         let field = change.field.as_str();
         let place = place(field, target.nested, target.mapping);
@@ -211,6 +226,14 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
                             .as_deref()
                             .map(|c| mend_store::guard::using(c, &new_type, column))
                             .unwrap_or_default();
+                        if using.is_empty() {
+                            widenings.push(Widening {
+                                step: steps.len(),
+                                field: field.to_owned(),
+                                column: column.clone(),
+                                sql_type: new_type.clone(),
+                            });
+                        }
                         steps.push(PlanStep {
                             sql: Some(format!(
                                 "ALTER TABLE {table} ALTER COLUMN {} TYPE {new_type}{using}",
@@ -320,7 +343,7 @@ pub fn plan(changes: &[FieldChange], writer: &Schema, target: &Target<'_>) -> Pl
     if !changes.is_empty() || matches!(writer, Schema::Null) {
         steps.push(step(StepKind::Replay, "replay the incident's quarantined records in their original order".into()));
     }
-    Plan { steps, policy, rules, decisions, blast_radius: None }
+    Plan { steps, policy, rules, decisions, blast_radius: None, widenings }
 }
 
 /// Plans `changes` for `dataset` as things stand: the table's columns from
@@ -358,11 +381,14 @@ pub async fn plan_dataset(
         plan.rules.push(format!("dbt: {reason}; no patch"));
     }
     warehouse.cost_steps(&dataset.table, &mut plan.steps).await?;
+    // What the plan does downstream is its net effect: read before
+    // expand/contract spells a widening as an add and two renames.
+    plan.blast_radius = blast::blast_radius(dataset, warehouse, &plan.steps, changes, mapping).await?;
+    expand::offer(&mut plan, dataset, warehouse, &columns).await?;
     if let Some(rule) = gate(&plan.steps, &dataset.ddl) {
         plan.policy = plan.policy.max(Policy::Approve);
         plan.rules.push(rule);
     }
-    plan.blast_radius = blast::blast_radius(dataset, warehouse, &plan.steps, changes, mapping).await?;
     if let Some((policy, rule)) = plan.blast_radius.as_ref().and_then(|radius| blast::gate(radius, dataset)) {
         plan.policy = plan.policy.max(policy);
         plan.rules.push(rule);

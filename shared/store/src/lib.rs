@@ -34,6 +34,7 @@ use mend_config::Dataset;
 use mend_model::{Classify, Column, Contract, Next, Position, Row};
 
 pub mod cost;
+pub mod expand;
 pub mod guard;
 pub mod lint;
 pub mod pg;
@@ -210,6 +211,10 @@ pub struct Apply<'a> {
     pub contract: &'a Contract,
     /// How long the statements may wait for their locks and run.
     pub limits: Limits,
+    /// mend's own statements run after the plan's in its transaction
+    /// (expand/contract's swap drops the dual write's trigger): not the
+    /// plan's, so not vetted as a plan's are.
+    pub then: &'a [String],
 }
 
 /// How a dry run runs a plan's statements.

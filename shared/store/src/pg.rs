@@ -19,6 +19,7 @@ use crate::proof::{self, Entry, Rule};
 use crate::sql::{POSITION_COLUMNS, all_columns, bookkeeping, conflict_clause, dynamic, quote, state_tables};
 use crate::{Bookkeeping, Chunk, DryRun, LoadTarget, Store, StoreError, WriteMode};
 
+pub(crate) mod expand;
 mod probe;
 
 /// Serialises writers of one dataset's contract (establish, apply).
@@ -203,6 +204,11 @@ impl Postgres {
     /// Closes the pool (see [`crate::Warehouse::close`]).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// The pool (expand/contract's statements, [`crate::expand`]).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub async fn connect(url: &str) -> Result<Self, StoreError> {

@@ -397,6 +397,9 @@ macro_rules! portable_methods {
                 }
                 sqlx::query($crate::sql::dynamic(statement)).execute(&mut *tx).await?;
             }
+            for statement in application.then {
+                sqlx::query($crate::sql::dynamic(statement)).execute(&mut *tx).await?;
+            }
             if let (Some(set), Some((lock, timeout))) = (LIMITS, saved_limits) {
                 sqlx::query(set).bind(lock).bind(timeout).execute(&mut *tx).await?;
             }

@@ -7,6 +7,7 @@ use futures::Stream;
 use mend_model::events::{PlanStep, StatementCost};
 use mend_model::{Classify, Column, Contract, CostClass, Dialect, Row, StepKind};
 
+use crate::expand::{Backfilled, Dual};
 use crate::{
     Apply, Bookkeeping, Check, Chunk, DryRun, Kept, LoadTarget, Refusal, Store, StoreError, Vetted, cost, guard, pg,
     sql, sqlite,
@@ -277,6 +278,65 @@ impl Warehouse {
             step.cost = costs.next().flatten();
         }
         Ok(())
+    }
+
+    /// What depends on `column` of `table` (indexes, constraints, defaults,
+    /// views, triggers, owned sequences), as the catalog describes each:
+    /// expand/contract would leave them on the old column. Empty on SQLite,
+    /// which never needs it.
+    pub async fn dependents(&self, table: &str, column: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Postgres(engine) => {
+                let schema = self.target(table).await?.schema;
+                pg::expand::dependents(engine.pool(), &schema, table, column).await
+            }
+            Self::Sqlite(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Expand/contract's expand ([`crate::expand`]): `statements` (mend's
+    /// vetted renderings of the plan's ADD COLUMN) and the trigger writing
+    /// both columns, in one transaction waiting at most `lock_timeout` for
+    /// the table. False when an earlier attempt expanded already.
+    pub async fn expand(
+        &self,
+        table: &str,
+        statements: &[String],
+        dual: &Dual,
+        lock_timeout: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let engine = self.postgres("expand/contract")?;
+        let schema = self.target(table).await?.schema;
+        pg::expand::expand(engine.pool(), &schema, table, statements, dual, lock_timeout).await
+    }
+
+    /// Expand/contract's backfill ([`crate::expand`]), in transactions of
+    /// a range of pages each; `progress` hears (pages done, pages).
+    pub async fn backfill(
+        &self,
+        table: &str,
+        dual: &Dual,
+        lock_timeout: std::time::Duration,
+        progress: impl FnMut(i64, i64) + Send,
+    ) -> Result<Backfilled, StoreError> {
+        let engine = self.postgres("expand/contract")?;
+        let schema = self.target(table).await?.schema;
+        pg::expand::backfill(engine.pool(), &schema, table, dual, lock_timeout, progress).await
+    }
+
+    /// mend's statements ending the dual write, for the swap's transaction
+    /// ([`Apply::then`]).
+    pub async fn end_dual_write(&self, table: &str, dual: &Dual) -> Result<Vec<String>, StoreError> {
+        let engine = self.postgres("expand/contract")?;
+        let schema = self.target(table).await?.schema;
+        pg::expand::cleanup(engine.pool(), &schema, table, dual).await
+    }
+
+    fn postgres(&self, what: &str) -> Result<&pg::Postgres, StoreError> {
+        match self {
+            Self::Postgres(engine) => Ok(engine),
+            Self::Sqlite(_) => Err(StoreError::Invalid(format!("{what} is for PostgreSQL warehouses"))),
+        }
     }
 
     /// How many plans of `dataset` have been applied.

@@ -113,12 +113,14 @@ fn step(s: &PlanStep) -> Step {
             _ => None,
         },
         StepKind::DbtPatch => s.patch.clone(),
+        StepKind::Backfill => s.column.as_deref().map(|c| format!("{c} → {}", mend_store::expand::wide_name(c))),
         StepKind::Replay => None,
     };
     let kind = match s.kind {
         StepKind::Ddl => "SQL",
         StepKind::Mapping => "mapping",
         StepKind::DbtPatch => "dbt patch",
+        StepKind::Backfill => "backfill",
         StepKind::Replay => "replay",
     };
     Step {
