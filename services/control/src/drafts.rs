@@ -89,21 +89,35 @@ async fn refusals(api: &Api, incident: &IncidentId, dataset: &str, steps: &[Plan
     Ok(refused)
 }
 
-/// Gives the draft's ddl steps mend's own reading of their cost.
+/// Gives the draft's ddl steps mend's own reading of their cost; its blast
+/// radius; and for the columns it renames, the dbt patch aliasing them back
+/// in the first staging models (added before its replay, unless the draft
+/// patches that file itself) and a rule on what a person must fix.
 async fn assess(
     api: &Api,
     dataset: &str,
-    steps: &mut [PlanStep],
+    steps: &mut Vec<PlanStep>,
     changes: &[FieldChange],
-) -> Result<Option<BlastRadius>, String> {
-    let Some(dataset) = api.context.dataset(dataset) else { return Ok(None) };
+) -> Result<(Option<BlastRadius>, Vec<String>), String> {
+    let Some(dataset) = api.context.dataset(dataset) else { return Ok((None, Vec::new())) };
+    let unavailable = |e: mend_store::StoreError| format!("the warehouse: {e}");
     let warehouse = api.context.applier_warehouse(dataset).await.map_err(|e| format!("the warehouse: {e}"))?;
-    warehouse.cost_steps(&dataset.table, steps).await.map_err(|e| format!("the warehouse: {e}"))?;
-    let mapping = warehouse.contract(&dataset.name).await.map_err(|e| format!("the warehouse: {e}"))?;
+    warehouse.cost_steps(&dataset.table, steps).await.map_err(unavailable)?;
+    let mapping = warehouse.contract(&dataset.name).await.map_err(unavailable)?;
     let mapping = mapping.map(|c| c.mapping).unwrap_or_default();
-    mend_planner::blast::blast_radius(dataset, &warehouse, steps, changes, &mapping)
-        .await
-        .map_err(|e| format!("the warehouse: {e}"))
+    let radius =
+        mend_planner::blast::blast_radius(dataset, &warehouse, steps, changes, &mapping).await.map_err(unavailable)?;
+    let Some(radius) = radius else { return Ok((None, Vec::new())) };
+    let (patches, rules) =
+        mend_planner::blast::dbt_fixes(dataset, &warehouse, steps, &radius).await.map_err(unavailable)?;
+    let patched = |patch: &PlanStep| {
+        let header = patch.patch.as_deref().and_then(|p| p.lines().next()).unwrap_or_default().to_owned();
+        steps.iter().any(|s| s.kind == StepKind::DbtPatch && s.patch.as_deref().is_some_and(|p| p.starts_with(&header)))
+    };
+    let patches: Vec<PlanStep> = patches.into_iter().filter(|p| !patched(p)).collect();
+    let at = steps.iter().position(|s| s.kind == StepKind::Replay).unwrap_or(steps.len());
+    steps.splice(at..at, patches);
+    Ok((Some(radius), rules))
 }
 
 /// Checks a draft against the guardrails and records it on
@@ -145,8 +159,11 @@ pub async fn record_draft(
     // A cost is mend's reading, never a drafter's claim.
     let mut steps = steps;
     steps.iter_mut().for_each(|step| step.cost = None);
-    let blast_radius =
-        if refused.is_empty() { assess(api, &dataset, &mut steps, &changes).await.map_err(unavailable)? } else { None };
+    let (blast_radius, dbt_rules) = if refused.is_empty() {
+        assess(api, &dataset, &mut steps, &changes).await.map_err(unavailable)?
+    } else {
+        (None, Vec::new())
+    };
     let envelope = match &cause {
         Some(cause) => Envelope::answering(crate::SERVICE, cause),
         None => Envelope::new(crate::SERVICE, &dataset, incident.clone()),
@@ -158,6 +175,7 @@ pub async fn record_draft(
     } else {
         "the draft does not pass the guardrails => block".to_owned()
     });
+    rules.extend(dbt_rules);
     let mut policy = if refused.is_empty() { Policy::Approve } else { Policy::Block };
     let downstream = api.context.dataset(&dataset).zip(blast_radius.as_ref());
     if let Some((policy_now, rule)) = downstream.and_then(|(d, radius)| mend_planner::blast::gate(radius, d)) {

@@ -18,6 +18,7 @@ use mend_model::Impact;
 use mend_model::events::{BlastRadius, Downstream};
 use serde::Deserialize;
 
+mod alias;
 mod sql;
 
 /// What a plan does to one of the table's columns.
@@ -95,6 +96,8 @@ struct Node {
     name: String,
     language: Option<String>,
     compiled_code: Option<String>,
+    /// Its file, relative to the project (`models/stg_orders.sql`).
+    original_file_path: Option<String>,
     relation_name: Option<String>,
     schema: Option<String>,
     identifier: Option<String>,
@@ -380,6 +383,79 @@ impl Project {
         }
         state
     }
+}
+
+/// A renamed column aliased back to its old name in a model that reads the
+/// table directly ([`aliases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// The model's name.
+    pub model: String,
+    /// Its SQL file, relative to the project (`models/stg_orders.sql`).
+    pub path: String,
+    /// The file as it is, and as the aliases leave it.
+    pub before: String,
+    pub after: String,
+}
+
+/// The dbt fix for the columns `effects` rename: each model reading the
+/// table directly that `radius` finds changed, its file under `project`
+/// patched to alias the new name back to the old, where that is certain
+/// ([`alias`]); and for a person, one line per model that could not be.
+/// What builds on an aliased model sees what it saw before.
+pub fn aliases(manifest: &Path, project: &Path, radius: &BlastRadius, effects: &[Effect]) -> (Vec<Alias>, Vec<String>) {
+    let renames: Vec<(&str, &str)> = effects
+        .iter()
+        .filter_map(|e| match &e.change {
+            Change::Renamed { to } => Some((e.column.as_str(), to.as_str())),
+            _ => None,
+        })
+        .collect();
+    if renames.is_empty() || radius.error.is_some() {
+        return (Vec::new(), Vec::new());
+    }
+    let project_graph = match Project::read(manifest) {
+        Ok(graph) => graph,
+        Err(error) => return (Vec::new(), vec![format!("no dbt alias: {error}")]),
+    };
+    let changed: BTreeSet<&str> =
+        radius.nodes.iter().filter(|n| n.impact != Impact::None).map(|n| n.id.as_str()).collect();
+    let first: BTreeSet<&str> = radius
+        .sources
+        .iter()
+        .flat_map(|s| project_graph.children.get(s).into_iter().flatten())
+        .map(String::as_str)
+        .filter(|id| changed.contains(id))
+        .collect();
+    let (mut fixed, mut for_a_person) = (Vec::new(), Vec::new());
+    for id in first {
+        let Some(node) = project_graph.nodes.get(id).filter(|n| n.resource_type == "model") else { continue };
+        let Some(path) = &node.original_file_path else {
+            for_a_person.push(format!("{}: the manifest gives no file for it", node.name));
+            continue;
+        };
+        let before = match std::fs::read_to_string(project.join(path)) {
+            Ok(text) => text,
+            Err(error) => {
+                for_a_person.push(format!("{} ({path}): cannot read it: {error}", node.name));
+                continue;
+            }
+        };
+        let mut after = before.clone();
+        let mut why_not = Vec::new();
+        for (from, to) in &renames {
+            match alias::alias(&after, from, to) {
+                Ok(text) => after = text,
+                Err(why) => why_not.push(format!("{from} renamed to {to}: it {why}")),
+            }
+        }
+        if !why_not.is_empty() {
+            for_a_person.push(format!("{} ({path}): {}", node.name, why_not.join("; ")));
+        } else if after != before {
+            fixed.push(Alias { model: node.name.clone(), path: path.clone(), before, after });
+        }
+    }
+    (fixed, for_a_person)
 }
 
 /// The blast radius of `effects` on `table` (in `schema`, when known) in

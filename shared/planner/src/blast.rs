@@ -104,6 +104,57 @@ pub async fn blast_radius(
     })))
 }
 
+/// The dbt fix for the columns `steps` rename (a drafted RENAME COLUMN:
+/// mend's own renames keep the column), given their blast radius: a
+/// dbt_patch step per model reading the table directly that can alias the
+/// new name back to the old ([`mend_lineage::aliases`]), and a rule listing
+/// what a person must fix. The project is the dataset's dbt project, else
+/// the directory above the manifest's `target/`.
+pub async fn dbt_fixes(
+    dataset: &Dataset,
+    warehouse: &Warehouse,
+    steps: &[PlanStep],
+    radius: &BlastRadius,
+) -> Result<(Vec<PlanStep>, Vec<String>), StoreError> {
+    let Some(manifest) = dataset.dbt_manifest.clone() else { return Ok((Vec::new(), Vec::new())) };
+    let target = warehouse.target(&dataset.table).await?;
+    let effects = effects(&target, steps, &[], &BTreeMap::new(), dataset.nested);
+    if !effects.iter().any(|e| matches!(e.change, Change::Renamed { .. })) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let project = match &dataset.dbt {
+        Some(dbt) => dbt.project.clone(),
+        None => {
+            manifest.parent().and_then(std::path::Path::parent).map(std::path::Path::to_path_buf).unwrap_or_default()
+        }
+    };
+    let radius = radius.clone();
+    let read = tokio::task::spawn_blocking(move || mend_lineage::aliases(&manifest, &project, &radius, &effects));
+    let (fixed, for_a_person) =
+        read.await.unwrap_or_else(|e| (Vec::new(), vec![format!("reading the project stopped: {e}")]));
+    let patches = fixed
+        .iter()
+        .map(|alias| PlanStep {
+            kind: StepKind::DbtPatch,
+            description: format!(
+                "alias the renamed columns back to their old names in {} ({}), so what builds on it keeps working",
+                alias.model, alias.path
+            ),
+            sql: None,
+            field: None,
+            column: None,
+            patch: Some(crate::dbt::diff(&alias.path, &alias.before, &alias.after)),
+            cost: None,
+        })
+        .collect();
+    let rules = if for_a_person.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("dbt: for a person to fix, read the table directly: {}", for_a_person.join("; "))]
+    };
+    Ok((patches, rules))
+}
+
 /// The downstream gate: the policy `dataset` sets for a plan that breaks
 /// something in its dbt project, and the rule saying so, if it does.
 pub fn gate(radius: &BlastRadius, dataset: &Dataset) -> Option<(Policy, String)> {

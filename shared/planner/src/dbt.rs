@@ -24,12 +24,18 @@ pub fn patch(path: &str, text: &str, model: &str, edits: &[ColumnEdit]) -> Resul
     if patched == text {
         return Ok(None);
     }
-    let patch = diffy::DiffOptions::new()
+    Ok(Some(diff(path, text, &patched)))
+}
+
+/// The unified diff turning `before` into `after`, the file named `path`
+/// on both sides (for `git apply` in the dbt project).
+pub fn diff(path: &str, before: &str, after: &str) -> String {
+    diffy::DiffOptions::new()
         .set_context_len(3)
         .set_original_filename(format!("a/{path}"))
         .set_modified_filename(format!("b/{path}"))
-        .create_patch(text, &patched);
-    Ok(Some(patch.to_string()))
+        .create_patch(before, after)
+        .to_string()
 }
 
 /// Applies a patch made by [`patch`] to another copy of the file (say, the
