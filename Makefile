@@ -9,7 +9,7 @@ TOOLS ?= $(HOME)/.cache/mend
 export CARGO_TARGET_DIR ?= $(TOOLS)/target
 VENV := .mend/venv
 
-.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard fuzz-values bench peers fmt lint clean
+.PHONY: all build test unit-test integration-test demo infra-up infra-down infra-reset venv fuzz fuzz-targets fuzz-props fuzz-guard fuzz-values bench peers bench-peers fmt lint clean
 
 all: build
 
@@ -97,6 +97,12 @@ fuzz-guard:
 ## machine from Maven Central and checked by sinking 10,000 Avro records
 peers: venv
 	infra/peers.sh smoke
+
+## bench-peers: mend's loader beside the peer and COPY on the same million
+## records, and the drift story through both (docs/benchmarks.md)
+bench-peers: venv
+	infra/up.sh
+	cargo bench -p mend-tests --bench peers
 
 ## bench: registry, codec, pipeline and scale figures (release build)
 bench:
