@@ -14,7 +14,9 @@
 //!   measured on the durable broker (see below).
 //!
 //! Run: `make bench` (`BENCH_RECORDS` sets the record count, default 1,000,000;
-//! `BENCH_ONLY=sealer` measures the sealer's cost alone).
+//! `BENCH_ONLY=sealer` measures the sealer's cost alone; `BENCH_ONLY=loader`
+//! the loads and COPY only, printing each load's window in seconds since
+//! boot, for `perf record -a -k boottime` and `perf report --time`).
 
 #[allow(dead_code)]
 mod common;
@@ -50,6 +52,13 @@ async fn raw_consume(topic: &str, count: usize) -> anyhow::Result<f64> {
         consumer.recv().await?;
     }
     Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Seconds since boot (`/proc/uptime`: CLOCK_BOOTTIME, the clock of
+/// `perf record -k boottime`).
+fn uptime() -> f64 {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    text.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0.0)
 }
 
 /// Starts the process's peak-memory mark afresh (Linux: `clear_refs` 5).
@@ -182,7 +191,9 @@ async fn main() -> anyhow::Result<()> {
 
     let append = dataset(&unique("bench_append").replace('-', "_"), &topic, &[]);
     reset_peak_memory();
+    let window = uptime();
     let loaded = load(append.clone(), records).await?;
+    let window = format!("{window:.3},{:.3}", uptime());
     let peak = peak_memory_mib();
     let copy = copy_baseline(records, false).await?;
     println!(
@@ -195,7 +206,9 @@ async fn main() -> anyhow::Result<()> {
         println!("loader append-only peak RSS    {peak:>10} MiB (the whole bench process, earlier phases included)");
     }
     let keyed = dataset(&unique("bench_keyed").replace('-', "_"), &topic, &["id"]);
+    let keyed_window = uptime();
     let loaded = load(keyed, records).await?;
+    let keyed_window = format!("{keyed_window:.3},{:.3}", uptime());
     let copy = copy_baseline(records, true).await?;
     println!(
         "loader keyed (staged upsert)  {:>10.0} rows/s   COPY+upsert {copy:>10.0} rows/s   ratio {:.2}   (after the first batch {:.0} rows/s)",
@@ -204,6 +217,10 @@ async fn main() -> anyhow::Result<()> {
         loaded.steady
     );
 
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "loader") {
+        println!("windows (seconds since boot): append-only {window}, keyed {keyed_window}");
+        return Ok(());
+    }
     sealer_cost(records).await?;
 
     // Detector over the same topic: the append dataset has a contract now.
