@@ -3,10 +3,11 @@
 # 127.0.0.1:18083) with Debezium's JDBC sink connector and Apicurio's Avro
 # converter reading mend's registry (infra/peers/pom.xml says why each).
 # Its jars come from Maven Central once per machine into $PEERS_HOME
-# (~/.cache/mend/peers-4.4.0). Connectors are created through the REST API
-# by whoever measures (the peers bench).
+# (~/.cache/mend/peers-4.4.0); dlt, the other peer the bench measures,
+# comes from PyPI into a venv of its own ($DLT_VENV). Connectors are
+# created through the REST API by whoever measures (the peers bench).
 #
-#   infra/peers.sh install               the jars (Java and Maven as infra/kafka.sh)
+#   infra/peers.sh install               the jars (Java and Maven as infra/kafka.sh) and dlt
 #   infra/peers.sh up BROKERS DIR        starts the worker on BROKERS, state and log in DIR
 #   infra/peers.sh down DIR              stops it
 #   infra/peers.sh smoke                 install, then sink 10,000 Avro records into PostgreSQL
@@ -14,6 +15,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$ROOT/infra/kafka.sh"
 PEERS_HOME=$TOOLS/peers-$KAFKA_VERSION
+DLT_VENV=$TOOLS/dlt-1.31
 CONNECT_PORT=${MEND_CONNECT_PORT:-18083}
 
 peers_install() {
@@ -24,6 +26,13 @@ peers_install() {
     (cd "$ROOT/infra/peers" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
       -DoutputDirectory="$PEERS_HOME.partial/libs")
     rm -rf "$PEERS_HOME" && mv "$PEERS_HOME.partial" "$PEERS_HOME"
+  fi
+  if [ ! -x "$DLT_VENV/bin/python" ]; then
+    log "installing dlt from PyPI into $DLT_VENV (once per machine)"
+    rm -rf "$DLT_VENV.partial"
+    python3 -m venv "$DLT_VENV.partial"
+    "$DLT_VENV.partial/bin/pip" install -q --disable-pip-version-check -r "$ROOT/infra/peers/requirements-dlt.txt"
+    rm -rf "$DLT_VENV" && mv "$DLT_VENV.partial" "$DLT_VENV"
   fi
 }
 

@@ -11,12 +11,14 @@
 //! table shape, append-only and keyed (upsert on `id`), each loaded by:
 //! mend's loader (in this process), the Connect sink (`batch.size` and
 //! the consumer's `max.poll.records` raised to 10,000, its docs' tuning
-//! knobs), and COPY of the same rows (the limit). Prints rows/s, each
-//! ratio to COPY and to mend, and CPU seconds per million rows: the
-//! loader's process (this one) or the Connect worker's JVM
-//! (`/proc/<pid>/stat`), and PostgreSQL's (the postmaster with every
-//! backend, live and reaped) for each. dlt is not run here: it needs a
-//! Python pipeline of its own (FACTS.md has its figure, ~15k rows/s).
+//! knobs), dlt 1.31 (PyPI; confluent-kafka's consumer decoding the Avro
+//! and handing it over in batches of 10,000, as dlt's Kafka source does;
+//! `merge` on `id` when keyed; `infra/peers/dlt_load.py`), and COPY of
+//! the same rows (the limit). Prints rows/s, each ratio to COPY and to
+//! mend, and CPU seconds per million rows: the loader's process (this one,
+//! the Connect worker's JVM from `/proc/<pid>/stat`, or dlt's Python and
+//! its children), and PostgreSQL's (the postmaster with every backend,
+//! live and reaped) for each.
 //!
 //! Then the drift story (`tests/src/story.rs`, as the drift and chaos
 //! tests tell it: a field added, widened, renamed, enum symbols added, a
@@ -124,7 +126,13 @@ struct Run {
 }
 
 async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
-    let sql = format!("SELECT count(*) FROM \"{table}\"");
+    rows_in(pool, &format!("\"{table}\"")).await
+}
+
+/// Rows of a table named as SQL names it (quoted, maybe qualified); 0 when
+/// it is missing.
+async fn rows_in(pool: &sqlx::PgPool, qualified: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {qualified}");
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap_or(0)
 }
 
@@ -191,6 +199,41 @@ async fn connect_sink(peer: &Peer, topic: &str, records: i64, keyed: bool) -> an
     http.delete(format!("{CONNECT}/connectors/{table}")).send().await?.error_for_status()?;
     drop_table(&table).await?;
     Ok(run)
+}
+
+/// dlt on `topic` (`infra/peers/dlt_load.py` in its venv): from the
+/// script's start (Python's imports included) to its exit, and what it
+/// cost; `steady` is from its pipeline's start.
+async fn dlt(topic: &str, records: i64, keyed: bool) -> anyhow::Result<Run> {
+    let python = Path::new(&std::env::var("HOME")?).join(".cache/mend/dlt-1.31/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/peers/dlt_load.py");
+    let (dataset, table) = ("peers_dlt", unique("t").replace('-', "_"));
+    let disposition = if keyed { "merge" } else { "append" };
+    let pg_cpu = postgres_cpu()?;
+    let began = Instant::now();
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([BROKER, &mend_tests::registry_url(), topic, &records.to_string(), &postgres(), dataset, &table])
+        .arg(disposition)
+        .output()
+        .await
+        .with_context(|| format!("running {} (infra/peers.sh install makes it)", python.display()))?;
+    let elapsed = began.elapsed().as_secs_f64();
+    ensure!(output.status.success(), "dlt failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value =
+        serde_json::from_slice(output.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or_default())
+            .context("dlt_load.py printed no report")?;
+    let pool = sqlx::PgPool::connect(&postgres()).await?;
+    let qualified = format!("\"{dataset}\".\"{table}\"");
+    let loaded = rows_in(&pool, &qualified).await;
+    ensure!(loaded == records, "dlt loaded {loaded} of {records} rows");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {qualified}"))).execute(&pool).await?;
+    Ok(Run {
+        rate: records as f64 / elapsed,
+        steady: records as f64 / report["seconds"].as_f64().context("no seconds")?,
+        cpu: report["cpu"].as_f64().context("no cpu")?,
+        postgres_cpu: postgres_cpu()? - pg_cpu,
+    })
 }
 
 /// mend's loader (in this process) on `topic`.
@@ -534,13 +577,14 @@ async fn throughput(peer: &Peer, records: i64) -> anyhow::Result<()> {
     for keyed in [false, true] {
         let mend = mend_loader(&topic, records, keyed).await?;
         let connect = connect_sink(peer, &topic, records, keyed).await?;
+        let dlt = dlt(&topic, records, keyed).await?;
         let copy = copy_baseline(records, keyed).await?;
         println!("{}", if keyed { "keyed (upsert on id)" } else { "append-only" });
         println!(
             "  {:<28} {:>10} {:>8} {:>8} {:>14} {:>14} {:>16}",
             "", "rows/s", "x COPY", "x mend", "CPU s/M rows", "PG CPU s/M", "steady rows/s"
         );
-        for (who, run) in [("mend loader", &mend), ("Connect + Debezium JDBC sink", &connect)] {
+        for (who, run) in [("mend loader", &mend), ("Connect + Debezium JDBC sink", &connect), ("dlt", &dlt)] {
             println!(
                 "  {who:<28} {:>10.0} {:>8.2} {:>8.2} {:>14.2} {:>14.2} {:>16.0}",
                 run.rate,
