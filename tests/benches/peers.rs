@@ -209,11 +209,17 @@ async fn dlt(topic: &str, records: i64, keyed: bool) -> anyhow::Result<Run> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/peers/dlt_load.py");
     let (dataset, table) = ("peers_dlt", unique("t").replace('-', "_"));
     let disposition = if keyed { "merge" } else { "append" };
+    // dlt refuses credentials without a password; a server trusting
+    // loopback connections ignores it.
+    let mut dsn = reqwest::Url::parse(&postgres())?;
+    if dsn.password().is_none() {
+        let _ = dsn.set_password(Some("unused"));
+    }
     let pg_cpu = postgres_cpu()?;
     let began = Instant::now();
     let output = tokio::process::Command::new(&python)
         .arg(&script)
-        .args([BROKER, &mend_tests::registry_url(), topic, &records.to_string(), &postgres(), dataset, &table])
+        .args([BROKER, &mend_tests::registry_url(), topic, &records.to_string(), dsn.as_str(), dataset, &table])
         .arg(disposition)
         .output()
         .await

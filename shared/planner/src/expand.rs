@@ -10,16 +10,29 @@ use mend_model::{Column, Dialect, StepKind};
 use mend_store::expand::{old_name, wide_name};
 use mend_store::{StoreError, Warehouse, quote};
 
-use crate::plan::{Plan, gate, step};
+use crate::steps::{gate, step};
 
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_NAME: usize = 63;
 
-/// Replaces each of `plan`'s widenings over the size gate by
+/// A column a plan widens in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widening {
+    /// The ALTER's step.
+    pub step: usize,
+    pub field: String,
+    pub column: String,
+    /// The wider type, in the warehouse's dialect.
+    pub sql_type: String,
+}
+
+/// Replaces each of `widenings` (steps of `steps`) over the size gate by
 /// expand/contract when the dataset allows it and the column can take it;
 /// a rule says which way each went and why.
 pub(crate) async fn offer(
-    plan: &mut Plan,
+    steps: &mut Vec<PlanStep>,
+    rules: &mut Vec<String>,
+    widenings: &[Widening],
     dataset: &Dataset,
     warehouse: &Warehouse,
     columns: &[Column],
@@ -28,8 +41,8 @@ pub(crate) async fn offer(
         return Ok(());
     }
     // From the last, so the earlier steps' positions hold.
-    for widening in plan.widenings.clone().iter().rev() {
-        let Some(step) = plan.steps.get(widening.step) else { continue };
+    for widening in widenings.iter().rev() {
+        let Some(step) = steps.get(widening.step) else { continue };
         let Some(over) = gate(std::slice::from_ref(step), &dataset.ddl) else { continue };
         let column = &widening.column;
         let (wide, old) = (wide_name(column), old_name(column));
@@ -46,25 +59,24 @@ pub(crate) async fn offer(
                 .then(|| format!("{} depend on it and would stay on the old column", dependents.join(", ")))
         };
         if let Some(why_not) = why_not {
-            plan.rules.push(format!("expand/contract not offered for {column}: {why_not}; the ALTER stays"));
+            rules.push(format!("expand/contract not offered for {column}: {why_not}; the ALTER stays"));
             continue;
         }
         let nullable = columns.iter().find(|c| &c.name == column).is_none_or(|c| c.nullable);
-        let steps = steps(&dataset.table, &widening.field, column, &widening.sql_type, nullable);
-        plan.steps.splice(widening.step..=widening.step, steps);
-        plan.rules.push(format!(
+        let replacement = expand_steps(&dataset.table, &widening.field, column, &widening.sql_type, nullable);
+        steps.splice(widening.step..=widening.step, replacement);
+        rules.push(format!(
             "expand/contract for {column}: the ALTER would be {}; instead a wider column beside it, both written \
              meanwhile, a backfill in short batches and a swap by renames under a short lock; the old column \
              stays as {old} until a person drops it",
             over.trim_start_matches("size gate: ").trim_end_matches(" needs a person"),
         ));
     }
-    plan.widenings.clear();
-    warehouse.cost_steps(&dataset.table, &mut plan.steps).await
+    warehouse.cost_steps(&dataset.table, steps).await
 }
 
 /// The steps widening `column` to `sql_type` by expand/contract.
-fn steps(table: &str, field: &str, column: &str, sql_type: &str, nullable: bool) -> Vec<PlanStep> {
+fn expand_steps(table: &str, field: &str, column: &str, sql_type: &str, nullable: bool) -> Vec<PlanStep> {
     let (wide, old, table) = (wide_name(column), old_name(column), quote(table));
     let ddl = |sql: String, description: String| PlanStep { sql: Some(sql), ..step(StepKind::Ddl, description) };
     let mut steps = vec![

@@ -11,5 +11,7 @@ pub mod dbt;
 mod expand;
 mod place;
 pub mod plan;
+pub mod steps;
 
-pub use plan::{DbtFile, Plan, Target, Widening, plan, plan_dataset};
+pub use expand::Widening;
+pub use plan::{DbtFile, Plan, Target, plan, plan_dataset};

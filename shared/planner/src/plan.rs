@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use apache_avro::Schema;
 use mend_avro::schema::{columns_for, record_of, sql_type, strip_null};
-use mend_config::{Dataset, Ddl, Nested};
-use mend_model::events::{BlastRadius, FieldChange, PlanStep, StatementCost};
-use mend_model::{ChangeKind, Column, CostClass, Dialect, Policy, RenameProof, StepKind};
+use mend_config::{Dataset, Nested};
+use mend_model::events::{BlastRadius, FieldChange, PlanStep};
+use mend_model::{ChangeKind, Column, Dialect, Policy, RenameProof, StepKind};
 use mend_store::{StoreError, Warehouse, quote};
 
+use crate::expand::{self, Widening};
 use crate::place::{Place, place};
-use crate::{blast, dbt, expand};
+use crate::steps::{gate, step};
+use crate::{blast, dbt};
 
 /// What the planner needs to know about the destination.
 #[derive(Debug, Clone)]
@@ -55,21 +57,6 @@ pub struct Plan {
     /// The columns it widens by `ALTER COLUMN TYPE` (PostgreSQL, without a
     /// conversion): expand/contract may take them instead ([`crate::expand`]).
     pub widenings: Vec<Widening>,
-}
-
-/// A column a plan widens in place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Widening {
-    /// The ALTER's step.
-    pub step: usize,
-    pub field: String,
-    pub column: String,
-    /// The wider type, in the warehouse's dialect.
-    pub sql_type: String,
-}
-
-pub(crate) fn step(kind: StepKind, description: String) -> PlanStep {
-    PlanStep { kind, description, sql: None, field: None, column: None, patch: None, cost: None }
 }
 
 /// The schema of a field path (`a.b`, not through arrays) in a record schema.
@@ -384,7 +371,8 @@ pub async fn plan_dataset(
     // What the plan does downstream is its net effect: read before
     // expand/contract spells a widening as an add and two renames.
     plan.blast_radius = blast::blast_radius(dataset, warehouse, &plan.steps, changes, mapping).await?;
-    expand::offer(&mut plan, dataset, warehouse, &columns).await?;
+    expand::offer(&mut plan.steps, &mut plan.rules, &plan.widenings, dataset, warehouse, &columns).await?;
+    plan.widenings.clear();
     if let Some(rule) = gate(&plan.steps, &dataset.ddl) {
         plan.policy = plan.policy.max(Policy::Approve);
         plan.rules.push(rule);
@@ -394,35 +382,6 @@ pub async fn plan_dataset(
         plan.rules.push(rule);
     }
     Ok(plan)
-}
-
-/// The size gate: why `steps` need a person whatever their changes'
-/// policy, if they do — a rewrite of a table larger than
-/// `rewrite_gate_mib`, or a scan of more rows than `scan_gate_rows`. A
-/// size the catalog cannot give counts as over the gate: unknown is never
-/// taken for small.
-pub fn gate(steps: &[PlanStep], ddl: &Ddl) -> Option<String> {
-    let limit = ddl.rewrite_gate_mib.saturating_mul(1024 * 1024);
-    let over = |cost: &StatementCost| match cost.class {
-        CostClass::Metadata => None,
-        CostClass::Rewrite => match cost.bytes {
-            Some(bytes) if u64::try_from(bytes).unwrap_or(0) <= limit => None,
-            _ => Some(format!("a rewrite of {} under {}", cost.estimate(), cost.lock.as_deref().unwrap_or("its lock"))),
-        },
-        CostClass::Scan => match cost.rows {
-            Some(rows) if u64::try_from(rows).unwrap_or(0) <= ddl.scan_gate_rows => None,
-            _ => Some(format!("a scan of {} under {}", cost.estimate(), cost.lock.as_deref().unwrap_or("its lock"))),
-        },
-    };
-    let reasons: Vec<String> = steps.iter().filter_map(|s| s.cost.as_ref().and_then(over)).collect();
-    (!reasons.is_empty()).then(|| {
-        format!(
-            "size gate: {} (above rewrite_gate_mib = {} or scan_gate_rows = {}) needs a person",
-            reasons.join("; "),
-            ddl.rewrite_gate_mib,
-            ddl.scan_gate_rows
-        )
-    })
 }
 
 /// The column type that holds every value of a widened field exactly:
