@@ -136,27 +136,34 @@ async fn rows_in(pool: &sqlx::PgPool, qualified: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap_or(0)
 }
 
+/// Debezium's JDBC sink on `topic` into `table` of the warehouse, one task,
+/// schema evolution on, from the topic's start.
+fn sink_config(topic: &str, table: &str) -> anyhow::Result<Value> {
+    let url = reqwest::Url::parse(&postgres())?;
+    let host = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432));
+    Ok(json!({
+        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+        "tasks.max": "1",
+        "topics": topic,
+        "table.name.format": table,
+        "connection.url": format!("jdbc:postgresql://{host}{}", url.path()),
+        "connection.username": url.username(),
+        "connection.password": url.password().unwrap_or_default(),
+        "schema.evolution": "basic",
+        "consumer.override.auto.offset.reset": "earliest",
+    }))
+}
+
 /// The Connect sink on `topic` into `table` until it holds `records` rows:
 /// from the connector's creation to the last row, and what it cost.
 async fn connect_sink(peer: &Peer, topic: &str, records: i64, keyed: bool) -> anyhow::Result<Run> {
     let table = unique("peer").replace('-', "_");
     let http = reqwest::Client::new();
     let pool = sqlx::PgPool::connect(&postgres()).await?;
-    let url = reqwest::Url::parse(&postgres())?;
-    let mut config = json!({
-        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
-        "tasks.max": "1",
-        "topics": topic,
-        "table.name.format": table,
-        "connection.url": format!("jdbc:postgresql://{}:{}{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432), url.path()),
-        "connection.username": url.username(),
-        "connection.password": url.password().unwrap_or_default(),
-        "schema.evolution": "basic",
-        "insert.mode": if keyed { "upsert" } else { "insert" },
-        "batch.size": "10000",
-        "consumer.override.max.poll.records": "10000",
-        "consumer.override.auto.offset.reset": "earliest",
-    });
+    let mut config = sink_config(topic, &table)?;
+    config["insert.mode"] = json!(if keyed { "upsert" } else { "insert" });
+    config["batch.size"] = json!("10000");
+    config["consumer.override.max.poll.records"] = json!("10000");
     if keyed {
         config["primary.key.mode"] = json!("record_value");
         config["primary.key.fields"] = json!("id");
@@ -408,23 +415,17 @@ async fn connect_story(versions: &[u8]) -> anyhow::Result<Vec<Outcome>> {
     kafka::ensure_topics(BROKER, &[kafka::TopicSpec::new(&topic, 1)]).await?;
     let pool = sqlx::PgPool::connect(&postgres()).await?;
     let http = reqwest::Client::new();
-    let url = reqwest::Url::parse(&postgres())?;
-    let config = json!({
-        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
-        "tasks.max": "1",
-        "topics": topic,
-        "table.name.format": table,
-        "connection.url": format!("jdbc:postgresql://{}:{}{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432), url.path()),
-        "connection.username": url.username(),
-        "connection.password": url.password().unwrap_or_default(),
-        "schema.evolution": "basic",
-        "insert.mode": "upsert",
-        "primary.key.mode": "record_value",
-        "primary.key.fields": "id",
-        "transforms": "flat",
-        "transforms.flat.type": "org.apache.kafka.connect.transforms.Flatten$Value",
-        "transforms.flat.delimiter": "__",
-    });
+    let mut config = sink_config(&topic, &table)?;
+    for (key, value) in [
+        ("insert.mode", "upsert"),
+        ("primary.key.mode", "record_value"),
+        ("primary.key.fields", "id"),
+        ("transforms", "flat"),
+        ("transforms.flat.type", "org.apache.kafka.connect.transforms.Flatten$Value"),
+        ("transforms.flat.delimiter", "__"),
+    ] {
+        config[key] = json!(value);
+    }
     let status_url = format!("{CONNECT}/connectors/{table}/status");
     let mut outcomes = Vec::new();
     let mut stopped_at: Option<(u8, String)> = None;

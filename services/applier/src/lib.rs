@@ -126,7 +126,7 @@ impl Applier {
                 Some(stages) => {
                     self.expand_contract(dataset, &warehouse, decision, &contract, &stages, &mut backfilled).await
                 }
-                None => self.attempt(dataset, &warehouse, decision, &contract, &statements).await,
+                None => self.attempt(dataset, &warehouse, decision, &contract, &statements, &[]).await,
             };
             let error = match attempt {
                 Ok(Attempt::Applied(true)) => {
@@ -195,7 +195,8 @@ impl Applier {
 
     /// One attempt at a plan: the guardrails (the allow-list, then a dry
     /// run proven on the catalog), then the apply of mend's rendering of
-    /// what they allowed, each statement with its class's timeouts. A plan
+    /// what they allowed, each statement with its class's timeouts, and
+    /// `then` (mend's own statements) in the same transaction. A plan
     /// applied before (a redelivered decision) runs nothing again.
     async fn attempt(
         &self,
@@ -204,6 +205,7 @@ impl Applier {
         decision: &Decision,
         contract: &Contract,
         statements: &[String],
+        then: &[String],
     ) -> Result<Attempt, mend_store::StoreError> {
         let (vetted, limits) = if warehouse.applied(&decision.proposal_id).await? {
             (Vetted { refused: Vec::new(), statements: Vec::new(), schema: String::new() }, Limits::default())
@@ -221,7 +223,7 @@ impl Applier {
             schema: &vetted.schema,
             contract,
             limits,
-            then: &[],
+            then,
         };
         fault::point("applier.before_apply");
         Ok(Attempt::Applied(warehouse.apply(&apply).await?))
@@ -231,10 +233,10 @@ impl Applier {
     /// the whole plan through the guardrails first; then the expand (its
     /// ADD COLUMN and the dual write's trigger, one short transaction,
     /// skipped when an earlier attempt or delivery did it); the backfill
-    /// (once per apply, in batches of their own); then the swap — the
-    /// renames vetted again on the table as it is now, the trigger dropped,
-    /// the contract moved and the proposal recorded, in one transaction
-    /// under `lock_timeout`.
+    /// (once per apply, in batches of their own); then the swap, as any
+    /// plan's [`Self::attempt`] — the renames vetted again on the table as
+    /// it is now, then with the trigger dropped, the contract moved and the
+    /// proposal recorded in one transaction under `lock_timeout`.
     async fn expand_contract(
         &self,
         dataset: &Dataset,
@@ -279,22 +281,8 @@ impl Applier {
             *backfilled = Some(done);
         }
         fault::point("applier.after_backfill");
-        let vetted = warehouse.vet(table, &stages.swap, lock_timeout).await?;
-        if !vetted.refused.is_empty() {
-            return Ok(Attempt::Refused(vetted.refused));
-        }
-        let limits = limits(&dataset.ddl, &warehouse.costs(table, &stages.swap).await?);
         let then = warehouse.end_dual_write(table, &dual).await?;
-        let apply = Apply {
-            proposal_id: &decision.proposal_id,
-            decision_id: &decision.envelope.event_id,
-            statements: &vetted.statements,
-            schema: &vetted.schema,
-            contract,
-            limits,
-            then: &then,
-        };
-        Ok(Attempt::Applied(warehouse.apply(&apply).await?))
+        self.attempt(dataset, warehouse, decision, contract, &stages.swap, &then).await
     }
 
     /// Replays every quarantined record of `incident`, in source order.
