@@ -154,11 +154,43 @@ fn sink_config(topic: &str, table: &str) -> anyhow::Result<Value> {
     }))
 }
 
+/// A connector of the Connect worker, through its REST API.
+struct Connector {
+    http: reqwest::Client,
+    name: String,
+}
+
+impl Connector {
+    async fn create(name: &str, config: &Value) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        http.post(format!("{CONNECT}/connectors"))
+            .json(&json!({"name": name, "config": config}))
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("creating the connector {name}"))?;
+        Ok(Self { http, name: name.to_owned() })
+    }
+
+    /// Its task's stack trace once the task has failed (the worker's own
+    /// payload, read by key); None while it runs or cannot be asked.
+    async fn failure(&self) -> Option<String> {
+        let url = format!("{CONNECT}/connectors/{}/status", self.name);
+        let status: Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        let task = &status["tasks"][0];
+        (task["state"] == "FAILED").then(|| task["trace"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn delete(self) -> anyhow::Result<()> {
+        self.http.delete(format!("{CONNECT}/connectors/{}", self.name)).send().await?.error_for_status()?;
+        Ok(())
+    }
+}
+
 /// The Connect sink on `topic` into `table` until it holds `records` rows:
 /// from the connector's creation to the last row, and what it cost.
 async fn connect_sink(peer: &Peer, topic: &str, records: i64, keyed: bool) -> anyhow::Result<Run> {
     let table = unique("peer").replace('-', "_");
-    let http = reqwest::Client::new();
     let pool = sqlx::PgPool::connect(&postgres()).await?;
     let mut config = sink_config(topic, &table)?;
     config["insert.mode"] = json!(if keyed { "upsert" } else { "insert" });
@@ -169,12 +201,7 @@ async fn connect_sink(peer: &Peer, topic: &str, records: i64, keyed: bool) -> an
         config["primary.key.fields"] = json!("id");
     }
     let (cpu, pg_cpu, began) = (cpu_of(peer.pid, false)?, postgres_cpu()?, Instant::now());
-    http.post(format!("{CONNECT}/connectors"))
-        .json(&json!({"name": table, "config": config}))
-        .send()
-        .await?
-        .error_for_status()
-        .context("creating the connector")?;
+    let connector = Connector::create(&table, &config).await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut first = None;
     loop {
@@ -188,10 +215,8 @@ async fn connect_sink(peer: &Peer, topic: &str, records: i64, keyed: bool) -> an
         if Instant::now() > deadline {
             bail!("the Connect sink did not load {records} rows in 30 minutes");
         }
-        let status: serde_json::Value =
-            http.get(format!("{CONNECT}/connectors/{table}/status")).send().await?.json().await?;
-        if status["tasks"][0]["state"] == "FAILED" {
-            bail!("the Connect sink's task failed: {}", status["tasks"][0]["trace"]);
+        if let Some(trace) = connector.failure().await {
+            bail!("the Connect sink's task failed: {trace}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -203,7 +228,7 @@ async fn connect_sink(peer: &Peer, topic: &str, records: i64, keyed: bool) -> an
         cpu: cpu_of(peer.pid, false)? - cpu,
         postgres_cpu: postgres_cpu()? - pg_cpu,
     };
-    http.delete(format!("{CONNECT}/connectors/{table}")).send().await?.error_for_status()?;
+    connector.delete().await?;
     drop_table(&table).await?;
     Ok(run)
 }
@@ -414,7 +439,6 @@ async fn connect_story(versions: &[u8]) -> anyhow::Result<Vec<Outcome>> {
     let (topic, table) = (unique("peers-story"), unique("peer_story").replace('-', "_"));
     kafka::ensure_topics(BROKER, &[kafka::TopicSpec::new(&topic, 1)]).await?;
     let pool = sqlx::PgPool::connect(&postgres()).await?;
-    let http = reqwest::Client::new();
     let mut config = sink_config(&topic, &table)?;
     for (key, value) in [
         ("insert.mode", "upsert"),
@@ -426,31 +450,20 @@ async fn connect_story(versions: &[u8]) -> anyhow::Result<Vec<Outcome>> {
     ] {
         config[key] = json!(value);
     }
-    let status_url = format!("{CONNECT}/connectors/{table}/status");
+    let mut connector = None;
     let mut outcomes = Vec::new();
     let mut stopped_at: Option<(u8, String)> = None;
     for (n, &version) in versions.iter().enumerate() {
         let began = Instant::now();
         let ids = produce_version(&topic, version).await?;
         if n == 0 {
-            http.post(format!("{CONNECT}/connectors"))
-                .json(&json!({"name": table, "config": config}))
-                .send()
-                .await?
-                .error_for_status()
-                .context("creating the story's connector")?;
+            connector = Some(Connector::create(&table, &config).await?);
         }
-        let mut outcome = settle(&pool, &table, version, &ids, began, async || {
-            let status: Value = match http.get(&status_url).send().await {
-                Ok(response) => response.json().await.unwrap_or_default(),
-                Err(_) => return None,
-            };
-            (status["tasks"][0]["state"] == "FAILED").then_some(true)
-        })
-        .await;
+        let sink = connector.as_ref().context("no connector")?;
+        let mut outcome =
+            settle(&pool, &table, version, &ids, began, async || sink.failure().await.map(|_| true)).await;
         if outcome.stopped && stopped_at.is_none() {
-            let status: Value = http.get(&status_url).send().await?.json().await?;
-            let trace = status["tasks"][0]["trace"].as_str().unwrap_or_default();
+            let trace = sink.failure().await.unwrap_or_default();
             let cause = trace.lines().rfind(|l| l.contains("Caused by")).unwrap_or("no cause given");
             let cause = cause.rsplit(": ").next().unwrap_or(cause).trim().to_owned();
             stopped_at = Some((version, cause));
@@ -472,7 +485,9 @@ async fn connect_story(versions: &[u8]) -> anyhow::Result<Vec<Outcome>> {
         };
         outcomes.push(outcome);
     }
-    http.delete(format!("{CONNECT}/connectors/{table}")).send().await?;
+    if let Some(connector) = connector {
+        connector.delete().await?;
+    }
     Ok(outcomes)
 }
 

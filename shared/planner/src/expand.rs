@@ -40,6 +40,7 @@ pub(crate) async fn offer(
     if warehouse.dialect() != Dialect::Postgres || !dataset.ddl.expand_contract {
         return Ok(());
     }
+    let mut replaced = false;
     // From the last, so the earlier steps' positions hold.
     for widening in widenings.iter().rev() {
         let Some(step) = steps.get(widening.step) else { continue };
@@ -65,6 +66,7 @@ pub(crate) async fn offer(
         let nullable = columns.iter().find(|c| &c.name == column).is_none_or(|c| c.nullable);
         let replacement = expand_steps(&dataset.table, &widening.field, column, &widening.sql_type, nullable);
         steps.splice(widening.step..=widening.step, replacement);
+        replaced = true;
         rules.push(format!(
             "expand/contract for {column}: the ALTER would be {}; instead a wider column beside it, both written \
              meanwhile, a backfill in short batches and a swap by renames under a short lock; the old column \
@@ -72,7 +74,12 @@ pub(crate) async fn offer(
             over.trim_start_matches("size gate: ").trim_end_matches(" needs a person"),
         ));
     }
-    warehouse.cost_steps(&dataset.table, steps).await
+    // The new statements costed (each cost reads the catalog and dry-runs
+    // on an empty copy: only when the plan changed).
+    if replaced {
+        warehouse.cost_steps(&dataset.table, steps).await?;
+    }
+    Ok(())
 }
 
 /// The steps widening `column` to `sql_type` by expand/contract.

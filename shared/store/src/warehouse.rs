@@ -287,7 +287,7 @@ impl Warehouse {
     pub async fn dependents(&self, table: &str, column: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Self::Postgres(engine) => {
-                let schema = self.target(table).await?.schema;
+                let schema = dispatch!(self.schema_of(table))?;
                 pg::expand::dependents(engine.pool(), &schema, table, column).await
             }
             Self::Sqlite(_) => Ok(Vec::new()),
@@ -306,7 +306,7 @@ impl Warehouse {
         lock_timeout: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let engine = self.postgres("expand/contract")?;
-        let schema = self.target(table).await?.schema;
+        let schema = dispatch!(self.schema_of(table))?;
         pg::expand::expand(engine.pool(), &schema, table, statements, dual, lock_timeout).await
     }
 
@@ -320,7 +320,7 @@ impl Warehouse {
         progress: impl FnMut(i64, i64) + Send,
     ) -> Result<Backfilled, StoreError> {
         let engine = self.postgres("expand/contract")?;
-        let schema = self.target(table).await?.schema;
+        let schema = dispatch!(self.schema_of(table))?;
         pg::expand::backfill(engine.pool(), &schema, table, dual, lock_timeout, progress).await
     }
 
@@ -328,7 +328,7 @@ impl Warehouse {
     /// ([`Apply::then`]).
     pub async fn end_dual_write(&self, table: &str, dual: &Dual) -> Result<Vec<String>, StoreError> {
         let engine = self.postgres("expand/contract")?;
-        let schema = self.target(table).await?.schema;
+        let schema = dispatch!(self.schema_of(table))?;
         pg::expand::cleanup(engine.pool(), &schema, table, dual).await
     }
 
